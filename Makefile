@@ -1,0 +1,45 @@
+# shopjobs: every command a developer needs. `make dev` to run it, `make test` to test it.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: install dev test services services-stop db lint format clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+## Web + worker (+ local Postgres and Redis unless DATABASE_URL / REDIS_URL are set)
+dev: install
+	$(PY) -m tools.dev
+
+## The whole test suite, against its own Postgres and Redis
+test: install
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+## Start local Postgres + Redis; prints export lines: eval "$$(make -s services)"
+services: install
+	@$(PY) -m tools.services start --dir .dev
+
+services-stop: install
+	@$(PY) -m tools.services stop --dir .dev
+
+## Apply schema.sql to DATABASE_URL (idempotent)
+db: install
+	$(PY) -m service db apply
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: install
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+clean: services-stop
+	rm -rf .dev

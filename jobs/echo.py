@@ -1,0 +1,39 @@
+"""The diagnostic `echo` job: exercises retries, failures, timeouts and progress end to end.
+
+Enabled only with ENABLE_DIAGNOSTIC_JOBS (on in `make dev` and the tests, off in production).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from jobs.types import JobContext, JobType, NonRetryableError
+
+PROGRESS_STEPS = 10
+
+
+class EchoInput(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    message: str = Field(max_length=10_000)
+    sleep_ms: int = Field(default=0, ge=0, le=3_600_000)
+    fail_times: int = Field(default=0, ge=0, le=1_000)
+    fail_permanently: bool = False
+
+
+async def echo(ctx: JobContext, data: EchoInput) -> dict[str, str]:
+    if data.fail_permanently:
+        raise NonRetryableError("echo: asked to fail permanently")
+    if ctx.attempt <= data.fail_times:
+        raise RuntimeError(f"echo: planned failure {ctx.attempt} of {data.fail_times}")
+    if data.sleep_ms:
+        step = data.sleep_ms / 1000 / PROGRESS_STEPS
+        for done in range(1, PROGRESS_STEPS + 1):
+            await asyncio.sleep(step)
+            await ctx.report_progress(done * 100 // PROGRESS_STEPS)
+    return {"message": data.message}
+
+
+JOB_TYPE = JobType(name="echo", input_model=EchoInput, handler=echo)

@@ -1,0 +1,47 @@
+-- shopjobs schema. Safe to apply any number of times (`make db`, the release command).
+-- Postgres is the source of truth for a job's life; Redis only carries it to a worker.
+
+CREATE TABLE IF NOT EXISTS shops (
+    id              bigserial PRIMARY KEY,
+    domain          text NOT NULL UNIQUE
+                    CHECK (domain ~ '^[a-z0-9][a-z0-9-]*\.myshopify\.com$'),
+    access_token    text,
+    scopes          text NOT NULL DEFAULT '',
+    token_expires_at          timestamptz,
+    refresh_token             text,
+    refresh_token_expires_at  timestamptz,
+    installed_at    timestamptz NOT NULL DEFAULT now(),
+    uninstalled_at  timestamptz,
+    updated_at      timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE IF NOT EXISTS jobs (
+    id              uuid PRIMARY KEY,
+    shop_id         bigint NOT NULL REFERENCES shops (id) ON DELETE CASCADE,
+    type            text NOT NULL,
+    input           jsonb NOT NULL DEFAULT '{}'::jsonb,
+    status          text NOT NULL DEFAULT 'pending'
+                    CHECK (status IN ('pending', 'processing', 'retrying', 'completed', 'failed')),
+    progress        smallint NOT NULL DEFAULT 0 CHECK (progress BETWEEN 0 AND 100),
+    progress_message text,
+    result          jsonb,
+    error_message   text,
+    attempts        integer NOT NULL DEFAULT 0,   -- runs started and counted by us, not arq's job_try
+    retry_count     integer NOT NULL DEFAULT 0,   -- failed attempts that were followed by a retry
+    customer_id     text,                         -- logged_in_customer_id; NULL when anonymous
+    idempotency_key text,
+    source          text NOT NULL DEFAULT 'proxy',
+    lease_owner     text,
+    lease_expires_at timestamptz,
+    run_at          timestamptz,                  -- when a retrying job is due again
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    updated_at      timestamptz NOT NULL DEFAULT now(),
+    started_at      timestamptz,
+    finished_at     timestamptz,
+    CONSTRAINT jobs_idempotency UNIQUE (shop_id, idempotency_key)
+);
+
+-- The status page and dashboard list a shop's jobs newest first.
+CREATE INDEX IF NOT EXISTS jobs_shop_created_idx ON jobs (shop_id, created_at DESC);
+-- Retention, the reconciler and the dashboard scan by status and age.
+CREATE INDEX IF NOT EXISTS jobs_status_updated_idx ON jobs (status, updated_at);

@@ -1,0 +1,64 @@
+"""The web process: `uvicorn service.app:app`.
+
+`create_app(settings)` builds the Starlette app from explicit settings (tests call it
+directly); the module attribute `app` is built on first access from the environment, so a
+missing setting stops uvicorn with one line naming it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from jobs.registry import job_types
+from service import queue
+from service.db import create_database
+from service.errors import EXCEPTION_HANDLERS
+from service.settings import Settings, load_settings
+
+HEALTH_TIMEOUT_SECONDS = 2.0
+
+
+async def healthz(request: Request) -> JSONResponse:
+    state = request.app.state
+    try:
+        await asyncio.wait_for(state.database.fetch_val("SELECT 1"), HEALTH_TIMEOUT_SECONDS)
+        await queue.ping(state.redis, HEALTH_TIMEOUT_SECONDS)
+    except Exception as exc:  # a dependency is down: report it, never crash
+        return JSONResponse(
+            {"status": "error", "message": f"{exc.__class__.__name__}: {exc}"}, status_code=503
+        )
+    return JSONResponse({"status": "ok"})
+
+
+def create_app(settings: Settings) -> Starlette:
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        database = create_database(settings.database_url)
+        await database.connect()
+        redis = queue.connect(settings.redis_url)
+        app.state.settings = settings
+        app.state.database = database
+        app.state.redis = redis
+        app.state.job_types = job_types(settings)
+        try:
+            yield
+        finally:
+            await redis.aclose()
+            await database.disconnect()
+
+    routes = [Route("/healthz", healthz, methods=["GET"])]
+    return Starlette(routes=routes, lifespan=lifespan, exception_handlers=EXCEPTION_HANDLERS)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "app":
+        return create_app(load_settings())
+    raise AttributeError(f"module 'service.app' has no attribute {name!r}")

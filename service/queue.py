@@ -1,0 +1,55 @@
+"""The queue client: Redis settings from REDIS_URL, the arq pool, and JSON on the wire.
+
+Jobs travel as JSON, never pickle: arq's default serializer would let anyone who can write to
+Redis run code in the worker. The job payload is only the job's id; its input lives in
+Postgres, where the worker reads it when it claims the job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import orjson
+from arq.connections import ArqRedis, RedisSettings
+
+QUEUE_NAME = "arq:queue"
+
+
+def serialize(obj: Any) -> bytes:
+    # default=str turns whatever arq puts in a result (an exception, say) into text, not pickle.
+    return orjson.dumps(obj, default=str)
+
+
+def deserialize(data: bytes) -> Any:
+    return orjson.loads(data)
+
+
+def redis_settings(url: str, *, timeout: float = 2.0) -> RedisSettings:
+    """RedisSettings for `redis://` or `rediss://` (TLS), with user, password and `/db`."""
+    settings = RedisSettings.from_dsn(url)
+    settings.conn_timeout = max(1, round(timeout))
+    settings.conn_retries = 0
+    return settings
+
+
+def connect(url: str, *, timeout: float = 2.0) -> ArqRedis:
+    """An arq pool that connects lazily, so a process can start while Redis is down."""
+    settings = redis_settings(url, timeout=timeout)
+    return ArqRedis(
+        host=settings.host,
+        port=settings.port,
+        db=settings.database,
+        username=settings.username,
+        password=settings.password,
+        ssl=settings.ssl,
+        socket_connect_timeout=timeout,
+        socket_timeout=timeout,
+        job_serializer=serialize,
+        job_deserializer=deserialize,
+        default_queue_name=QUEUE_NAME,
+    )
+
+
+async def ping(pool: ArqRedis, timeout: float = 1.0) -> None:
+    await asyncio.wait_for(pool.ping(), timeout)

@@ -1,0 +1,113 @@
+"""Configuration from environment variables (pydantic-settings), shared by web and worker.
+
+Both processes call `load_settings()` at start; a missing or malformed required setting stops
+the process with one line naming it, instead of a traceback that buries the cause.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated, TypeVar
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PositiveFloat = Annotated[float, Field(gt=0)]
+NonNegativeInt = Annotated[int, Field(ge=0)]
+
+
+class DatabaseSettings(BaseSettings):
+    """The one setting the command-line tools need (`shops add`, `db apply`)."""
+
+    model_config = SettingsConfigDict(extra="ignore", case_sensitive=False, populate_by_name=True)
+
+    database_url: str
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_url(cls, value: str) -> str:
+        if not value.startswith(("postgresql://", "postgres://")):
+            raise ValueError("must start with postgresql://")
+        return value.replace("postgres://", "postgresql://", 1)
+
+
+class Settings(DatabaseSettings):
+    redis_url: str
+    shopify_api_key: str
+    shopify_api_secret: SecretStr
+    # Shopify CLI injects HOST / APP_URL rather than SHOPIFY_APP_URL; accept all three.
+    shopify_app_url: str = Field(
+        default="http://localhost:8000",
+        validation_alias=AliasChoices("SHOPIFY_APP_URL", "APP_URL", "HOST"),
+    )
+    shopify_api_version: str = "2025-10"
+    shopify_admin_url: str | None = None
+    shopify_scopes: str = Field(
+        default="read_products", validation_alias=AliasChoices("SHOPIFY_SCOPES", "SCOPES")
+    )
+
+    worker_health_port: Annotated[int, Field(ge=0, le=65535)] = 3001
+    worker_concurrency: Annotated[int, Field(ge=1)] = 2
+    worker_shutdown_grace_seconds: Annotated[float, Field(ge=0)] = 25
+    job_max_attempts: Annotated[int, Field(ge=1)] = 3
+    job_backoff_seconds: Annotated[float, Field(ge=0)] = 5
+    job_timeout_seconds: PositiveFloat = 300
+    job_lease_seconds: PositiveFloat = 10
+    rate_limit_max: NonNegativeInt = 10
+    rate_limit_window_seconds: PositiveFloat = 60
+    shop_concurrency_limit: NonNegativeInt = 0
+
+    completed_retention_seconds: PositiveFloat = 86_400
+    completed_retention_count: NonNegativeInt = 1_000
+    failed_retention_seconds: PositiveFloat = 604_800
+    failed_retention_count: NonNegativeInt = 5_000
+
+    enable_diagnostic_jobs: bool = False
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str) -> str:
+        if not value.startswith(("redis://", "rediss://")):
+            raise ValueError("must start with redis:// or rediss://")
+        return value
+
+    @field_validator("shopify_app_url")
+    @classmethod
+    def _app_url(cls, value: str) -> str:
+        value = value.strip().rstrip("/")
+        if value and "://" not in value:
+            value = "https://" + value  # Shopify CLI's HOST is sometimes a bare host name
+        return value
+
+
+AnySettings = TypeVar("AnySettings", bound=DatabaseSettings)
+
+
+def describe_error(error: ValidationError) -> str:
+    """One line naming every bad setting, e.g. `missing setting: SHOPIFY_API_SECRET`."""
+    missing, invalid = [], []
+    for item in error.errors():
+        name = str(item["loc"][0]).upper() if item["loc"] else "?"
+        if item["type"] == "missing":
+            missing.append(name)
+        else:
+            invalid.append(f"{name} ({item['msg']})")
+    parts = []
+    if missing:
+        parts.append(
+            "missing setting" + ("s" if len(missing) > 1 else "") + ": " + ", ".join(missing)
+        )
+    if invalid:
+        parts.append(
+            "invalid setting" + ("s" if len(invalid) > 1 else "") + ": " + "; ".join(invalid)
+        )
+    return "shopjobs: " + "; ".join(parts)
+
+
+def load_settings(cls: type[AnySettings] = Settings) -> AnySettings:  # type: ignore[assignment]
+    """Settings from the environment, or exit(2) with one line naming what is wrong."""
+    try:
+        return cls()
+    except ValidationError as error:
+        print(describe_error(error), file=sys.stderr)
+        raise SystemExit(2) from None

@@ -1,0 +1,1 @@
+"""Everything Shopify-specific: signatures, webhooks, OAuth and the Admin API client."""

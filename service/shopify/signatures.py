@@ -1,0 +1,93 @@
+"""Shopify's three signatures, computed exactly as Shopify computes them.
+
+- App proxy: every query parameter but `signature`, blank values kept, a repeated key's values
+  joined with ",", `key=value` pairs sorted and concatenated with no separator; hex HMAC-SHA256.
+- OAuth callback: every parameter but `hmac`, sorted `key=value` pairs joined with "&"; hex.
+- Webhooks: base64 HMAC-SHA256 of the raw body.
+
+Comparisons are constant-time (`hmac.compare_digest`). Pure functions, no I/O.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+from collections.abc import Iterable, Mapping
+
+PROXY_MAX_SKEW_SECONDS = 90
+UNIQUE_PROXY_PARAMS = ("shop", "timestamp", "signature")
+
+
+def _hmac_hex(secret: str, message: str) -> str:
+    return hmac.new(secret.encode(), message.encode(), hashlib.sha256).hexdigest()
+
+
+def _grouped(pairs: Iterable[tuple[str, str]], skip: str) -> dict[str, list[str]]:
+    grouped: dict[str, list[str]] = {}
+    for key, value in pairs:
+        if key != skip:
+            grouped.setdefault(key, []).append(value)
+    return grouped
+
+
+def app_proxy_signature(pairs: Iterable[tuple[str, str]], secret: str) -> str:
+    grouped = _grouped(pairs, "signature")
+    message = "".join(sorted(f"{k}={','.join(v)}" for k, v in grouped.items()))
+    return _hmac_hex(secret, message)
+
+
+class ProxySignatureError(Exception):
+    """Why an app-proxy request was refused (the message is safe to return to the caller)."""
+
+
+def verify_app_proxy(pairs: list[tuple[str, str]], secret: str, now: float) -> str:
+    """Check an app-proxy query; return the shop domain or raise ProxySignatureError."""
+    counts: dict[str, int] = {}
+    for key, _ in pairs:
+        counts[key] = counts.get(key, 0) + 1
+    for key in UNIQUE_PROXY_PARAMS:
+        if counts.get(key, 0) > 1:
+            raise ProxySignatureError(f"Repeated parameter: {key}")
+    params = dict(pairs)
+    signature = params.get("signature")
+    if not signature:
+        raise ProxySignatureError("Missing signature")
+    timestamp = params.get("timestamp")
+    if not timestamp:
+        raise ProxySignatureError("Missing timestamp")
+    try:
+        stamp = int(timestamp)
+    except ValueError:
+        raise ProxySignatureError("Invalid timestamp") from None
+    expected = app_proxy_signature(pairs, secret)
+    if not hmac.compare_digest(expected.encode(), signature.lower().encode()):
+        raise ProxySignatureError("Invalid signature")
+    if abs(now - stamp) > PROXY_MAX_SKEW_SECONDS:
+        raise ProxySignatureError("Stale timestamp")
+    shop = params.get("shop", "")
+    if not shop:
+        raise ProxySignatureError("Missing shop")
+    return shop
+
+
+def oauth_hmac(params: Mapping[str, str], secret: str) -> str:
+    message = "&".join(
+        f"{k}={v}" for k, v in sorted(params.items()) if k not in ("hmac", "signature")
+    )
+    return _hmac_hex(secret, message)
+
+
+def verify_oauth_hmac(params: Mapping[str, str], secret: str) -> bool:
+    given = params.get("hmac", "")
+    return hmac.compare_digest(oauth_hmac(params, secret).encode(), given.lower().encode())
+
+
+def webhook_hmac(body: bytes, secret: str) -> str:
+    return base64.b64encode(hmac.new(secret.encode(), body, hashlib.sha256).digest()).decode()
+
+
+def verify_webhook(body: bytes, given: str | None, secret: str) -> bool:
+    if not given:
+        return False
+    return hmac.compare_digest(webhook_hmac(body, secret).encode(), given.strip().encode())

@@ -1,0 +1,202 @@
+"""Shared fixtures: one real Postgres and one real Redis per test session, clean per test."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from arq.connections import ArqRedis
+from databases import Database
+
+from service import queue
+from service.db import apply_schema, create_database
+from service.settings import Settings
+from tools import services as local_services
+
+ROOT = Path(__file__).resolve().parent.parent
+TEST_SECRET = "test-api-secret"
+TEST_API_KEY = "test-api-key"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[local_services.Services]:
+    base = tmp_path_factory.mktemp("servers")
+    svc = local_services.start(base, fixed_ports=False, durable=False)
+
+    async def prepare() -> None:
+        database = create_database(svc.database_url, min_size=1, max_size=1)
+        await database.connect()
+        await apply_schema(database)
+        await database.disconnect()
+
+    asyncio.run(prepare())
+    yield svc
+    local_services.stop(base)
+
+
+@pytest.fixture
+def settings(servers: local_services.Services) -> Settings:
+    return Settings(
+        database_url=servers.database_url,
+        redis_url=servers.redis_url,
+        shopify_api_key=TEST_API_KEY,
+        shopify_api_secret=TEST_SECRET,
+        shopify_app_url="http://testserver",
+        enable_diagnostic_jobs=True,
+        worker_health_port=free_port(),
+        job_backoff_seconds=0.2,
+        job_lease_seconds=3,
+    )
+
+
+@pytest.fixture
+def env(settings: Settings) -> dict[str, str]:
+    """Environment for a subprocess (web, worker, CLI) that matches `settings`."""
+    values = {
+        **os.environ,
+        "DATABASE_URL": settings.database_url,
+        "REDIS_URL": settings.redis_url,
+        "SHOPIFY_API_KEY": settings.shopify_api_key,
+        "SHOPIFY_API_SECRET": settings.shopify_api_secret.get_secret_value(),
+        "SHOPIFY_APP_URL": settings.shopify_app_url,
+        "ENABLE_DIAGNOSTIC_JOBS": "true",
+        "WORKER_HEALTH_PORT": str(settings.worker_health_port),
+        "JOB_BACKOFF_SECONDS": str(settings.job_backoff_seconds),
+        "JOB_LEASE_SECONDS": str(settings.job_lease_seconds),
+        "PYTHONUNBUFFERED": "1",
+    }
+    return values
+
+
+@pytest.fixture
+async def database(settings: Settings) -> AsyncIterator[Database]:
+    """A connection to the test database, with every table emptied first."""
+    db = create_database(settings.database_url, min_size=1, max_size=5)
+    await db.connect()
+    tables = await db.fetch_all("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+    if tables:
+        names = ", ".join(t._mapping["tablename"] for t in tables)
+        await db.execute(f"TRUNCATE {names} RESTART IDENTITY CASCADE")
+    yield db
+    await db.disconnect()
+
+
+@pytest.fixture
+async def redis(settings: Settings) -> AsyncIterator[ArqRedis]:
+    """The test Redis, flushed first."""
+    pool = queue.connect(settings.redis_url)
+    await pool.flushdb()
+    yield pool
+    await pool.aclose()
+
+
+@pytest.fixture
+async def app_client(
+    settings: Settings, database: Database, redis: ArqRedis
+) -> AsyncIterator[httpx.AsyncClient]:
+    """An httpx client talking to the app in-process, with its lifespan running."""
+    from service.app import create_app
+
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            client.app = app  # type: ignore[attr-defined]
+            yield client
+
+
+def wait_for_http(url: str, timeout: float = 20.0, status: int = 200) -> httpx.Response:
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while time.monotonic() < deadline:
+        try:
+            response = httpx.get(url, timeout=1.0)
+            if response.status_code == status:
+                return response
+            last = response.status_code
+        except httpx.HTTPError as exc:
+            last = exc
+        time.sleep(0.1)
+    raise AssertionError(f"{url} did not answer {status} within {timeout}s (last: {last!r})")
+
+
+class Process:
+    """A project process (web or worker) run as a real subprocess, its output kept in a file."""
+
+    def __init__(self, args: list[str], env: dict[str, str], log: Path) -> None:
+        self.log_path = log
+        self._log = open(log, "wb")
+        self.popen = subprocess.Popen(
+            args,
+            env=env,
+            cwd=ROOT,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    @property
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def signal(self, signum: int) -> None:
+        self.popen.send_signal(signum)
+
+    def wait(self, timeout: float) -> int:
+        return self.popen.wait(timeout)
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.terminate()
+            try:
+                self.popen.wait(15)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait(5)
+        self._log.close()
+
+
+@pytest.fixture
+def spawn(tmp_path: Path) -> Iterator[callable]:  # type: ignore[valid-type]
+    """Start project processes; every one still running is stopped after the test."""
+    started: list[Process] = []
+
+    def _spawn(args: list[str], env: dict[str, str], name: str = "proc") -> Process:
+        proc = Process(args, env, tmp_path / f"{name}-{len(started)}.log")
+        started.append(proc)
+        return proc
+
+    yield _spawn
+    for proc in started:
+        proc.stop()
+
+
+def worker_command() -> list[str]:
+    return [sys.executable, "-m", "arq", "jobs.WorkerSettings"]
+
+
+def web_command(port: int) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "service.app:app",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]

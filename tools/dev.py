@@ -1,0 +1,60 @@
+"""`make dev`: local servers, schema, demo shop, then web + worker side by side under honcho.
+
+Mirrors what Shopify CLI does for a `background` role: both processes get the same
+environment, their logs are combined with a prefix each, Ctrl-C (or SIGTERM) stops both, and
+if one dies the other is stopped and the command exits non-zero.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from tools import services
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO_SHOP = "demo-shop.myshopify.com"
+DEV_DEFAULTS = {
+    "SHOPIFY_API_KEY": "dev-api-key",
+    "SHOPIFY_API_SECRET": "dev-api-secret",
+    "ENABLE_DIAGNOSTIC_JOBS": "true",
+    "WEB_PORT": "8000",
+    "WORKER_HEALTH_PORT": "3001",
+    "PYTHONUNBUFFERED": "1",
+}
+
+
+def dev_environment() -> dict[str, str]:
+    env = dict(os.environ)
+    if not env.get("DATABASE_URL") or not env.get("REDIS_URL"):
+        svc = services.start(ROOT / ".dev")
+        env.setdefault("DATABASE_URL", svc.database_url)
+        env.setdefault("REDIS_URL", svc.redis_url)
+        print(f"dev: local Postgres on :{svc.pg_port}, Redis on :{svc.redis_port} (data in .dev/)")
+    for key, value in DEV_DEFAULTS.items():
+        env.setdefault(key, value)
+    env.setdefault("SHOPIFY_APP_URL", f"http://127.0.0.1:{env['WEB_PORT']}")
+    return env
+
+
+def run(args: list[str], env: dict[str, str]) -> None:
+    subprocess.run([sys.executable, *args], env=env, cwd=ROOT, check=True)
+
+
+def main() -> int:
+    env = dev_environment()
+    run(["-m", "service", "db", "apply"], env)
+    run(["-m", "service", "shops", "add", DEMO_SHOP, "--token", "dev-admin-token"], env)
+    print(f"dev: web on {env['SHOPIFY_APP_URL']}, worker health on :{env['WORKER_HEALTH_PORT']}")
+    bindir = str(Path(sys.executable).parent)
+    env["PATH"] = bindir + os.pathsep + env.get("PATH", "")
+    honcho = shutil.which("honcho", path=env["PATH"]) or "honcho"
+    os.chdir(ROOT)
+    os.execve(honcho, [honcho, "-f", str(ROOT / "Procfile.dev"), "start"], env)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
