@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
+from uuid import UUID
 
+import orjson
 from databases import Database
 
 
@@ -68,3 +71,52 @@ async def get_shop(database: Database, domain: str) -> Shop | None:
 
 
 # -- jobs ---------------------------------------------------------------------------------
+
+JOB_COLUMNS = (
+    "id, shop_id, type, input, status, progress, progress_message, result, error_message, "
+    "attempts, retry_count, customer_id, idempotency_key, source, lease_owner, lease_expires_at, "
+    "run_at, created_at, updated_at, started_at, finished_at"
+)
+
+
+@dataclass(frozen=True)
+class Job:
+    id: UUID
+    shop_id: int
+    type: str
+    input: dict[str, Any]
+    status: str
+    progress: int
+    progress_message: str | None
+    result: Any
+    error_message: str | None
+    attempts: int
+    retry_count: int
+    customer_id: str | None
+    idempotency_key: str | None
+    source: str
+    lease_owner: str | None
+    lease_expires_at: datetime | None
+    run_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+def _json(value: Any) -> Any:
+    return orjson.loads(value) if isinstance(value, str | bytes) else value
+
+
+def job_from_row(row: Any) -> Job | None:
+    if row is None:
+        return None
+    m = dict(row._mapping)
+    m["input"] = _json(m["input"])
+    m["result"] = _json(m["result"])
+    return Job(**m)
+
+
+async def get_job(database: Database, job_id: UUID) -> Job | None:
+    row = await database.fetch_one(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = :id", {"id": job_id})
+    return job_from_row(row)
