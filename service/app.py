@@ -18,7 +18,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from jobs.registry import job_types
-from service import queue
+from service import proxy, queue
 from service.db import create_database
 from service.errors import EXCEPTION_HANDLERS
 from service.settings import Settings, load_settings
@@ -54,7 +54,7 @@ def create_app(settings: Settings) -> Starlette:
             await redis.aclose()
             await database.disconnect()
 
-    routes = [Route("/healthz", healthz, methods=["GET"])]
+    routes = [Route("/healthz", healthz, methods=["GET"]), *proxy.routes]
     return Starlette(routes=routes, lifespan=lifespan, exception_handlers=EXCEPTION_HANDLERS)
 
 

@@ -4,11 +4,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import asyncpg
 from databases import Database
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schema.sql"
 # Any constant: serialises concurrent `make db` / release commands.
 SCHEMA_LOCK_ID = 7_331_001
+
+# What a refused, lost or shutting-down Postgres raises (asyncpg, or the socket under it;
+# OSError includes TimeoutError). Request handlers answer 503 for these, never 500.
+UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.TooManyConnectionsError,
+)
 
 
 def create_database(url: str, *, min_size: int = 1, max_size: int = 10) -> Database:

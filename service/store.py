@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import orjson
 from databases import Database
@@ -120,3 +120,88 @@ def job_from_row(row: Any) -> Job | None:
 async def get_job(database: Database, job_id: UUID) -> Job | None:
     row = await database.fetch_one(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = :id", {"id": job_id})
     return job_from_row(row)
+
+
+async def create_job(
+    database: Database,
+    *,
+    shop_id: int,
+    job_type: str,
+    job_input: dict[str, Any],
+    customer_id: str | None = None,
+    idempotency_key: str | None = None,
+    source: str = "proxy",
+) -> tuple[Job, bool]:
+    """Write a `pending` job; return it and whether this call created it.
+
+    With an idempotency key, the UNIQUE (shop_id, idempotency_key) constraint decides who wins
+    among concurrent duplicates: the loser's INSERT does nothing (it waits for the winner's
+    commit) and the SELECT then returns the winner's row. If that row vanished in between (its
+    enqueue failed and it was deleted), the insert is simply tried again.
+    """
+    for _ in range(3):
+        row = await database.fetch_one(
+            f"""
+            INSERT INTO jobs (id, shop_id, type, input, status, customer_id, idempotency_key,
+                              source)
+            VALUES (:id, :shop_id, :type, CAST(:input AS jsonb), 'pending', :customer_id,
+                    :idempotency_key, :source)
+            ON CONFLICT ON CONSTRAINT jobs_idempotency DO NOTHING
+            RETURNING {JOB_COLUMNS}
+            """,
+            {
+                "id": uuid4(),
+                "shop_id": shop_id,
+                "type": job_type,
+                "input": orjson.dumps(job_input).decode(),
+                "customer_id": customer_id,
+                "idempotency_key": idempotency_key,
+                "source": source,
+            },
+        )
+        if row is not None:
+            job = job_from_row(row)
+            assert job is not None
+            return job, True
+        existing = await database.fetch_one(
+            f"SELECT {JOB_COLUMNS} FROM jobs WHERE shop_id = :shop_id AND idempotency_key = :key",
+            {"shop_id": shop_id, "key": idempotency_key},
+        )
+        if existing is not None:
+            job = job_from_row(existing)
+            assert job is not None
+            return job, False
+    raise RuntimeError(f"create_job: idempotency key of shop {shop_id} kept changing hands")
+
+
+async def delete_job(database: Database, job_id: UUID) -> None:
+    """Remove a job that never reached the queue, so no orphaned row is left behind."""
+    await database.execute("DELETE FROM jobs WHERE id = :id", {"id": job_id})
+
+
+async def get_job_for_shop(database: Database, shop_id: int, job_id: UUID) -> Job | None:
+    """A job, only if it belongs to `shop_id`: another shop's job is indistinguishable from none."""
+    row = await database.fetch_one(
+        f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = :id AND shop_id = :shop_id",
+        {"id": job_id, "shop_id": shop_id},
+    )
+    return job_from_row(row)
+
+
+def jsonb_safe(value: Any) -> bool:
+    """Whether Postgres jsonb can store `value`: it refuses the NUL character in any string.
+
+    Iterative, so input nested as deep as the JSON parser allows cannot exhaust the stack.
+    """
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return False
+        elif isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list | tuple):
+            pending.extend(item)
+    return True

@@ -56,10 +56,11 @@ def verify_app_proxy(pairs: list[tuple[str, str]], secret: str, now: float) -> s
     timestamp = params.get("timestamp")
     if not timestamp:
         raise ProxySignatureError("Missing timestamp")
-    try:
-        stamp = int(timestamp)
-    except ValueError:
-        raise ProxySignatureError("Invalid timestamp") from None
+    # Plain ASCII digits only: int() would also take "1_317_327_555", " 12" or other scripts'
+    # digits, and refuses (ValueError) strings of thousands of digits.
+    if not (len(timestamp) <= 12 and timestamp.isascii() and timestamp.isdigit()):
+        raise ProxySignatureError("Invalid timestamp")
+    stamp = int(timestamp)
     expected = app_proxy_signature(pairs, secret)
     if not hmac.compare_digest(expected.encode(), signature.lower().encode()):
         raise ProxySignatureError("Invalid signature")

@@ -1,0 +1,277 @@
+"""The app-proxy endpoints theme JavaScript calls through Shopify: create a job, poll its status.
+
+`POST /proxy/process` turns a signed request into a `pending` row and then a queue entry, in
+that order: a row that cannot be queued is deleted again and the caller gets 503, so nothing is
+left in Postgres that no worker will ever see. `GET /proxy/status` reads the row back, only for
+the shop (and the logged-in customer) that created it. The contract is DESIGN.md section 4.
+
+Every refusal is a JSON `{"error": ...}` answer; a database that is down gives 503, never 500.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+from uuid import UUID
+
+import orjson
+from pydantic import ValidationError
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from jobs.types import JobType
+from service import queue, store
+from service.db import UNAVAILABLE_ERRORS
+from service.errors import error
+from service.shopify.shop_domain import is_shop_domain
+from service.shopify.signatures import ProxySignatureError, verify_app_proxy
+
+logger = logging.getLogger("shopjobs.web")
+
+MAX_BODY_BYTES = 64 * 1024
+# Deeper than any sensible job input, and well inside what orjson can write back (254 levels).
+MAX_JSON_DEPTH = 64
+# A queue that does not answer within this is treated as down: the caller gets 503 quickly.
+ENQUEUE_TIMEOUT_SECONDS = 1.0
+MAX_IDEMPOTENCY_KEY_LENGTH = 255
+MAX_CUSTOMER_ID_LENGTH = 255
+MAX_ERROR_DETAILS = 20
+MAX_DETAIL_TEXT = 200
+
+
+class Refusal(Exception):
+    """An answer other than 200, raised from deep inside a handler and turned into JSON."""
+
+    def __init__(self, status: int, message: str, details: Any = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.details = details
+
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def _guarded(handler: Handler) -> Handler:
+    async def guarded(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except Refusal as refusal:
+            return error(refusal.status, refusal.message, refusal.details)
+        except UNAVAILABLE_ERRORS as exc:
+            logger.warning("database unavailable on %s: %r", request.url.path, exc)
+            return error(503, "Database unavailable")
+
+    guarded.__name__ = handler.__name__
+    guarded.__doc__ = handler.__doc__
+    return guarded
+
+
+# -- who is asking -------------------------------------------------------------------------
+
+
+async def _authenticate(request: Request) -> tuple[store.Shop, str | None]:
+    """The installed shop and logged-in customer (None: anonymous) of a signed request."""
+    pairs = request.query_params.multi_items()
+    secret = request.app.state.settings.shopify_api_secret.get_secret_value()
+    try:
+        domain = verify_app_proxy(pairs, secret, now=time.time())
+    except ProxySignatureError as exc:
+        raise Refusal(401, str(exc)) from None
+    customer = dict(pairs).get("logged_in_customer_id", "")
+    if len(customer) > MAX_CUSTOMER_ID_LENGTH or not customer.isprintable():
+        raise Refusal(400, "Invalid logged_in_customer_id")
+    shop = (
+        await store.get_shop(request.app.state.database, domain) if is_shop_domain(domain) else None
+    )
+    if shop is None or not shop.installed:
+        raise Refusal(404, "Shop not found")
+    return shop, customer or None
+
+
+# -- what is asked -------------------------------------------------------------------------
+
+
+def _check_length_header(request: Request) -> None:
+    length = request.headers.get("content-length")
+    if length is None:
+        return
+    if not (len(length) <= 20 and length.isascii() and length.isdigit()):
+        raise Refusal(400, "Invalid Content-Length")
+    if int(length) > MAX_BODY_BYTES:
+        raise Refusal(413, "Request body too large", {"limit": MAX_BODY_BYTES})
+
+
+async def _read_body(request: Request) -> bytes:
+    """The body, counted while it arrives: a chunked upload has no Content-Length to trust."""
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY_BYTES:
+            raise Refusal(413, "Request body too large", {"limit": MAX_BODY_BYTES})
+    return bytes(body)
+
+
+def _json_depth(value: Any) -> int:
+    deepest = 0
+    pending = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, depth)
+            children = item.values() if isinstance(item, dict) else item
+            pending.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def _clip(text: str, limit: int = MAX_DETAIL_TEXT) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _field_errors(exc: ValidationError, prefix: str) -> list[dict[str, str]]:
+    """Pydantic's errors as `{field, message, type}`, without the input they complain about."""
+    details = []
+    for item in exc.errors(include_url=False, include_input=False, include_context=False):
+        field = ".".join(_clip(str(part), 64) for part in (prefix, *item["loc"]))
+        details.append({"field": field, "message": _clip(item["msg"]), "type": item["type"]})
+        if len(details) == MAX_ERROR_DETAILS:
+            break
+    return details
+
+
+def _field_error(field: str, message: str) -> list[dict[str, str]]:
+    return [{"field": field, "message": message}]
+
+
+def _parse_job_request(body: bytes, types: dict[str, JobType]) -> tuple[JobType, dict[str, Any]]:
+    """Body -> (job type, validated input as JSON-ready data), or a 400 naming the fields."""
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise Refusal(400, "Body must be JSON") from None
+    if not isinstance(payload, dict):
+        raise Refusal(400, 'Body must be a JSON object {"type": ..., "input": {...}}')
+    if _json_depth(payload) > MAX_JSON_DEPTH:
+        raise Refusal(400, "Body is nested too deeply")
+    name = payload.get("type")
+    if not isinstance(name, str):
+        raise Refusal(400, "Invalid request", _field_error("type", "a job type name is required"))
+    job_type = types.get(name)
+    if job_type is None:
+        raise Refusal(400, "Unknown job type", _field_error("type", "no such job type"))
+    raw_input = payload.get("input")
+    if not isinstance(raw_input, dict):
+        raise Refusal(400, "Invalid request", _field_error("input", "must be a JSON object"))
+    try:
+        validated = job_type.input_model.model_validate(raw_input)
+    except ValidationError as exc:
+        raise Refusal(400, "Invalid input", _field_errors(exc, "input")) from None
+    job_input = validated.model_dump(mode="json")
+    if not store.jsonb_safe(job_input):
+        raise Refusal(400, "Invalid input", _field_error("input", "contains a NUL character"))
+    return job_type, job_input
+
+
+def _idempotency_key(request: Request) -> str | None:
+    values = request.headers.getlist("idempotency-key")
+    if not values:
+        return None
+    key = values[0].strip()
+    valid = (
+        len(values) == 1
+        and 0 < len(key) <= MAX_IDEMPOTENCY_KEY_LENGTH
+        and key.isascii()
+        and key.isprintable()
+    )
+    if not valid:
+        raise Refusal(
+            400,
+            "Invalid Idempotency-Key",
+            _field_error("Idempotency-Key", "one header of 1 to 255 printable ASCII characters"),
+        )
+    return key
+
+
+def _job_id(request: Request) -> UUID:
+    values = request.query_params.getlist("jobId")
+    if not values or not values[0]:
+        raise Refusal(400, "Missing jobId")
+    if len(values) > 1:
+        raise Refusal(400, "Repeated jobId")
+    try:
+        return UUID(values[0][:64])
+    except ValueError:
+        raise Refusal(400, "Malformed jobId: expected a UUID") from None
+
+
+# -- endpoints -----------------------------------------------------------------------------
+
+
+async def _enqueue(request: Request, job: store.Job) -> bool:
+    try:
+        return await asyncio.wait_for(
+            queue.enqueue(request.app.state.redis, job.type, str(job.id)),
+            ENQUEUE_TIMEOUT_SECONDS,
+        )
+    except Exception as exc:  # Redis down, slow or refusing: the caller gets 503, not 500
+        logger.warning("job %s could not be queued: %r", job.id, exc)
+        return False
+
+
+@_guarded
+async def process(request: Request) -> Response:
+    """Create a job: signature, shop, body, type and input checks, then row, then queue."""
+    shop, customer = await _authenticate(request)
+    _check_length_header(request)
+    key = _idempotency_key(request)
+    job_type, job_input = _parse_job_request(await _read_body(request), request.app.state.job_types)
+    database = request.app.state.database
+    job, created = await store.create_job(
+        database,
+        shop_id=shop.id,
+        job_type=job_type.name,
+        job_input=job_input,
+        customer_id=customer,
+        idempotency_key=key,
+    )
+    if not created:
+        # A retry of the same request gets the same job; anything else reusing the key is a
+        # client bug, and must not learn another customer's job id.
+        if (job.type, job.input, job.customer_id) != (job_type.name, job_input, customer):
+            raise Refusal(422, "Idempotency-Key was already used for a different request")
+        return JSONResponse({"jobId": str(job.id), "status": job.status})
+    if not await _enqueue(request, job):
+        await store.delete_job(database, job.id)
+        return error(503, "Failed to queue job")
+    logger.info("job %s (%s) queued for %s", job.id, job.type, shop.domain)
+    return JSONResponse({"jobId": str(job.id), "status": job.status})
+
+
+@_guarded
+async def status(request: Request) -> Response:
+    """A job's status, progress and outcome, for its own shop and customer only."""
+    shop, customer = await _authenticate(request)
+    job_id = _job_id(request)
+    job = await store.get_job_for_shop(request.app.state.database, shop.id, job_id)
+    # A logged-in customer's job is theirs alone; an anonymous job is visible to anyone of the
+    # shop who holds its id. Every other case looks exactly like a job that does not exist.
+    if job is None or (job.customer_id is not None and job.customer_id != customer):
+        raise Refusal(404, "Job not found")
+    body: dict[str, Any] = {"jobId": str(job.id), "status": job.status, "progress": job.progress}
+    if job.progress_message:
+        body["progressMessage"] = job.progress_message
+    if job.status == "completed":
+        body["result"] = job.result
+    elif job.status == "failed":
+        body["error"] = job.error_message
+    return JSONResponse(body, headers={"Cache-Control": "no-store"})
+
+
+routes = [
+    Route("/proxy/process", process, methods=["POST"]),
+    Route("/proxy/status", status, methods=["GET"]),
+]
