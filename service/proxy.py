@@ -19,7 +19,7 @@ from uuid import UUID
 
 import orjson
 from pydantic import ValidationError
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
@@ -109,10 +109,14 @@ def _check_length_header(request: Request) -> None:
 async def _read_body(request: Request) -> bytes:
     """The body, counted while it arrives: a chunked upload has no Content-Length to trust."""
     body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_BODY_BYTES:
-            raise Refusal(413, "Request body too large", {"limit": MAX_BODY_BYTES})
+    try:
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_BODY_BYTES:
+                raise Refusal(413, "Request body too large", {"limit": MAX_BODY_BYTES})
+    except ClientDisconnect:
+        # Nobody is left to read the answer; this only keeps it out of the 500s in the log.
+        raise Refusal(400, "Client disconnected before the body was complete") from None
     return bytes(body)
 
 

@@ -503,6 +503,38 @@ async def test_a_chunked_body_over_64_kib_is_413(
     assert await _job_count(database) == 0
 
 
+async def test_a_client_that_disconnects_mid_body_is_not_a_500(
+    client: httpx.AsyncClient, database: Database
+) -> None:
+    path, _, query = signed("/proxy/process").partition("?")
+    incoming = [{"type": "http.request", "body": b'{"type": "echo", ', "more_body": True}]
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        return incoming.pop(0) if incoming else {"type": "http.disconnect"}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": query.encode(),
+        "headers": [(b"host", b"testserver"), (b"content-type", b"application/json")],
+        "client": ("127.0.0.1", 50000),
+        "server": ("testserver", 80),
+    }
+    await client.app(scope, receive, send)  # type: ignore[attr-defined]
+    assert sent[0]["status"] == 400
+    assert await _job_count(database) == 0
+
+
 @pytest.mark.parametrize(
     ("method", "path", "allowed"),
     [
