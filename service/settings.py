@@ -42,6 +42,11 @@ class Settings(DatabaseSettings):
     )
     shopify_api_version: str = "2025-10"
     shopify_admin_url: str | None = None
+    # Ask for expiring offline tokens (1 hour, with a refresh token) when a shop installs:
+    # required of public apps by Shopify; custom-app tokens (`shops add`) never expire.
+    shopify_expiring_offline_tokens: bool = True
+    shopify_admin_timeout_seconds: PositiveFloat = 30
+    shopify_admin_max_retries: NonNegativeInt = 5
     shopify_scopes: str = Field(
         default="read_products", validation_alias=AliasChoices("SHOPIFY_SCOPES", "SCOPES")
     )
@@ -70,6 +75,15 @@ class Settings(DatabaseSettings):
         if not value.startswith(("redis://", "rediss://")):
             raise ValueError("must start with redis:// or rediss://")
         return value
+
+    @field_validator("shopify_admin_url")
+    @classmethod
+    def _admin_url(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
 
     @field_validator("shopify_app_url")
     @classmethod

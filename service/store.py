@@ -22,40 +22,68 @@ class Shop:
     access_token: str | None
     scopes: str
     uninstalled_at: datetime | None
+    token_expires_at: datetime | None = None  # None: a non-expiring offline token
+    refresh_token: str | None = None
+    refresh_token_expires_at: datetime | None = None
 
     @property
     def installed(self) -> bool:
         return self.uninstalled_at is None
+
+    def __repr__(self) -> str:  # tokens stay out of logs and tracebacks
+        return f"Shop(id={self.id}, domain={self.domain!r}, installed={self.installed})"
+
+
+SHOP_COLUMNS = (
+    "id, domain, access_token, scopes, uninstalled_at, "
+    "token_expires_at, refresh_token, refresh_token_expires_at"
+)
 
 
 def _shop(row: object) -> Shop | None:
     if row is None:
         return None
     m = row._mapping  # type: ignore[attr-defined]
-    return Shop(
-        id=m["id"],
-        domain=m["domain"],
-        access_token=m["access_token"],
-        scopes=m["scopes"],
-        uninstalled_at=m["uninstalled_at"],
-    )
+    return Shop(**{name: m[name] for name in SHOP_COLUMNS.split(", ")})
 
 
 # -- shops -------------------------------------------------------------------------------
 
 
-async def upsert_shop(database: Database, domain: str, access_token: str, scopes: str) -> Shop:
-    """Register (or re-install) a shop with an offline Admin API token."""
+async def upsert_shop(
+    database: Database,
+    domain: str,
+    access_token: str,
+    scopes: str,
+    *,
+    token_expires_at: datetime | None = None,
+    refresh_token: str | None = None,
+    refresh_token_expires_at: datetime | None = None,
+) -> Shop:
+    """Register (or re-install) a shop with an offline Admin API token (expiring or not)."""
     row = await database.fetch_one(
-        """
-        INSERT INTO shops (domain, access_token, scopes)
-        VALUES (:domain, :token, :scopes)
+        f"""
+        INSERT INTO shops (domain, access_token, scopes, token_expires_at, refresh_token,
+                           refresh_token_expires_at)
+        VALUES (:domain, :token, :scopes, :expires, :refresh, :refresh_expires)
         ON CONFLICT (domain) DO UPDATE
             SET access_token = EXCLUDED.access_token, scopes = EXCLUDED.scopes,
+                token_expires_at = EXCLUDED.token_expires_at,
+                refresh_token = EXCLUDED.refresh_token,
+                refresh_token_expires_at = EXCLUDED.refresh_token_expires_at,
+                installed_at = CASE WHEN shops.uninstalled_at IS NULL
+                                    THEN shops.installed_at ELSE now() END,
                 uninstalled_at = NULL, updated_at = now()
-        RETURNING id, domain, access_token, scopes, uninstalled_at
+        RETURNING {SHOP_COLUMNS}
         """,
-        {"domain": domain, "token": access_token, "scopes": scopes},
+        {
+            "domain": domain,
+            "token": access_token,
+            "scopes": scopes,
+            "expires": token_expires_at,
+            "refresh": refresh_token,
+            "refresh_expires": refresh_token_expires_at,
+        },
     )
     shop = _shop(row)
     assert shop is not None
@@ -64,10 +92,52 @@ async def upsert_shop(database: Database, domain: str, access_token: str, scopes
 
 async def get_shop(database: Database, domain: str) -> Shop | None:
     row = await database.fetch_one(
-        "SELECT id, domain, access_token, scopes, uninstalled_at FROM shops WHERE domain = :d",
-        {"d": domain},
+        f"SELECT {SHOP_COLUMNS} FROM shops WHERE domain = :d", {"d": domain}
     )
     return _shop(row)
+
+
+async def update_shop_token(
+    database: Database,
+    domain: str,
+    access_token: str,
+    token_expires_at: datetime | None,
+    refresh_token: str | None,
+    refresh_token_expires_at: datetime | None,
+) -> None:
+    """Store a refreshed token pair; a shop uninstalled meanwhile stays uninstalled."""
+    await database.execute(
+        """
+        UPDATE shops
+           SET access_token = :token, token_expires_at = :expires,
+               refresh_token = :refresh, refresh_token_expires_at = :refresh_expires,
+               updated_at = now()
+         WHERE domain = :domain AND uninstalled_at IS NULL
+        """,
+        {
+            "domain": domain,
+            "token": access_token,
+            "expires": token_expires_at,
+            "refresh": refresh_token,
+            "refresh_expires": refresh_token_expires_at,
+        },
+    )
+
+
+async def mark_shop_uninstalled(database: Database, domain: str) -> bool:
+    """app/uninstalled: Shopify has revoked the tokens; forget them. False if unknown shop."""
+    row = await database.fetch_one(
+        """
+        UPDATE shops
+           SET uninstalled_at = COALESCE(uninstalled_at, now()), access_token = NULL,
+               token_expires_at = NULL, refresh_token = NULL, refresh_token_expires_at = NULL,
+               updated_at = now()
+         WHERE domain = :domain
+        RETURNING id
+        """,
+        {"domain": domain},
+    )
+    return row is not None
 
 
 # -- jobs ---------------------------------------------------------------------------------

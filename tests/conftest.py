@@ -272,3 +272,72 @@ def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
     server.start()
     yield server
     server.stop()
+
+
+# -- HTTP servers in threads (the app, the Shopify emulator, test doubles) ---------------------
+
+
+class ServedApp:
+    """An ASGI app served by uvicorn on a free port, in a thread with its own event loop."""
+
+    def __init__(self, app: object, port: int | None = None) -> None:
+        import threading
+
+        import uvicorn
+
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(
+            app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on"
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def start(self) -> ServedApp:
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise AssertionError(f"server on :{self.port} did not start")
+            time.sleep(0.02)
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(15)
+
+
+@pytest.fixture
+def serve() -> Iterator[callable]:  # type: ignore[valid-type]
+    """Serve ASGI apps on free ports for the test; all are stopped afterwards."""
+    served: list[ServedApp] = []
+
+    def _serve(app: object, port: int | None = None) -> ServedApp:
+        server = ServedApp(app, port).start()
+        served.append(server)
+        return server
+
+    yield _serve
+    for server in reversed(served):
+        server.stop()
+
+
+@pytest.fixture
+def emulator(serve) -> callable:  # type: ignore[valid-type]
+    """Start a local Shopify: `emulator(app_url=..., shops={...}, bucket_size=...)`."""
+    from shopify_emulator import EmulatorConfig, create_app
+
+    def _start(**overrides: object) -> ServedApp:
+        values: dict[str, object] = {
+            "app_url": "http://127.0.0.1:9",
+            "api_key": TEST_API_KEY,
+            "api_secret": TEST_SECRET,
+            "webhook_retry_delays": (0.05, 0.1),
+            **overrides,
+        }
+        config = EmulatorConfig(**values)  # type: ignore[arg-type]
+        server = serve(create_app(config))
+        server.config = config  # type: ignore[attr-defined]
+        return server
+
+    return _start

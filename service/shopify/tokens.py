@@ -1,0 +1,91 @@
+"""A usable offline token for a shop: from Postgres, refreshed first if it is about to expire.
+
+Several workers may find the same token expiring at once; Shopify rotates the refresh token
+on every use, so only one of them may refresh. A Redis lock per shop serialises them, and
+whoever gets it second re-reads the shop and finds the fresh token already stored.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import httpx
+from databases import Database
+from redis.asyncio import Redis
+
+from jobs.types import NonRetryableError
+from service import store
+from service.settings import Settings
+from service.shopify import oauth
+
+REFRESH_MARGIN = timedelta(seconds=60)
+REFRESH_LOCK_SECONDS = 30
+
+
+class ShopNotInstalled(NonRetryableError):
+    """The shop is unknown, uninstalled, or has no token: nothing to call the API with."""
+
+
+class TokenExpired(NonRetryableError):
+    """The token expired and cannot be refreshed: the merchant must open the app again."""
+
+
+def expiring(shop: store.Shop, now: datetime | None = None) -> bool:
+    """True when the token runs out within REFRESH_MARGIN (never for non-expiring tokens)."""
+    now = now or datetime.now(UTC)
+    return shop.token_expires_at is not None and shop.token_expires_at - now <= REFRESH_MARGIN
+
+
+async def _load(database: Database, domain: str) -> store.Shop:
+    shop = await store.get_shop(database, domain)
+    if shop is None or not shop.installed or not shop.access_token:
+        raise ShopNotInstalled(f"Shop not installed: {domain}")
+    return shop
+
+
+async def offline_token(
+    database: Database,
+    redis: Redis,
+    http: httpx.AsyncClient,
+    settings: Settings,
+    domain: str,
+    *,
+    force_refresh: bool = False,
+) -> store.Shop:
+    """The shop with a token good for at least REFRESH_MARGIN (refreshing it if need be)."""
+    shop = await _load(database, domain)
+    if not (force_refresh or expiring(shop, datetime.now(UTC))):
+        return shop
+    async with redis.lock(
+        f"shopify:token-refresh:{domain}",
+        timeout=REFRESH_LOCK_SECONDS,
+        blocking_timeout=REFRESH_LOCK_SECONDS,
+    ):
+        fresh = await _load(database, domain)
+        if fresh.access_token != shop.access_token or not (
+            force_refresh or expiring(fresh, datetime.now(UTC))
+        ):
+            return fresh  # another worker refreshed it while we waited
+        now = datetime.now(UTC)
+        usable_refresh = fresh.refresh_token and (
+            fresh.refresh_token_expires_at is None or fresh.refresh_token_expires_at > now
+        )
+        if not usable_refresh:
+            if force_refresh or fresh.token_expires_at is None or fresh.token_expires_at <= now:
+                raise TokenExpired(f"Offline token of {domain} expired and cannot be refreshed")
+            return fresh
+        try:
+            grant = await oauth.refresh(http, settings, domain, fresh.refresh_token or "")
+        except oauth.OAuthError as exc:
+            if exc.status == 400:
+                raise TokenExpired(f"Shopify refused to refresh the token of {domain}") from None
+            raise
+        await store.update_shop_token(
+            database,
+            domain,
+            grant.access_token,
+            grant.expires_at,
+            grant.refresh_token or fresh.refresh_token,
+            grant.refresh_token_expires_at or fresh.refresh_token_expires_at,
+        )
+        return await _load(database, domain)

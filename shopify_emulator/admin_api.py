@@ -1,0 +1,147 @@
+"""POST /admin/api/{version}/graphql.json: Admin GraphQL with costs, throttling and faults.
+
+Order of events, as on Shopify: authenticate the token (401), apply an injected fault, parse
+and validate (errors answer 200), price the query, refuse it with THROTTLED (200) when the
+shop's bucket lacks the requested cost or MAX_COST_EXCEEDED when it could never fit, run it,
+then give back the difference between requested and actual cost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from graphql import (
+    FragmentDefinitionNode,
+    GraphQLError,
+    OperationDefinitionNode,
+    OperationType,
+    execute,
+    get_operation_ast,
+    parse,
+    validate,
+)
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from shopify_emulator import query_cost
+from shopify_emulator.admin_schema import SCHEMA, root_value
+from shopify_emulator.state import EmulatorState, ShopState
+
+INVALID_TOKEN = "[API] Invalid API key or access token (unrecognized login or wrong password)"
+RATE_LIMITED = "Exceeded 2 calls per second for api client. Reduce request rates to resume."
+
+
+def _errors(*messages: str, code: str | None = None) -> list[dict[str, Any]]:
+    extensions = {"code": code} if code else {}
+    return [{"message": m, **({"extensions": extensions} if extensions else {})} for m in messages]
+
+
+def _cost(requested: int, actual: int | None, shop: ShopState, now: float) -> dict[str, Any]:
+    return {
+        "cost": {
+            "requestedQueryCost": requested,
+            "actualQueryCost": actual,
+            "throttleStatus": shop.bucket.status(now),
+        }
+    }
+
+
+async def graphql(request: Request) -> JSONResponse:
+    state: EmulatorState = request.app.state.emulator
+    token = request.headers.get("x-shopify-access-token", "")
+    domain = state.token_shop(token, time.time()) if token else None
+    if domain is None:
+        return JSONResponse({"errors": INVALID_TOKEN}, status_code=401)
+    shop = state.shops[domain]
+    shop.counters["requests"] += 1
+
+    fault = state.take_fault(domain)
+    if fault is not None:
+        shop.counters["faults"] += 1
+        if fault.kind == "slow":
+            await asyncio.sleep(fault.delay)
+        else:
+            headers = {"Retry-After": f"{fault.retry_after:g}"} if fault.retry_after else {}
+            status = int(fault.kind)
+            body = RATE_LIMITED if status == 429 else "Service Unavailable"
+            return JSONResponse({"errors": body}, status_code=status, headers=headers)
+
+    try:
+        payload = await request.json()
+        source = payload["query"]
+        variables = payload.get("variables") or {}
+        if not isinstance(source, str) or not isinstance(variables, dict):
+            raise TypeError
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return JSONResponse(
+            {"errors": {"query": "Required parameter missing or invalid"}}, status_code=400
+        )
+    operation_name = payload.get("operationName")
+
+    try:
+        document = parse(source)
+    except GraphQLError as exc:
+        return JSONResponse({"errors": [exc.formatted]})
+    problems = validate(SCHEMA, document)
+    if problems:
+        return JSONResponse({"errors": [p.formatted for p in problems]})
+    operation = get_operation_ast(document, operation_name)
+    if operation is None:
+        return JSONResponse({"errors": _errors("No operation named in the query")})
+    if operation.operation is not OperationType.QUERY:
+        return JSONResponse({"errors": _errors("Only queries are emulated")})
+    fragments = {
+        d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)
+    }
+    return _run(state, shop, document, operation, fragments, variables, operation_name)
+
+
+def _run(
+    state: EmulatorState,
+    shop: ShopState,
+    document: Any,
+    operation: OperationDefinitionNode,
+    fragments: dict[str, FragmentDefinitionNode],
+    variables: dict[str, Any],
+    operation_name: str | None,
+) -> JSONResponse:
+    now = state.clock()
+    requested = query_cost.requested_cost(SCHEMA, operation, fragments, variables)
+    if requested > shop.bucket.maximum:
+        message = (
+            f"Query cost is {requested}, which exceeds the single query max cost limit "
+            f"({shop.bucket.maximum:g})."
+        )
+        return JSONResponse(
+            {
+                "errors": _errors(message, code="MAX_COST_EXCEEDED"),
+                "extensions": _cost(requested, None, shop, now),
+            }
+        )
+    if not shop.bucket.take(requested, now):
+        shop.counters["throttled"] += 1
+        return JSONResponse(
+            {
+                "errors": _errors("Throttled", code="THROTTLED"),
+                "extensions": _cost(requested, None, shop, now),
+            }
+        )
+    result = execute(
+        SCHEMA,
+        document,
+        root_value=root_value(shop.domain, state.catalogue),
+        variable_values=variables,
+        operation_name=operation_name,
+    )
+    assert not hasattr(result, "__await__")  # every resolver is synchronous
+    data = result.data  # type: ignore[union-attr]
+    actual = query_cost.actual_cost(SCHEMA, operation, fragments, variables, data)
+    now = state.clock()
+    shop.bucket.give_back(requested - actual, now)
+    body: dict[str, Any] = {"data": data}
+    if result.errors:  # type: ignore[union-attr]
+        body["errors"] = [e.formatted for e in result.errors]  # type: ignore[union-attr]
+    body["extensions"] = _cost(requested, actual, shop, now)
+    return JSONResponse(body)

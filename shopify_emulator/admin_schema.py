@@ -1,0 +1,235 @@
+"""The slice of Shopify's Admin GraphQL schema the emulator serves, and its resolvers.
+
+Enough for the example job and for apps copying it: `shop`, `product(id:)` with paged
+`variants`, and paged `products`. Connections follow Shopify's rules: one of `first` or
+`last` is required, at most 250 items a page, opaque cursors.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import zlib
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from graphql import GraphQLError, GraphQLSchema, build_schema
+
+from shopify_emulator.catalogue import Product, Variant
+
+MAX_PAGE_SIZE = 250
+
+SDL = """
+scalar Money
+scalar DateTime
+
+type Query {
+  shop: Shop!
+  product(id: ID!): Product
+  products(first: Int, after: String, last: Int, before: String): ProductConnection!
+}
+
+type Shop {
+  id: ID!
+  name: String!
+  myshopifyDomain: String!
+  currencyCode: String!
+}
+
+enum ProductStatus { ACTIVE ARCHIVED DRAFT }
+enum CountPrecision { EXACT AT_LEAST }
+
+type Count {
+  count: Int!
+  precision: CountPrecision!
+}
+
+type Product {
+  id: ID!
+  title: String!
+  handle: String!
+  vendor: String!
+  productType: String!
+  status: ProductStatus!
+  totalInventory: Int!
+  createdAt: DateTime!
+  variantsCount: Count
+  variants(first: Int, after: String, last: Int, before: String): ProductVariantConnection!
+}
+
+type ProductVariant {
+  id: ID!
+  title: String!
+  sku: String
+  price: Money!
+  inventoryQuantity: Int
+  availableForSale: Boolean!
+  position: Int!
+  product: Product!
+}
+
+type PageInfo {
+  hasNextPage: Boolean!
+  hasPreviousPage: Boolean!
+  startCursor: String
+  endCursor: String
+}
+
+type ProductEdge { cursor: String! node: Product! }
+type ProductConnection { edges: [ProductEdge!]! nodes: [Product!]! pageInfo: PageInfo! }
+type ProductVariantEdge { cursor: String! node: ProductVariant! }
+type ProductVariantConnection {
+  edges: [ProductVariantEdge!]!
+  nodes: [ProductVariant!]!
+  pageInfo: PageInfo!
+}
+"""
+
+SCHEMA: GraphQLSchema = build_schema(SDL)
+
+
+def _cursor(item_id: int) -> str:
+    return base64.urlsafe_b64encode(json.dumps({"last_id": item_id}).encode()).decode()
+
+
+def _cursor_id(cursor: str) -> int:
+    try:
+        return int(json.loads(base64.urlsafe_b64decode(cursor.encode()))["last_id"])
+    except (ValueError, KeyError, TypeError):
+        raise GraphQLError(f"Invalid cursor for current pagination sort: {cursor!r}") from None
+
+
+def parse_gid(gid: str, kind: str) -> int:
+    prefix = f"gid://shopify/{kind}/"
+    tail = gid.removeprefix(prefix)
+    if not gid.startswith(prefix) or not tail.isdigit():
+        raise GraphQLError(
+            f"Invalid global id '{gid}'", extensions={"code": "argumentLiteralsIncompatible"}
+        )
+    return int(tail)
+
+
+def connection(
+    items: Sequence[Any],
+    ids: Callable[[Any], int],
+    render: Callable[[Any], dict[str, Any]],
+    *,
+    field: str,
+    first: int | None,
+    after: str | None,
+    last: int | None,
+    before: str | None,
+) -> dict[str, Any]:
+    if (first is None) == (last is None):
+        raise GraphQLError("you must provide one of first or last")
+    size = first if first is not None else last
+    assert size is not None
+    if size < 0 or size > MAX_PAGE_SIZE:
+        raise GraphQLError(f"The {field} field's page size must be between 0 and {MAX_PAGE_SIZE}")
+    positions = {ids(item): index for index, item in enumerate(items)}
+    start, stop = 0, len(items)
+    if after is not None:
+        start = positions.get(_cursor_id(after), -1) + 1
+    if before is not None:
+        stop = positions.get(_cursor_id(before), len(items))
+    window = list(items[start:stop])
+    page = window[:size] if first is not None else window[max(0, len(window) - size) :]
+    begin = start + (0 if first is not None else len(window) - len(page))
+    nodes = [render(item) for item in page]
+    return {
+        "edges": [
+            {"cursor": _cursor(ids(item)), "node": node}
+            for item, node in zip(page, nodes, strict=True)
+        ],
+        "nodes": nodes,
+        "pageInfo": {
+            "hasNextPage": begin + len(page) < len(items),
+            "hasPreviousPage": begin > 0,
+            "startCursor": _cursor(ids(page[0])) if page else None,
+            "endCursor": _cursor(ids(page[-1])) if page else None,
+        },
+    }
+
+
+def _variant(variant: Variant, product: Product) -> dict[str, Any]:
+    return {
+        "id": variant.gid,
+        "title": variant.title,
+        "sku": variant.sku,
+        "price": str(variant.price),
+        "inventoryQuantity": variant.inventory_quantity,
+        "availableForSale": variant.inventory_quantity > 0,
+        "position": variant.position,
+        "product": lambda info: _product(product),
+    }
+
+
+def _product(product: Product) -> dict[str, Any]:
+    def variants(
+        info: Any,
+        first: int | None = None,
+        after: str | None = None,
+        last: int | None = None,
+        before: str | None = None,
+    ) -> dict[str, Any]:
+        return connection(
+            product.variants,
+            lambda v: v.id,
+            lambda v: _variant(v, product),
+            field="variants",
+            first=first,
+            after=after,
+            last=last,
+            before=before,
+        )
+
+    return {
+        "id": product.gid,
+        "title": product.title,
+        "handle": product.handle,
+        "vendor": product.vendor,
+        "productType": product.product_type,
+        "status": product.status,
+        "totalInventory": product.total_inventory,
+        "createdAt": product.created_at.isoformat().replace("+00:00", "Z"),
+        "variantsCount": {"count": len(product.variants), "precision": "EXACT"},
+        "variants": variants,
+    }
+
+
+def root_value(shop: str, catalogue: dict[int, Product]) -> dict[str, Any]:
+    """The query root for one shop: plain data and resolver callables, no global state."""
+    ordered = [catalogue[key] for key in sorted(catalogue)]
+
+    def product(info: Any, id: str) -> dict[str, Any] | None:
+        found = catalogue.get(parse_gid(id, "Product"))
+        return None if found is None else _product(found)
+
+    def products(
+        info: Any,
+        first: int | None = None,
+        after: str | None = None,
+        last: int | None = None,
+        before: str | None = None,
+    ) -> dict[str, Any]:
+        return connection(
+            ordered,
+            lambda p: p.id,
+            _product,
+            field="products",
+            first=first,
+            after=after,
+            last=last,
+            before=before,
+        )
+
+    return {
+        "shop": {
+            "id": f"gid://shopify/Shop/{zlib.crc32(shop.encode())}",
+            "name": shop.split(".")[0].replace("-", " ").title(),
+            "myshopifyDomain": shop,
+            "currencyCode": "USD",
+        },
+        "product": product,
+        "products": products,
+    }
