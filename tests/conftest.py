@@ -138,13 +138,15 @@ def wait_for_http(url: str, timeout: float = 20.0, status: int = 200) -> httpx.R
 class Process:
     """A project process (web or worker) run as a real subprocess, its output kept in a file."""
 
-    def __init__(self, args: list[str], env: dict[str, str], log: Path) -> None:
+    def __init__(
+        self, args: list[str], env: dict[str, str], log: Path, cwd: Path | None = None
+    ) -> None:
         self.log_path = log
         self._log = open(log, "wb")
         self.popen = subprocess.Popen(
             args,
             env=env,
-            cwd=ROOT,
+            cwd=cwd or ROOT,
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -176,8 +178,10 @@ def spawn(tmp_path: Path) -> Iterator[callable]:  # type: ignore[valid-type]
     """Start project processes; every one still running is stopped after the test."""
     started: list[Process] = []
 
-    def _spawn(args: list[str], env: dict[str, str], name: str = "proc") -> Process:
-        proc = Process(args, env, tmp_path / f"{name}-{len(started)}.log")
+    def _spawn(
+        args: list[str], env: dict[str, str], name: str = "proc", cwd: Path | None = None
+    ) -> Process:
+        proc = Process(args, env, tmp_path / f"{name}-{len(started)}.log", cwd)
         started.append(proc)
         return proc
 
