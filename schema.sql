@@ -45,3 +45,21 @@ CREATE TABLE IF NOT EXISTS jobs (
 CREATE INDEX IF NOT EXISTS jobs_shop_created_idx ON jobs (shop_id, created_at DESC);
 -- Retention, the reconciler and the dashboard scan by status and age.
 CREATE INDEX IF NOT EXISTS jobs_status_updated_idx ON jobs (status, updated_at);
+
+-- Shopify webhooks received. Shopify delivers an event more than once (retries, several
+-- subscriptions); its X-Shopify-Event-Id is recorded here first, and the unique constraint
+-- turns every later delivery of the same event into a no-op. Kept a week (longer than
+-- Shopify's 4 hours of retries), then pruned. No foreign keys: an event outlives its job.
+CREATE TABLE IF NOT EXISTS webhook_events (
+    id              bigserial PRIMARY KEY,
+    event_id        text NOT NULL,
+    topic           text NOT NULL,
+    shop_domain     text NOT NULL,
+    webhook_id      text,
+    api_version     text,
+    job_id          uuid,
+    received_at     timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT webhook_events_event UNIQUE (event_id)
+);
+
+CREATE INDEX IF NOT EXISTS webhook_events_received_idx ON webhook_events (received_at);

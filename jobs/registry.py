@@ -2,14 +2,37 @@
 
 from __future__ import annotations
 
-from jobs import echo
-from jobs.types import JobType
+from jobs import compliance, echo, product_summary
+from jobs.types import JobType, WebhookJob
 from service.settings import Settings
 
 
 def job_types(settings: Settings) -> dict[str, JobType]:
     """Enabled job types by name. Add your own types to `types` below."""
-    types: list[JobType] = []
+    types: list[JobType] = [
+        product_summary.JOB_TYPE,
+        compliance.CUSTOMERS_DATA_REQUEST,
+        compliance.CUSTOMERS_REDACT,
+        compliance.SHOP_REDACT,
+    ]
     if settings.enable_diagnostic_jobs:
         types.append(echo.JOB_TYPE)
     return {t.name: t for t in types}
+
+
+def webhook_jobs(settings: Settings) -> dict[str, WebhookJob]:
+    """Webhook topics that start a job. Subscribe to them in shopify.app.toml.
+
+    `app/uninstalled` is not here: the web handles it at once (the shop's proxy calls must
+    stop right away). Topics neither here nor handled are recorded and acknowledged.
+    """
+    return {
+        "customers/data_request": WebhookJob(
+            compliance.CUSTOMERS_DATA_REQUEST, compliance.data_request_input
+        ),
+        "customers/redact": WebhookJob(
+            compliance.CUSTOMERS_REDACT, compliance.customer_redact_input
+        ),
+        "shop/redact": WebhookJob(compliance.SHOP_REDACT, compliance.shop_redact_input),
+        "products/update": WebhookJob(product_summary.JOB_TYPE, product_summary.input_from_webhook),
+    }

@@ -8,9 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import BaseModel
+
+if TYPE_CHECKING:
+    from databases import Database
+
+    from service.shopify.admin import ShopAdmin
 
 
 class NonRetryableError(Exception):
@@ -22,8 +27,13 @@ class JobContext(Protocol):
 
     job_id: str
     job_type: str
-    shop: str
+    shop: str  # the shop's domain, e.g. demo-shop.myshopify.com
     attempt: int
+    # The shop's Admin GraphQL API: `await ctx.admin.graphql(query, variables)`. Built by the
+    # worker with `AdminClient.admin_for(shop)`; it loads the token only on first use.
+    admin: ShopAdmin
+    # Postgres, for jobs that act on the app's own data (the compliance webhooks).
+    database: Database
 
     async def report_progress(self, percent: int, message: str | None = None) -> None: ...
 
@@ -40,3 +50,14 @@ class JobType:
     max_attempts: int | None = None  # None: JOB_MAX_ATTEMPTS
     backoff_seconds: float | None = None  # None: JOB_BACKOFF_SECONDS
     non_retryable: tuple[type[BaseException], ...] = field(default=())
+    # May theme JavaScript create it through the app proxy? False for types only the app
+    # itself starts (the compliance webhooks must never be triggered by a storefront visitor).
+    proxy: bool = True
+
+
+@dataclass(frozen=True)
+class WebhookJob:
+    """A webhook topic that starts a job: the type, and how a payload becomes its input."""
+
+    job_type: JobType
+    make_input: Callable[[dict[str, Any]], dict[str, Any]]

@@ -12,13 +12,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import httpx
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from jobs.registry import job_types
-from service import proxy, queue
+from jobs.registry import job_types, webhook_jobs
+from service import install, proxy, queue, webhooks
 from service.db import create_database
 from service.errors import EXCEPTION_HANDLERS
 from service.settings import Settings, load_settings
@@ -48,13 +49,22 @@ def create_app(settings: Settings) -> Starlette:
         app.state.database = database
         app.state.redis = redis
         app.state.job_types = job_types(settings)
+        app.state.webhook_jobs = webhook_jobs(settings)
+        # For the OAuth code exchange (the web never calls the Admin API itself).
+        app.state.http = httpx.AsyncClient(timeout=settings.shopify_admin_timeout_seconds)
         try:
             yield
         finally:
+            await app.state.http.aclose()
             await redis.aclose()
             await database.disconnect()
 
-    routes = [Route("/healthz", healthz, methods=["GET"]), *proxy.routes]
+    routes = [
+        Route("/healthz", healthz, methods=["GET"]),
+        *proxy.routes,
+        *install.routes,
+        *webhooks.routes,
+    ]
     return Starlette(routes=routes, lifespan=lifespan, exception_handlers=EXCEPTION_HANDLERS)
 
 

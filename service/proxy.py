@@ -165,7 +165,7 @@ def _parse_job_request(body: bytes, types: dict[str, JobType]) -> tuple[JobType,
     if not isinstance(name, str):
         raise Refusal(400, "Invalid request", _field_error("type", "a job type name is required"))
     job_type = types.get(name)
-    if job_type is None:
+    if job_type is None or not job_type.proxy:  # app-internal types look like unknown ones
         raise Refusal(400, "Unknown job type", _field_error("type", "no such job type"))
     raw_input = payload.get("input")
     if not isinstance(raw_input, dict):

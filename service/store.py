@@ -275,3 +275,108 @@ def jsonb_safe(value: Any) -> bool:
         elif isinstance(item, list | tuple):
             pending.extend(item)
     return True
+
+
+# -- webhooks and compliance --------------------------------------------------------------
+
+
+async def record_webhook_event(
+    database: Database,
+    *,
+    event_id: str,
+    topic: str,
+    shop_domain: str,
+    webhook_id: str | None,
+    api_version: str | None,
+) -> bool:
+    """Record a webhook event; False if it was recorded before (a duplicate delivery)."""
+    row = await database.fetch_one(
+        """
+        INSERT INTO webhook_events (event_id, topic, shop_domain, webhook_id, api_version)
+        VALUES (:event_id, :topic, :shop, :webhook_id, :api_version)
+        ON CONFLICT ON CONSTRAINT webhook_events_event DO NOTHING
+        RETURNING id
+        """,
+        {
+            "event_id": event_id,
+            "topic": topic,
+            "shop": shop_domain,
+            "webhook_id": webhook_id,
+            "api_version": api_version,
+        },
+    )
+    return row is not None
+
+
+async def link_webhook_job(database: Database, event_id: str, job_id: UUID) -> None:
+    await database.execute(
+        "UPDATE webhook_events SET job_id = :job_id WHERE event_id = :event_id",
+        {"event_id": event_id, "job_id": job_id},
+    )
+
+
+async def forget_webhook_event(database: Database, event_id: str) -> None:
+    """Undo a recording whose work could not be queued, so Shopify's retry is not a dup."""
+    await database.execute("DELETE FROM webhook_events WHERE event_id = :e", {"e": event_id})
+
+
+async def prune_webhook_events(database: Database, older_than_seconds: float) -> int:
+    rows = await database.fetch_all(
+        """
+        DELETE FROM webhook_events
+         WHERE received_at < now() - make_interval(secs => :age)
+        RETURNING id
+        """,
+        {"age": older_than_seconds},
+    )
+    return len(rows)
+
+
+async def customer_jobs(database: Database, shop_id: int, customer_id: str) -> list[Job]:
+    """Every job a customer created in a shop (customers/data_request)."""
+    rows = await database.fetch_all(
+        f"""
+        SELECT {JOB_COLUMNS} FROM jobs
+         WHERE shop_id = :shop_id AND customer_id = :customer_id
+         ORDER BY created_at
+        """,
+        {"shop_id": shop_id, "customer_id": customer_id},
+    )
+    return [job for row in rows if (job := job_from_row(row)) is not None]
+
+
+async def delete_customer_jobs(database: Database, shop_id: int, customer_id: str) -> int:
+    """customers/redact: the customer's jobs (inputs, results) are all we hold about them."""
+    rows = await database.fetch_all(
+        "DELETE FROM jobs WHERE shop_id = :shop_id AND customer_id = :customer_id RETURNING id",
+        {"shop_id": shop_id, "customer_id": customer_id},
+    )
+    return len(rows)
+
+
+async def redact_shop(database: Database, shop_id: int, keep_job_id: UUID | None) -> int:
+    """shop/redact: delete the shop's jobs (but the one doing this) and its tokens.
+
+    The shop row stays, without credentials and marked uninstalled, so the running redact
+    job keeps its foreign key; retention removes that last job like any other.
+    """
+    async with database.transaction():
+        rows = await database.fetch_all(
+            """
+            DELETE FROM jobs
+             WHERE shop_id = :shop_id AND id IS DISTINCT FROM :keep
+            RETURNING id
+            """,
+            {"shop_id": shop_id, "keep": keep_job_id},
+        )
+        await database.execute(
+            """
+            UPDATE shops
+               SET access_token = NULL, token_expires_at = NULL, refresh_token = NULL,
+                   refresh_token_expires_at = NULL, scopes = '',
+                   uninstalled_at = COALESCE(uninstalled_at, now()), updated_at = now()
+             WHERE id = :shop_id
+            """,
+            {"shop_id": shop_id},
+        )
+    return len(rows)

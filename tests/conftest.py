@@ -345,3 +345,30 @@ def emulator(serve) -> callable:  # type: ignore[valid-type]
         return server
 
     return _start
+
+
+class HandlerContext:
+    """A JobContext for calling a job handler directly (the worker builds the real one)."""
+
+    def __init__(
+        self,
+        *,
+        shop: str,
+        job_type: str,
+        job_id: str | None = None,
+        admin: object = None,
+        database: object = None,
+        attempt: int = 1,
+    ) -> None:
+        import uuid
+
+        self.job_id = job_id or str(uuid.uuid4())
+        self.job_type = job_type
+        self.shop = shop
+        self.attempt = attempt
+        self.admin = admin
+        self.database = database
+        self.progress: list[tuple[int, str | None]] = []
+
+    async def report_progress(self, percent: int, message: str | None = None) -> None:
+        self.progress.append((percent, message))

@@ -35,26 +35,30 @@ def _cmdline(pid: int) -> str:
 @pytest.fixture
 def dev(env: dict[str, str], spawn, database: object):
     marker = f"SHOPJOBS_DEV_TEST={uuid.uuid4()}"
-    web_port, health_port = free_port(), free_port()
+    web_port, health_port, shopify_port = free_port(), free_port(), free_port()
     dev_env = {
         **env,
         "WEB_PORT": str(web_port),
         "WORKER_HEALTH_PORT": str(health_port),
+        "SHOPIFY_EMULATOR_PORT": str(shopify_port),
         marker.split("=")[0]: marker.split("=")[1],
     }
     proc = spawn([sys.executable, "-m", "tools.dev"], dev_env, "dev")
     wait_for_http(f"http://127.0.0.1:{web_port}/healthz", timeout=60)
     wait_for_http(f"http://127.0.0.1:{health_port}/healthz", timeout=60)
+    stats = wait_for_http(f"http://127.0.0.1:{shopify_port}/_emulator/stats", timeout=60).json()
+    assert "demo-shop.myshopify.com" in stats["shops"]  # the demo shop, with its token
     return proc, marker
 
 
 def test_ctrl_c_stops_everything(dev) -> None:
     proc, marker = dev
-    assert len(_marked_pids(marker)) >= 3  # honcho, web, worker
+    assert len(_marked_pids(marker)) >= 4  # honcho, web, worker, shopify
     proc.signal(signal.SIGINT)
     proc.wait(20)
     assert _marked_pids(marker) == []
     assert "web.1 stopped" in proc.output and "worker.1 stopped" in proc.output
+    assert "shopify.1 stopped" in proc.output
 
 
 def test_one_child_dying_stops_the_other_and_fails(dev) -> None:

@@ -1,8 +1,11 @@
-"""`make dev`: local servers, schema, demo shop, then web + worker side by side under honcho.
+"""`make dev`: local servers, schema, demo shop, then web + worker + local Shopify under honcho.
 
-Mirrors what Shopify CLI does for a `background` role: both processes get the same
-environment, their logs are combined with a prefix each, Ctrl-C (or SIGTERM) stops both, and
-if one dies the other is stopped and the command exits non-zero.
+Mirrors what Shopify CLI does for a `background` role: the processes get the same
+environment, their logs are combined with a prefix each, Ctrl-C (or SIGTERM) stops all, and
+if one dies the others are stopped and the command exits non-zero. The third process is the
+Shopify emulator (`shopify_emulator`), serving the demo shop with its seeded products; the app
+reaches its Admin API through SHOPIFY_ADMIN_URL, and a browser reaches the app through its
+storefront's app proxy.
 """
 
 from __future__ import annotations
@@ -17,12 +20,16 @@ from tools import services
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_SHOP = "demo-shop.myshopify.com"
+DEMO_TOKEN = "dev-admin-token"
 DEV_DEFAULTS = {
     "SHOPIFY_API_KEY": "dev-api-key",
     "SHOPIFY_API_SECRET": "dev-api-secret",
     "ENABLE_DIAGNOSTIC_JOBS": "true",
     "WEB_PORT": "8000",
     "WORKER_HEALTH_PORT": "3001",
+    "SHOPIFY_EMULATOR_PORT": "8081",
+    "DEMO_SHOP": DEMO_SHOP,
+    "DEMO_TOKEN": DEMO_TOKEN,
     "PYTHONUNBUFFERED": "1",
 }
 
@@ -37,6 +44,7 @@ def dev_environment() -> dict[str, str]:
     for key, value in DEV_DEFAULTS.items():
         env.setdefault(key, value)
     env.setdefault("SHOPIFY_APP_URL", f"http://127.0.0.1:{env['WEB_PORT']}")
+    env.setdefault("SHOPIFY_ADMIN_URL", f"http://127.0.0.1:{env['SHOPIFY_EMULATOR_PORT']}")
     return env
 
 
@@ -47,8 +55,11 @@ def run(args: list[str], env: dict[str, str]) -> None:
 def main() -> int:
     env = dev_environment()
     run(["-m", "service", "db", "apply"], env)
-    run(["-m", "service", "shops", "add", DEMO_SHOP, "--token", "dev-admin-token"], env)
+    run(["-m", "service", "shops", "add", DEMO_SHOP, "--token", DEMO_TOKEN], env)
     print(f"dev: web on {env['SHOPIFY_APP_URL']}, worker health on :{env['WORKER_HEALTH_PORT']}")
+    emulator = f"http://127.0.0.1:{env['SHOPIFY_EMULATOR_PORT']}"
+    print(f"dev: local Shopify on {emulator} (Admin API for the app: {env['SHOPIFY_ADMIN_URL']})")
+    print(f"dev: storefront of {DEMO_SHOP}, through the app proxy: {emulator}/")
     bindir = str(Path(sys.executable).parent)
     env["PATH"] = bindir + os.pathsep + env.get("PATH", "")
     honcho = shutil.which("honcho", path=env["PATH"]) or "honcho"

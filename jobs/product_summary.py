@@ -1,0 +1,119 @@
+"""`product_summary`: an example of a real job that reads Shopify. Copy it for your own.
+
+Input: a product GID. The job reads the product and then all of its variants, one page of
+Admin GraphQL at a time, reporting progress after each page, and returns a summary (variant
+count, stock, price range) that the storefront reads from /proxy/status. What to notice:
+
+- Admin API calls go through `ctx.admin`, which waits for the shop's cost bucket, retries
+  throttling, 429s and 5xx itself, and turns auth failures into non-retryable errors;
+- it passes each query's cost (`1 + 2 + page size` and so on), so even its first call
+  waits for exactly as many points as it needs;
+- a product that does not exist raises a NonRetryableError: retrying cannot create it.
+
+It also runs for the `products/update` webhook (see `jobs/registry.py`).
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from jobs.types import JobContext, JobType, NonRetryableError
+
+PRODUCT_GID = r"^gid://shopify/Product/[0-9]{1,20}$"
+
+FIRST_PAGE = """
+query ProductSummary($id: ID!, $first: Int!) {
+  product(id: $id) {
+    id title handle status vendor totalInventory
+    variantsCount { count }
+    variants(first: $first) {
+      nodes { id price inventoryQuantity }
+      pageInfo { hasNextPage endCursor }
+    }
+  }
+}
+"""
+
+NEXT_PAGE = """
+query ProductSummaryVariants($id: ID!, $first: Int!, $after: String!) {
+  product(id: $id) {
+    variants(first: $first, after: $after) {
+      nodes { id price inventoryQuantity }
+      pageInfo { hasNextPage endCursor }
+    }
+  }
+}
+"""
+
+
+class ProductNotFound(NonRetryableError):
+    """The product does not exist (or the app may not see it)."""
+
+
+class ProductSummaryInput(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    product_id: str = Field(pattern=PRODUCT_GID, description="gid://shopify/Product/...")
+    page_size: int = Field(default=50, ge=1, le=250, description="variants per Admin API call")
+
+
+def _cost(page_size: int, first: bool) -> int:
+    """Shopify's requested cost: product 1 (+ variantsCount 1) + connection 2 + one per item."""
+    return 1 + (1 if first else 0) + 2 + page_size
+
+
+async def product_summary(ctx: JobContext, data: ProductSummaryInput) -> dict[str, Any]:
+    variables: dict[str, Any] = {"id": data.product_id, "first": data.page_size}
+    answer = await ctx.admin.graphql(FIRST_PAGE, variables, cost=_cost(data.page_size, True))
+    product = answer.get("product")
+    if product is None:
+        raise ProductNotFound(f"Product not found: {data.product_id}")
+    expected = max(1, int((product.get("variantsCount") or {}).get("count") or 1))
+    variants: list[dict[str, Any]] = []
+    pages = 0
+    connection = product["variants"]
+    while True:
+        pages += 1
+        variants += connection["nodes"]
+        done = not connection["pageInfo"]["hasNextPage"]
+        percent = 100 if done else min(99, len(variants) * 100 // expected)
+        await ctx.report_progress(percent, f"{len(variants)} of {expected} variants read")
+        if done:
+            break
+        variables["after"] = connection["pageInfo"]["endCursor"]
+        page = await ctx.admin.graphql(NEXT_PAGE, variables, cost=_cost(data.page_size, False))
+        if page.get("product") is None:
+            raise ProductNotFound(f"Product disappeared while being read: {data.product_id}")
+        connection = page["product"]["variants"]
+
+    prices = [Decimal(v["price"]) for v in variants]
+    stock = [v.get("inventoryQuantity") or 0 for v in variants]
+    return {
+        "productId": product["id"],
+        "title": product["title"],
+        "handle": product["handle"],
+        "status": product["status"],
+        "vendor": product["vendor"],
+        "variantCount": len(variants),
+        "totalInventory": sum(stock),
+        "outOfStockVariants": sum(1 for quantity in stock if quantity <= 0),
+        "minPrice": str(min(prices)) if prices else None,
+        "maxPrice": str(max(prices)) if prices else None,
+        "pagesRead": pages,
+    }
+
+
+def input_from_webhook(payload: dict[str, Any]) -> dict[str, Any]:
+    """products/update carries the product's GID as `admin_graphql_api_id`."""
+    return {"product_id": payload.get("admin_graphql_api_id")}
+
+
+JOB_TYPE = JobType(
+    name="product_summary",
+    input_model=ProductSummaryInput,
+    handler=product_summary,
+    non_retryable=(ProductNotFound,),
+)

@@ -1,0 +1,145 @@
+"""POST /webhooks: every Shopify webhook topic, checked, recorded and queued within 5 s.
+
+The HMAC (X-Shopify-Hmac-Sha256: base64 HMAC-SHA256 of the raw body, compared in constant
+time) is checked before anything is parsed; a wrong one gets 401. Then the event is
+recorded by X-Shopify-Event-Id (X-Shopify-Webhook-Id when absent): the unique constraint on
+it turns Shopify's duplicate deliveries into 200 no-ops. No Shopify work happens here:
+
+- `app/uninstalled` marks the shop uninstalled at once (its proxy calls get 404 from now on);
+- a topic in `jobs.registry.webhook_jobs` becomes a job row (source 'webhook', idempotency
+  key `webhook:{event id}`) and a queue entry (arq `_job_id` = the job id), recorded in the
+  same transaction as the event; if it cannot be queued, both are undone and the answer is
+  503 so Shopify delivers it again;
+- any other topic is recorded and acknowledged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from service import queue, store
+from service.db import UNAVAILABLE_ERRORS
+from service.errors import error
+from service.shopify.shop_domain import is_shop_domain
+from service.shopify.signatures import verify_webhook
+
+logger = logging.getLogger("shopjobs.web")
+
+MAX_BODY_BYTES = 5 * 1024 * 1024  # Shopify's payloads (a product with many variants) fit
+ENQUEUE_TIMEOUT_SECONDS = 1.0
+UNINSTALLED = "app/uninstalled"
+
+
+class Unqueued(Exception):
+    """The job row was written but the queue did not take it."""
+
+
+async def _body(request: Request) -> bytes | None:
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY_BYTES:
+            return None
+    return bytes(body)
+
+
+async def receive(request: Request) -> Response:
+    state = request.app.state
+    settings = state.settings
+    try:
+        body = await _body(request)
+    except ClientDisconnect:
+        return error(400, "Client disconnected before the body was complete")
+    if body is None:
+        return error(413, "Request body too large", {"limit": MAX_BODY_BYTES})
+    secret = settings.shopify_api_secret.get_secret_value()
+    if not verify_webhook(body, request.headers.get("x-shopify-hmac-sha256"), secret):
+        return error(401, "Invalid HMAC")
+    headers = request.headers
+    topic = headers.get("x-shopify-topic", "")
+    shop = headers.get("x-shopify-shop-domain", "")
+    event_id = headers.get("x-shopify-event-id") or headers.get("x-shopify-webhook-id") or ""
+    if not topic or not is_shop_domain(shop) or not event_id or len(event_id) > 255:
+        return error(400, "Missing or invalid X-Shopify-Topic, -Shop-Domain or -Event-Id")
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return error(400, "Body must be JSON")
+    if not isinstance(payload, dict):
+        return error(400, "Body must be a JSON object")
+    try:
+        outcome = await _handle(request, topic, shop, event_id, payload)
+    except UNAVAILABLE_ERRORS as exc:
+        logger.warning("webhook %s for %s not recorded: %r", topic, shop, exc)
+        return error(503, "Database unavailable")
+    except Unqueued:
+        return error(503, "Failed to queue job")
+    return JSONResponse({"status": outcome})
+
+
+async def _handle(
+    request: Request, topic: str, shop: str, event_id: str, payload: dict[str, Any]
+) -> str:
+    state = request.app.state
+    database = state.database
+    route = state.webhook_jobs.get(topic)
+    async with database.transaction():
+        fresh = await store.record_webhook_event(
+            database,
+            event_id=event_id,
+            topic=topic,
+            shop_domain=shop,
+            webhook_id=request.headers.get("x-shopify-webhook-id"),
+            api_version=request.headers.get("x-shopify-api-version"),
+        )
+        if not fresh:
+            return "duplicate"
+        if topic == UNINSTALLED:
+            await store.mark_shop_uninstalled(database, shop)
+            logger.info("shop %s uninstalled the app", shop)
+            return "uninstalled"
+        if route is None:
+            return "ignored"
+        known = await store.get_shop(database, shop)
+        if known is None:
+            return "unknown shop"
+        try:
+            job_input = route.job_type.input_model.model_validate(route.make_input(payload))
+        except ValidationError:
+            logger.warning(
+                "webhook %s for %s: payload does not fit %s", topic, shop, route.job_type.name
+            )
+            return "invalid payload"
+        job, _ = await store.create_job(
+            database,
+            shop_id=known.id,
+            job_type=route.job_type.name,
+            job_input=job_input.model_dump(mode="json"),
+            idempotency_key=f"webhook:{event_id}",
+            source="webhook",
+        )
+        await store.link_webhook_job(database, event_id, job.id)
+    try:
+        queued = await asyncio.wait_for(
+            queue.enqueue(state.redis, job.type, str(job.id)), ENQUEUE_TIMEOUT_SECONDS
+        )
+    except Exception as exc:  # Redis down or slow: Shopify will deliver the event again
+        logger.warning("webhook job %s could not be queued: %r", job.id, exc)
+        queued = False
+    if not queued:
+        await store.delete_job(database, job.id)
+        await store.forget_webhook_event(database, event_id)
+        raise Unqueued
+    logger.info("webhook %s for %s queued job %s", topic, shop, job.id)
+    return "queued"
+
+
+routes = [Route("/webhooks", receive, methods=["POST"])]
