@@ -83,6 +83,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[EmulatorConfig, str, int]
 def main(argv: list[str] | None = None) -> None:
     config, host, port = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # its request lines carry signatures
     shop = next(iter(config.shops), None)
     print(f"shopify emulator on http://{host}:{port}", flush=True)
     if shop:

@@ -11,6 +11,7 @@ shop and an anonymous visitor.
 from __future__ import annotations
 
 import html
+import logging
 import time
 
 import httpx
@@ -32,6 +33,8 @@ NOT_FORWARDED = {
     "x-emulator-customer",
 }
 RESPONSE_HEADERS = {"content-type", "cache-control", "retry-after", "location"}
+
+logger = logging.getLogger("shopify_emulator")
 
 
 def visitor(request: Request, state: EmulatorState) -> tuple[str | None, str]:
@@ -79,6 +82,15 @@ async def app_proxy(request: Request) -> Response:
         return HTMLResponse("<h1>504 Gateway Timeout</h1>", status_code=504)
     except httpx.HTTPError:
         return HTMLResponse("<h1>502 Bad Gateway</h1>", status_code=502)
+    who = f"customer {customer}" if customer else "anonymous"
+    logger.info(
+        "app proxy %s %s (%s, %s) -> %d",
+        request.method,
+        request.url.path,
+        shop,
+        who,
+        answer.status_code,
+    )
     kept = {k: v for k, v in answer.headers.items() if k.lower() in RESPONSE_HEADERS}
     return Response(answer.content, status_code=answer.status_code, headers=kept)
 

@@ -15,6 +15,7 @@ import base64
 import hashlib
 import hmac
 import json
+import logging
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -22,6 +23,8 @@ from typing import Any
 import httpx
 
 from shopify_emulator.config import EmulatorConfig
+
+logger = logging.getLogger("shopify_emulator")
 
 
 def sign(body: bytes, secret: str) -> str:
@@ -79,6 +82,9 @@ async def deliver(
                 timeout=config.webhook_timeout_seconds,
             )
             delivery["attempts"].append({"status": answer.status_code})
+            logger.info(
+                "webhook %s for %s -> %d", delivery["topic"], delivery["shop"], answer.status_code
+            )
             if 200 <= answer.status_code < 300:
                 delivery["delivered"] = True
                 break

@@ -212,3 +212,20 @@ async def test_expiring_token_is_refreshed_before_use(
     assert shop.refresh_token != grant["refresh_token"]
     assert shop.token_expires_at is not None
     assert shop.token_expires_at > datetime.now(UTC) + timedelta(minutes=50)
+
+
+async def test_cost_buckets_probe_then_queue_reservations(redis: ArqRedis) -> None:
+    buckets = CostBuckets(redis, prefix="test:bucket:")
+    assert await buckets.reserve("s", 10) == 0  # nothing known: this caller probes
+    assert await buckets.reserve("s", 10) == -1  # the others wait for what it learns
+    await buckets.settle("s", 0, ThrottleStatus(maximum=100, available=30, restore_rate=10))
+    assert await buckets.reserve("s", 20) == 0  # 30 available
+    first = await buckets.reserve("s", 20)  # 10 left: 1 s to restore the deficit
+    second = await buckets.reserve("s", 20)  # queued behind the first
+    assert 0.9 < first < 1.1 and 2.9 < second < 3.1
+    await buckets.settle("s", 40, None)  # both reservations given back unused
+    level = await buckets.level("s")
+    assert level is not None and 9 < level["available"] <= 11
+    # Shopify's word caps the model: it never believes in more points than were reported.
+    await buckets.settle("s", 0, ThrottleStatus(maximum=100, available=2, restore_rate=10))
+    assert 0.7 < await buckets.reserve("s", 10) < 0.9

@@ -236,3 +236,21 @@ async def test_compliance_types_cannot_be_started_from_the_storefront(site) -> N
             "/apps/jobs/process", json={"type": "shop_redact", "input": {}}
         )
     assert answer.status_code == 400 and answer.json()["error"] == "Unknown job type"
+
+
+async def test_old_webhook_events_are_pruned(database: Database) -> None:
+    for event in ("old", "new"):
+        assert await store.record_webhook_event(
+            database,
+            event_id=event,
+            topic="x/y",
+            shop_domain=SHOP,
+            webhook_id=None,
+            api_version=None,
+        )
+    await database.execute(
+        "UPDATE webhook_events SET received_at = now() - interval '8 days' WHERE event_id = 'old'"
+    )
+    assert await store.prune_webhook_events(database, older_than_seconds=7 * 86_400) == 1
+    left = await database.fetch_all("SELECT event_id FROM webhook_events")
+    assert [r._mapping["event_id"] for r in left] == ["new"]
