@@ -11,6 +11,7 @@ Every refusal is a JSON `{"error": ...}` answer; a database that is down gives 5
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -57,6 +58,9 @@ Handler = Callable[[Request], Awaitable[Response]]
 
 
 def _guarded(handler: Handler) -> Handler:
+    """Refusals become their JSON answer; an unreachable database becomes 503, not 500."""
+
+    @functools.wraps(handler)
     async def guarded(request: Request) -> Response:
         try:
             return await handler(request)
@@ -66,8 +70,6 @@ def _guarded(handler: Handler) -> Handler:
             logger.warning("database unavailable on %s: %r", request.url.path, exc)
             return error(503, "Database unavailable")
 
-    guarded.__name__ = handler.__name__
-    guarded.__doc__ = handler.__doc__
     return guarded
 
 
