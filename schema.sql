@@ -63,3 +63,6 @@ CREATE TABLE IF NOT EXISTS webhook_events (
 );
 
 CREATE INDEX IF NOT EXISTS webhook_events_received_idx ON webhook_events (received_at);
+
+-- The per-shop concurrency cap counts a shop's running jobs at every claim.
+CREATE INDEX IF NOT EXISTS jobs_processing_shop_idx ON jobs (shop_id) WHERE status = 'processing';

@@ -11,8 +11,10 @@ from typing import Any
 
 def __getattr__(name: str) -> Any:
     if name == "WorkerSettings":
-        from jobs.worker import build_worker_settings
+        from jobs.worker import build_worker_settings, install
         from service.settings import load_settings
 
-        return build_worker_settings(load_settings())
+        settings = load_settings()
+        install()
+        return build_worker_settings(settings)
     raise AttributeError(f"module 'jobs' has no attribute {name!r}")

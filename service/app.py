@@ -22,6 +22,7 @@ from jobs.registry import job_types, webhook_jobs
 from service import install, proxy, queue, webhooks
 from service.db import create_database
 from service.errors import EXCEPTION_HANDLERS
+from service.logs import configure_logging
 from service.settings import Settings, load_settings
 
 HEALTH_TIMEOUT_SECONDS = 2.0
@@ -40,6 +41,8 @@ async def healthz(request: Request) -> JSONResponse:
 
 
 def create_app(settings: Settings) -> Starlette:
+    configure_logging()
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         database = create_database(settings.database_url)

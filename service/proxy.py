@@ -217,10 +217,10 @@ def _job_id(request: Request) -> UUID:
 # -- endpoints -----------------------------------------------------------------------------
 
 
-async def _enqueue(request: Request, job: store.Job) -> bool:
+async def _enqueue(request: Request, job: store.Job, shop: str) -> bool:
     try:
         return await asyncio.wait_for(
-            queue.enqueue(request.app.state.redis, job.type, str(job.id)),
+            queue.enqueue(request.app.state.redis, job.type, str(job.id), shop=shop),
             ENQUEUE_TIMEOUT_SECONDS,
         )
     except Exception as exc:  # Redis down, slow or refusing: the caller gets 503, not 500
@@ -250,7 +250,7 @@ async def process(request: Request) -> Response:
         if (job.type, job.input, job.customer_id) != (job_type.name, job_input, customer):
             raise Refusal(422, "Idempotency-Key was already used for a different request")
         return JSONResponse({"jobId": str(job.id), "status": job.status})
-    if not await _enqueue(request, job):
+    if not await _enqueue(request, job, shop.domain):
         await store.delete_job(database, job.id)
         return error(503, "Failed to queue job")
     logger.info("job %s (%s) queued for %s", job.id, job.type, shop.domain)

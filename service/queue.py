@@ -55,13 +55,17 @@ async def ping(pool: ArqRedis, timeout: float = 1.0) -> None:
     await asyncio.wait_for(pool.ping(), timeout)
 
 
-async def enqueue(pool: ArqRedis, job_type: str, job_id: str, *, defer_seconds: float = 0) -> bool:
-    """Queue a job for the worker: arq function = the job type, one argument = the job's id.
+async def enqueue(
+    pool: ArqRedis, job_type: str, job_id: str, *, shop: str | None = None, defer_seconds: float = 0
+) -> bool:
+    """Queue a job for the worker: arq function = the job type; arguments = id and shop.
 
-    `_job_id` is the job's id, so the same job is never queued twice while it waits, runs, or
-    has a kept result; arq then returns None, reported here as False.
+    The shop domain rides along only so a worker can tell, without asking Postgres, that the
+    shop is already at its concurrency cap. `_job_id` is the job's id, so the same job is never
+    queued twice while it waits or runs; arq then returns None, reported here as False.
     """
+    args = (job_id,) if shop is None else (job_id, shop)
     job = await pool.enqueue_job(
-        job_type, job_id, _job_id=job_id, _defer_by=defer_seconds if defer_seconds > 0 else None
+        job_type, *args, _job_id=job_id, _defer_by=defer_seconds if defer_seconds > 0 else None
     )
     return job is not None

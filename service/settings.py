@@ -61,6 +61,8 @@ class Settings(DatabaseSettings):
     rate_limit_max: NonNegativeInt = 10
     rate_limit_window_seconds: PositiveFloat = 60
     shop_concurrency_limit: NonNegativeInt = 0
+    reconcile_after_seconds: PositiveFloat = 30
+    reconcile_interval_seconds: Annotated[int, Field(ge=1, le=60)] = 10
 
     completed_retention_seconds: PositiveFloat = 86_400
     completed_retention_count: NonNegativeInt = 1_000

@@ -380,3 +380,215 @@ async def redact_shop(database: Database, shop_id: int, keep_job_id: UUID | None
             {"shop_id": shop_id},
         )
     return len(rows)
+
+
+# -- jobs: the worker's side ----------------------------------------------------------------
+# The worker's statements run on the raw asyncpg connection: positional parameters and
+# asyncpg's prepared-statement cache keep the per-job cost to one round trip per write.
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A job this worker now holds, with what it needs to run it."""
+
+    id: UUID
+    type: str
+    input: dict[str, Any]
+    attempts: int
+    retry_count: int
+    shop: str
+
+
+CLAIMED = "claimed"
+SKIP = "skip"  # final or gone: nothing to do
+HELD = "held"  # a live worker runs it: look again when that worker's lease would expire
+BUSY = "busy"  # runnable, but its shop is at its concurrency cap: try again shortly
+
+_CLAIMABLE = """
+    (status IN ('pending', 'retrying')
+     OR (status = 'processing' AND lease_expires_at < now()))
+"""
+
+_CLAIM = f"""
+    UPDATE jobs
+       SET status = 'processing', attempts = attempts + 1, lease_owner = $2,
+           lease_expires_at = now() + make_interval(secs => $3),
+           started_at = COALESCE(started_at, now()), run_at = NULL, updated_at = now()
+     WHERE id = $1 AND {_CLAIMABLE}
+       AND ($4 = 0 OR (SELECT count(*) FROM jobs AS other
+                        WHERE other.shop_id = jobs.shop_id AND other.id <> jobs.id
+                          AND other.status = 'processing' AND other.lease_expires_at > now()) < $4)
+    RETURNING id, type, input, attempts, retry_count,
+              (SELECT domain FROM shops WHERE shops.id = jobs.shop_id) AS shop
+"""
+
+# Serialises claims of one shop's jobs, so two workers cannot both see room under the cap.
+_SHOP_CAP_LOCK = (
+    "SELECT pg_advisory_xact_lock(7331002, (SELECT shop_id FROM jobs WHERE id = $1)::int)"
+)
+
+
+async def claim_job(
+    database: Database, job_id: UUID, owner: str, lease_seconds: float, shop_cap: int = 0
+) -> tuple[str, Claim | None]:
+    """Take a job for one run: (CLAIMED, claim), or (SKIP | HELD | BUSY, None).
+
+    Only a pending or retrying job, or a processing one whose lease has expired (its worker
+    died), can be claimed; completed and failed are final.
+    """
+    async with database.connection() as connection:
+        raw = connection.raw_connection
+        if shop_cap:
+            async with raw.transaction():
+                await raw.execute(_SHOP_CAP_LOCK, job_id)
+                row = await raw.fetchrow(_CLAIM, job_id, owner, lease_seconds, shop_cap)
+        else:
+            row = await raw.fetchrow(_CLAIM, job_id, owner, lease_seconds, 0)
+        if row is not None:
+            return CLAIMED, Claim(
+                id=row["id"],
+                type=row["type"],
+                input=_json(row["input"]),
+                attempts=row["attempts"],
+                retry_count=row["retry_count"],
+                shop=row["shop"],
+            )
+        why = await raw.fetchrow(
+            f"SELECT status, {_CLAIMABLE} AS runnable FROM jobs WHERE id = $1", job_id
+        )
+    if why is None or why["status"] in ("completed", "failed"):
+        return SKIP, None
+    return (BUSY if why["runnable"] else HELD), None
+
+
+async def renew_lease(database: Database, job_id: UUID, owner: str, lease_seconds: float) -> bool:
+    """Extend a running job's lease; False when this worker no longer holds it."""
+    async with database.connection() as connection:
+        held = await connection.raw_connection.fetchval(
+            """UPDATE jobs SET lease_expires_at = now() + make_interval(secs => $3)
+                WHERE id = $1 AND lease_owner = $2 AND status = 'processing' RETURNING true""",
+            job_id,
+            owner,
+            lease_seconds,
+        )
+    return bool(held)
+
+
+async def record_progress(
+    database: Database, job_id: UUID, owner: str, percent: int, message: str | None
+) -> None:
+    async with database.connection() as connection:
+        await connection.raw_connection.execute(
+            """UPDATE jobs SET progress = $3, progress_message = $4, updated_at = now()
+                WHERE id = $1 AND lease_owner = $2 AND status = 'processing'""",
+            job_id,
+            owner,
+            percent,
+            message,
+        )
+
+
+async def complete_job(database: Database, job_id: UUID, owner: str, result: Any) -> bool:
+    async with database.connection() as connection:
+        done = await connection.raw_connection.fetchval(
+            """UPDATE jobs SET status = 'completed', result = $3::jsonb, progress = 100,
+                      error_message = NULL, lease_owner = NULL, lease_expires_at = NULL,
+                      finished_at = now(), updated_at = now()
+                WHERE id = $1 AND lease_owner = $2 AND status = 'processing' RETURNING true""",
+            job_id,
+            owner,
+            orjson.dumps(result).decode(),
+        )
+    return bool(done)
+
+
+async def schedule_retry(
+    database: Database, job_id: UUID, owner: str, failures: int, error: str, delay: float
+) -> bool:
+    async with database.connection() as connection:
+        done = await connection.raw_connection.fetchval(
+            """UPDATE jobs SET status = 'retrying', retry_count = $3, error_message = $4,
+                      run_at = now() + make_interval(secs => $5),
+                      lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
+                WHERE id = $1 AND lease_owner = $2 AND status = 'processing' RETURNING true""",
+            job_id,
+            owner,
+            failures,
+            error,
+            delay,
+        )
+    return bool(done)
+
+
+async def fail_job(database: Database, job_id: UUID, owner: str, failures: int, error: str) -> bool:
+    async with database.connection() as connection:
+        done = await connection.raw_connection.fetchval(
+            """UPDATE jobs SET status = 'failed', retry_count = $3, error_message = $4,
+                      lease_owner = NULL, lease_expires_at = NULL,
+                      finished_at = now(), updated_at = now()
+                WHERE id = $1 AND lease_owner = $2 AND status = 'processing' RETURNING true""",
+            job_id,
+            owner,
+            failures,
+            error,
+        )
+    return bool(done)
+
+
+async def release_job(database: Database, job_id: UUID, owner: str) -> bool:
+    """Give a job back unfinished (shutdown): `retrying`, due now, never left `processing`."""
+    async with database.connection() as connection:
+        done = await connection.raw_connection.fetchval(
+            """UPDATE jobs SET status = 'retrying', run_at = now(),
+                      lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
+                WHERE id = $1 AND lease_owner = $2 AND status = 'processing' RETURNING true""",
+            job_id,
+            owner,
+        )
+    return bool(done)
+
+
+# -- jobs: maintenance ------------------------------------------------------------------------
+
+
+async def stranded_jobs(
+    database: Database, older_than_seconds: float, limit: int = 500
+) -> list[tuple[UUID, str, str]]:
+    """Jobs that should be in the queue by now: waiting too long, or held by a dead worker."""
+    async with database.connection() as connection:
+        rows = await connection.raw_connection.fetch(
+            """SELECT j.id, j.type, s.domain
+                 FROM jobs AS j JOIN shops AS s ON s.id = j.shop_id
+                WHERE (j.status IN ('pending', 'retrying')
+                       AND j.updated_at < now() - make_interval(secs => $1)
+                       AND (j.run_at IS NULL OR j.run_at < now() - make_interval(secs => $1)))
+                   OR (j.status = 'processing'
+                       AND j.lease_expires_at < now() - make_interval(secs => $1))
+                ORDER BY j.updated_at
+                LIMIT $2""",
+            older_than_seconds,
+            limit,
+        )
+    return [(row["id"], row["type"], row["domain"]) for row in rows]
+
+
+async def delete_old_jobs(
+    database: Database, status: str, max_age_seconds: float, keep: int
+) -> int:
+    """Retention: drop final jobs older than `max_age_seconds`, and all but the newest `keep`."""
+    async with database.connection() as connection:
+        raw = connection.raw_connection
+        aged = await raw.fetch(
+            """DELETE FROM jobs WHERE status = $1
+                  AND finished_at < now() - make_interval(secs => $2) RETURNING 1""",
+            status,
+            max_age_seconds,
+        )
+        extra = await raw.fetch(
+            """DELETE FROM jobs WHERE id IN (
+                   SELECT id FROM jobs WHERE status = $1
+                    ORDER BY finished_at DESC NULLS LAST, id OFFSET $2) RETURNING 1""",
+            status,
+            keep,
+        )
+    return len(aged) + len(extra)

@@ -129,7 +129,7 @@ async def _handle(
         await store.link_webhook_job(database, event_id, job.id)
     try:
         queued = await asyncio.wait_for(
-            queue.enqueue(state.redis, job.type, str(job.id)), ENQUEUE_TIMEOUT_SECONDS
+            queue.enqueue(state.redis, job.type, str(job.id), shop=shop), ENQUEUE_TIMEOUT_SECONDS
         )
     except Exception as exc:  # Redis down or slow: Shopify will deliver the event again
         logger.warning("webhook job %s could not be queued: %r", job.id, exc)

@@ -61,6 +61,7 @@ def settings(servers: local_services.Services) -> Settings:
         worker_health_port=free_port(),
         job_backoff_seconds=0.2,
         job_lease_seconds=3,
+        rate_limit_max=0,  # tests of the limiter turn it on
     )
 
 
@@ -78,6 +79,7 @@ def env(settings: Settings) -> dict[str, str]:
         "WORKER_HEALTH_PORT": str(settings.worker_health_port),
         "JOB_BACKOFF_SECONDS": str(settings.job_backoff_seconds),
         "JOB_LEASE_SECONDS": str(settings.job_lease_seconds),
+        "RATE_LIMIT_MAX": str(settings.rate_limit_max),
         "PYTHONUNBUFFERED": "1",
     }
     return values

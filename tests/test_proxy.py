@@ -117,7 +117,7 @@ async def test_process_writes_a_pending_row_then_queues_it(
     assert await redis.zcard(queue.QUEUE_NAME) == 1
     assert await redis.zscore(queue.QUEUE_NAME, body["jobId"]) is not None
     queued = queue.deserialize(await redis.get(f"arq:job:{body['jobId']}"))
-    assert queued["f"] == "echo" and queued["a"] == [body["jobId"]]
+    assert queued["f"] == "echo" and queued["a"] == [body["jobId"], "proxy-test.myshopify.com"]
 
 
 async def test_anonymous_visitor_is_recorded_as_null(

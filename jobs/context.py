@@ -1,0 +1,47 @@
+"""The context a handler runs with: who it is, which attempt, and how to report progress.
+
+Progress writes are throttled (at most one per PROGRESS_INTERVAL_SECONDS, except 100% and a
+changed message), so a handler may report as often as it likes without flooding Postgres.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+from uuid import UUID
+
+from databases import Database
+
+from service import store
+from service.shopify.admin import AdminClient, ShopAdmin
+
+PROGRESS_INTERVAL_SECONDS = 0.25
+
+
+@dataclass
+class RunContext:
+    job_id: str
+    job_type: str
+    shop: str
+    attempt: int
+    database: Database
+    owner: str
+    resources: dict[str, Any] = field(default_factory=dict)
+    _last_write: float = 0.0
+    _last_message: str | None = None
+
+    @property
+    def admin(self) -> ShopAdmin:
+        """The shop's Admin GraphQL API, through the process's shared client."""
+        client: AdminClient = self.resources["admin"]
+        return client.admin_for(self.shop)
+
+    async def report_progress(self, percent: int, message: str | None = None) -> None:
+        percent = max(0, min(100, int(percent)))
+        now = time.monotonic()
+        due = now - self._last_write >= PROGRESS_INTERVAL_SECONDS
+        if not (due or percent == 100 or message != self._last_message):
+            return
+        self._last_write, self._last_message = now, message
+        await store.record_progress(self.database, UUID(self.job_id), self.owner, percent, message)

@@ -1,0 +1,82 @@
+"""Periodic upkeep, run on arq cron by whichever worker gets each tick first.
+
+- `reconcile`: Postgres is the source of truth. A job that is pending or retrying (and due)
+  for longer than RECONCILE_AFTER_SECONDS with no queue entry (Redis lost it: a restart
+  without persistence, an enqueue that died half-way), or that is processing under a lease that
+  expired that long ago (its worker died after arq dropped it), is queued again. Queuing
+  twice is harmless: `_job_id` dedups in Redis and the claim dedups in Postgres.
+- `retention`: completed jobs are kept 1 day and at most 1,000, failed ones 7 days and at most
+  5,000 (settings), so the table stays the size of what someone may still look at.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from arq.connections import ArqRedis
+from arq.constants import in_progress_key_prefix, job_key_prefix
+from databases import Database
+
+from service import queue, store
+from service.settings import Settings
+
+logger = logging.getLogger("shopjobs.worker")
+
+
+async def requeue_stranded(database: Database, redis: ArqRedis, older_than_seconds: float) -> int:
+    stranded = await store.stranded_jobs(database, older_than_seconds)
+    if not stranded:
+        return 0
+    async with redis.pipeline(transaction=False) as pipe:
+        for job_id, _, _ in stranded:
+            pipe.zscore(queue.QUEUE_NAME, str(job_id))
+            pipe.exists(in_progress_key_prefix + str(job_id))
+        answers = await pipe.execute()
+    requeued = 0
+    for index, (job_id, job_type, shop) in enumerate(stranded):
+        queued, running = answers[2 * index], answers[2 * index + 1]
+        if queued is not None or running:
+            continue
+        # A job key without a queue entry is a leftover that would block `_job_id` dedup.
+        await redis.delete(job_key_prefix + str(job_id))
+        if await queue.enqueue(redis, job_type, str(job_id), shop=shop):
+            requeued += 1
+    if requeued:
+        logger.warning("reconciler: re-queued %d stranded job(s)", requeued)
+    return requeued
+
+
+async def delete_expired(database: Database, settings: Settings) -> int:
+    deleted = await store.delete_old_jobs(
+        database,
+        "completed",
+        settings.completed_retention_seconds,
+        settings.completed_retention_count,
+    )
+    deleted += await store.delete_old_jobs(
+        database, "failed", settings.failed_retention_seconds, settings.failed_retention_count
+    )
+    if deleted:
+        logger.info("retention: deleted %d old job(s)", deleted)
+    return deleted
+
+
+async def reconcile(ctx: dict[str, Any]) -> int:
+    runtime = ctx["runtime"]
+    try:
+        return await requeue_stranded(
+            runtime.database, runtime.redis, runtime.settings.reconcile_after_seconds
+        )
+    except Exception as exc:  # a dependency is down: the next tick will try again
+        logger.warning("reconciler skipped: %s", exc)
+        return 0
+
+
+async def retention(ctx: dict[str, Any]) -> int:
+    runtime = ctx["runtime"]
+    try:
+        return await delete_expired(runtime.database, runtime.settings)
+    except Exception as exc:
+        logger.warning("retention skipped: %s", exc)
+        return 0
