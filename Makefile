@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install dev test services services-stop db lint format clean
+.PHONY: install dev test bench bench-quick services services-stop db lint format clean
 
 install: $(STAMP)
 
@@ -21,6 +21,14 @@ dev: install
 ## The whole test suite, against its own Postgres and Redis
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+## Benchmarks against raw arq, SAQ and BullMQ (own Postgres + Redis); results in bench/results/
+bench: install
+	$(PY) -m bench $(BENCH_ARGS)
+
+## The same, smaller (under 2 minutes)
+bench-quick: install
+	BENCH_QUICK=1 $(PY) -m bench $(BENCH_ARGS)
 
 ## Start local Postgres + Redis; prints export lines: eval "$$(make -s services)"
 services: install

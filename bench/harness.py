@@ -1,0 +1,348 @@
+"""`python -m bench` (`make bench`, `make bench-quick`): every measurement of issue 7 in one run.
+
+1. worker throughput on no-op jobs at concurrency 10 and 50: shopjobs (with Postgres status
+   mirroring), raw arq at each poll_delay tried, SAQ, and BullMQ when Node is there;
+2. end-to-end latency, one job at a time through a real uvicorn and worker;
+3. the enqueue endpoint's requests per second against a bare route of the same process;
+4. one against two worker processes on 20 ms jobs.
+
+Sizes: `full` (default, under 10 minutes), `quick` (BENCH_QUICK=1 or --quick, under 2) and
+`tiny` (the test suite's, seconds). JSON goes to bench/results/ (timestamped + latest.json),
+the chart to latest.png, and the table with the ratios to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench import report, throughput, web
+from bench.stack import Proc, Stack, connect, disconnect, servers, wait_for_http
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+REDRAW_SECONDS = 0.5
+
+
+@dataclass(frozen=True)
+class Plan:
+    name: str
+    jobs: int  # N of every throughput run
+    concurrencies: tuple[int, ...]
+    arq_poll_delays: tuple[float, ...]
+    run_timeout: float  # a throughput run stops here, complete or not
+    sweep_timeout: float  # the same for arq's slower poll_delays
+    latency_jobs: int
+    latency_warmup: int
+    latency_poll_ms: float
+    enqueue_connections: int
+    enqueue_seconds: float
+    enqueue_warmup: float
+    scaling_jobs: int
+    scaling_concurrency: int
+    scaling_sleep_ms: int
+    profile: bool
+
+
+PLANS = {
+    "full": Plan(
+        name="full", jobs=10_000, concurrencies=(10, 50), arq_poll_delays=(0.5, 0.1, 0.01, 0.001),
+        run_timeout=60, sweep_timeout=12, latency_jobs=500, latency_warmup=20, latency_poll_ms=2,
+        enqueue_connections=50, enqueue_seconds=10, enqueue_warmup=1, scaling_jobs=4_000,
+        scaling_concurrency=10, scaling_sleep_ms=20, profile=True,
+    ),
+    "quick": Plan(
+        name="quick", jobs=1_000, concurrencies=(10, 50), arq_poll_delays=(0.5, 0.1, 0.01, 0.001),
+        run_timeout=15, sweep_timeout=3, latency_jobs=100, latency_warmup=5, latency_poll_ms=2,
+        enqueue_connections=50, enqueue_seconds=2, enqueue_warmup=0.5, scaling_jobs=500,
+        scaling_concurrency=10, scaling_sleep_ms=20, profile=False,
+    ),
+    "tiny": Plan(
+        name="tiny", jobs=40, concurrencies=(10, 50), arq_poll_delays=(0.01,),
+        run_timeout=15, sweep_timeout=15, latency_jobs=5, latency_warmup=1, latency_poll_ms=2,
+        enqueue_connections=10, enqueue_seconds=0.5, enqueue_warmup=0.2, scaling_jobs=40,
+        scaling_concurrency=10, scaling_sleep_ms=20, profile=False,
+    ),
+}  # fmt: skip
+
+
+class Bar:
+    """One progress bar over all steps (tqdm when installed, a plain line otherwise)."""
+
+    def __init__(self, total: int, enabled: bool) -> None:
+        self.enabled = enabled
+        self.total = total
+        self.count = 0
+        self.label = ""
+        self.shown = 0.0
+        self.began = time.monotonic()
+        self.seconds: dict[str, float] = {}
+        self.tqdm: Any = None
+        if enabled:
+            try:
+                from tqdm import tqdm
+
+                self.tqdm = tqdm(total=total, unit="step", file=sys.stderr, dynamic_ncols=True)
+            except ImportError:
+                pass
+
+    def step(self, label: str) -> Callable[[int, int], None]:
+        self.label = label
+        self.began = time.monotonic()
+        self._show("", force=True)
+        return lambda done, of: self._show(f"{done}/{of}", force=done >= of)
+
+    def _show(self, detail: str, force: bool = False) -> None:
+        # A few redraws a second: every one is a line in a log when stderr is not a terminal.
+        now = time.monotonic()
+        if not self.enabled or (not force and now - self.shown < REDRAW_SECONDS):
+            return
+        self.shown = now
+        text = f"{self.label} {detail}".strip()
+        if self.tqdm is not None:
+            self.tqdm.set_description_str(text, refresh=False)
+            self.tqdm.refresh()
+        else:
+            sys.stderr.write(f"\r[{self.count}/{self.total}] {text:<60}")
+            sys.stderr.flush()
+
+    def done(self) -> None:
+        """The current step is over: count it and keep how long it took."""
+        if self.label not in self.seconds:
+            self.seconds[self.label] = round(time.monotonic() - self.began, 1)
+        self.count += 1
+        if self.tqdm is not None:
+            self.tqdm.update(1)
+
+    def close(self) -> None:
+        if self.tqdm is not None:
+            self.tqdm.close()
+        elif self.enabled:
+            sys.stderr.write("\n")
+
+
+def step_count(plan: Plan, bullmq: bool, profile: bool) -> int:
+    per_concurrency = 2 + len(plan.arq_poll_delays) + (1 if bullmq else 0)
+    # + latency, enqueue, scaling with one and with two processes
+    return len(plan.concurrencies) * per_concurrency + 4 + (1 if profile else 0)
+
+
+def machine() -> dict[str, Any]:
+    node = shutil.which("node")
+    node_version = None
+    if node:
+        node_version = subprocess.run([node, "--version"], capture_output=True, text=True).stdout
+    return {
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "node": (node_version or "").strip() or None,
+        # Other work on the machine skews every figure: a run on a busy machine shows it here.
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+async def server_versions(stack: Stack) -> dict[str, str]:
+    assert stack.pg is not None and stack.redis is not None
+    info = await stack.redis.info("server")
+    return {
+        "redis": str(info.get("redis_version")),
+        "postgres": str(await stack.pg.fetchval("SHOW server_version")),
+    }
+
+
+async def measure(plan: Plan, stack: Stack, bar: Bar, profile_dir: Path | None) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    bullmq_problem = throughput.bullmq_ready()
+    bar.total = step_count(plan, bullmq_problem is None, profile_dir is not None)
+    if bar.tqdm is not None:
+        bar.tqdm.total = bar.total
+
+    systems: dict[str, dict[str, Any]] = {
+        "shopjobs": {"available": True, "runs": []},
+        "arq": {"available": True, "runs": []},
+        "saq": {"available": True, "runs": []},
+        "bullmq": {"available": bullmq_problem is None, "reason": bullmq_problem, "runs": []},
+    }
+    n = plan.jobs
+    for concurrency in plan.concurrencies:
+        progress = bar.step(f"shopjobs c={concurrency}")
+        run = await throughput.shopjobs(
+            stack, n=n, concurrency=concurrency, timeout=plan.run_timeout, progress=progress
+        )
+        systems["shopjobs"]["runs"].append(run.as_dict())
+        bar.done()
+        for delay in plan.arq_poll_delays:
+            progress = bar.step(f"arq c={concurrency} poll_delay={delay}")
+            # The slow poll_delays only need long enough to show they lose.
+            timeout = plan.sweep_timeout if delay >= 0.1 else plan.run_timeout
+            run = await throughput.raw_arq(
+                stack, n=n, concurrency=concurrency, poll_delay=delay, timeout=timeout,
+                progress=progress,
+            )  # fmt: skip
+            systems["arq"]["runs"].append(run.as_dict())
+            bar.done()
+        progress = bar.step(f"saq c={concurrency}")
+        run = await throughput.saq(
+            stack, n=n, concurrency=concurrency, timeout=plan.run_timeout, progress=progress
+        )
+        systems["saq"]["runs"].append(run.as_dict())
+        bar.done()
+        if bullmq_problem is None:
+            progress = bar.step(f"bullmq c={concurrency}")
+            run = await throughput.bullmq(
+                stack, n=n, concurrency=concurrency, timeout=plan.run_timeout, progress=progress
+            )
+            systems["bullmq"]["runs"].append(run.as_dict())
+            bar.done()
+    results["throughput"] = {"jobs": n, "systems": systems}
+
+    if profile_dir is not None:
+        bar.step("profile: shopjobs c=50 under py-spy")
+        results["profile"] = await profile_run(plan, stack, profile_dir)
+        bar.done()
+
+    await stack.reset()
+    web_proc, port = web.start_web(stack)
+    await wait_for_http(f"http://127.0.0.1:{port}/healthz", web_proc, "web")
+    worker = await web.start_worker(stack, plan.scaling_concurrency)
+    progress = bar.step("latency")
+    results["latency"] = await web.latency(
+        stack, port, jobs=plan.latency_jobs, warmup=plan.latency_warmup,
+        poll_ms=plan.latency_poll_ms, progress=progress,
+    )  # fmt: skip
+    results["latency"]["worker_concurrency"] = plan.scaling_concurrency
+    worker.stop()
+    bar.done()
+    bar.step("enqueue endpoint vs bare route")
+    await stack.reset()
+    results["enqueue"] = await web.enqueue_rate(
+        stack, web_proc, port, connections=plan.enqueue_connections,
+        seconds=plan.enqueue_seconds, warmup=plan.enqueue_warmup,
+    )  # fmt: skip
+    web_proc.stop()
+    bar.done()
+
+    scaling: dict[str, Any] = {"sleep_ms": plan.scaling_sleep_ms}
+    for key, processes in (("one", 1), ("two", 2)):
+        progress = bar.step(f"scaling: {processes} worker process(es)")
+        run = await throughput.shopjobs(
+            stack, n=plan.scaling_jobs, concurrency=plan.scaling_concurrency,
+            timeout=plan.run_timeout, processes=processes, sleep_ms=plan.scaling_sleep_ms,
+            progress=progress,
+        )  # fmt: skip
+        scaling[key] = run.as_dict()
+        bar.done()
+    one = scaling["one"]["jobs_per_second"]
+    scaling["ratio"] = round(scaling["two"]["jobs_per_second"] / one, 3) if one else 0.0
+    results["scaling"] = scaling
+    return results
+
+
+async def profile_run(plan: Plan, stack: Stack, directory: Path) -> dict[str, Any]:
+    """A separate shopjobs run at concurrency 50 with py-spy attached (its rate is not used)."""
+    raw = directory / "profile.raw"
+    spies: list[throughput.PySpy] = []
+
+    def attach(proc: Proc) -> throughput.PySpy:
+        spy = throughput.PySpy(proc, raw)
+        spies.append(spy)
+        return spy
+
+    run = await throughput.shopjobs(
+        stack, n=plan.jobs, concurrency=50, timeout=plan.run_timeout, profile=attach
+    )
+    spy = spies[0]
+    if spy.error is not None:
+        return {"error": spy.error}
+    summary = report.summarize_profile(raw)
+    text_file = directory / "profile.txt"
+    text_file.write_text(
+        f"shopjobs worker, concurrency 50, {plan.jobs} no-op jobs "
+        f"({run.jobs_per_second:.0f} jobs/s under py-spy)\n" + report.profile_text(summary)
+    )
+    return {
+        "profiled_jobs_per_second": run.jobs_per_second,
+        "summary_file": str(text_file),
+        "raw_file": str(raw),
+        **summary,
+    }
+
+
+async def run_all(plan: Plan, args: argparse.Namespace) -> dict[str, Any]:
+    started = datetime.now(UTC)
+    begun = time.monotonic()
+    out = Path(args.out)
+    profile = plan.profile if args.profile is None else args.profile
+    bar = Bar(1, enabled=not args.no_progress)
+    machine_before = machine()
+    try:
+        with servers(args.database_url, args.redis_url) as stack:
+            await connect(stack)
+            try:
+                versions = await server_versions(stack)
+                results = await measure(plan, stack, bar, out if profile else None)
+            finally:
+                await disconnect(stack)
+    finally:
+        bar.close()
+    load_after = [round(x, 2) for x in os.getloadavg()]
+    document: dict[str, Any] = {
+        "schema": 1,
+        "mode": plan.name,
+        "started_at": started.strftime("%Y-%m-%d %H:%M:%SZ"),
+        "duration_seconds": round(time.monotonic() - begun, 1),
+        "machine": {**machine_before, "load_average_after": load_after, **versions},
+        "services": {"durable": False, "note": "fsync, synchronous_commit and AOF off"},
+        "plan": asdict(plan),
+        "steps_seconds": bar.seconds,
+        **results,
+    }
+    document["targets"] = report.evaluate(document)
+    return document
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--size", choices=sorted(PLANS))
+    parser.add_argument("--quick", action="store_true", help="the quick size (BENCH_QUICK=1)")
+    parser.add_argument("--jobs", type=int, help="override N of the throughput runs")
+    parser.add_argument("--out", default=str(RESULTS_DIR), help="where JSON and chart go")
+    parser.add_argument("--no-chart", action="store_true")
+    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument(
+        "--profile", action=argparse.BooleanOptionalAction, default=None,
+        help="profile the worker with py-spy (default: on in the full size)",
+    )  # fmt: skip
+    parser.add_argument("--database-url", help="use this Postgres instead of starting one")
+    parser.add_argument("--redis-url", help="use this Redis instead of starting one")
+    args = parser.parse_args(argv)
+    quick = args.quick or os.environ.get("BENCH_QUICK", "") not in ("", "0")
+    size = args.size or ("quick" if quick else "full")
+    plan = PLANS[size]
+    if args.jobs:
+        plan = Plan(**{**asdict(plan), "jobs": args.jobs})
+    if os.environ.get("BENCH_PROFILE") is not None and args.profile is None:
+        args.profile = os.environ["BENCH_PROFILE"] not in ("", "0")
+
+    results = asyncio.run(run_all(plan, args))
+    out = Path(args.out)
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    if not args.no_chart:
+        results["chart"] = str(report.chart(results, out / "latest.png"))
+    latest = report.write_json(results, out, stamp)
+    print(report.table(results))
+    print(f"\nresults: {latest} (and bench-{stamp}.json)" + (
+        f", chart: {results['chart']}" if "chart" in results else ""
+    ))  # fmt: skip
+    return 0

@@ -1,0 +1,272 @@
+"""What a run leaves behind: the ratios against issue 7's targets, a table, JSON and a chart."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+# (key, what, how the value compares to the target, target)
+TARGETS = [
+    ("throughput_vs_arq", "throughput c=50 / raw arq (best poll_delay)", ">=", 1.0),
+    ("throughput_vs_saq", "throughput c=50 / SAQ", ">=", 1.2),
+    ("latency_p50_ms", "end-to-end p50 (ms)", "<=", 30.0),
+    ("latency_p99_ms", "end-to-end p99 (ms)", "<=", 100.0),
+    ("enqueue_vs_bare", "enqueue endpoint / bare route (req/s)", ">=", 0.5),
+    ("scaling_two_vs_one", "2 worker processes / 1 (20 ms jobs)", ">=", 1.5),
+]
+
+
+def best_runs(results: dict[str, Any]) -> dict[str, dict[str, dict[str, Any]]]:
+    """Per concurrency, each system's best run (arq: its best poll_delay)."""
+    best: dict[str, dict[str, dict[str, Any]]] = {}
+    for system, entry in results["throughput"]["systems"].items():
+        for run in entry.get("runs", []):
+            slot = best.setdefault(str(run["concurrency"]), {})
+            if system not in slot or run["jobs_per_second"] > slot[system]["jobs_per_second"]:
+                slot[system] = run
+    return best
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    if a is None or not b:
+        return None
+    return round(a / b, 3)
+
+
+def _rate(best: dict[str, dict[str, Any]], system: str) -> float | None:
+    run = best.get(system)
+    return None if run is None else run["jobs_per_second"]
+
+
+def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per target: the measured value, the target, and whether it is met."""
+    best = best_runs(results).get("50", {})
+    ours = _rate(best, "shopjobs")
+    values: dict[str, float | None] = {
+        "throughput_vs_arq": _ratio(ours, _rate(best, "arq")),
+        "throughput_vs_saq": _ratio(ours, _rate(best, "saq")),
+        "latency_p50_ms": results["latency"]["p50_ms"],
+        "latency_p99_ms": results["latency"]["p99_ms"],
+        "enqueue_vs_bare": results["enqueue"]["ratio"],
+        "scaling_two_vs_one": results["scaling"]["ratio"],
+    }
+    rows = []
+    for key, what, op, target in TARGETS:
+        value = values[key]
+        met = None if value is None else (value >= target if op == ">=" else value <= target)
+        rows.append(
+            {"key": key, "what": what, "value": value, "op": op, "target": target, "met": met}
+        )
+    return rows
+
+
+def _fmt(value: float | None, digits: int = 2) -> str:
+    return "n/a" if value is None else f"{value:,.{digits}f}"
+
+
+def table(results: dict[str, Any]) -> str:
+    """The printed summary: measured figures, then every target with its ratio and verdict."""
+    lines = [f"shopjobs benchmark ({results['mode']}, {results['started_at']})", ""]
+    best = best_runs(results)
+    systems = ["shopjobs", "arq", "saq", "bullmq"]
+    lines.append("Worker throughput, no-op jobs (jobs/s; arq at its best poll_delay)")
+    lines.append(f"  {'concurrency':<12}" + "".join(f"{s:>12}" for s in systems))
+    for concurrency in sorted(best, key=int):
+        row = best[concurrency]
+        lines.append(
+            f"  {concurrency:<12}" + "".join(f"{_fmt(_rate(row, s), 0):>12}" for s in systems)
+        )
+    for concurrency in sorted(best, key=int):
+        run = best[concurrency].get("arq")
+        if run is not None:
+            delay = run["settings"]["poll_delay"]
+            lines.append(f"  arq best poll_delay at c={concurrency}: {delay}")
+    for system, entry in results["throughput"]["systems"].items():
+        if not entry.get("available", True):
+            lines.append(f"  {system}: unavailable ({entry.get('reason')})")
+    for concurrency in sorted(best, key=int):
+        row = best[concurrency]
+        ours = _rate(row, "shopjobs")
+        ratios = ", ".join(
+            f"/{s} {_fmt(_ratio(ours, _rate(row, s)))}x" for s in systems[1:] if s in row
+        )
+        lines.append(f"  shopjobs at c={concurrency}: {ratios}")
+    lat = results["latency"]
+    lines += [
+        "",
+        f"End-to-end latency, {lat['jobs']} sequential jobs (POST -> status `completed`, "
+        f"polled every {lat['poll_ms']:g} ms)",
+        f"  p50 {lat['p50_ms']:.1f} ms   p95 {lat['p95_ms']:.1f} ms   p99 {lat['p99_ms']:.1f} ms"
+        f"   (POST answer p50 {lat['post']['p50_ms']:.1f} ms)",
+    ]
+    enq = results["enqueue"]
+    lines += [
+        "",
+        f"Enqueue endpoint, {enq['connections']} connections, {enq['seconds']:g} s each",
+        *(
+            f"  {name:<22}{enq[key]['rps']:>10,.0f} req/s   server CPU "
+            f"{enq[key].get('server_cpu_percent', 'n/a')}%   client CPU "
+            f"{enq[key]['client_cpu_percent']}%"
+            for name, key in (("bare route", "bare"), ("POST /proxy/process", "process"))
+        ),
+    ]
+    sc = results["scaling"]
+    lines += [
+        "",
+        f"Scaling, {sc['one']['n']} jobs of {sc['sleep_ms']} ms, concurrency "
+        f"{sc['one']['concurrency']} per process",
+        f"  1 process {sc['one']['jobs_per_second']:,.0f} jobs/s   "
+        f"2 processes {sc['two']['jobs_per_second']:,.0f} jobs/s",
+        "",
+        "Targets",
+    ]
+    lines.append(f"  {'what':<46}{'measured':>10}{'target':>10}   result")
+    for row in results["targets"]:
+        verdict = {True: "met", False: "NOT met", None: "n/a"}[row["met"]]
+        target = f"{row['op']} {row['target']:g}"
+        lines.append(f"  {row['what']:<46}{_fmt(row['value']):>10}{target:>10}   {verdict}")
+    if results.get("profile"):
+        profile = results["profile"]
+        lines += ["", f"Worker profile (c=50): {profile.get('summary_file', profile.get('error'))}"]
+    return "\n".join(lines)
+
+
+def write_json(results: dict[str, Any], directory: Path, stamp: str) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(results, indent=2) + "\n"
+    (directory / f"bench-{stamp}.json").write_text(text)
+    latest = directory / "latest.json"
+    latest.write_text(text)
+    return latest
+
+
+def chart(results: dict[str, Any], path: Path) -> Path:
+    """Four panels: throughput, latency, enqueue rate, scaling; targets drawn where they apply."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 2, figsize=(12, 8.5))
+    best = best_runs(results)
+    systems = ["shopjobs", "arq", "saq", "bullmq"]
+    colors = {"shopjobs": "#2b7a78", "arq": "#8a8a8a", "saq": "#d08c2e", "bullmq": "#7057a3"}
+
+    ax = axes[0][0]
+    concurrencies = sorted(best, key=int)
+    width = 0.8 / len(systems)
+    for index, system in enumerate(systems):
+        xs, ys = [], []
+        for position, concurrency in enumerate(concurrencies):
+            rate = _rate(best[concurrency], system)
+            if rate is not None:
+                xs.append(position + (index - (len(systems) - 1) / 2) * width)
+                ys.append(rate)
+        if xs:
+            label = "arq (best poll_delay)" if system == "arq" else system
+            bars = ax.bar(xs, ys, width, label=label, color=colors[system])
+            ax.bar_label(bars, fmt="%.0f", fontsize=7)
+    ax.set_xticks(range(len(concurrencies)), [f"concurrency {c}" for c in concurrencies])
+    ax.set_ylabel("jobs/s")
+    ax.set_title("Worker throughput, no-op jobs (shopjobs mirrors to Postgres)")
+    ax.legend(fontsize=8)
+
+    ax = axes[0][1]
+    lat = results["latency"]
+    names = ["p50", "p95", "p99"]
+    values = [lat["p50_ms"], lat["p95_ms"], lat["p99_ms"]]
+    bars = ax.bar(names, values, color=colors["shopjobs"])
+    ax.bar_label(bars, fmt="%.1f", fontsize=8)
+    ax.axhline(30, color="#c0392b", linestyle="--", linewidth=1, label="p50 target 30 ms")
+    ax.axhline(100, color="#c0392b", linestyle=":", linewidth=1, label="p99 target 100 ms")
+    ax.set_ylabel("ms")
+    ax.set_title(f"End-to-end latency, {lat['jobs']} jobs (POST -> completed)")
+    ax.legend(fontsize=8)
+
+    ax = axes[1][0]
+    enq = results["enqueue"]
+    bars = ax.bar(
+        ["bare route", "POST /proxy/process"],
+        [enq["bare"]["rps"], enq["process"]["rps"]],
+        color=["#8a8a8a", colors["shopjobs"]],
+    )
+    ax.bar_label(bars, fmt="%.0f", fontsize=8)
+    ax.axhline(
+        enq["bare"]["rps"] * 0.5, color="#c0392b", linestyle="--", linewidth=1,
+        label="target: 0.5x bare",
+    )  # fmt: skip
+    ax.set_ylabel("requests/s")
+    ax.set_title(f"Enqueue endpoint, {enq['connections']} connections (ratio {enq['ratio']:.2f})")
+    ax.legend(fontsize=8)
+
+    ax = axes[1][1]
+    sc = results["scaling"]
+    one = sc["one"]["jobs_per_second"]
+    bars = ax.bar(
+        ["1 worker process", "2 worker processes"],
+        [one, sc["two"]["jobs_per_second"]],
+        color=[colors["arq"], colors["shopjobs"]],
+    )
+    ax.bar_label(bars, fmt="%.0f", fontsize=8)
+    ax.axhline(one * 1.5, color="#c0392b", linestyle="--", linewidth=1, label="target: 1.5x one")
+    ax.set_ylabel("jobs/s")
+    ax.set_title(f"Scaling, {sc['sleep_ms']} ms jobs (ratio {sc['ratio']:.2f})")
+    ax.legend(fontsize=8)
+
+    fig.suptitle(
+        f"shopjobs benchmark - {results['mode']} - {results['started_at']} - "
+        f"{results['machine']['cpus']} CPUs",
+        fontsize=11,
+    )
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def summarize_profile(raw: Path, top: int = 20) -> dict[str, Any]:
+    """Top functions of a py-spy raw (collapsed stacks) file, by own and by inclusive samples."""
+    own: dict[str, int] = {}
+    inclusive: dict[str, int] = {}
+    total = 0
+    for line in raw.read_text(errors="replace").splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        total += count
+        frames = [_frame_name(f) for f in stack.split(";") if f]
+        if not frames:
+            continue
+        own[frames[-1]] = own.get(frames[-1], 0) + count
+        for name in set(frames):
+            inclusive[name] = inclusive.get(name, 0) + count
+
+    def ranked(counts: dict[str, int]) -> list[dict[str, Any]]:
+        items = sorted(counts.items(), key=lambda item: item[1], reverse=True)[:top]
+        return [
+            {"function": name, "samples": n, "percent": round(100 * n / total, 1)}
+            for name, n in items
+        ]
+
+    return {"samples": total, "top_own": ranked(own), "top_inclusive": ranked(inclusive)}
+
+
+def _frame_name(frame: str) -> str:
+    """`func (path/to/module.py:123)` -> `func (module.py)`, so lines of one function add up."""
+    name, _, where = frame.partition(" (")
+    where = where.rstrip(")")
+    filename = where.rsplit(":", 1)[0]
+    parts = filename.split("/")
+    short = "/".join(parts[-2:]) if len(parts) > 1 else filename
+    return f"{name} ({short})" if where else name
+
+
+def profile_text(summary: dict[str, Any]) -> str:
+    lines = [f"py-spy samples: {summary['samples']}", "", "Top functions by own time:"]
+    lines += [f"  {r['percent']:5.1f}%  {r['function']}" for r in summary["top_own"]]
+    lines += ["", "Top functions by inclusive time:"]
+    lines += [f"  {r['percent']:5.1f}%  {r['function']}" for r in summary["top_inclusive"]]
+    return "\n".join(lines) + "\n"
