@@ -30,12 +30,18 @@ class RunContext:
     resources: dict[str, Any] = field(default_factory=dict)
     _last_write: float = 0.0
     _last_message: str | None = None
+    _admin: ShopAdmin | None = None
 
     @property
     def admin(self) -> ShopAdmin:
-        """The shop's Admin GraphQL API, through the process's shared client."""
-        client: AdminClient = self.resources["admin"]
-        return client.admin_for(self.shop)
+        """The shop's Admin GraphQL API, through the process's shared client.
+
+        One per run, so the shop's token is read from Postgres once, not once per query.
+        """
+        if self._admin is None:
+            client: AdminClient = self.resources["admin"]
+            self._admin = client.admin_for(self.shop)
+        return self._admin
 
     async def report_progress(self, percent: int, message: str | None = None) -> None:
         percent = max(0, min(100, int(percent)))

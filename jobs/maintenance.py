@@ -6,7 +6,8 @@
   expired that long ago (its worker died after arq dropped it), is queued again. Queuing
   twice is harmless: `_job_id` dedups in Redis and the claim dedups in Postgres.
 - `retention`: completed jobs are kept 1 day and at most 1,000, failed ones 7 days and at most
-  5,000 (settings), so the table stays the size of what someone may still look at.
+  5,000 (settings), so the table stays the size of what someone may still look at. Recorded
+  webhook events are kept a week (Shopify stops retrying an event after 4 hours).
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from service import queue, store
 from service.settings import Settings
 
 logger = logging.getLogger("shopjobs.worker")
+
+WEBHOOK_EVENT_RETENTION_SECONDS = 7 * 86_400
 
 
 async def requeue_stranded(database: Database, redis: ArqRedis, older_than_seconds: float) -> int:
@@ -76,6 +79,7 @@ async def reconcile(ctx: dict[str, Any]) -> int:
 async def retention(ctx: dict[str, Any]) -> int:
     runtime = ctx["runtime"]
     try:
+        await store.prune_webhook_events(runtime.database, WEBHOOK_EVENT_RETENTION_SECONDS)
         return await delete_expired(runtime.database, runtime.settings)
     except Exception as exc:
         logger.warning("retention skipped: %s", exc)

@@ -1,4 +1,4 @@
-"""Per-process clients that job handlers use through `ctx.resource(name)`.
+"""Per-process clients that job handlers reach through their context (`ctx.admin`).
 
 Built once at worker start-up and closed at shutdown, never per job.
 """

@@ -9,6 +9,7 @@ then give back the difference between requested and actual cost.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import Any
 
@@ -28,6 +29,8 @@ from starlette.responses import JSONResponse
 from shopify_emulator import query_cost
 from shopify_emulator.admin_schema import SCHEMA, root_value
 from shopify_emulator.state import EmulatorState, ShopState
+
+logger = logging.getLogger("shopify_emulator")
 
 INVALID_TOKEN = "[API] Invalid API key or access token (unrecognized login or wrong password)"
 RATE_LIMITED = "Exceeded 2 calls per second for api client. Reduce request rates to resume."
@@ -122,6 +125,12 @@ def _run(
         )
     if not shop.bucket.take(requested, now):
         shop.counters["throttled"] += 1
+        logger.info(
+            "throttled %s: requested %d, available %.2f",
+            shop.domain,
+            requested,
+            shop.bucket.level(now),
+        )
         return JSONResponse(
             {
                 "errors": _errors("Throttled", code="THROTTLED"),

@@ -15,6 +15,12 @@ When an answer arrives, `settle` gives back what the reservation over-estimated 
 nothing was charged: THROTTLED, 429, 5xx, network errors) and never lets the model believe it
 has more points than Shopify just reported. Before anything is known about a shop, one
 request is let through alone to learn the bucket (a short-lived probe key); the others wait.
+
+The model charges a request when it is reserved, Shopify when it arrives a little later. While
+the bucket is full Shopify's level does not grow in between, so the model would run ahead of
+it by `restore rate x latency` and the next request at the margin would be throttled. The
+model's ceiling is therefore kept LATENCY_ALLOWANCE_SECONDS worth of restoring below the
+bucket's size (at most a quarter of it): a few points on Shopify's 1000-point buckets.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from redis.asyncio import Redis
 
 STATE_TTL_MS = 3_600_000  # a shop's state outlives an hour of silence only if refreshed
 PROBE_TTL_MS = 30_000  # a probe whose answer never comes (its worker died) stops blocking
+LATENCY_ALLOWANCE_SECONDS = 0.1
 UNKNOWN = -1.0  # `reserve` answer: someone else is learning this shop's bucket; ask again
 
 RESERVE = """
@@ -37,7 +44,8 @@ end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local maximum, rate = tonumber(state[2]), tonumber(state[3])
-local level = math.min(maximum, tonumber(state[1]) + (now - tonumber(state[4])) * rate)
+local ceiling = maximum - math.min(rate * tonumber(ARGV[4]), maximum / 4)
+local level = math.min(ceiling, tonumber(state[1]) + (now - tonumber(state[4])) * rate)
 level = level - tonumber(ARGV[1])
 redis.call('HSET', KEYS[1], 'available', tostring(level), 'at', tostring(now))
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
@@ -54,8 +62,9 @@ local rate = tonumber(ARGV[4]) or tonumber(state[3])
 local reported = tonumber(ARGV[2])
 local level
 if state[1] then
-  level = math.min(maximum, tonumber(state[1]) + (now - tonumber(state[4])) * rate)
-  level = math.min(maximum, level + tonumber(ARGV[1]))
+  local ceiling = maximum - math.min(rate * tonumber(ARGV[6]), maximum / 4)
+  level = math.min(ceiling, tonumber(state[1]) + (now - tonumber(state[4])) * rate)
+  level = math.min(ceiling, level + tonumber(ARGV[1]))
   if reported then level = math.min(level, reported) end
 elseif reported then
   level = reported
@@ -104,12 +113,13 @@ class CostBuckets:
 
     async def reserve(self, shop: str, cost: float) -> float:
         """Seconds to wait before sending (0: now), or UNKNOWN while another request probes."""
-        answer = await self._reserve(keys=self._keys(shop), args=[cost, PROBE_TTL_MS, STATE_TTL_MS])
+        args = [cost, PROBE_TTL_MS, STATE_TTL_MS, LATENCY_ALLOWANCE_SECONDS]
+        answer = await self._reserve(keys=self._keys(shop), args=args)
         return float(answer)
 
     async def settle(self, shop: str, refund: float, status: ThrottleStatus | None) -> None:
         """Give back `refund` points and adopt Shopify's report, if the answer carried one."""
-        args: list[Any] = [refund, "", "", "", STATE_TTL_MS]
+        args: list[Any] = [refund, "", "", "", STATE_TTL_MS, LATENCY_ALLOWANCE_SECONDS]
         if status is not None:
             args[1:4] = [status.available, status.maximum, status.restore_rate]
         await self._settle(keys=self._keys(shop), args=args)
