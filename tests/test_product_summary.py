@@ -26,7 +26,7 @@ CATALOGUE = {"products": 6, "max_variants": 23, "seed": 5}
 @pytest.fixture
 def shopify(emulator):
     # A small bucket, quickly refilled: demand far above its size, tests still fast.
-    return emulator(shops={SHOP: TOKEN}, bucket_size=60, restore_rate=400, **CATALOGUE)
+    return emulator(shops={SHOP: TOKEN}, bucket_size=100, restore_rate=250, **CATALOGUE)
 
 
 @pytest.fixture

@@ -123,16 +123,23 @@ async def test_concurrent_callers_wait_instead_of_being_throttled(
 
 
 async def test_throttled_answer_makes_the_client_wait_and_retry(
-    admin: AdminClient, shopify, redis: ArqRedis
+    emulator, settings: Settings, database: Database, redis: ArqRedis
 ) -> None:
-    gid = await product_gid(shopify)
-    # The model believes the bucket is full, and the estimate is far too low: Shopify says no.
-    await CostBuckets(redis).settle(SHOP, 0, ThrottleStatus(60, 60, 150))
-    await call("POST", f"{shopify.url}/_emulator/reset")
-    shop = admin.admin_for(SHOP)
-    await asyncio.gather(*(shop.graphql(QUERY, {"id": gid, "first": 25}, cost=1) for _ in range(4)))
-    counters = await stats(shopify)
-    assert counters["throttled"] >= 1 and counters["requests"] - counters["throttled"] == 4
+    """With a far too low cost estimate the third query is THROTTLED; the client then waits
+    for the deficit at the restore rate (about 1.2 s here) and its retry succeeds."""
+    slow = emulator(shops={SHOP: TOKEN}, bucket_size=60, restore_rate=20, max_variants=30)
+    await store.upsert_shop(database, SHOP, TOKEN, "read_products")
+    configured = settings.model_copy(update={"shopify_admin_url": slow.url})
+    client = AdminClient(configured, database, redis)
+    gid = await product_gid(slow)
+    try:
+        shop = client.admin_for(SHOP)
+        for _ in range(3):  # 28 points each: 60 -> 32 -> 4 -> refused, then waits and retries
+            await shop.graphql(QUERY, {"id": gid, "first": 25}, cost=1)
+    finally:
+        await client.aclose()
+    counters = (await call("GET", f"{slow.url}/_emulator/stats")).json()["shops"][SHOP]
+    assert counters["throttled"] == 1 and counters["requests"] == 4
 
 
 async def test_recovers_from_429_and_503(admin: AdminClient, shopify) -> None:
