@@ -1,9 +1,15 @@
-"""One run of one job: rate limit, claim, run the handler, mirror the outcome into Postgres.
+"""Running jobs: admit, claim, run the handler, mirror the outcome, finish the queue entry.
 
-This is the function arq calls (one arq function per job type, named after it). arq itself
-never sees a handler's exception: every outcome is decided here, by the project's own attempt
-count (`retry_count` in Postgres, not arq's `job_try`, which also counts crash re-runs and
-deferrals), and arq is only told "done" (return) or "run me again later" (`arq.Retry`).
+The worker loop (jobs/worker.py) takes due jobs off the queue in batches and hands them here.
+Every outcome is decided here, by the project's own attempt count (`retry_count` in Postgres,
+not arq's `job_try`, which also counts crash re-runs and deferrals):
+
+- admit: a start over the rate limit is deferred without using an attempt (a shop already at
+  its cap in this process was pushed back before it was even taken, jobs/claims.py);
+- claim: one Postgres statement claims the batch (jobs/…store.claim_jobs), so a job runs only
+  if it is pending, retrying, or processing under an expired lease;
+- execute: the handler runs under a renewed lease and a timeout; its outcome is written to
+  Postgres (completions in group commits) before the queue entry is finished.
 """
 
 from __future__ import annotations
@@ -13,16 +19,18 @@ import logging
 import random
 import time
 from collections import Counter
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
 from arq.connections import ArqRedis
-from arq.worker import Retry
 from databases import Database
 from pydantic import ValidationError
 
 from jobs import lease, retry
+from jobs.batch import GroupCommit
+from jobs.claims import DONE, GIVE_BACK, LATER, Finish, QueueClaims, Taken
 from jobs.context import RunContext
 from jobs.mirror import persist, persist_shielded
 from jobs.ratelimit import RateLimiter
@@ -50,10 +58,32 @@ class Runtime:
     database: Database | None = None
     redis: ArqRedis | None = None
     limiter: RateLimiter | None = None
+    claims: QueueClaims | None = None
+    completions: GroupCommit[tuple[UUID, str, Any], bool] | None = None
     resources: dict[str, Any] = field(default_factory=dict)
     # Jobs of each shop running in this process: a job of a shop already at its cap here is
-    # deferred without a trip to Postgres (the claim still enforces the cap across workers).
+    # pushed back when taken (jobs/claims.py); the claim enforces the cap across workers.
     running_by_shop: Counter[str] = field(default_factory=Counter)
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """A job taken off the queue, with its type."""
+
+    taken: Taken
+    job_type: JobType
+
+
+def _ms_from_now(seconds: float) -> int:
+    return int((time.time() + seconds) * 1000)
+
+
+def _jitter(seconds: float) -> float:
+    return seconds + random.uniform(0, min(0.2, seconds * 0.1 + 0.01))
+
+
+def _later(job_id: str, seconds: float) -> Finish:
+    return Finish(job_id, LATER, _ms_from_now(seconds))
 
 
 def _describe(error: BaseException, timeout: float) -> str:
@@ -63,46 +93,103 @@ def _describe(error: BaseException, timeout: float) -> str:
     return text[:MAX_ERROR_LENGTH]
 
 
-def _jitter(seconds: float) -> float:
-    return seconds + random.uniform(0, min(0.2, seconds * 0.1 + 0.01))
-
-
-async def run_job(
-    runtime: Runtime, job_type: JobType, job_id: str, shop: str | None = None
-) -> None:
-    assert runtime.database is not None and runtime.redis is not None
+async def _admit(runtime: Runtime, incoming: Incoming) -> Finish | None:
+    """None if the job may be claimed now; else when to look at it again (no attempt used)."""
+    job_id = incoming.taken.job_id
     assert runtime.limiter is not None
-    settings = runtime.settings
-    database = runtime.database
-    cap = settings.shop_concurrency_limit
-    if cap and shop is not None and runtime.running_by_shop[shop] >= cap:
-        raise Retry(defer=_jitter(SHOP_BUSY_DEFER_SECONDS))
-
     wait = await runtime.limiter.acquire()
     if wait:
-        logger.debug("job %s type=%s rate limited, deferred %.2fs", job_id, job_type.name, wait)
-        raise Retry(defer=_jitter(wait))
+        logger.debug("job %s rate limited, deferred %.2fs", job_id, wait)
+        return _later(job_id, _jitter(wait))
+    return None
 
-    try:
-        state, claim = await store.claim_job(
-            database,
-            UUID(job_id),
-            runtime.owner,
-            settings.job_lease_seconds,
-            settings.shop_concurrency_limit,
+
+async def _claim(
+    runtime: Runtime, admitted: list[Incoming]
+) -> tuple[list[tuple[Incoming, store.Claim]], list[Finish]]:
+    settings = runtime.settings
+    assert runtime.database is not None
+    by_id = {UUID(i.taken.job_id): i for i in admitted}
+    claimed: list[tuple[Incoming, store.Claim]] = []
+    outcome: dict[UUID, str] = {}
+    if settings.shop_concurrency_limit:
+        for job_id, incoming in by_id.items():
+            state, claim = await store.claim_job(
+                runtime.database,
+                job_id,
+                runtime.owner,
+                settings.job_lease_seconds,
+                settings.shop_concurrency_limit,
+            )
+            if claim is not None:
+                claimed.append((incoming, claim))
+            else:
+                outcome[job_id] = state
+    else:
+        claims, outcome = await store.claim_jobs(
+            runtime.database, list(by_id), runtime.owner, settings.job_lease_seconds
         )
-    except Exception as exc:  # Postgres unreachable: no attempt used, try again shortly
-        logger.warning("job %s type=%s claim failed (%s), deferred", job_id, job_type.name, exc)
-        raise Retry(defer=DB_UNAVAILABLE_DEFER_SECONDS) from None
-    if state == store.BUSY:
-        raise Retry(defer=_jitter(SHOP_BUSY_DEFER_SECONDS))
-    if state == store.HELD:
-        # Keep the queue entry: if its holder dies, this entry runs it after the lease.
-        raise Retry(defer=settings.job_lease_seconds)
-    if claim is None:
-        logger.info("job %s type=%s skipped: already final or deleted", job_id, job_type.name)
-        return
+        claimed = [(by_id[c.id], c) for c in claims]
+    finishes = []
+    for job_id, state in outcome.items():
+        key = str(job_id)
+        if state == store.SKIP:
+            logger.info("job %s skipped: already final or deleted", key)
+            finishes.append(Finish(key, DONE))
+        elif state == store.HELD:
+            # Keep the queue entry: if its holder dies, this entry runs it after the lease.
+            finishes.append(_later(key, settings.job_lease_seconds))
+        else:
+            finishes.append(_later(key, _jitter(SHOP_BUSY_DEFER_SECONDS)))
+    return claimed, finishes
 
+
+async def start_batch(
+    runtime: Runtime, incoming: list[Incoming]
+) -> list[tuple[str, Coroutine[Any, Any, None]]]:
+    """Admit and claim a batch; finish what will not run; return a run per claimed job."""
+    assert runtime.claims is not None
+    finishes: list[Finish] = []
+    admitted: list[Incoming] = []
+    for item in incoming:
+        deferred = await _admit(runtime, item)
+        if deferred is None:
+            admitted.append(item)
+        else:
+            finishes.append(deferred)
+    claimed: list[tuple[Incoming, store.Claim]] = []
+    if admitted:
+        try:
+            claimed, unclaimed = await _claim(runtime, admitted)
+            finishes += unclaimed
+        except Exception as exc:  # Postgres unreachable: no attempt used, try again shortly
+            logger.warning("claim of %d job(s) failed (%s), deferred", len(admitted), exc)
+            finishes += [_later(i.taken.job_id, DB_UNAVAILABLE_DEFER_SECONDS) for i in admitted]
+    await asyncio.gather(*(runtime.claims.finish(f) for f in finishes))
+    return [(str(claim.id), execute(runtime, item.job_type, claim)) for item, claim in claimed]
+
+
+async def execute(runtime: Runtime, job_type: JobType, claim: store.Claim) -> None:
+    assert runtime.claims is not None
+    runtime.running_by_shop[claim.shop] += 1
+    try:
+        finish = await _run(runtime, job_type, claim)
+    except asyncio.CancelledError:
+        await asyncio.shield(runtime.claims.finish(Finish(str(claim.id), GIVE_BACK)))
+        raise
+    finally:
+        runtime.running_by_shop[claim.shop] -= 1
+        if runtime.running_by_shop[claim.shop] <= 0:
+            del runtime.running_by_shop[claim.shop]
+    await runtime.claims.finish(finish)
+
+
+async def _run(runtime: Runtime, job_type: JobType, claim: store.Claim) -> Finish:
+    settings = runtime.settings
+    database = runtime.database
+    assert database is not None and runtime.redis is not None and runtime.completions is not None
+    job_id = str(claim.id)
+    owner = runtime.owner
     max_attempts = job_type.max_attempts or settings.job_max_attempts
     backoff = (
         job_type.backoff_seconds
@@ -116,36 +203,14 @@ async def run_job(
     if claim.attempts > max_attempts + EXTRA_STARTS_ALLOWED:
         message = f"Abandoned: started {claim.attempts - 1} times without finishing"
         await persist(
-            f"{tag} fail",
-            lambda: store.fail_job(database, claim.id, runtime.owner, failures, message),
+            f"{tag} fail", lambda: store.fail_job(database, claim.id, owner, failures, message)
         )
         logger.error("%s failed: %s", tag, message)
-        return
+        return Finish(job_id, DONE)
 
-    runtime.running_by_shop[claim.shop] += 1
-    try:
-        await _run_claimed(runtime, job_type, claim, tag, max_attempts, backoff, timeout)
-    finally:
-        runtime.running_by_shop[claim.shop] -= 1
-        if runtime.running_by_shop[claim.shop] <= 0:
-            del runtime.running_by_shop[claim.shop]
-
-
-async def _run_claimed(
-    runtime: Runtime,
-    job_type: JobType,
-    claim: store.Claim,
-    tag: str,
-    max_attempts: int,
-    backoff: float,
-    timeout: float,
-) -> None:
-    settings = runtime.settings
-    database = runtime.database
-    assert database is not None and runtime.redis is not None
-    job_id = str(claim.id)
-    failures = claim.retry_count
     attempt = failures + 1
+    if claim.recovered:
+        logger.warning("%s recovered from a dead worker's expired lease", tag)
     logger.info("%s started attempt=%d", tag, attempt)
     context = RunContext(
         job_id=job_id,
@@ -153,14 +218,12 @@ async def _run_claimed(
         shop=claim.shop,
         attempt=attempt,
         database=database,
-        owner=runtime.owner,
+        owner=owner,
         resources=runtime.resources,
     )
     started = time.monotonic()
     try:
-        async with lease.held(
-            database, runtime.redis, job_id, runtime.owner, settings.job_lease_seconds
-        ):
+        async with lease.held(database, runtime.redis, job_id, owner, settings.job_lease_seconds):
             async with asyncio.timeout(timeout):
                 try:
                     data = job_type.input_model.model_validate(claim.input)
@@ -171,7 +234,7 @@ async def _run_claimed(
                 result = await job_type.handler(context, data)
     except asyncio.CancelledError:
         await persist_shielded(
-            f"{tag} release", lambda: store.release_job(database, claim.id, runtime.owner)
+            f"{tag} release", lambda: store.release_job(database, claim.id, owner)
         )
         logger.info(
             "%s interrupted after %.2fs, given back to the queue", tag, time.monotonic() - started
@@ -185,22 +248,22 @@ async def _run_claimed(
             await persist(
                 f"{tag} retry",
                 lambda: store.schedule_retry(
-                    database, claim.id, runtime.owner, failures, message, decision.delay
+                    database, claim.id, owner, failures, message, decision.delay
                 ),
             )
             logger.warning(
                 "%s attempt %d failed, retry in %.2fs: %s", tag, attempt, decision.delay, message
             )
-            raise Retry(defer=decision.delay) from None
+            return _later(job_id, decision.delay)
         await persist(
-            f"{tag} fail",
-            lambda: store.fail_job(database, claim.id, runtime.owner, failures, message),
+            f"{tag} fail", lambda: store.fail_job(database, claim.id, owner, failures, message)
         )
         logger.error("%s failed after %d attempt(s): %s", tag, attempt, message)
-        return
+        return Finish(job_id, DONE)
 
+    completions = runtime.completions
     written = await persist(
-        f"{tag} complete", lambda: store.complete_job(database, claim.id, runtime.owner, result)
+        f"{tag} complete", lambda: completions.submit((claim.id, owner, result))
     )
     elapsed = time.monotonic() - started
     if written:
@@ -209,3 +272,4 @@ async def _run_claimed(
         logger.warning(
             "%s finished in %.3fs but its lease was lost; result not recorded", tag, elapsed
         )
+    return Finish(job_id, DONE)

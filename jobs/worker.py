@@ -30,6 +30,7 @@ from typing import Any
 import arq.worker
 from arq import cron
 from arq.connections import RedisSettings, create_pool
+from arq.utils import timestamp_ms
 from arq.worker import Function, func
 from redis.asyncio.retry import Retry as RedisRetry
 from redis.backoff import ExponentialBackoff
@@ -37,19 +38,21 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from jobs import health, maintenance
+from jobs.batch import GroupCommit
+from jobs.claims import DONE, Finish, QueueClaims, Taken
 from jobs.ratelimit import RateLimiter
 from jobs.registry import job_types
 from jobs.resources import close_resources, open_resources
-from jobs.runner import Runtime, run_job
+from jobs.runner import Incoming, Runtime, start_batch
 from jobs.types import JobType
-from service import queue
+from service import queue, store
 from service.db import create_database
 from service.logs import configure_logging
 from service.settings import Settings
 
 logger = logging.getLogger("shopjobs.worker")
 
-POLL_DELAY_SECONDS = 0.05
+POLL_DELAY_SECONDS = 0.1
 # Attempts are counted in Postgres; arq's own count also grows with every deferral, so its
 # limit must never be the one that stops a job.
 ARQ_MAX_TRIES = 1_000_000
@@ -60,16 +63,13 @@ class ShopjobsWorker(arq.worker.Worker):
     # No __init__ here: arq's CLI filters WorkerSettings by the signature of `Worker.__init__`.
 
     async def main(self) -> None:
-        """arq's main loop, except that a freed slot wakes it at once.
+        """arq's main loop, with our way of taking jobs and waking up.
 
-        arq polls every `poll_delay` and starts at most the free slots on each poll, so a
-        worker whose jobs are short, or deferred (rate limit, shop cap), idles between polls.
+        arq sleeps `poll_delay` between polls and starts at most the free slots on each; here
+        a freed slot, or a job enqueued anywhere (a Redis pub/sub wake-up), polls at once.
         """
         runtime: Runtime = self.ctx["runtime"]
         self.in_progress_timeout_s = runtime.settings.job_lease_seconds
-        if self.burst:
-            await super().main()
-            return
         self._wake = asyncio.Event()
         if self._pool is None:
             self._pool = await create_pool(
@@ -83,25 +83,77 @@ class ShopjobsWorker(arq.worker.Worker):
         self.ctx["redis"] = self.pool
         if self.on_startup:
             await self.on_startup(self.ctx)
+        listener = asyncio.create_task(self._listen_for_wake_ups())
+        try:
+            while True:
+                await self._poll_iteration()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.poll_delay_s)
+                self._wake.clear()
+        finally:
+            listener.cancel()
+
+    async def _listen_for_wake_ups(self) -> None:
+        """Poll as soon as a job is enqueued (service/queue.py publishes on every enqueue)."""
         while True:
-            await self._poll_iteration()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.poll_delay_s)
-            self._wake.clear()
+            try:
+                async with self.pool.pubsub() as pubsub:
+                    await pubsub.subscribe(queue.WAKE_CHANNEL)
+                    async for message in pubsub.listen():
+                        if message["type"] == "message":
+                            self._wake.set()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # Redis restarting: polling goes on meanwhile
+                logger.debug("wake-up listener: %s", exc)
+                await asyncio.sleep(1)
 
-    async def start_jobs(self, job_ids: list[bytes]) -> None:
-        """Never start a second run of a job this process is still running.
+    async def _poll_iteration(self) -> None:
+        runtime: Runtime = self.ctx["runtime"]
+        free = self.max_jobs - self.job_counter
+        if self.allow_pick_jobs and free > 0 and runtime.claims is not None:
+            taken = await runtime.claims.take(
+                free,
+                int(runtime.settings.job_lease_seconds * 1000),
+                timestamp_ms(),
+                self.queue_read_limit,
+                runtime.settings.shop_concurrency_limit,
+                runtime.running_by_shop,
+            )
+            if taken:
+                await self._start(runtime, taken)
+        for job_id, task in list(self.tasks.items()):
+            if task.done():
+                del self.tasks[job_id]
+                task.result()
+        await self.heart_beat()
 
-        arq would, once the in-progress key lapses while the first run is still writing its
-        outcome (Postgres down), and the two runs would then finish the queue entry twice.
-        """
-        await super().start_jobs([j for j in job_ids if j.decode() not in self.tasks])
+    async def _start(self, runtime: Runtime, taken: list[Taken]) -> None:
+        assert runtime.claims is not None
+        ours: list[Incoming] = []
+        for item in taken:
+            decoded = _decode(item)
+            if decoded is None:
+                await runtime.claims.finish(Finish(item.job_id, DONE))
+            elif decoded in runtime.types:
+                ours.append(Incoming(item, runtime.types[decoded]))
+            else:  # cron jobs and anything else: arq's own run_job (the claim is already made)
+                self._spawn(item.job_id, self.run_job(item.job_id, item.score))
+        if not ours:
+            return
+        runs = await start_batch(runtime, ours)
+        for job_id, run in runs:
+            self._spawn(job_id, run)
 
-    def _release_sem_dec_counter_on_complete(self) -> None:
-        super()._release_sem_dec_counter_on_complete()
-        wake = getattr(self, "_wake", None)
-        if wake is not None:
-            wake.set()
+    def _spawn(self, job_id: str, run: Any) -> None:
+        self.job_counter += 1
+        task = self.loop.create_task(_until_cancelled(run))
+        task.add_done_callback(self._slot_freed)
+        self.tasks[job_id] = task
+
+    def _slot_freed(self, _: asyncio.Task[Any]) -> None:
+        self.job_counter -= 1
+        self._wake.set()
 
     def _begin_shutdown(self, signum: Signals) -> None:
         state: health.HealthState | None = self.ctx.get("health_state")
@@ -122,6 +174,31 @@ class ShopjobsWorker(arq.worker.Worker):
         super().handle_sig_wait_for_completion(signum)
 
 
+async def _until_cancelled(run: Any) -> None:
+    """Run a job; a cancellation (shutdown) ends it quietly, as arq's own run_job does.
+
+    The run has already given its job back by then (jobs/runner.py), and arq's close() awaits
+    these tasks: a cancelled one would turn a clean shutdown into a crash.
+    """
+    with contextlib.suppress(asyncio.CancelledError):
+        await run
+
+
+def _decode(taken: Taken) -> str | None:
+    """The function a queue entry calls, or None for one that cannot run.
+
+    Payloads are JSON; anything else (a pickle pushed into Redis, say) is dropped unread.
+    """
+    if taken.payload is None:
+        logger.warning("job %s: its payload expired, dropped", taken.job_id)
+        return None
+    try:
+        return str(queue.deserialize(taken.payload)["f"])
+    except Exception:
+        logger.warning("job %s: payload is not a JSON job, dropped unread", taken.job_id)
+        return None
+
+
 def install() -> None:
     """Make `arq jobs.WorkerSettings` build a ShopjobsWorker instead of arq's stock Worker."""
     arq.worker.Worker = ShopjobsWorker  # type: ignore[misc]
@@ -138,7 +215,9 @@ def worker_redis_settings(url: str) -> RedisSettings:
 
 def arq_function(job_type: JobType, settings: Settings) -> Function:
     async def run(ctx: dict[str, Any], job_id: str, shop: str | None = None) -> None:
-        await run_job(ctx["runtime"], job_type, job_id, shop)
+        raise RuntimeError(
+            "job types run through ShopjobsWorker (jobs/runner.py), not arq's run_job"
+        )
 
     run.__qualname__ = run.__name__ = job_type.name
     # arq's own timeout only backs ours up (jobs/runner.py times out first and retries).
@@ -186,6 +265,10 @@ def build_worker_settings(settings: Settings) -> type:
         logger.info("health server on :%d", settings.worker_health_port)
         await _connect_database(runtime)
         runtime.redis = ctx["redis"]
+        runtime.claims = QueueClaims(ctx["redis"], queue.QUEUE_NAME)
+        database = runtime.database
+        assert database is not None
+        runtime.completions = GroupCommit(lambda done: store.complete_jobs(database, done))
         runtime.limiter = RateLimiter(
             ctx["redis"], settings.rate_limit_max, settings.rate_limit_window_seconds
         )

@@ -8,10 +8,12 @@ Postgres, where the worker reads it when it claims the job.
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import orjson
 from arq.connections import ArqRedis, RedisSettings
+from arq.constants import job_key_prefix, result_key_prefix
 
 QUEUE_NAME = "arq:queue"
 
@@ -55,17 +57,43 @@ async def ping(pool: ArqRedis, timeout: float = 1.0) -> None:
     await asyncio.wait_for(pool.ping(), timeout)
 
 
+WAKE_CHANNEL = "shopjobs:wake"
+
+# arq's enqueue_job, in one round trip instead of four (WATCH, EXISTS, MULTI/PSETEX/ZADD),
+# with the same keys and payload, plus a wake-up for idle workers. Returns 0 when a job with
+# this id is already queued, running, or has a kept result (arq's `_job_id` dedup).
+# KEYS: job key, result key, queue. ARGV: job id, payload, score, expiry in ms.
+ENQUEUE_LUA = (
+    """
+if redis.call('EXISTS', KEYS[1], KEYS[2]) > 0 then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[4])
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
+redis.call('PUBLISH', '"""
+    + WAKE_CHANNEL
+    + """', '1')
+return 1
+"""
+)
+EXPIRES_EXTRA_MS = 86_400_000  # arq's default: a queued job's key outlives its due time by a day
+
+
 async def enqueue(
     pool: ArqRedis, job_type: str, job_id: str, *, shop: str | None = None, defer_seconds: float = 0
 ) -> bool:
     """Queue a job for the worker: arq function = the job type; arguments = id and shop.
 
     The shop domain rides along only so a worker can tell, without asking Postgres, that the
-    shop is already at its concurrency cap. `_job_id` is the job's id, so the same job is never
-    queued twice while it waits or runs; arq then returns None, reported here as False.
+    shop is already at its concurrency cap. `_job_id` semantics are arq's: the same job is
+    never queued twice while it waits or runs; that case returns False.
     """
-    args = (job_id,) if shop is None else (job_id, shop)
-    job = await pool.enqueue_job(
-        job_type, *args, _job_id=job_id, _defer_by=defer_seconds if defer_seconds > 0 else None
+    now_ms = int(time.time() * 1000)
+    defer_ms = int(defer_seconds * 1000) if defer_seconds > 0 else 0
+    args = [job_id] if shop is None else [job_id, shop]
+    payload = serialize({"t": None, "f": job_type, "a": args, "k": {}, "et": now_ms})
+    added = await pool.register_script(ENQUEUE_LUA)(
+        keys=[job_key_prefix + job_id, result_key_prefix + job_id, QUEUE_NAME],
+        args=[job_id, payload, now_ms + defer_ms, defer_ms + EXPIRES_EXTRA_MS],
     )
-    return job is not None
+    return bool(added)

@@ -118,7 +118,11 @@ async def test_sigterm_finishes_within_grace_or_gives_the_job_back(
     await wait_for_status(database, quick, {"processing", "completed"})
     proc.signal(signal.SIGTERM)
     health = f"http://127.0.0.1:{env['WORKER_HEALTH_PORT']}/healthz"
-    answer = await asyncio.to_thread(httpx.get, health, timeout=2)
+    for _ in range(20):  # the signal is handled on the worker's next loop turn
+        answer = await asyncio.to_thread(httpx.get, health, timeout=2)
+        if answer.status_code == 503:
+            break
+        await asyncio.sleep(0.05)
     assert (answer.status_code, answer.json()) == (503, {"status": "shutting_down"})
     assert proc.wait(15) == 0
     assert (await wait_for_status(database, quick, {"completed"})).status == "completed"

@@ -1,0 +1,133 @@
+"""The Redis side of running a job: taking due jobs off arq's queue, and finishing them.
+
+arq claims one job in four round trips (WATCH, EXISTS + ZSCORE, MULTI/PSETEX, then GET/INCR)
+and every worker process races for the same head of the queue, losing most WATCH races under
+load. Here one Lua script takes a whole batch of due jobs atomically: for each it checks that no
+one holds it, sets arq's in-progress key for one lease, counts the try, and returns the payload.
+Keys, payloads and scores stay arq's own, so arq's enqueue, cron and tooling keep working.
+
+With a per-shop cap, the same pass pushes back the jobs of shops already at their cap here.
+Finishing is batched too (jobs/batch.py): done, run-again-later, or given back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from arq.constants import in_progress_key_prefix, job_key_prefix, retry_key_prefix
+from redis.asyncio import Redis
+
+from jobs.batch import GroupCommit
+
+# KEYS[1]: the queue. ARGV: now (ms), how many to take, lease (ms), how far to look, the
+# per-shop cap (0: none), how far to push back a job of a shop at its cap (ms), then pairs of
+# (shop, jobs of it running in this process).
+# Returns a flat list: id, payload (nil if its key expired), score; per job taken.
+# No try count: attempts are counted in Postgres (arq's run_job, used for cron, counts its own).
+TAKE_LUA = f"""
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'WITHSCORES', 'LIMIT', 0, ARGV[4])
+local taken = {{}}
+local wanted = tonumber(ARGV[2])
+local cap = tonumber(ARGV[5])
+local running = {{}}
+for i = 7, #ARGV, 2 do running[ARGV[i]] = tonumber(ARGV[i + 1]) end
+for i = 1, #due, 2 do
+  local id = due[i]
+  local held = '{in_progress_key_prefix}' .. id
+  if redis.call('EXISTS', held) == 0 then
+    local payload = redis.call('GET', '{job_key_prefix}' .. id)
+    local shop = nil
+    if cap > 0 and payload then
+      local ok, job = pcall(cjson.decode, payload)
+      if ok and type(job) == 'table' and type(job['a']) == 'table' then shop = job['a'][2] end
+    end
+    if shop and (running[shop] or 0) >= cap then
+      redis.call('ZADD', KEYS[1], 'XX', tonumber(ARGV[1]) + tonumber(ARGV[6]), id)
+    else
+      if shop then running[shop] = (running[shop] or 0) + 1 end
+      redis.call('SET', held, '1', 'PX', ARGV[3])
+      taken[#taken + 1] = id
+      taken[#taken + 1] = payload
+      taken[#taken + 1] = due[i + 1]
+      wanted = wanted - 1
+      if wanted == 0 then break end
+    end
+  end
+end
+return taken
+"""
+
+
+@dataclass(frozen=True)
+class Taken:
+    job_id: str
+    payload: bytes | None
+    score: int
+
+
+SHOP_BUSY_PUSH_BACK_MS = 500
+
+DONE = "done"  # finished for good: drop it from the queue
+LATER = "later"  # run it again at a given time (a retry, or a deferral)
+GIVE_BACK = "give_back"  # not finished (shutdown): due again now, for any worker
+
+
+@dataclass(frozen=True)
+class Finish:
+    job_id: str
+    how: str
+    run_at_ms: int = 0
+
+
+class QueueClaims:
+    def __init__(self, redis: Redis, queue_name: str) -> None:
+        self.redis = redis
+        self.queue_name = queue_name
+        self._take = redis.register_script(TAKE_LUA)
+        self._finishes: GroupCommit[Finish, None] = GroupCommit(self._finish_batch)
+
+    async def take(
+        self,
+        count: int,
+        lease_ms: int,
+        now_ms: int,
+        look_ahead: int,
+        shop_cap: int = 0,
+        running_by_shop: Mapping[str, int] | None = None,
+    ) -> list[Taken]:
+        """Take up to `count` due jobs. With a shop cap, a job of a shop that already runs
+        `shop_cap` jobs here is pushed back by SHOP_BUSY_PUSH_BACK_MS instead, in the same
+        pass, so one shop's backlog cannot stand in front of every other shop's jobs."""
+        running = [str(v) for pair in (running_by_shop or {}).items() for v in pair]
+        flat: list[Any] = await self._take(
+            keys=[self.queue_name],
+            args=[now_ms, count, lease_ms, look_ahead, shop_cap, SHOP_BUSY_PUSH_BACK_MS, *running],
+        )
+        return [
+            Taken(
+                job_id=flat[i].decode(),
+                payload=flat[i + 1],
+                score=int(float(flat[i + 2])),
+            )
+            for i in range(0, len(flat), 3)
+        ]
+
+    async def finish(self, finish: Finish) -> None:
+        await self._finishes.submit(finish)
+
+    async def _finish_batch(self, finishes: list[Finish]) -> list[None]:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for f in finishes:
+                held = in_progress_key_prefix + f.job_id
+                if f.how == DONE:
+                    pipe.zrem(self.queue_name, f.job_id)
+                    pipe.delete(job_key_prefix + f.job_id, retry_key_prefix + f.job_id, held)
+                elif f.how == LATER:
+                    pipe.zadd(self.queue_name, {f.job_id: f.run_at_ms}, xx=True)
+                    pipe.delete(held)
+                else:
+                    pipe.delete(held)
+            await pipe.execute()
+        return [None] * len(finishes)
