@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install dev test bench bench-quick services services-stop db lint format clean
+.PHONY: install dev test screenshot bench bench-quick services services-stop db lint format clean
 
 install: $(STAMP)
 
@@ -21,6 +21,10 @@ dev: install
 ## The whole test suite, against its own Postgres and Redis
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+## Retake docs/demo.png (the README's picture of the demo storefront) with the browser tests
+screenshot: install
+	UPDATE_SCREENSHOT=1 $(PY) -m pytest tests/test_theme_browser.py -q -k screenshot
 
 ## Benchmarks against raw arq, SAQ and BullMQ (own Postgres + Redis); results in bench/results/
 bench: install

@@ -10,7 +10,7 @@ import httpx
 from starlette.applications import Starlette
 from starlette.routing import Route
 
-from shopify_emulator import admin_api, control, oauth, storefront
+from shopify_emulator import admin_api, control, oauth, storefront, theme
 from shopify_emulator.config import EmulatorConfig
 from shopify_emulator.state import EmulatorState
 
@@ -37,7 +37,8 @@ def create_app(config: EmulatorConfig) -> Starlette:
         Route("/admin/apps/{api_key}", oauth.app_home, methods=["GET"]),
         Route("/apps/{subpath}", storefront.app_proxy, methods=ALL_METHODS),
         Route("/apps/{subpath}/{rest:path}", storefront.app_proxy, methods=ALL_METHODS),
-        Route("/", storefront.home, methods=["GET"]),
+        Route("/", theme.storefront_page, methods=["GET"]),
+        Route("/cdn/extensions/{extension}/assets/{name}", theme.asset, methods=["GET"]),
         Route("/_emulator/login", storefront.login, methods=["GET"]),
         Route("/_emulator/stats", control.stats, methods=["GET"]),
         Route("/_emulator/reset", control.reset, methods=["POST"]),

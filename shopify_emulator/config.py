@@ -36,6 +36,8 @@ class EmulatorConfig:
     token_lifetime_seconds: float = 3600.0
     refresh_token_lifetime_seconds: float = 90 * 86_400.0
     api_version: str = "2025-10"
+    # The theme app extension the storefront renders (default: extensions/shopjobs-theme).
+    theme_extension_dir: str | None = None
 
     def __post_init__(self) -> None:
         self.app_url = self.app_url.rstrip("/")

@@ -1,4 +1,4 @@
-"""The storefront side: Shopify's app proxy, plus a tiny shop page to try it in a browser.
+"""The storefront side: Shopify's app proxy and who is shopping (the page is in theme.py).
 
 `/apps/{subpath}/...` is forwarded to the app's proxy URL with the query parameters Shopify
 adds (`shop`, `logged_in_customer_id`, `path_prefix`, `timestamp`, `signature`); the method,
@@ -10,7 +10,6 @@ shop and an anonymous visitor.
 
 from __future__ import annotations
 
-import html
 import logging
 import time
 
@@ -105,52 +104,3 @@ async def login(request: Request) -> Response:
     if shop and shop in state.shops:
         response.set_cookie("emulator_shop", shop, httponly=True, samesite="lax")
     return response
-
-
-PAGE = """<!doctype html>
-<html><head><meta charset="utf-8"><title>{shop} (Shopify emulator)</title>
-<style>body{{font:15px system-ui;margin:2rem;max-width:52rem}} td{{padding:.2rem .6rem}}
-pre{{background:#f4f4f4;padding:.6rem;white-space:pre-wrap}}</style></head>
-<body><h1>{shop}</h1>
-<p>Customer: <b>{customer}</b> &middot;
-<a href="/_emulator/login?customer=1001">log in as 1001</a> &middot;
-<a href="/_emulator/login?customer=1002">as 1002</a> &middot;
-<a href="/_emulator/login?customer=">log out</a></p>
-<p>Every button goes through the app proxy <code>/apps/{subpath}</code>, exactly like theme
-JavaScript on a real storefront: it queues a <code>product_summary</code> job and polls it.</p>
-<table>{rows}</table><pre id="out">No job yet.</pre>
-<script>
-const out = document.getElementById("out");
-async function summarise(gid) {{
-  const res = await fetch("/apps/{subpath}/process", {{method: "POST",
-    headers: {{"Content-Type": "application/json"}},
-    body: JSON.stringify({{type: "product_summary", input: {{product_id: gid}}}})}});
-  let body = await res.json();
-  out.textContent = JSON.stringify(body, null, 2);
-  if (!res.ok) return;
-  const id = body.jobId;
-  while (!["completed", "failed"].includes(body.status)) {{
-    await new Promise(r => setTimeout(r, 500));
-    body = await (await fetch("/apps/{subpath}/status?jobId=" + id)).json();
-    out.textContent = JSON.stringify(body, null, 2);
-    if (body.error && !body.status) return;
-  }}
-}}
-</script></body></html>"""
-
-
-async def home(request: Request) -> HTMLResponse:
-    state: EmulatorState = request.app.state.emulator
-    shop, customer = visitor(request, state)
-    rows = "".join(
-        f"<tr><td>{html.escape(p.title)}</td><td>{len(p.variants)} variants</td>"
-        f"<td><button onclick=\"summarise('{p.gid}')\">Summarise</button></td></tr>"
-        for p in state.catalogue.values()
-    )
-    page = PAGE.format(
-        shop=html.escape(shop or "no shop"),
-        customer=html.escape(customer or "anonymous"),
-        subpath=html.escape(state.config.proxy_subpath),
-        rows=rows,
-    )
-    return HTMLResponse(page)

@@ -27,6 +27,21 @@ TEST_SECRET = "test-api-secret"
 TEST_API_KEY = "test-api-key"
 
 
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+    """Keep each phase's report on the test item, so fixtures can tell whether the test failed
+    (the browser tests save a screenshot then). A plain attribute, not a StashKey: test modules
+    import this file as `tests.conftest`, a second copy of the module pytest loaded."""
+    report = yield
+    setattr(item, f"report_{report.when}", report)
+    return report
+
+
+def item_failed(item: pytest.Item) -> bool:
+    reports = (getattr(item, f"report_{when}", None) for when in ("setup", "call"))
+    return any(report is not None and report.failed for report in reports)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

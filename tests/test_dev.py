@@ -48,6 +48,9 @@ def dev(env: dict[str, str], spawn, database: object):
     wait_for_http(f"http://127.0.0.1:{health_port}/healthz", timeout=60)
     stats = wait_for_http(f"http://127.0.0.1:{shopify_port}/_emulator/stats", timeout=60).json()
     assert "demo-shop.myshopify.com" in stats["shops"]  # the demo shop, with its token
+    storefront = f"http://127.0.0.1:{shopify_port}/"
+    assert f"Job button block): {storefront}" in proc.output  # where the demo page is
+    assert "data-shopjobs-block" in wait_for_http(storefront).text
     return proc, marker
 
 

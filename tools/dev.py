@@ -59,7 +59,7 @@ def main() -> int:
     print(f"dev: web on {env['SHOPIFY_APP_URL']}, worker health on :{env['WORKER_HEALTH_PORT']}")
     emulator = f"http://127.0.0.1:{env['SHOPIFY_EMULATOR_PORT']}"
     print(f"dev: local Shopify on {emulator} (Admin API for the app: {env['SHOPIFY_ADMIN_URL']})")
-    print(f"dev: storefront of {DEMO_SHOP}, through the app proxy: {emulator}/")
+    print(f"dev: demo storefront of {DEMO_SHOP} (the theme's Job button block): {emulator}/")
     bindir = str(Path(sys.executable).parent)
     env["PATH"] = bindir + os.pathsep + env.get("PATH", "")
     honcho = shutil.which("honcho", path=env["PATH"]) or "honcho"
