@@ -32,6 +32,8 @@ from bench.stack import Proc, Stack, connect, disconnect, servers, wait_for_http
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 REDRAW_SECONDS = 0.5
+PROFILE_WEB_SECONDS = 5.0
+PROFILE_MIN_JOBS = 2_000  # enough work to outlast the profile in every size
 
 
 @dataclass(frozen=True)
@@ -51,27 +53,28 @@ class Plan:
     scaling_jobs: int
     scaling_concurrency: int
     scaling_sleep_ms: int
-    profile: bool
+    profile: bool  # py-spy the worker (one extra run) and the web (one extra load)
+    profile_seconds: float = 20.0
 
 
 PLANS = {
     "full": Plan(
-        name="full", jobs=10_000, concurrencies=(10, 50), arq_poll_delays=(0.5, 0.1, 0.01, 0.001),
-        run_timeout=60, sweep_timeout=12, latency_jobs=500, latency_warmup=20, latency_poll_ms=2,
-        enqueue_connections=50, enqueue_seconds=10, enqueue_warmup=1, scaling_jobs=4_000,
+        name="full", jobs=5_000, concurrencies=(10, 50), arq_poll_delays=(0.5, 0.1, 0.01, 0.001),
+        run_timeout=45, sweep_timeout=10, latency_jobs=500, latency_warmup=20, latency_poll_ms=2,
+        enqueue_connections=50, enqueue_seconds=10, enqueue_warmup=1, scaling_jobs=2_000,
         scaling_concurrency=10, scaling_sleep_ms=20, profile=True,
     ),
     "quick": Plan(
         name="quick", jobs=1_000, concurrencies=(10, 50), arq_poll_delays=(0.5, 0.1, 0.01, 0.001),
         run_timeout=15, sweep_timeout=3, latency_jobs=100, latency_warmup=5, latency_poll_ms=2,
         enqueue_connections=50, enqueue_seconds=2, enqueue_warmup=0.5, scaling_jobs=500,
-        scaling_concurrency=10, scaling_sleep_ms=20, profile=False,
+        scaling_concurrency=10, scaling_sleep_ms=20, profile=False, profile_seconds=5,
     ),
     "tiny": Plan(
         name="tiny", jobs=40, concurrencies=(10, 50), arq_poll_delays=(0.01,),
         run_timeout=15, sweep_timeout=15, latency_jobs=5, latency_warmup=1, latency_poll_ms=2,
         enqueue_connections=10, enqueue_seconds=0.5, enqueue_warmup=0.2, scaling_jobs=40,
-        scaling_concurrency=10, scaling_sleep_ms=20, profile=False,
+        scaling_concurrency=10, scaling_sleep_ms=20, profile=True, profile_seconds=0.5,
     ),
 }  # fmt: skip
 
@@ -134,7 +137,7 @@ class Bar:
 def step_count(plan: Plan, bullmq: bool, profile: bool) -> int:
     per_concurrency = 2 + len(plan.arq_poll_delays) + (1 if bullmq else 0)
     # + latency, enqueue, scaling with one and with two processes
-    return len(plan.concurrencies) * per_concurrency + 4 + (1 if profile else 0)
+    return len(plan.concurrencies) * per_concurrency + 4 + (2 if profile else 0)
 
 
 def machine() -> dict[str, Any]:
@@ -207,9 +210,10 @@ async def measure(plan: Plan, stack: Stack, bar: Bar, profile_dir: Path | None) 
             bar.done()
     results["throughput"] = {"jobs": n, "systems": systems}
 
+    profiles: dict[str, Any] = {}
     if profile_dir is not None:
-        bar.step("profile: shopjobs c=50 under py-spy")
-        results["profile"] = await profile_run(plan, stack, profile_dir)
+        bar.step("profile: worker at c=50 under py-spy")
+        profiles["worker"] = await profile_worker(plan, stack, profile_dir)
         bar.done()
 
     await stack.reset()
@@ -230,8 +234,13 @@ async def measure(plan: Plan, stack: Stack, bar: Bar, profile_dir: Path | None) 
         stack, web_proc, port, connections=plan.enqueue_connections,
         seconds=plan.enqueue_seconds, warmup=plan.enqueue_warmup,
     )  # fmt: skip
-    web_proc.stop()
     bar.done()
+    if profile_dir is not None:
+        bar.step("profile: web under the enqueue load")
+        profiles["web"] = await profile_web(plan, stack, web_proc, port, profile_dir)
+        results["profile"] = {"file": str(write_profiles(profiles, profile_dir)), **profiles}
+        bar.done()
+    web_proc.stop()
 
     scaling: dict[str, Any] = {"sleep_ms": plan.scaling_sleep_ms}
     for key, processes in (("one", 1), ("two", 2)):
@@ -249,34 +258,70 @@ async def measure(plan: Plan, stack: Stack, bar: Bar, profile_dir: Path | None) 
     return results
 
 
-async def profile_run(plan: Plan, stack: Stack, directory: Path) -> dict[str, Any]:
+async def profile_worker(plan: Plan, stack: Stack, directory: Path) -> dict[str, Any]:
     """A separate shopjobs run at concurrency 50 with py-spy attached (its rate is not used)."""
-    raw = directory / "profile.raw"
+    raw = directory / "profile-worker.raw"
     spies: list[throughput.PySpy] = []
 
     def attach(proc: Proc) -> throughput.PySpy:
-        spy = throughput.PySpy(proc, raw)
-        spies.append(spy)
-        return spy
+        spies.append(throughput.PySpy(proc, raw))
+        return spies[-1]
 
     run = await throughput.shopjobs(
-        stack, n=plan.jobs, concurrency=50, timeout=plan.run_timeout, profile=attach
+        stack, n=max(plan.jobs, PROFILE_MIN_JOBS), concurrency=50, timeout=plan.run_timeout,
+        profile=attach, steady_timeout=plan.profile_seconds,
+    )  # fmt: skip
+    if not spies or spies[0].error is not None:
+        return {"error": spies[0].error if spies else "no job finished"}
+    cpu = run.cpu.get("worker_cpu_percent")
+    title = (
+        f"Worker (`arq jobs.WorkerSettings`), concurrency 50, no-op jobs: "
+        f"{run.jobs_per_second:.0f} jobs/s under py-spy, worker CPU {cpu}% of one core, "
+        f"{run.settings['arq_slots_busy_mean']} of 50 arq slots busy on average"
     )
-    spy = spies[0]
+    return {"title": title, "jobs_per_second": run.jobs_per_second, "worker_cpu_percent": cpu,
+            "raw_file": str(raw), **report.summarize_profile(raw)}  # fmt: skip
+
+
+async def profile_web(
+    plan: Plan, stack: Stack, web_proc: Proc, port: int, directory: Path
+) -> dict[str, Any]:
+    """The web under the enqueue load (POST /proxy/process), py-spy attached, not measured."""
+    raw = directory / "profile-web.raw"
+    spy = throughput.PySpy(web_proc, raw)
     if spy.error is not None:
         return {"error": spy.error}
-    summary = report.summarize_profile(raw)
-    text_file = directory / "profile.txt"
-    text_file.write_text(
-        f"shopjobs worker, concurrency 50, {plan.jobs} no-op jobs "
-        f"({run.jobs_per_second:.0f} jobs/s under py-spy)\n" + report.profile_text(summary)
+    try:
+        result = await web.load(
+            stack, web_proc, port, web.signed_path("/proxy/process"), connections=50,
+            seconds=min(plan.profile_seconds, PROFILE_WEB_SECONDS), warmup=0.2,
+        )  # fmt: skip
+    finally:
+        spy.finish()
+    if spy.error is not None:
+        return {"error": spy.error}
+    cpu = result["cpu"].get("web_cpu_percent")
+    title = (
+        f"Web (`uvicorn`), POST /proxy/process from 50 connections: {result['rps']:.0f} req/s "
+        f"under py-spy, web CPU {cpu}% of one core"
     )
-    return {
-        "profiled_jobs_per_second": run.jobs_per_second,
-        "summary_file": str(text_file),
-        "raw_file": str(raw),
-        **summary,
-    }
+    return {"title": title, "rps": result["rps"], "web_cpu_percent": cpu, "raw_file": str(raw),
+            **report.summarize_profile(raw)}  # fmt: skip
+
+
+def write_profiles(profiles: dict[str, Any], directory: Path) -> Path:
+    path = directory / "profile.txt"
+    parts = [
+        "py-spy --gil: samples only while the process runs Python (its own CPU time, not the "
+        "time it waits on Postgres and Redis).\n"
+    ]
+    for name, profile in profiles.items():
+        if "error" in profile:
+            parts.append(f"{name}: unavailable ({profile['error']})\n")
+        else:
+            parts.append(profile["title"] + "\n" + report.profile_text(profile))
+    path.write_text("\n".join(parts))
+    return path
 
 
 async def run_all(plan: Plan, args: argparse.Namespace) -> dict[str, Any]:

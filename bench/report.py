@@ -61,6 +61,19 @@ def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def _cpu(cpu: dict[str, float | None]) -> str:
+    """`worker 97% (sys 21%), postgres 55%, ...`: who used the cores, in % of one core."""
+    parts = []
+    for name in ("worker", "web", "postgres", "redis", "machine"):
+        value = cpu.get(f"{name}_cpu_percent")
+        if value is None:
+            continue
+        system = cpu.get(f"{name}_sys_percent")
+        detail = f" (sys {system:.0f}%)" if system is not None and name in ("worker", "web") else ""
+        parts.append(f"{name} {value:.0f}%{detail}")
+    return ", ".join(parts) or "n/a"
+
+
 def _fmt(value: float | None, digits: int = 2) -> str:
     return "n/a" if value is None else f"{value:,.{digits}f}"
 
@@ -86,6 +99,17 @@ def table(results: dict[str, Any]) -> str:
         if not entry.get("available", True):
             lines.append(f"  {system}: unavailable ({entry.get('reason')})")
     for concurrency in sorted(best, key=int):
+        for system in systems:
+            run = best[concurrency].get(system)
+            if run is not None:
+                lines.append(f"  CPU at c={concurrency}, {system}: {_cpu(run.get('cpu', {}))}")
+            if run is not None and "arq_slots_busy_mean" in run["settings"]:
+                lines.append(
+                    f"  busy slots at c={concurrency}, {system}: mean "
+                    f"{run['settings']['arq_slots_busy_mean']:g}, "
+                    f"max {run['settings']['arq_slots_busy_max']}"
+                )
+    for concurrency in sorted(best, key=int):
         row = best[concurrency]
         ours = _rate(row, "shopjobs")
         ratios = ", ".join(
@@ -105,9 +129,8 @@ def table(results: dict[str, Any]) -> str:
         "",
         f"Enqueue endpoint, {enq['connections']} connections, {enq['seconds']:g} s each",
         *(
-            f"  {name:<22}{enq[key]['rps']:>10,.0f} req/s   server CPU "
-            f"{enq[key].get('server_cpu_percent', 'n/a')}%   client CPU "
-            f"{enq[key]['client_cpu_percent']}%"
+            f"  {name:<22}{enq[key]['rps']:>10,.0f} req/s   CPU: {_cpu(enq[key]['cpu'])}, "
+            f"load generator {enq[key]['client_cpu_percent']:.0f}%"
             for name, key in (("bare route", "bare"), ("POST /proxy/process", "process"))
         ),
     ]
@@ -118,6 +141,10 @@ def table(results: dict[str, Any]) -> str:
         f"{sc['one']['concurrency']} per process",
         f"  1 process {sc['one']['jobs_per_second']:,.0f} jobs/s   "
         f"2 processes {sc['two']['jobs_per_second']:,.0f} jobs/s",
+        f"  CPU, 1 process: {_cpu(sc['one'].get('cpu', {}))}; busy slots: mean "
+        f"{sc['one']['settings'].get('arq_slots_busy_mean')} of {sc['one']['concurrency']}",
+        f"  CPU, 2 processes: {_cpu(sc['two'].get('cpu', {}))}; busy slots: mean "
+        f"{sc['two']['settings'].get('arq_slots_busy_mean')} of {2 * sc['two']['concurrency']}",
         "",
         "Targets",
     ]
@@ -127,8 +154,7 @@ def table(results: dict[str, Any]) -> str:
         target = f"{row['op']} {row['target']:g}"
         lines.append(f"  {row['what']:<46}{_fmt(row['value']):>10}{target:>10}   {verdict}")
     if results.get("profile"):
-        profile = results["profile"]
-        lines += ["", f"Worker profile (c=50): {profile.get('summary_file', profile.get('error'))}"]
+        lines += ["", f"Profiles (py-spy) of the worker and the web: {results['profile']['file']}"]
     return "\n".join(lines)
 
 
@@ -227,8 +253,16 @@ def chart(results: dict[str, Any], path: Path) -> Path:
 
 
 def summarize_profile(raw: Path, top: int = 20) -> dict[str, Any]:
-    """Top functions of a py-spy raw (collapsed stacks) file, by own and by inclusive samples."""
+    """A py-spy raw (collapsed stacks) file, ranked three ways.
+
+    - `top_own`: functions by the samples in which they were the innermost frame;
+    - `own_by_package`: the same samples added up by package (asyncpg, redis, sqlalchemy,
+      logging, the project's jobs/ and service/...), which says which layer costs most;
+    - `top_inclusive_project`: the project's own functions by the samples they were anywhere
+      in, i.e. what each of its steps costs with everything it calls.
+    """
     own: dict[str, int] = {}
+    packages: dict[str, int] = {}
     inclusive: dict[str, int] = {}
     total = 0
     for line in raw.read_text(errors="replace").splitlines():
@@ -236,37 +270,76 @@ def summarize_profile(raw: Path, top: int = 20) -> dict[str, Any]:
         if not stack or not count_text.isdigit():
             continue
         count = int(count_text)
-        total += count
-        frames = [_frame_name(f) for f in stack.split(";") if f]
+        frames = [_split_frame(f) for f in stack.split(";") if f]
         if not frames:
             continue
-        own[frames[-1]] = own.get(frames[-1], 0) + count
-        for name in set(frames):
-            inclusive[name] = inclusive.get(name, 0) + count
+        total += count
+        name, path = frames[-1]
+        own[_label(name, path)] = own.get(_label(name, path), 0) + count
+        package = _package(path)
+        packages[package] = packages.get(package, 0) + count
+        for label in {_label(n, p) for n, p in frames if _package(p) in PROJECT_PACKAGES}:
+            inclusive[label] = inclusive.get(label, 0) + count
 
-    def ranked(counts: dict[str, int]) -> list[dict[str, Any]]:
+    def ranked(counts: dict[str, int], key: str) -> list[dict[str, Any]]:
         items = sorted(counts.items(), key=lambda item: item[1], reverse=True)[:top]
         return [
-            {"function": name, "samples": n, "percent": round(100 * n / total, 1)}
-            for name, n in items
+            {key: name, "samples": n, "percent": round(100 * n / total, 1)} for name, n in items
         ]
 
-    return {"samples": total, "top_own": ranked(own), "top_inclusive": ranked(inclusive)}
+    return {
+        "samples": total,
+        "top_own": ranked(own, "function"),
+        "own_by_package": ranked(packages, "package"),
+        "top_inclusive_project": ranked(inclusive, "function"),
+    }
 
 
-def _frame_name(frame: str) -> str:
-    """`func (path/to/module.py:123)` -> `func (module.py)`, so lines of one function add up."""
+PROJECT_PACKAGES = {"jobs", "service", "bench"}
+_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _split_frame(frame: str) -> tuple[str, str]:
+    """`func (/path/to/module.py:123)` -> (`func`, `/path/to/module.py`)."""
     name, _, where = frame.partition(" (")
-    where = where.rstrip(")")
-    filename = where.rsplit(":", 1)[0]
-    parts = filename.split("/")
-    short = "/".join(parts[-2:]) if len(parts) > 1 else filename
-    return f"{name} ({short})" if where else name
+    return name, where.rstrip(")").rsplit(":", 1)[0]
+
+
+def _label(name: str, path: str) -> str:
+    """`func (redis/asyncio/connection.py)`: the file from its package's root."""
+    if not path:
+        return name
+    if "site-packages/" in path:
+        short = path.split("site-packages/", 1)[1]
+    elif path.startswith(str(_ROOT) + "/"):
+        short = path[len(str(_ROOT)) + 1 :]
+    elif "/python3" in path:
+        short = path.split("/python3", 1)[1].split("/", 1)[-1]
+    else:
+        short = "/".join(path.split("/")[-2:])
+    return f"{name} ({short})"
+
+
+def _package(path: str) -> str:
+    """The package a frame's file belongs to: `asyncpg`, `asyncio`, `jobs`, `<frozen>`..."""
+    if path.startswith("<"):
+        return "importlib" if "importlib" in path else path
+    if "site-packages/" in path:
+        return path.split("site-packages/", 1)[1].split("/", 1)[0].removesuffix(".py")
+    if path.startswith(str(_ROOT) + "/"):
+        return path[len(str(_ROOT)) + 1 :].split("/", 1)[0]
+    parts = path.split("/")
+    for index, part in enumerate(parts[:-1]):
+        if part.startswith("python3"):  # the standard library: lib/python3.11/asyncio/...
+            return parts[index + 1].removesuffix(".py")
+    return parts[0].removesuffix(".py") if len(parts) > 1 else path.removesuffix(".py")
 
 
 def profile_text(summary: dict[str, Any]) -> str:
-    lines = [f"py-spy samples: {summary['samples']}", "", "Top functions by own time:"]
+    lines = [f"py-spy samples: {summary['samples']}", "", "Own time by package:"]
+    lines += [f"  {r['percent']:5.1f}%  {r['package']}" for r in summary["own_by_package"]]
+    lines += ["", "Top functions by own time:"]
     lines += [f"  {r['percent']:5.1f}%  {r['function']}" for r in summary["top_own"]]
-    lines += ["", "Top functions by inclusive time:"]
-    lines += [f"  {r['percent']:5.1f}%  {r['function']}" for r in summary["top_inclusive"]]
+    lines += ["", "The project's functions by inclusive time (with all they call):"]
+    lines += [f"  {r['percent']:5.1f}%  {r['function']}" for r in summary["top_inclusive_project"]]
     return "\n".join(lines) + "\n"

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +23,7 @@ import asyncpg
 import httpx
 from redis.asyncio import Redis
 
+from bench.cpu import CpuMeter, children, pid_from_file
 from service import store
 from service.db import apply_schema, create_database
 from tools import services
@@ -40,6 +41,8 @@ class Stack:
     database_url: str
     redis_url: str
     workdir: Path
+    redis_pid_file: Path | None = None
+    pg_pid_file: Path | None = None
     shop_id: int = 0
     redis: Redis | None = None
     pg: asyncpg.Connection | None = None
@@ -71,6 +74,19 @@ class Stack:
         assert self.redis is not None and self.pg is not None
         await self.redis.flushdb()
         await self.pg.execute("TRUNCATE jobs, webhook_events")
+
+    def cpu_meter(self, **groups: list[Proc]) -> CpuMeter:
+        """A CpuMeter over the given processes and, when the harness started them, the servers."""
+        listed: dict[str, Callable[[], list[int]]] = {
+            name: (lambda procs=procs: [p.pid for p in procs]) for name, procs in groups.items()
+        }
+        redis_pid = pid_from_file(self.redis_pid_file)
+        if redis_pid is not None:
+            listed["redis"] = lambda: [redis_pid]
+        postmaster = pid_from_file(self.pg_pid_file)
+        if postmaster is not None:
+            listed["postgres"] = lambda: [postmaster, *children(postmaster)]
+        return CpuMeter(listed)
 
     def spawn(self, args: list[str], env: dict[str, str], name: str, cwd: Path = ROOT) -> Proc:
         proc = Proc(args, env, self.workdir / f"{name}-{len(self.processes)}.log", cwd)
@@ -156,6 +172,9 @@ def servers(database_url: str | None = None, redis_url: str | None = None) -> It
             redis_url=redis_url or started.redis_url,  # type: ignore[union-attr]
             workdir=Path(tmp),
         )
+        if started is not None:
+            stack.redis_pid_file = Path(started.redis_pidfile)
+            stack.pg_pid_file = Path(started.pg_data).resolve() / "postmaster.pid"
         try:
             yield stack
         finally:

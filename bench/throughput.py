@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from arq.constants import expires_extra_ms, job_key_prefix
+from arq.constants import expires_extra_ms, in_progress_key_prefix, job_key_prefix
 from arq.jobs import serialize_job
 from arq.utils import timestamp_ms
 from redis.asyncio import Redis
@@ -43,6 +43,7 @@ from service import queue
 from tools.services import free_port
 
 POLL_SECONDS = 0.005
+SAMPLE_SECONDS = 0.1
 ENQUEUE_CHUNK = 1000
 BULLMQ_DIR = Path(__file__).resolve().parent / "bullmq"
 ARQ_QUEUE = "bench:arq"
@@ -64,6 +65,7 @@ class Run:
     first_done_seconds: float = 0.0
     processes: int = 1
     settings: dict[str, Any] = field(default_factory=dict)
+    cpu: dict[str, float | None] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -121,30 +123,67 @@ async def add_shopjobs_jobs(stack: Stack, n: int, job_input: dict[str, Any]) -> 
 
 
 async def watch(
+    stack: Stack,
     run: Run,
     count_done: Callable[[], Awaitable[int]],
     procs: Iterable[Proc],
     timeout: float,
     progress: Progress | None,
+    samplers: dict[str, Callable[[], Awaitable[int]]] | None = None,
+    on_first_done: Callable[[], None] | None = None,
+    steady_timeout: float | None = None,
 ) -> Run:
-    """Poll until all N are done or the time is up; fill in the run's figures."""
+    """Poll until all N are done or the time is up; fill in the run's figures and CPU use.
+
+    `samplers` are gauges read every SAMPLE_SECONDS meanwhile; their mean and maximum over
+    the steady part of the run go into the run's settings.
+    """
     procs = list(procs)
+    samples: dict[str, list[tuple[float, int]]] = {name: [] for name in samplers or {}}
+    finished = asyncio.Event()
+
+    async def sample() -> None:
+        while not finished.is_set():
+            for name, gauge in (samplers or {}).items():
+                samples[name].append((time.perf_counter(), await gauge()))
+            await asyncio.sleep(SAMPLE_SECONDS)
+
+    sampler = asyncio.create_task(sample())
+    whole, steady = stack.cpu_meter(worker=procs), stack.cpu_meter(worker=procs)
+    whole.start()
     began = time.perf_counter()
     first: tuple[float, int] | None = None
     done = 0
     now = began
-    while True:
-        done = await count_done()
-        now = time.perf_counter()
-        if done > 0 and first is None:
-            first = (now, done)
-        if progress is not None:
-            progress(done, run.n)
-        if done >= run.n or now - began > timeout:
-            break
-        for proc in procs:
-            proc.check_alive(f"{run.system} worker")
-        await asyncio.sleep(POLL_SECONDS)
+    try:
+        while True:
+            done = await count_done()
+            now = time.perf_counter()
+            if done > 0 and first is None:
+                first = (now, done)
+                steady.start()  # like the rate, CPU is counted from the first finished job
+                if on_first_done is not None:
+                    on_first_done()
+            if progress is not None:
+                progress(done, run.n)
+            if done >= run.n or now - began > timeout:
+                break
+            if steady_timeout is not None and first is not None and now - first[0] > steady_timeout:
+                break
+            for proc in procs:
+                proc.check_alive(f"{run.system} worker")
+            await asyncio.sleep(POLL_SECONDS)
+    finally:
+        finished.set()
+        await sampler
+    for name, taken in samples.items():
+        values = [v for t, v in taken if first is not None and t >= first[0]] or [0]
+        run.settings[f"{name}_mean"] = round(sum(values) / len(values), 1)
+        run.settings[f"{name}_max"] = max(values)
+    if first is not None and now - first[0] > 0.05:
+        run.cpu = steady.stop(now - first[0])
+    else:
+        run.cpu = whole.stop(max(now - began, 1e-6))
     run.done = min(done, run.n)
     run.complete = done >= run.n
     run.wall_seconds = round(now - began, 3)
@@ -156,6 +195,22 @@ async def watch(
         else:  # everything finished between two polls (tiny runs): the start-up-inclusive rate
             run.jobs_per_second = round(run.done / max(now - began, 1e-6), 1)
     return run
+
+
+def arq_slots_busy(redis: Redis) -> Callable[[], Awaitable[int]]:
+    """A gauge of the jobs arq is running: its in-progress keys (raw arq and shopjobs alike).
+
+    arq counts a job against its concurrency from the moment it takes the in-progress key to
+    its finish, so this is the number of busy slots, whatever the job does inside.
+    """
+
+    async def gauge() -> int:
+        count = 0
+        async for _ in redis.scan_iter(match=f"{in_progress_key_prefix}*", count=5000):
+            count += 1
+        return count
+
+    return gauge
 
 
 def stop(procs: Iterable[Proc]) -> None:
@@ -176,8 +231,13 @@ async def shopjobs(
     sleep_ms: int = 0,
     progress: Progress | None = None,
     profile: Callable[[Proc], Any] | None = None,
+    steady_timeout: float | None = None,
 ) -> Run:
-    """`arq jobs.WorkerSettings` process(es) on N `echo` jobs, with Postgres mirroring."""
+    """`arq jobs.WorkerSettings` process(es) on N `echo` jobs, with Postgres mirroring.
+
+    `profile` is called with the first worker once it has finished a job (a profiler to stop
+    at the end); `steady_timeout` ends the run that long after its first finished job.
+    """
     assert stack.redis is not None and stack.pg is not None
     redis, pg = stack.redis, stack.pg
     await stack.reset()
@@ -195,15 +255,26 @@ async def shopjobs(
         )
         for _ in range(processes)
     ]
-    profiler = profile(procs[0]) if profile is not None else None
+    profilers: list[Any] = []
+
+    def attach_profiler() -> None:  # once the worker is warm: imports are not the subject
+        if profile is not None:
+            profilers.append(profile(procs[0]))
 
     async def count_done() -> int:
         return n - int(await redis.zcard(queue.QUEUE_NAME))
 
+    async def rows_processing() -> int:
+        return int(await pg.fetchval("SELECT count(*) FROM jobs WHERE status = 'processing'"))
+
+    samplers = {"arq_slots_busy": arq_slots_busy(redis), "rows_processing": rows_processing}
     try:
-        await watch(run, count_done, procs, timeout, progress)
+        await watch(
+            stack, run, count_done, procs, timeout, progress, samplers, attach_profiler,
+            steady_timeout,
+        )  # fmt: skip
     finally:
-        if profiler is not None:
+        for profiler in profilers:
             profiler.finish()
         stop(procs)
     rows = await pg.fetchval("SELECT count(*) FROM jobs WHERE status = 'completed'")
@@ -237,8 +308,9 @@ async def raw_arq(
     async def count_done() -> int:
         return n - int(await redis.zcard(ARQ_QUEUE))
 
+    samplers = {"arq_slots_busy": arq_slots_busy(redis)}
     try:
-        return await watch(run, count_done, [proc], timeout, progress)
+        return await watch(stack, run, count_done, [proc], timeout, progress, samplers)
     finally:
         proc.stop()
 
@@ -262,7 +334,7 @@ async def saq(
             return n - await saq_queue.count("incomplete")
 
         try:
-            return await watch(run, count_done, [proc], timeout, progress)
+            return await watch(stack, run, count_done, [proc], timeout, progress)
         finally:
             proc.stop()
     finally:
@@ -316,7 +388,7 @@ async def bullmq(
         return int(await redis.zcard(completed))
 
     try:
-        return await watch(run, count_done, [proc], timeout, progress)
+        return await watch(stack, run, count_done, [proc], timeout, progress)
     finally:
         proc.stop()
 
@@ -325,7 +397,12 @@ async def bullmq(
 
 
 class PySpy:
-    """`py-spy record` attached to a worker for one run; raw (collapsed) stacks to a file."""
+    """`py-spy record` attached to a worker for one run; raw (collapsed) stacks to a file.
+
+    `--gil` keeps only samples taken while the worker runs Python: on a busy 2-core machine a
+    wall-clock profile mostly shows where the process sat waiting for a core (socket writes
+    that wake Postgres or Redis), not where its own time goes.
+    """
 
     def __init__(self, proc: Proc, output: Path, rate: int = 200) -> None:
         self.output = output
@@ -336,13 +413,11 @@ class PySpy:
         if not Path(spy).exists():
             self.error = "py-spy not installed (pip install -e '.[bench]')"
             return
-        # Give the worker a moment to exist before attaching (py-spy retries are short).
-        time.sleep(0.3)
         with open(self.log, "wb") as log:
             self.popen = subprocess.Popen(
                 [
                     spy, "record", "--pid", str(proc.pid), "--rate", str(rate),
-                    "--format", "raw", "--nonblocking", "--output", str(output),
+                    "--format", "raw", "--nonblocking", "--gil", "--output", str(output),
                 ],
                 stdout=log, stderr=subprocess.STDOUT,
             )  # fmt: skip

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import statistics
 import sys
 import time
@@ -123,17 +122,15 @@ async def latency(
     }
 
 
-def cpu_seconds(pid: int) -> float | None:
-    """User + system CPU a process has used so far (Linux /proc), None elsewhere."""
-    try:
-        fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 async def load(
-    port: int, web_pid: int, path: str, *, connections: int, seconds: float, warmup: float
+    stack: Stack,
+    web: Proc,
+    port: int,
+    path: str,
+    *,
+    connections: int,
+    seconds: float,
+    warmup: float,
 ) -> dict[str, Any]:
     """bench/loadgen.py, in a process of its own, against one path of the web process."""
     args = [
@@ -144,16 +141,17 @@ async def load(
     client = await asyncio.create_subprocess_exec(
         *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
     )
+    meter = stack.cpu_meter(web=[web])
     await asyncio.sleep(warmup)
-    cpu0, wall0 = cpu_seconds(web_pid), time.perf_counter()
+    meter.start()
+    wall0 = time.perf_counter()
     await asyncio.sleep(seconds)
-    cpu1, wall1 = cpu_seconds(web_pid), time.perf_counter()
+    cpu = meter.stop(time.perf_counter() - wall0)
     out, err = await asyncio.wait_for(client.communicate(), timeout=seconds + warmup + 60)
     if client.returncode != 0:
         raise RuntimeError(f"loadgen failed: {err.decode()[-2000:]}")
     result: dict[str, Any] = json.loads(out)
-    if cpu0 is not None and cpu1 is not None:
-        result["server_cpu_percent"] = round(100 * (cpu1 - cpu0) / (wall1 - wall0), 1)
+    result["cpu"] = cpu
     return result
 
 
@@ -162,20 +160,20 @@ async def enqueue_rate(
 ) -> dict[str, Any]:
     """Requests per second of `POST /proxy/process` against the bare route, same request.
 
-    No worker runs: the jobs pile up in Postgres and Redis, and the web has the machine's
-    second core to itself (the first is the load generator's, Postgres' and Redis').
+    No worker runs (the jobs pile up in Postgres and Redis), so the web shares the two cores
+    only with the load generator, Postgres and Redis.
     """
     assert stack.pg is not None
     # One signed query for the whole run (a signature is good for 90 s); the bare route gets
     # the very same request line and body, so the two differ only in what the handler does.
     query = signed_path("").lstrip("?")
     bare = await load(
-        port, web.pid, f"{BARE_PATH}?{query}",
+        stack, web, port, f"{BARE_PATH}?{query}",
         connections=connections, seconds=seconds, warmup=warmup,
     )  # fmt: skip
     await stack.reset()
     process = await load(
-        port, web.pid, f"/proxy/process?{query}",
+        stack, web, port, f"/proxy/process?{query}",
         connections=connections, seconds=seconds, warmup=warmup,
     )  # fmt: skip
     process["rows_created"] = await stack.pg.fetchval("SELECT count(*) FROM jobs")
