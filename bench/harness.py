@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import report, throughput, web
-from bench.stack import Proc, Stack, connect, disconnect, servers, wait_for_http
+from bench.stack import ROOT, Proc, Stack, connect, disconnect, servers, wait_for_http
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 REDRAW_SECONDS = 0.5
@@ -77,6 +77,14 @@ PLANS = {
         scaling_concurrency=10, scaling_sleep_ms=20, profile=True, profile_seconds=0.5,
     ),
 }  # fmt: skip
+
+
+def shown(path: Path) -> str:
+    """A path as the results show it: relative to the repository when inside it."""
+    try:
+        return str(path.resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path)
 
 
 class Bar:
@@ -238,7 +246,7 @@ async def measure(plan: Plan, stack: Stack, bar: Bar, profile_dir: Path | None) 
     if profile_dir is not None:
         bar.step("profile: web under the enqueue load")
         profiles["web"] = await profile_web(plan, stack, web_proc, port, profile_dir)
-        results["profile"] = {"file": str(write_profiles(profiles, profile_dir)), **profiles}
+        results["profile"] = {"file": shown(write_profiles(profiles, profile_dir)), **profiles}
         bar.done()
     web_proc.stop()
 
@@ -280,7 +288,7 @@ async def profile_worker(plan: Plan, stack: Stack, directory: Path) -> dict[str,
         f"{run.settings['arq_slots_busy_mean']} of 50 arq slots busy on average"
     )
     return {"title": title, "jobs_per_second": run.jobs_per_second, "worker_cpu_percent": cpu,
-            "raw_file": str(raw), **report.summarize_profile(raw)}  # fmt: skip
+            "raw_file": shown(raw), **report.summarize_profile(raw)}  # fmt: skip
 
 
 async def profile_web(
@@ -305,7 +313,7 @@ async def profile_web(
         f"Web (`uvicorn`), POST /proxy/process from 50 connections: {result['rps']:.0f} req/s "
         f"under py-spy, web CPU {cpu}% of one core"
     )
-    return {"title": title, "rps": result["rps"], "web_cpu_percent": cpu, "raw_file": str(raw),
+    return {"title": title, "rps": result["rps"], "web_cpu_percent": cpu, "raw_file": shown(raw),
             **report.summarize_profile(raw)}  # fmt: skip
 
 
@@ -332,7 +340,7 @@ async def run_all(plan: Plan, args: argparse.Namespace) -> dict[str, Any]:
     bar = Bar(1, enabled=not args.no_progress)
     machine_before = machine()
     try:
-        with servers(args.database_url, args.redis_url) as stack:
+        with servers() as stack:
             await connect(stack)
             try:
                 versions = await server_versions(stack)
@@ -358,7 +366,11 @@ async def run_all(plan: Plan, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--size", choices=sorted(PLANS))
     parser.add_argument("--quick", action="store_true", help="the quick size (BENCH_QUICK=1)")
     parser.add_argument("--jobs", type=int, help="override N of the throughput runs")
@@ -367,10 +379,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument(
         "--profile", action=argparse.BooleanOptionalAction, default=None,
-        help="profile the worker with py-spy (default: on in the full size)",
+        help="py-spy the worker and the web (default: on in the full and tiny sizes)",
     )  # fmt: skip
-    parser.add_argument("--database-url", help="use this Postgres instead of starting one")
-    parser.add_argument("--redis-url", help="use this Redis instead of starting one")
     args = parser.parse_args(argv)
     quick = args.quick or os.environ.get("BENCH_QUICK", "") not in ("", "0")
     size = args.size or ("quick" if quick else "full")
@@ -384,7 +394,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     if not args.no_chart:
-        results["chart"] = str(report.chart(results, out / "latest.png"))
+        results["chart"] = shown(report.chart(results, out / "latest.png"))
     latest = report.write_json(results, out, stamp)
     print(report.table(results))
     print(f"\nresults: {latest} (and bench-{stamp}.json)" + (

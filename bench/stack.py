@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -29,6 +30,7 @@ from service.db import apply_schema, create_database
 from tools import services
 
 ROOT = Path(__file__).resolve().parent.parent
+OUTSIDE_DATA_DIR = Path("/var/tmp/shopjobs")
 SHOP = "bench-shop.myshopify.com"
 API_KEY = "bench-api-key"
 API_SECRET = "bench-api-secret"
@@ -160,27 +162,31 @@ async def wait_for_http(url: str, proc: Proc, what: str, timeout: float = 30.0) 
 
 
 @contextmanager
-def servers(database_url: str | None = None, redis_url: str | None = None) -> Iterator[Stack]:
-    """Start Postgres and Redis in a temp dir (or use the given ones); stop them afterwards."""
+def servers() -> Iterator[Stack]:
+    """Start Postgres and Redis of the benchmark's own in a temp dir; stop them afterwards.
+
+    Always its own: the harness empties the jobs table and flushes Redis between runs.
+    """
     with tempfile.TemporaryDirectory(prefix="shopjobs-bench-") as tmp:
         base = Path(tmp) / "servers"
-        started = None
-        if database_url is None or redis_url is None:
-            started = services.start(base, fixed_ports=False, durable=False)
+        started = services.start(base, fixed_ports=False, durable=False)
         stack = Stack(
-            database_url=database_url or started.database_url,  # type: ignore[union-attr]
-            redis_url=redis_url or started.redis_url,  # type: ignore[union-attr]
+            database_url=started.database_url,
+            redis_url=started.redis_url,
             workdir=Path(tmp),
+            redis_pid_file=Path(started.redis_pidfile),
+            pg_pid_file=Path(started.pg_data).resolve() / "postmaster.pid",
         )
-        if started is not None:
-            stack.redis_pid_file = Path(started.redis_pidfile)
-            stack.pg_pid_file = Path(started.pg_data).resolve() / "postmaster.pid"
+        # As root, Postgres' data may live outside the temp dir (tools/services.py): remove it
+        # too, or every run would leave a data directory behind.
+        outside = Path(started.pg_data).resolve().parent
         try:
             yield stack
         finally:
             stack.stop_all()
-            if started is not None:
-                services.stop(base)
+            services.stop(base)
+            if outside.parent == OUTSIDE_DATA_DIR:
+                shutil.rmtree(outside, ignore_errors=True)
 
 
 async def connect(stack: Stack) -> None:
