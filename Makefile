@@ -22,9 +22,9 @@ dev: install
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-## Retake docs/demo.png (the README's picture of the demo storefront) with the browser tests
+## Retake the README's pictures (docs/demo.png, docs/dashboard.png) with the browser tests
 screenshot: install
-	UPDATE_SCREENSHOT=1 $(PY) -m pytest tests/test_theme_browser.py -q -k screenshot
+	UPDATE_SCREENSHOT=1 $(PY) -m pytest tests/test_theme_browser.py tests/test_dashboard_browser.py -q -k screenshot
 
 ## Benchmarks against raw arq, SAQ and BullMQ (own Postgres + Redis); results in bench/results/
 bench: install

@@ -43,6 +43,8 @@ CREATE TABLE IF NOT EXISTS jobs (
 
 -- The status page and dashboard list a shop's jobs newest first.
 CREATE INDEX IF NOT EXISTS jobs_shop_created_idx ON jobs (shop_id, created_at DESC);
+-- The dashboard lists all jobs newest first.
+CREATE INDEX IF NOT EXISTS jobs_created_idx ON jobs (created_at DESC);
 -- Retention, the reconciler and the dashboard scan by status and age.
 CREATE INDEX IF NOT EXISTS jobs_status_updated_idx ON jobs (status, updated_at);
 

@@ -12,9 +12,8 @@ Finishing is batched too (jobs/batch.py): done, run-again-later, or given back.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from arq.constants import in_progress_key_prefix, job_key_prefix, retry_key_prefix
 from redis.asyncio import Redis
@@ -24,11 +23,13 @@ from jobs.batch import GroupCommit
 # KEYS[1]: the queue. ARGV: now (ms), how many to take, lease (ms), how far to look, the
 # per-shop cap (0: none), how far to push back a job of a shop at its cap (ms), then pairs of
 # (shop, jobs of it running in this process).
-# Returns a flat list: id, payload (nil if its key expired), score; per job taken.
+# Returns two lists: id, payload (nil if its key expired), score, per job taken; and the
+# function (job type) of each job pushed back.
 # No try count: attempts are counted in Postgres (arq's run_job, used for cron, counts its own).
 TAKE_LUA = f"""
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'WITHSCORES', 'LIMIT', 0, ARGV[4])
 local taken = {{}}
+local pushed = {{}}
 local wanted = tonumber(ARGV[2])
 local cap = tonumber(ARGV[5])
 local running = {{}}
@@ -39,12 +40,17 @@ for i = 1, #due, 2 do
   if redis.call('EXISTS', held) == 0 then
     local payload = redis.call('GET', '{job_key_prefix}' .. id)
     local shop = nil
+    local fn = nil
     if cap > 0 and payload then
       local ok, job = pcall(cjson.decode, payload)
-      if ok and type(job) == 'table' and type(job['a']) == 'table' then shop = job['a'][2] end
+      if ok and type(job) == 'table' and type(job['a']) == 'table' then
+        shop = job['a'][2]
+        fn = job['f']
+      end
     end
     if shop and (running[shop] or 0) >= cap then
       redis.call('ZADD', KEYS[1], 'XX', tonumber(ARGV[1]) + tonumber(ARGV[6]), id)
+      pushed[#pushed + 1] = tostring(fn)
     else
       if shop then running[shop] = (running[shop] or 0) + 1 end
       redis.call('SET', held, '1', 'PX', ARGV[3])
@@ -56,7 +62,7 @@ for i = 1, #due, 2 do
     end
   end
 end
-return taken
+return {{taken, pushed}}
 """
 
 
@@ -82,9 +88,16 @@ class Finish:
 
 
 class QueueClaims:
-    def __init__(self, redis: Redis, queue_name: str) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        queue_name: str,
+        on_push_back: Callable[[str], None] | None = None,
+    ) -> None:
+        """`on_push_back(job_type)` hears of each job pushed back for its shop's cap."""
         self.redis = redis
         self.queue_name = queue_name
+        self.on_push_back = on_push_back
         self._take = redis.register_script(TAKE_LUA)
         self._finishes: GroupCommit[Finish, None] = GroupCommit(self._finish_batch)
 
@@ -101,10 +114,13 @@ class QueueClaims:
         `shop_cap` jobs here is pushed back by SHOP_BUSY_PUSH_BACK_MS instead, in the same
         pass, so one shop's backlog cannot stand in front of every other shop's jobs."""
         running = [str(v) for pair in (running_by_shop or {}).items() for v in pair]
-        flat: list[Any] = await self._take(
+        flat, pushed = await self._take(
             keys=[self.queue_name],
             args=[now_ms, count, lease_ms, look_ahead, shop_cap, SHOP_BUSY_PUSH_BACK_MS, *running],
         )
+        if self.on_push_back is not None:
+            for job_type in pushed:
+                self.on_push_back(job_type.decode())
         return [
             Taken(
                 job_id=flat[i].decode(),

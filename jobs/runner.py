@@ -32,10 +32,11 @@ from jobs import lease, retry
 from jobs.batch import GroupCommit
 from jobs.claims import DONE, GIVE_BACK, LATER, Finish, QueueClaims, Taken
 from jobs.context import RunContext
+from jobs.metrics import DATABASE_DOWN, LEASE_HELD, RATE_LIMIT, SHOP_CAP, WorkerMetrics
 from jobs.mirror import persist, persist_shielded
 from jobs.ratelimit import RateLimiter
 from jobs.types import JobType, NonRetryableError
-from service import store
+from service import logs, queue, store
 from service.settings import Settings
 
 logger = logging.getLogger("shopjobs.worker")
@@ -64,6 +65,7 @@ class Runtime:
     # Jobs of each shop running in this process: a job of a shop already at its cap here is
     # pushed back when taken (jobs/claims.py); the claim enforces the cap across workers.
     running_by_shop: Counter[str] = field(default_factory=Counter)
+    metrics: WorkerMetrics = field(default_factory=WorkerMetrics)
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,14 @@ class Incoming:
 
     taken: Taken
     job_type: JobType
+
+    def log_fields(self) -> dict[str, Any]:
+        """job_id, type and shop (as the enqueuer named it), for lines logged before a claim."""
+        try:
+            shop = queue.deserialize(self.taken.payload or b"{}")["a"][1]
+        except Exception:  # an entry without a shop (enqueued by hand, say)
+            shop = None
+        return {"job_id": self.taken.job_id, "type": self.job_type.name, "shop": shop}
 
 
 def _ms_from_now(seconds: float) -> int:
@@ -99,7 +109,11 @@ async def _admit(runtime: Runtime, incoming: Incoming) -> Finish | None:
     assert runtime.limiter is not None
     wait = await runtime.limiter.acquire()
     if wait:
-        logger.debug("job %s rate limited, deferred %.2fs", job_id, wait)
+        if logger.isEnabledFor(logging.DEBUG):  # log_fields() decodes the payload
+            logger.debug(
+                "job %s rate limited, deferred %.2fs", job_id, wait, extra=incoming.log_fields()
+            )
+        runtime.metrics.deferred(incoming.job_type.name, RATE_LIMIT)
         return _later(job_id, _jitter(wait))
     return None
 
@@ -133,13 +147,21 @@ async def _claim(
     finishes = []
     for job_id, state in outcome.items():
         key = str(job_id)
+        incoming = by_id[job_id]
+        job_type = incoming.job_type.name
         if state == store.SKIP:
-            logger.info("job %s skipped: already final or deleted", key)
+            fields = incoming.log_fields()
+            logger.info(
+                "job %s type=%s skipped: already final or deleted", key, job_type, extra=fields
+            )
+            runtime.metrics.skipped_final(job_type)
             finishes.append(Finish(key, DONE))
         elif state == store.HELD:
             # Keep the queue entry: if its holder dies, this entry runs it after the lease.
+            runtime.metrics.deferred(job_type, LEASE_HELD)
             finishes.append(_later(key, settings.job_lease_seconds))
         else:
+            runtime.metrics.deferred(job_type, SHOP_CAP)
             finishes.append(_later(key, _jitter(SHOP_BUSY_DEFER_SECONDS)))
     return claimed, finishes
 
@@ -165,6 +187,8 @@ async def start_batch(
         except Exception as exc:  # Postgres unreachable: no attempt used, try again shortly
             logger.warning("claim of %d job(s) failed (%s), deferred", len(admitted), exc)
             finishes += [_later(i.taken.job_id, DB_UNAVAILABLE_DEFER_SECONDS) for i in admitted]
+            for item in admitted:
+                runtime.metrics.deferred(item.job_type.name, DATABASE_DOWN)
     await asyncio.gather(*(runtime.claims.finish(f) for f in finishes))
     return [(str(claim.id), execute(runtime, item.job_type, claim)) for item, claim in claimed]
 
@@ -172,19 +196,27 @@ async def start_batch(
 async def execute(runtime: Runtime, job_type: JobType, claim: store.Claim) -> None:
     assert runtime.claims is not None
     runtime.running_by_shop[claim.shop] += 1
+    runtime.metrics.run_started(job_type.name, claim.recovered)
+    started = time.monotonic()
+    outcome = "interrupted"  # unless the run says otherwise: shutdown cancelled it
     try:
-        finish = await _run(runtime, job_type, claim)
+        # Every line logged during the run, by whatever code, carries the job's fields.
+        with logs.bind(job_id=str(claim.id), type=job_type.name, shop=claim.shop):
+            outcome, finish = await _run(runtime, job_type, claim)
     except asyncio.CancelledError:
         await asyncio.shield(runtime.claims.finish(Finish(str(claim.id), GIVE_BACK)))
         raise
     finally:
+        runtime.metrics.run_ended(job_type.name, outcome, time.monotonic() - started)
         runtime.running_by_shop[claim.shop] -= 1
         if runtime.running_by_shop[claim.shop] <= 0:
             del runtime.running_by_shop[claim.shop]
     await runtime.claims.finish(finish)
 
 
-async def _run(runtime: Runtime, job_type: JobType, claim: store.Claim) -> Finish:
+async def _run(runtime: Runtime, job_type: JobType, claim: store.Claim) -> tuple[str, Finish]:
+    """Run a claimed job and record its outcome in Postgres: (outcome, how to finish its
+    queue entry), the outcome one of completed, failed, retried, abandoned and lease_lost."""
     settings = runtime.settings
     database = runtime.database
     assert database is not None and runtime.redis is not None and runtime.completions is not None
@@ -206,12 +238,12 @@ async def _run(runtime: Runtime, job_type: JobType, claim: store.Claim) -> Finis
             f"{tag} fail", lambda: store.fail_job(database, claim.id, owner, failures, message)
         )
         logger.error("%s failed: %s", tag, message)
-        return Finish(job_id, DONE)
+        return "abandoned", Finish(job_id, DONE)
 
     attempt = failures + 1
     if claim.recovered:
         logger.warning("%s recovered from a dead worker's expired lease", tag)
-    logger.info("%s started attempt=%d", tag, attempt)
+    logger.info("%s started attempt=%d", tag, attempt, extra={"attempt": attempt})
     context = RunContext(
         job_id=job_id,
         job_type=job_type.name,
@@ -254,12 +286,12 @@ async def _run(runtime: Runtime, job_type: JobType, claim: store.Claim) -> Finis
             logger.warning(
                 "%s attempt %d failed, retry in %.2fs: %s", tag, attempt, decision.delay, message
             )
-            return _later(job_id, decision.delay)
+            return "retried", _later(job_id, decision.delay)
         await persist(
             f"{tag} fail", lambda: store.fail_job(database, claim.id, owner, failures, message)
         )
         logger.error("%s failed after %d attempt(s): %s", tag, attempt, message)
-        return Finish(job_id, DONE)
+        return "failed", Finish(job_id, DONE)
 
     completions = runtime.completions
     written = await persist(
@@ -268,8 +300,6 @@ async def _run(runtime: Runtime, job_type: JobType, claim: store.Claim) -> Finis
     elapsed = time.monotonic() - started
     if written:
         logger.info("%s completed in %.3fs", tag, elapsed)
-    else:
-        logger.warning(
-            "%s finished in %.3fs but its lease was lost; result not recorded", tag, elapsed
-        )
-    return Finish(job_id, DONE)
+        return "completed", Finish(job_id, DONE)
+    logger.warning("%s finished in %.3fs but its lease was lost; result not recorded", tag, elapsed)
+    return "lease_lost", Finish(job_id, DONE)

@@ -37,7 +37,7 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from jobs import health, maintenance
+from jobs import health, maintenance, metrics
 from jobs.batch import GroupCommit
 from jobs.claims import DONE, Finish, QueueClaims, Taken
 from jobs.ratelimit import RateLimiter
@@ -47,7 +47,7 @@ from jobs.runner import Incoming, Runtime, start_batch
 from jobs.types import JobType
 from service import queue, store
 from service.db import create_database
-from service.logs import configure_logging
+from service.logs import adopt, configure_logging
 from service.settings import Settings
 
 logger = logging.getLogger("shopjobs.worker")
@@ -242,7 +242,7 @@ async def _connect_database(runtime: Runtime) -> None:
 
 
 def build_worker_settings(settings: Settings) -> type:
-    configure_logging()
+    configure_logging(settings.log_format)
     types = job_types(settings)
     runtime = Runtime(
         settings=settings,
@@ -258,14 +258,23 @@ def build_worker_settings(settings: Settings) -> type:
     async def check_redis() -> None:
         await health_redis.ping()
 
-    health_state = health.HealthState(checks={"postgres": check_postgres, "redis": check_redis})
+    health_state = health.HealthState(
+        checks={"postgres": check_postgres, "redis": check_redis},
+        extra_routes=metrics.routes(runtime.metrics, health_redis),
+    )
 
     async def on_startup(ctx: dict[str, Any]) -> None:
+        if settings.log_format == "json":
+            adopt("arq")  # arq's CLI configured its logger after importing these settings
         ctx["health_runner"] = await health.start(health_state, settings.worker_health_port)
         logger.info("health server on :%d", settings.worker_health_port)
         await _connect_database(runtime)
         runtime.redis = ctx["redis"]
-        runtime.claims = QueueClaims(ctx["redis"], queue.QUEUE_NAME)
+        runtime.claims = QueueClaims(
+            ctx["redis"],
+            queue.QUEUE_NAME,
+            on_push_back=lambda job_type: runtime.metrics.deferred(job_type, metrics.SHOP_CAP),
+        )
         database = runtime.database
         assert database is not None
         runtime.completions = GroupCommit(lambda done: store.complete_jobs(database, done))

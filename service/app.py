@@ -2,7 +2,8 @@
 
 `create_app(settings)` builds the Starlette app from explicit settings (tests call it
 directly); the module attribute `app` is built on first access from the environment, so a
-missing setting stops uvicorn with one line naming it.
+missing setting stops uvicorn with one line naming it. Besides the Shopify-facing routes it
+serves GET /healthz, GET /metrics (Prometheus) and the job dashboard under /admin.
 """
 
 from __future__ import annotations
@@ -14,15 +15,17 @@ from typing import Any
 
 import httpx
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from jobs.registry import job_types, webhook_jobs
-from service import install, proxy, queue, webhooks
+from service import dashboard, install, metrics, proxy, queue, webhooks
 from service.db import create_database
 from service.errors import EXCEPTION_HANDLERS
 from service.logs import configure_logging
+from service.middleware import RequestTelemetry
 from service.settings import Settings, load_settings
 
 HEALTH_TIMEOUT_SECONDS = 2.0
@@ -41,7 +44,8 @@ async def healthz(request: Request) -> JSONResponse:
 
 
 def create_app(settings: Settings) -> Starlette:
-    configure_logging()
+    configure_logging(settings.log_format)
+    web_metrics = metrics.WebMetrics()
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -64,11 +68,20 @@ def create_app(settings: Settings) -> Starlette:
 
     routes = [
         Route("/healthz", healthz, methods=["GET"]),
+        Route("/metrics", metrics.endpoint, methods=["GET"]),
         *proxy.routes,
         *install.routes,
         *webhooks.routes,
+        dashboard.mount(settings),
     ]
-    return Starlette(routes=routes, lifespan=lifespan, exception_handlers=EXCEPTION_HANDLERS)
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers=EXCEPTION_HANDLERS,
+        middleware=[Middleware(RequestTelemetry, metrics=web_metrics)],
+    )
+    app.state.metrics = web_metrics
+    return app
 
 
 def __getattr__(name: str) -> Any:

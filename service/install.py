@@ -59,6 +59,8 @@ async def callback(request: Request) -> Response:
         grant = await oauth.exchange_code(state.http, settings, shop, code)
     except oauth.OAuthError as exc:
         logger.warning("install refused: %s", exc)
+        if exc.status == 401:  # a bad hmac or a stale timestamp
+            state.metrics.rejected_signature("oauth")
         return error(exc.status, str(exc))
     try:
         await store.upsert_shop(

@@ -83,6 +83,7 @@ async def _authenticate(request: Request) -> tuple[store.Shop, str | None]:
     try:
         domain = verify_app_proxy(pairs, secret, now=time.time())
     except ProxySignatureError as exc:
+        request.app.state.metrics.rejected_signature("app_proxy")
         raise Refusal(401, str(exc)) from None
     customer = dict(pairs).get("logged_in_customer_id", "")
     if len(customer) > MAX_CUSTOMER_ID_LENGTH or not customer.isprintable():
@@ -218,14 +219,17 @@ def _job_id(request: Request) -> UUID:
 
 
 async def _enqueue(request: Request, job: store.Job, shop: str) -> bool:
-    try:
-        return await asyncio.wait_for(
-            queue.enqueue(request.app.state.redis, job.type, str(job.id), shop=shop),
-            ENQUEUE_TIMEOUT_SECONDS,
-        )
-    except Exception as exc:  # Redis down, slow or refusing: the caller gets 503, not 500
-        logger.warning("job %s could not be queued: %r", job.id, exc)
-        return False
+    with request.app.state.metrics.timed_enqueue("proxy") as timer:
+        try:
+            return timer.record(
+                await asyncio.wait_for(
+                    queue.enqueue(request.app.state.redis, job.type, str(job.id), shop=shop),
+                    ENQUEUE_TIMEOUT_SECONDS,
+                )
+            )
+        except Exception as exc:  # Redis down, slow or refusing: the caller gets 503, not 500
+            logger.warning("job %s could not be queued: %r", job.id, exc)
+            return False
 
 
 @_guarded

@@ -7,13 +7,14 @@ the process with one line naming it, instead of a traceback that buries the caus
 from __future__ import annotations
 
 import sys
-from typing import Annotated, TypeVar
+from typing import Annotated, Literal, TypeVar
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PositiveFloat = Annotated[float, Field(gt=0)]
 NonNegativeInt = Annotated[int, Field(ge=0)]
+MIN_ADMIN_PASSWORD_LENGTH = 12
 
 
 class DatabaseSettings(BaseSettings):
@@ -71,11 +72,35 @@ class Settings(DatabaseSettings):
 
     enable_diagnostic_jobs: bool = False
 
+    # The job dashboard at /admin (HTTP basic auth): served only when ADMIN_PASSWORD is set.
+    admin_username: str = Field(default="admin", min_length=1, max_length=100)
+    admin_password: SecretStr | None = None
+
+    # json: one JSON object per line (production); text: readable lines (`make dev`).
+    log_format: Literal["json", "text"] = "json"
+
     @field_validator("redis_url")
     @classmethod
     def _redis_url(cls, value: str) -> str:
         if not value.startswith(("redis://", "rediss://")):
             raise ValueError("must start with redis:// or rediss://")
+        return value
+
+    @field_validator("admin_username")
+    @classmethod
+    def _admin_username(cls, value: str) -> str:
+        if ":" in value:  # basic auth splits user and password at the first colon
+            raise ValueError("must not contain ':'")
+        return value
+
+    @field_validator("admin_password")
+    @classmethod
+    def _admin_password(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value():
+            return None  # unset or empty: the dashboard is off
+        if len(value.get_secret_value()) < MIN_ADMIN_PASSWORD_LENGTH:
+            # The dashboard faces the internet and can retry or cancel any job.
+            raise ValueError(f"must be at least {MIN_ADMIN_PASSWORD_LENGTH} characters")
         return value
 
     @field_validator("shopify_admin_url")

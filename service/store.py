@@ -181,7 +181,10 @@ def _json(value: Any) -> Any:
 def job_from_row(row: Any) -> Job | None:
     if row is None:
         return None
-    m = dict(row._mapping)
+    return _job(dict(row._mapping))
+
+
+def _job(m: dict[str, Any]) -> Job:
     m["input"] = _json(m["input"])
     m["result"] = _json(m["result"])
     return Job(**m)
@@ -415,12 +418,14 @@ _CLAIM = f"""
        SET status = 'processing', attempts = attempts + 1, lease_owner = $2,
            lease_expires_at = now() + make_interval(secs => $3),
            started_at = COALESCE(started_at, now()), run_at = NULL, updated_at = now()
+      FROM (SELECT status AS was FROM jobs WHERE id = $1 FOR UPDATE) AS before
      WHERE id = $1 AND {_CLAIMABLE}
        AND ($4 = 0 OR (SELECT count(*) FROM jobs AS other
                         WHERE other.shop_id = jobs.shop_id AND other.id <> jobs.id
                           AND other.status = 'processing' AND other.lease_expires_at > now()) < $4)
     RETURNING id, type, input, attempts, retry_count,
-              (SELECT domain FROM shops WHERE shops.id = jobs.shop_id) AS shop
+              (SELECT domain FROM shops WHERE shops.id = jobs.shop_id) AS shop,
+              before.was = 'processing' AS recovered
 """
 
 # Serialises claims of one shop's jobs, so two workers cannot both see room under the cap.
@@ -435,7 +440,8 @@ async def claim_job(
     """Take a job for one run: (CLAIMED, claim), or (SKIP | HELD | BUSY, None).
 
     Only a pending or retrying job, or a processing one whose lease has expired (its worker
-    died), can be claimed; completed and failed are final.
+    died), can be claimed; completed and failed are final. The row is locked (`before`) so
+    the claim can say which of these it was: an UPDATE's RETURNING sees only the new row.
     """
     async with database.connection() as connection:
         raw = connection.raw_connection
@@ -453,6 +459,7 @@ async def claim_job(
                 attempts=row["attempts"],
                 retry_count=row["retry_count"],
                 shop=row["shop"],
+                recovered=row["recovered"],
             )
         why = await raw.fetchrow(
             f"SELECT status, {_CLAIMABLE} AS runnable FROM jobs WHERE id = $1", job_id
@@ -651,3 +658,154 @@ async def delete_old_jobs(
             keep,
         )
     return len(aged) + len(extra)
+
+
+# -- jobs: the dashboard ---------------------------------------------------------------------
+# A cancelled job is a failed one with this message: failed is final, so a worker that later
+# takes its queue entry skips it (claim_job answers SKIP), and the statuses stay the five of
+# the API contract.
+CANCELLED_MESSAGE = "Cancelled"
+
+
+@dataclass(frozen=True)
+class JobFilter:
+    status: str | None = None
+    shop: str | None = None  # part of a shop's domain
+    job_type: str | None = None
+
+
+@dataclass(frozen=True)
+class ListedJob:
+    job: Job
+    shop: str
+
+
+_LISTED_COLUMNS = ", ".join(f"j.{name}" for name in JOB_COLUMNS.split(", ")) + ", s.domain"
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _job_filter(filters: JobFilter, *, with_status: bool = True) -> tuple[str, dict[str, Any]]:
+    """A WHERE clause from fixed fragments; the user's text only ever travels as parameters."""
+    clauses, values = ["TRUE"], {}
+    if with_status and filters.status:
+        clauses.append("j.status = :status")
+        values["status"] = filters.status
+    if filters.shop:
+        clauses.append("s.domain LIKE :shop")
+        values["shop"] = f"%{_escape_like(filters.shop.lower())}%"
+    if filters.job_type:
+        clauses.append("j.type = :type")
+        values["type"] = filters.job_type
+    return " AND ".join(clauses), values
+
+
+def _listed(row: Any) -> ListedJob:
+    m = dict(row._mapping)
+    domain = m.pop("domain")
+    return ListedJob(job=_job(m), shop=domain)
+
+
+async def list_jobs(
+    database: Database, filters: JobFilter, *, limit: int, offset: int = 0
+) -> list[ListedJob]:
+    """Jobs matching `filters`, newest first."""
+    where, values = _job_filter(filters)
+    rows = await database.fetch_all(
+        f"""
+        SELECT {_LISTED_COLUMNS} FROM jobs AS j JOIN shops AS s ON s.id = j.shop_id
+         WHERE {where}
+         ORDER BY j.created_at DESC, j.id DESC
+         LIMIT :limit OFFSET :offset
+        """,
+        {**values, "limit": limit, "offset": offset},
+    )
+    return [_listed(row) for row in rows]
+
+
+async def get_listed_job(database: Database, job_id: UUID) -> ListedJob | None:
+    row = await database.fetch_one(
+        f"""SELECT {_LISTED_COLUMNS} FROM jobs AS j JOIN shops AS s ON s.id = j.shop_id
+             WHERE j.id = :id""",
+        {"id": job_id},
+    )
+    return None if row is None else _listed(row)
+
+
+async def count_jobs_by_status(database: Database, filters: JobFilter) -> dict[str, int]:
+    """How many jobs of each status match the filter's shop and type (its status ignored)."""
+    where, values = _job_filter(filters, with_status=False)
+    rows = await database.fetch_all(
+        f"""SELECT j.status, count(*) AS n FROM jobs AS j JOIN shops AS s ON s.id = j.shop_id
+             WHERE {where} GROUP BY j.status""",
+        values,
+    )
+    return {row._mapping["status"]: row._mapping["n"] for row in rows}
+
+
+async def failed_jobs_by_type(database: Database) -> dict[str, int]:
+    """Failed jobs that `retry_failed_jobs` would retry (cancelled ones excluded), per type."""
+    rows = await database.fetch_all(
+        """SELECT type, count(*) AS n FROM jobs
+            WHERE status = 'failed' AND error_message IS DISTINCT FROM :cancelled
+            GROUP BY type ORDER BY type""",
+        {"cancelled": CANCELLED_MESSAGE},
+    )
+    return {row._mapping["type"]: row._mapping["n"] for row in rows}
+
+
+async def job_types_in_use(database: Database) -> list[str]:
+    rows = await database.fetch_all("SELECT DISTINCT type FROM jobs ORDER BY type")
+    return [row._mapping["type"] for row in rows]
+
+
+# A retried job starts over: status, counters, outcome and timings as if it were new, so it
+# gets its full attempts again (and the abandoned-job guard counts from zero).
+_RESET_TO_PENDING = """
+    status = 'pending', attempts = 0, retry_count = 0, progress = 0, progress_message = NULL,
+    result = NULL, error_message = NULL, run_at = NULL, started_at = NULL, finished_at = NULL,
+    lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
+"""
+
+
+async def retry_job(database: Database, job_id: UUID) -> tuple[str, str] | None:
+    """Put a failed job back to pending; its (type, shop domain), or None if it was not failed."""
+    row = await database.fetch_one(
+        f"""UPDATE jobs AS j SET {_RESET_TO_PENDING}
+              FROM shops AS s
+             WHERE s.id = j.shop_id AND j.id = :id AND j.status = 'failed'
+            RETURNING j.type, s.domain""",
+        {"id": job_id},
+    )
+    return None if row is None else (row._mapping["type"], row._mapping["domain"])
+
+
+async def retry_failed_jobs(database: Database, job_type: str) -> list[tuple[UUID, str, str]]:
+    """Put every failed (not cancelled) job of a type back to pending: (id, type, domain)."""
+    rows = await database.fetch_all(
+        f"""UPDATE jobs AS j SET {_RESET_TO_PENDING}
+              FROM shops AS s
+             WHERE s.id = j.shop_id AND j.type = :type AND j.status = 'failed'
+               AND j.error_message IS DISTINCT FROM :cancelled
+            RETURNING j.id, j.type, s.domain""",
+        {"type": job_type, "cancelled": CANCELLED_MESSAGE},
+    )
+    return [(row._mapping["id"], row._mapping["type"], row._mapping["domain"]) for row in rows]
+
+
+async def cancel_job(database: Database, job_id: UUID) -> bool:
+    """Cancel a job no worker is running (pending or retrying); False for any other status.
+
+    A processing job cannot be cancelled: its handler may be half-way through changes in
+    Shopify, and only the handler knows how to stop cleanly.
+    """
+    row = await database.fetch_one(
+        """UPDATE jobs SET status = 'failed', error_message = :message, run_at = NULL,
+                  finished_at = now(), updated_at = now()
+            WHERE id = :id AND status IN ('pending', 'retrying')
+           RETURNING id""",
+        {"id": job_id, "message": CANCELLED_MESSAGE},
+    )
+    return row is not None

@@ -62,6 +62,7 @@ async def receive(request: Request) -> Response:
         return error(413, "Request body too large", {"limit": MAX_BODY_BYTES})
     secret = settings.shopify_api_secret.get_secret_value()
     if not verify_webhook(body, request.headers.get("x-shopify-hmac-sha256"), secret):
+        state.metrics.rejected_signature("webhook")
         return error(401, "Invalid HMAC")
     headers = request.headers
     topic = headers.get("x-shopify-topic", "")
@@ -127,13 +128,17 @@ async def _handle(
             source="webhook",
         )
         await store.link_webhook_job(database, event_id, job.id)
-    try:
-        queued = await asyncio.wait_for(
-            queue.enqueue(state.redis, job.type, str(job.id), shop=shop), ENQUEUE_TIMEOUT_SECONDS
-        )
-    except Exception as exc:  # Redis down or slow: Shopify will deliver the event again
-        logger.warning("webhook job %s could not be queued: %r", job.id, exc)
-        queued = False
+    with state.metrics.timed_enqueue("webhook") as timer:
+        try:
+            queued = timer.record(
+                await asyncio.wait_for(
+                    queue.enqueue(state.redis, job.type, str(job.id), shop=shop),
+                    ENQUEUE_TIMEOUT_SECONDS,
+                )
+            )
+        except Exception as exc:  # Redis down or slow: Shopify will deliver the event again
+            logger.warning("webhook job %s could not be queued: %r", job.id, exc)
+            queued = False
     if not queued:
         await store.delete_job(database, job.id)
         await store.forget_webhook_event(database, event_id)

@@ -39,6 +39,8 @@ WEB = tomllib.loads((ROOT / "fly.web.toml").read_text())
 WORKER = tomllib.loads((ROOT / "fly.worker.toml").read_text())
 # Set with `fly secrets set` (or `fly postgres attach`) on both apps; never in a TOML file.
 SECRETS = ("DATABASE_URL", "REDIS_URL", "SHOPIFY_API_KEY", "SHOPIFY_API_SECRET")
+# Secrets an app may have: the job dashboard's password (the dashboard is off without it).
+OPTIONAL_SECRETS = ("ADMIN_PASSWORD",)
 # Read by uvicorn or the image's CMD rather than by Settings.
 RUNTIME_VARIABLES = {"PORT", "FORWARDED_ALLOW_IPS"}
 FLY_MAX_KILL_TIMEOUT = 300
@@ -401,6 +403,10 @@ def test_web_config_matches_the_image_and_the_app(monkeypatch: pytest.MonkeyPatc
     if service.get("auto_stop_machines", "off") not in {"off", False}:
         assert service["min_machines_running"] >= 1, "webhooks cannot wait for a cold start"
 
+    assert (WEB["metrics"]["port"], WEB["metrics"]["path"]) == (
+        service["internal_port"],
+        "/metrics",
+    )
     checks = service["checks"]
     assert checks and all(c["path"] == "/healthz" for c in checks)
     # /healthz gives Postgres and Redis HEALTH_TIMEOUT_SECONDS each: let a check see its 503.
@@ -421,7 +427,9 @@ def test_worker_config_matches_the_app(monkeypatch: pytest.MonkeyPatch) -> None:
     assert check["method"].upper() == "GET"
     assert check["port"] == settings.worker_health_port == default_port
     assert set(check.get("processes", ["worker"])) <= set(WORKER["processes"])
-    for table in (*WORKER.get("restart", []), *WORKER.get("vm", [])):
+    metrics = WORKER["metrics"]
+    assert (metrics["port"], metrics["path"]) == (settings.worker_health_port, "/metrics")
+    for table in (*WORKER.get("restart", []), *WORKER.get("vm", []), metrics):
         assert set(table.get("processes", [])) <= set(WORKER["processes"])
 
     assert WORKER["kill_signal"] == "SIGTERM"
@@ -433,7 +441,7 @@ def test_worker_config_matches_the_app(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.parametrize("app", [WEB, WORKER], ids=["web", "worker"])
 def test_env_tables_hold_known_settings_and_no_secrets(app: dict[str, Any]) -> None:
     names = set(app["env"])
-    assert not names & set(SECRETS), "secrets belong in `fly secrets set`"
+    assert not names & {*SECRETS, *OPTIONAL_SECRETS}, "secrets belong in `fly secrets set`"
     assert names <= setting_names() | RUNTIME_VARIABLES, names - setting_names()
     assert all(isinstance(value, str) for value in app["env"].values()), "Fly wants strings"
     assert app["env"]["SHOPIFY_APP_URL"] == f"https://{WEB['app']}.fly.dev"
@@ -465,7 +473,7 @@ def test_readme_deploy_section_matches_the_configs() -> None:
     for group in re.findall(r"fly scale count (\w+)=\d+ -c fly\.worker\.toml", section):
         assert group in WORKER["processes"]
     assert re.search(r"fly scale count \w+=\d+ -c fly\.worker\.toml", section)
-    for secret in SECRETS:
+    for secret in (*SECRETS, *OPTIONAL_SECRETS):
         assert secret in section, f"the README must say how {secret} is set"
     for app in (WEB["app"], WORKER["app"]):
         assert app in section

@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -27,6 +25,7 @@ import redis
 from playwright.sync_api import Browser, Locator, Page, Request, Route, expect, sync_playwright
 
 from shopify_emulator.catalogue import build
+from tests.browser import ARTIFACTS, CHROMIUM_ARGS, chromium_executable, save_screenshot
 from tests.conftest import (
     ROOT,
     TEST_API_KEY,
@@ -42,16 +41,6 @@ from tests.conftest import (
 SHOP = "demo-shop.myshopify.com"  # as in `make dev`, for the README picture
 TOKEN = "dev-admin-token"
 CATALOGUE = {"products": 3, "max_variants": 12, "seed": 5}
-ARTIFACTS = ROOT / "test-artifacts"
-CHROMIUM_ARGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 MODULE = "/cdn/extensions/shopjobs-theme/assets/shopjobs.js"
 SLOW_MESSAGE = "Hello from the demo storefront"
 FAIL_MESSAGE = "echo: asked to fail permanently"
@@ -113,11 +102,7 @@ def stack(servers, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    executable = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-    if not Path(executable).exists():
-        pytest.fail(
-            f"Chromium not found at {executable}: `apt-get install chromium` (.ci/run does)"
-        )
+    executable = chromium_executable()
     with sync_playwright() as playwright:
         chromium = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
         yield chromium
@@ -418,10 +403,5 @@ def test_demo_page_screenshot(page: Page) -> None:
         timeout=20_000,
     )
     page.set_viewport_size({"width": 1200, "height": 800})
-    ARTIFACTS.mkdir(exist_ok=True)
-    shot = page.screenshot(path=ARTIFACTS / "demo.png", full_page=True)
-    assert shot[:8] == b"\x89PNG\r\n\x1a\n"
-    if os.environ.get("UPDATE_SCREENSHOT") == "1":
-        (ROOT / "docs").mkdir(exist_ok=True)
-        (ROOT / "docs" / "demo.png").write_bytes(shot)
+    save_screenshot(page.screenshot(full_page=True), "demo.png")
     expect(slow).to_have_attribute("data-shopjobs-state", "completed", timeout=20_000)

@@ -25,6 +25,9 @@ DEV_DEFAULTS = {
     "SHOPIFY_API_KEY": "dev-api-key",
     "SHOPIFY_API_SECRET": "dev-api-secret",
     "ENABLE_DIAGNOSTIC_JOBS": "true",
+    "LOG_FORMAT": "text",
+    "ADMIN_USERNAME": "admin",
+    "ADMIN_PASSWORD": "dev-admin-password",
     "WEB_PORT": "8000",
     "WORKER_HEALTH_PORT": "3001",
     "SHOPIFY_EMULATOR_PORT": "8081",
@@ -57,6 +60,11 @@ def main() -> int:
     run(["-m", "service", "db", "apply"], env)
     run(["-m", "service", "shops", "add", DEMO_SHOP, "--token", DEMO_TOKEN], env)
     print(f"dev: web on {env['SHOPIFY_APP_URL']}, worker health on :{env['WORKER_HEALTH_PORT']}")
+    print(
+        f"dev: job dashboard on {env['SHOPIFY_APP_URL']}/admin/ "
+        f"(user {env['ADMIN_USERNAME']!r}, password from ADMIN_PASSWORD); "
+        f"metrics on /metrics and :{env['WORKER_HEALTH_PORT']}/metrics"
+    )
     emulator = f"http://127.0.0.1:{env['SHOPIFY_EMULATOR_PORT']}"
     print(f"dev: local Shopify on {emulator} (Admin API for the app: {env['SHOPIFY_ADMIN_URL']})")
     print(f"dev: demo storefront of {DEMO_SHOP} (the theme's Job button block): {emulator}/")

@@ -1,0 +1,452 @@
+"""The job dashboard, mounted at /admin: see jobs, and retry or cancel them.
+
+Server-rendered HTML (Jinja2, service/templates/dashboard/), one small stylesheet inlined, no
+JavaScript, usable on a phone. Every page and action sits behind HTTP basic auth with
+ADMIN_USERNAME / ADMIN_PASSWORD; without ADMIN_PASSWORD the dashboard does not exist (404).
+
+- GET  /admin/                          counts by status, the jobs newest first, filterable by
+                                        status, shop and type, paged; failed jobs per type
+- GET  /admin/jobs/{job_id}             one job: input, result, error, attempts, timings
+- POST /admin/jobs/{job_id}/retry       a failed job starts over (pending, counters at 0)
+- POST /admin/jobs/{job_id}/cancel      a pending or retrying job becomes failed "Cancelled"
+- POST /admin/retry-failed              every failed job of one type starts over
+
+Browsers send basic-auth credentials with any request to the site, including a form another
+site submits, so every POST must carry a CSRF token only our own pages know: an HMAC of the
+credentials under the app's secret. The pages also refuse to be framed (clickjacking).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import dataclasses
+import functools
+import hashlib
+import hmac
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlencode
+from uuid import UUID
+
+import jinja2
+import orjson
+from databases import Database
+from starlette.datastructures import MutableHeaders
+from starlette.middleware import Middleware
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import Mount, Route
+from starlette.templating import Jinja2Templates
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service import queue, store
+from service.db import UNAVAILABLE_ERRORS
+from service.errors import error
+from service.metrics import WebMetrics
+from service.settings import Settings
+
+logger = logging.getLogger("shopjobs.admin")
+
+PAGE_SIZE = 50
+MAX_PAGE = 10_000
+MAX_FORM_BYTES = 4096
+MAX_FILTER_LENGTH = 255
+ENQUEUE_TIMEOUT_SECONDS = 1.0
+STATUSES = ("pending", "processing", "retrying", "completed", "failed")
+REALM = 'Basic realm="shopjobs admin", charset="UTF-8"'
+SECURITY_HEADERS = {
+    "Cache-Control": "no-store",
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
+        "frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+NOTICES = {
+    "retried": ("ok", "Job queued again: it starts over with its full attempts."),
+    "retried-unqueued": (
+        "warn",
+        "Job is pending again, but the queue did not answer: the reconciler will queue it.",
+    ),
+    "not-failed": ("error", "Only a failed job can be retried."),
+    "cancelled": ("ok", "Job cancelled: a worker that takes it from the queue skips it."),
+    "not-cancellable": (
+        "error",
+        "Only a pending or retrying job can be cancelled; this one is running or finished.",
+    ),
+    "bulk-retried": ("ok", "{n} failed {type} job(s) queued again."),
+}
+
+
+# -- access --------------------------------------------------------------------------------
+
+
+def credentials_match(header: str | None, username: str, password: str) -> bool:
+    """An `Authorization: Basic ...` header against the configured pair, in constant time."""
+    if not header or not header[:6].lower() == "basic ":
+        return False
+    try:
+        decoded = base64.b64decode(header[6:].strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return False
+    given_user, colon, given_password = decoded.partition(":")
+    # Both compared every time, so the answer's timing says nothing about which was wrong.
+    user_ok = hmac.compare_digest(given_user.encode(), username.encode())
+    password_ok = hmac.compare_digest(given_password.encode(), password.encode())
+    return bool(colon) & user_ok & password_ok
+
+
+def csrf_token(settings: Settings) -> str:
+    """A token for the dashboard's forms; it changes when the credentials or secret change."""
+    assert settings.admin_password is not None
+    key = settings.shopify_api_secret.get_secret_value().encode()
+    message = b"\0".join(
+        [
+            b"shopjobs-admin-csrf",
+            settings.admin_username.encode(),
+            settings.admin_password.get_secret_value().encode(),
+        ]
+    )
+    return hmac.new(key, message, hashlib.sha256).hexdigest()
+
+
+class AdminGuard:
+    """Basic auth in front of every dashboard path, plus the security headers."""
+
+    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+        self.app = app
+        self.settings = settings
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        password = self.settings.admin_password
+        if password is None:
+            response = error(404, "The dashboard is disabled: set ADMIN_PASSWORD to enable it")
+            await response(scope, receive, send)
+            return
+        header = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
+        if not credentials_match(header, self.settings.admin_username, password.get_secret_value()):
+            response = error(401, "Unauthorized")
+            response.headers["WWW-Authenticate"] = REALM
+            await response(scope, receive, send)
+            return
+
+        async def send_secured(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for name, value in SECURITY_HEADERS.items():
+                    headers[name] = value
+            await send(message)
+
+        await self.app(scope, receive, send_secured)
+
+
+# -- rendering -----------------------------------------------------------------------------
+
+
+def _ago(moment: datetime | None) -> str:
+    if moment is None:
+        return ""
+    seconds = (datetime.now(UTC) - moment).total_seconds()
+    if seconds < 0:
+        return "in " + _span(-seconds)
+    return _span(seconds) + " ago"
+
+
+def _span(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.0f}s"
+    if seconds < 3600:
+        return f"{seconds // 60:.0f}m"
+    if seconds < 86400:
+        return f"{seconds // 3600:.0f}h {seconds % 3600 // 60:.0f}m"
+    return f"{seconds // 86400:.0f}d"
+
+
+def _when(moment: datetime | None) -> str:
+    return "" if moment is None else moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _duration(start: datetime | None, end: datetime | None) -> str:
+    if start is None or end is None:
+        return ""
+    seconds = (end - start).total_seconds()
+    return f"{seconds:.2f}s" if seconds < 60 else _span(seconds)
+
+
+def _pretty_json(value: Any) -> str:
+    return orjson.dumps(value, option=orjson.OPT_INDENT_2, default=str).decode()
+
+
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates" / "dashboard"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+    )
+    env.filters.update(ago=_ago, when=_when, pretty_json=_pretty_json)
+    env.globals.update(duration=_duration, statuses=STATUSES)
+    return env
+
+
+TEMPLATES = Jinja2Templates(env=_environment())
+
+
+def _render(request: Request, name: str, context: dict[str, Any]) -> Response:
+    base = request.scope.get("root_path", "")
+    settings: Settings = request.app.state.settings
+    notice = NOTICES.get(request.query_params.get("notice", ""))
+    if notice is not None:
+        count = request.query_params.get("n", "")
+        notice = (
+            notice[0],
+            notice[1].format(
+                n=count if count.isdigit() else "?", type=request.query_params.get("type", "")
+            ),
+        )
+    return TEMPLATES.TemplateResponse(
+        request,
+        name,
+        {"base": base, "csrf": csrf_token(settings), "notice": notice, **context},
+    )
+
+
+# -- guards --------------------------------------------------------------------------------
+
+
+class Refusal(Exception):
+    """A 4xx answer, raised from a helper and turned into JSON by the page's guard."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+Page = Callable[[Request], Awaitable[Response]]
+Action = Callable[[Request, dict[str, str]], Awaitable[Response]]
+
+
+def _page(handler: Page) -> Page:
+    """Refusals become their JSON answer; a database that is down gives 503, never 500."""
+
+    @functools.wraps(handler)
+    async def guarded(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except Refusal as refusal:
+            return error(refusal.status, refusal.message)
+        except UNAVAILABLE_ERRORS as exc:
+            logger.warning("database unavailable on %s: %r", request.url.path, exc)
+            return error(503, "Database unavailable")
+
+    return guarded
+
+
+def _action(handler: Action) -> Page:
+    """A POST: its form, checked for the CSRF token, then the handler (as a _page)."""
+
+    @_page
+    @functools.wraps(handler)
+    async def guarded(request: Request) -> Response:
+        return await handler(request, await _form(request))
+
+    return guarded
+
+
+# -- reading -------------------------------------------------------------------------------
+
+
+def _filters(request: Request) -> tuple[store.JobFilter, int]:
+    params = request.query_params
+    status = params.get("status", "")
+    if status and status not in STATUSES:
+        raise Refusal(400, "status must be one of " + ", ".join(STATUSES))
+    shop = params.get("shop", "").strip()
+    job_type = params.get("type", "").strip()
+    if len(shop) > MAX_FILTER_LENGTH or len(job_type) > MAX_FILTER_LENGTH:
+        raise Refusal(400, "filter too long")
+    page_text = params.get("page", "1")
+    if not (page_text.isascii() and page_text.isdigit() and 1 <= int(page_text) <= MAX_PAGE):
+        raise Refusal(400, f"page must be a number from 1 to {MAX_PAGE}")
+    return store.JobFilter(status or None, shop or None, job_type or None), int(page_text)
+
+
+def _query(filters: store.JobFilter, **extra: Any) -> str:
+    values = {"status": filters.status, "shop": filters.shop, "type": filters.job_type, **extra}
+    return urlencode({k: v for k, v in values.items() if v})
+
+
+@_page
+async def index(request: Request) -> Response:
+    filters, page = _filters(request)
+    state = request.app.state
+    database: Database = state.database
+    rows = await store.list_jobs(
+        database, filters, limit=PAGE_SIZE + 1, offset=(page - 1) * PAGE_SIZE
+    )
+    counts = await store.count_jobs_by_status(database, filters)
+    types = sorted(set(state.job_types) | set(await store.job_types_in_use(database)))
+    return _render(
+        request,
+        "jobs.html",
+        {
+            "filters": filters,
+            "page": page,
+            "jobs": rows[:PAGE_SIZE],
+            "first": (page - 1) * PAGE_SIZE + 1,
+            "previous_query": _query(filters, page=page - 1 if page > 2 else None)
+            if page > 1
+            else None,
+            "next_query": _query(filters, page=page + 1) if len(rows) > PAGE_SIZE else None,
+            "with_status": lambda status: _query(dataclasses.replace(filters, status=status)),
+            "counts": counts,
+            "total": sum(counts.values()),
+            "types": types,
+            "failed_by_type": await store.failed_jobs_by_type(database),
+            "current": _query(filters, page=page if page > 1 else None),
+        },
+    )
+
+
+def _job_id(request: Request) -> UUID | None:
+    try:
+        return UUID(str(request.path_params["job_id"])[:64])
+    except ValueError:
+        return None
+
+
+@_page
+async def job_page(request: Request) -> Response:
+    job_id = _job_id(request)
+    database = request.app.state.database
+    listed = None if job_id is None else await store.get_listed_job(database, job_id)
+    if listed is None:
+        return error(404, "Job not found")
+    return _render(
+        request,
+        "job.html",
+        {"listed": listed, "job": listed.job, "back": request.query_params.get("back", "")[:1000]},
+    )
+
+
+# -- acting --------------------------------------------------------------------------------
+
+
+async def _form(request: Request) -> dict[str, str]:
+    """The posted form, once its CSRF token is checked."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type != "application/x-www-form-urlencoded":
+        raise Refusal(400, "expected a form (application/x-www-form-urlencoded)")
+    body = bytearray()
+    try:
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_FORM_BYTES:
+                raise Refusal(413, "form too large")
+    except ClientDisconnect:
+        raise Refusal(400, "client disconnected") from None
+    try:
+        form = dict(parse_qsl(body.decode("utf-8"), keep_blank_values=True))
+    except UnicodeDecodeError:
+        raise Refusal(400, "form is not UTF-8") from None
+    expected = csrf_token(request.app.state.settings)
+    if not hmac.compare_digest(form.get("csrf", "").encode(), expected.encode()):
+        raise Refusal(403, "Invalid or missing CSRF token: reload the page and try again")
+    return form
+
+
+def _back(form: dict[str, str], page: str, notice: str) -> Response:
+    """303 back to the job's page (keeping the list it came from), with a notice to show."""
+    query = {"notice": notice}
+    back = form.get("back", "")
+    if back:
+        query["back"] = back
+    return RedirectResponse(f"{page}?{urlencode(query)}", status_code=303)
+
+
+async def _enqueue(request: Request, job_type: str, job_id: UUID, shop: str) -> str:
+    """queued; duplicate (its entry is still queued, and will run it); or error."""
+    metrics: WebMetrics = request.app.state.metrics
+    with metrics.timed_enqueue("admin") as timer:
+        try:
+            timer.record(
+                await asyncio.wait_for(
+                    queue.enqueue(request.app.state.redis, job_type, str(job_id), shop=shop),
+                    ENQUEUE_TIMEOUT_SECONDS,
+                )
+            )
+        except Exception as exc:  # Redis down or slow: the row is pending, the reconciler queues it
+            logger.warning("job %s could not be queued: %r", job_id, exc)
+        return timer.outcome
+
+
+@_action
+async def retry(request: Request, form: dict[str, str]) -> Response:
+    job_id = _job_id(request)
+    if job_id is None:
+        return error(404, "Job not found")
+    base = request.scope.get("root_path", "")
+    page = f"{base}/jobs/{job_id}"
+    reset = await store.retry_job(request.app.state.database, job_id)
+    if reset is None:
+        if await store.get_job(request.app.state.database, job_id) is None:
+            return error(404, "Job not found")
+        return _back(form, page, notice="not-failed")
+    job_type, shop = reset
+    outcome = await _enqueue(request, job_type, job_id, shop)
+    logger.info("admin retried job %s (%s) of %s: %s", job_id, job_type, shop, outcome)
+    return _back(form, page, notice="retried-unqueued" if outcome == "error" else "retried")
+
+
+@_action
+async def cancel(request: Request, form: dict[str, str]) -> Response:
+    job_id = _job_id(request)
+    if job_id is None:
+        return error(404, "Job not found")
+    base = request.scope.get("root_path", "")
+    page = f"{base}/jobs/{job_id}"
+    if await store.cancel_job(request.app.state.database, job_id):
+        logger.info("admin cancelled job %s", job_id)
+        return _back(form, page, notice="cancelled")
+    if await store.get_job(request.app.state.database, job_id) is None:
+        return error(404, "Job not found")
+    return _back(form, page, notice="not-cancellable")
+
+
+@_action
+async def retry_failed(request: Request, form: dict[str, str]) -> Response:
+    job_type = form.get("type", "").strip()
+    if not job_type or len(job_type) > MAX_FILTER_LENGTH:
+        return error(400, "type is required")
+    jobs = await store.retry_failed_jobs(request.app.state.database, job_type)
+    for job_id, name, shop in jobs:
+        await _enqueue(request, name, job_id, shop)
+    logger.info("admin retried %d failed %s job(s)", len(jobs), job_type)
+    base = request.scope.get("root_path", "")
+    query = urlencode({"type": job_type, "notice": "bulk-retried", "n": len(jobs)})
+    return RedirectResponse(f"{base}/?{query}", status_code=303)
+
+
+def mount(settings: Settings, path: str = "/admin") -> Mount:
+    """The dashboard as a Starlette Mount, guarded by basic auth."""
+    return Mount(
+        path,
+        routes=[
+            Route("/", index, methods=["GET"], name="admin_index"),
+            Route("/jobs/{job_id}", job_page, methods=["GET"], name="admin_job"),
+            Route("/jobs/{job_id}/retry", retry, methods=["POST"]),
+            Route("/jobs/{job_id}/cancel", cancel, methods=["POST"]),
+            Route("/retry-failed", retry_failed, methods=["POST"]),
+        ],
+        middleware=[Middleware(AdminGuard, settings=settings)],
+    )

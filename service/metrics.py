@@ -1,0 +1,103 @@
+"""The web's Prometheus metrics, served at GET /metrics.
+
+Each app gets its own registry (`WebMetrics()` in `create_app`), so building several apps in
+one process (the tests do) never registers a metric twice, and nothing is registered at import.
+Route labels are route templates (`/admin/jobs/{job_id}`), never raw paths, so the number of
+series stays fixed whatever URLs clients invent.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.gc_collector import GCCollector
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
+from starlette.requests import Request
+from starlette.responses import Response
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+def process_registry() -> CollectorRegistry:
+    """A registry with the process's own CPU, memory, file and GC figures."""
+    registry = CollectorRegistry(auto_describe=True)
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    GCCollector(registry=registry)
+    return registry
+
+
+class WebMetrics:
+    def __init__(self) -> None:
+        self.registry = process_registry()
+        self.requests = Counter(
+            "shopjobs_http_requests",
+            "HTTP requests answered, by method, route template and status.",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.request_seconds = Histogram(
+            "shopjobs_http_request_duration_seconds",
+            "Time to answer an HTTP request, by method and route template.",
+            ["method", "route"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.enqueue_seconds = Histogram(
+            "shopjobs_enqueue_duration_seconds",
+            "Time to put a job on the Redis queue, by source (proxy, webhook, admin) and "
+            "outcome (queued, duplicate: already queued, error: Redis down or slow).",
+            ["source", "outcome"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.signature_rejections = Counter(
+            "shopjobs_signature_rejections",
+            "Requests refused for a bad or stale Shopify signature, by kind "
+            "(app_proxy, webhook, oauth).",
+            ["kind"],
+            registry=self.registry,
+        )
+
+    def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
+        self.requests.labels(method, route, str(status)).inc()
+        self.request_seconds.labels(method, route).observe(seconds)
+
+    def rejected_signature(self, kind: str) -> None:
+        self.signature_rejections.labels(kind).inc()
+
+    @contextmanager
+    def timed_enqueue(self, source: str) -> Iterator[EnqueueTimer]:
+        """Time one enqueue; the caller sets `timer.outcome` once it knows it (else: error)."""
+        timer = EnqueueTimer()
+        started = time.perf_counter()
+        try:
+            yield timer
+        finally:
+            self.enqueue_seconds.labels(source, timer.outcome).observe(
+                time.perf_counter() - started
+            )
+
+
+class EnqueueTimer:
+    def __init__(self) -> None:
+        self.outcome = "error"
+
+    def record(self, queued: bool) -> bool:
+        self.outcome = "queued" if queued else "duplicate"
+        return queued
+
+
+async def endpoint(request: Request) -> Response:
+    metrics: WebMetrics = request.app.state.metrics
+    return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
