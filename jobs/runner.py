@@ -29,7 +29,6 @@ from databases import Database
 from pydantic import ValidationError
 
 from jobs import lease, retry
-from jobs.batch import GroupCommit
 from jobs.claims import DONE, GIVE_BACK, LATER, Finish, QueueClaims, Taken
 from jobs.context import RunContext
 from jobs.metrics import DATABASE_DOWN, LEASE_HELD, RATE_LIMIT, SHOP_CAP, WorkerMetrics
@@ -37,6 +36,7 @@ from jobs.mirror import persist, persist_shielded
 from jobs.ratelimit import RateLimiter
 from jobs.types import JobType, NonRetryableError
 from service import logs, queue, store
+from service.batch import GroupCommit
 from service.settings import Settings
 
 logger = logging.getLogger("shopjobs.worker")

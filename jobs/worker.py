@@ -38,7 +38,6 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from jobs import health, maintenance, metrics
-from jobs.batch import GroupCommit
 from jobs.claims import DONE, Finish, QueueClaims, Taken
 from jobs.ratelimit import RateLimiter
 from jobs.registry import job_types
@@ -46,6 +45,7 @@ from jobs.resources import close_resources, open_resources
 from jobs.runner import Incoming, Runtime, start_batch
 from jobs.types import JobType
 from service import queue, store
+from service.batch import GroupCommit
 from service.db import create_database
 from service.logs import adopt, configure_logging
 from service.settings import Settings

@@ -24,9 +24,11 @@ from jobs.registry import job_types, webhook_jobs
 from service import dashboard, install, metrics, proxy, queue, webhooks
 from service.db import create_database
 from service.errors import EXCEPTION_HANDLERS
+from service.intake import Intake
 from service.logs import configure_logging
 from service.middleware import RequestTelemetry
 from service.settings import Settings, load_settings
+from service.shop_cache import ShopCache
 
 HEALTH_TIMEOUT_SECONDS = 2.0
 
@@ -56,6 +58,8 @@ def create_app(settings: Settings) -> Starlette:
         app.state.database = database
         app.state.redis = redis
         app.state.job_types = job_types(settings)
+        app.state.intake = Intake(database, redis)
+        app.state.shops = ShopCache(database, settings.shop_cache_seconds)
         app.state.webhook_jobs = webhook_jobs(settings)
         # For the OAuth code exchange (the web never calls the Admin API itself).
         app.state.http = httpx.AsyncClient(timeout=settings.shopify_admin_timeout_seconds)

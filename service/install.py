@@ -72,6 +72,7 @@ async def callback(request: Request) -> Response:
             refresh_token=grant.refresh_token,
             refresh_token_expires_at=grant.refresh_token_expires_at,
         )
+        state.shops.forget(shop)
     except UNAVAILABLE_ERRORS as exc:
         logger.warning("install of %s not stored: %r", shop, exc)
         return error(503, "Database unavailable")

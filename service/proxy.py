@@ -25,7 +25,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from jobs.types import JobType
-from service import queue, store
+from service import store
 from service.db import UNAVAILABLE_ERRORS
 from service.errors import error
 from service.shopify.shop_domain import is_shop_domain
@@ -88,9 +88,7 @@ async def _authenticate(request: Request) -> tuple[store.Shop, str | None]:
     customer = dict(pairs).get("logged_in_customer_id", "")
     if len(customer) > MAX_CUSTOMER_ID_LENGTH or not customer.isprintable():
         raise Refusal(400, "Invalid logged_in_customer_id")
-    shop = (
-        await store.get_shop(request.app.state.database, domain) if is_shop_domain(domain) else None
-    )
+    shop = await request.app.state.shops.get(domain) if is_shop_domain(domain) else None
     if shop is None or not shop.installed:
         raise Refusal(404, "Shop not found")
     return shop, customer or None
@@ -218,17 +216,17 @@ def _job_id(request: Request) -> UUID:
 # -- endpoints -----------------------------------------------------------------------------
 
 
-async def _enqueue(request: Request, job: store.Job, shop: str) -> bool:
+async def _enqueue(request: Request, job_type: str, job_id: UUID, shop: str) -> bool:
     with request.app.state.metrics.timed_enqueue("proxy") as timer:
         try:
             return timer.record(
                 await asyncio.wait_for(
-                    queue.enqueue(request.app.state.redis, job.type, str(job.id), shop=shop),
+                    request.app.state.intake.enqueue(job_type, job_id, shop),
                     ENQUEUE_TIMEOUT_SECONDS,
                 )
             )
         except Exception as exc:  # Redis down, slow or refusing: the caller gets 503, not 500
-            logger.warning("job %s could not be queued: %r", job.id, exc)
+            logger.warning("job %s could not be queued: %r", job_id, exc)
             return False
 
 
@@ -239,26 +237,28 @@ async def process(request: Request) -> Response:
     _check_length_header(request)
     key = _idempotency_key(request)
     job_type, job_input = _parse_job_request(await _read_body(request), request.app.state.job_types)
-    database = request.app.state.database
-    job, created = await store.create_job(
-        database,
+    job_id, existing = await request.app.state.intake.create(
         shop_id=shop.id,
         job_type=job_type.name,
         job_input=job_input,
         customer_id=customer,
         idempotency_key=key,
     )
-    if not created:
+    if existing is not None:
         # A retry of the same request gets the same job; anything else reusing the key is a
         # client bug, and must not learn another customer's job id.
-        if (job.type, job.input, job.customer_id) != (job_type.name, job_input, customer):
+        if (existing.type, existing.input, existing.customer_id) != (
+            job_type.name,
+            job_input,
+            customer,
+        ):
             raise Refusal(422, "Idempotency-Key was already used for a different request")
-        return JSONResponse({"jobId": str(job.id), "status": job.status})
-    if not await _enqueue(request, job, shop.domain):
-        await store.delete_job(database, job.id)
+        return JSONResponse({"jobId": str(existing.id), "status": existing.status})
+    if not await _enqueue(request, job_type.name, job_id, shop.domain):
+        await store.delete_job(request.app.state.database, job_id)
         return error(503, "Failed to queue job")
-    logger.info("job %s (%s) queued for %s", job.id, job.type, shop.domain)
-    return JSONResponse({"jobId": str(job.id), "status": job.status})
+    logger.info("job %s (%s) queued for %s", job_id, job_type.name, shop.domain)
+    return JSONResponse({"jobId": str(job_id), "status": "pending"})
 
 
 @_guarded

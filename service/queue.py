@@ -79,6 +79,29 @@ return 1
 EXPIRES_EXTRA_MS = 86_400_000  # arq's default: a queued job's key outlives its due time by a day
 
 
+def _enqueue_call(
+    job_type: str, job_id: str, shop: str | None, defer_seconds: float
+) -> tuple[list[str], list[Any]]:
+    """Keys and arguments of ENQUEUE_LUA for one job."""
+    now_ms = int(time.time() * 1000)
+    defer_ms = int(defer_seconds * 1000) if defer_seconds > 0 else 0
+    args = [job_id] if shop is None else [job_id, shop]
+    payload = serialize({"t": None, "f": job_type, "a": args, "k": {}, "et": now_ms})
+    keys = [job_key_prefix + job_id, result_key_prefix + job_id, QUEUE_NAME]
+    return keys, [job_id, payload, now_ms + defer_ms, defer_ms + EXPIRES_EXTRA_MS]
+
+
+async def enqueue_many(pool: ArqRedis, jobs: list[tuple[str, str, str | None]]) -> list[bool]:
+    """`enqueue` for many (job type, job id, shop) in one round trip (a pipeline)."""
+    script = pool.register_script(ENQUEUE_LUA)
+    async with pool.pipeline(transaction=False) as pipe:
+        for job_type, job_id, shop in jobs:
+            keys, args = _enqueue_call(job_type, job_id, shop, 0)
+            await script(keys=keys, args=args, client=pipe)
+        answers = await pipe.execute()
+    return [bool(answer) for answer in answers]
+
+
 async def enqueue(
     pool: ArqRedis, job_type: str, job_id: str, *, shop: str | None = None, defer_seconds: float = 0
 ) -> bool:
@@ -88,12 +111,5 @@ async def enqueue(
     shop is already at its concurrency cap. `_job_id` semantics are arq's: the same job is
     never queued twice while it waits or runs; that case returns False.
     """
-    now_ms = int(time.time() * 1000)
-    defer_ms = int(defer_seconds * 1000) if defer_seconds > 0 else 0
-    args = [job_id] if shop is None else [job_id, shop]
-    payload = serialize({"t": None, "f": job_type, "a": args, "k": {}, "et": now_ms})
-    added = await pool.register_script(ENQUEUE_LUA)(
-        keys=[job_key_prefix + job_id, result_key_prefix + job_id, QUEUE_NAME],
-        args=[job_id, payload, now_ms + defer_ms, defer_ms + EXPIRES_EXTRA_MS],
-    )
-    return bool(added)
+    keys, args = _enqueue_call(job_type, job_id, shop, defer_seconds)
+    return bool(await pool.register_script(ENQUEUE_LUA)(keys=keys, args=args))

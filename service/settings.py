@@ -63,6 +63,7 @@ class Settings(DatabaseSettings):
     rate_limit_window_seconds: PositiveFloat = 60
     shop_concurrency_limit: NonNegativeInt = 0
     reconcile_after_seconds: PositiveFloat = 30
+    shop_cache_seconds: Annotated[float, Field(ge=0)] = 2.0
     reconcile_interval_seconds: Annotated[int, Field(ge=1, le=60)] = 10
 
     completed_retention_seconds: PositiveFloat = 86_400

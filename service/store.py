@@ -6,11 +6,14 @@ these tables, so a reader reviews all of it here.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from uuid import UUID, uuid4
 
+import asyncpg
 import orjson
 from databases import Database
 
@@ -40,10 +43,23 @@ SHOP_COLUMNS = (
 )
 
 
+def _fields(row: Any) -> Any:
+    """A row's columns by name, from `databases` or from asyncpg directly."""
+    return row._mapping if hasattr(row, "_mapping") else row
+
+
+@asynccontextmanager
+async def _raw(database: Database) -> AsyncIterator[asyncpg.Connection]:
+    """asyncpg itself, for the hot paths: positional parameters and asyncpg's prepared-statement
+    cache, without `databases` compiling an SQLAlchemy `text()` for every call."""
+    async with database.connection() as connection:
+        yield connection.raw_connection
+
+
 def _shop(row: object) -> Shop | None:
     if row is None:
         return None
-    m = row._mapping  # type: ignore[attr-defined]
+    m = _fields(row)
     return Shop(**{name: m[name] for name in SHOP_COLUMNS.split(", ")})
 
 
@@ -91,9 +107,8 @@ async def upsert_shop(
 
 
 async def get_shop(database: Database, domain: str) -> Shop | None:
-    row = await database.fetch_one(
-        f"SELECT {SHOP_COLUMNS} FROM shops WHERE domain = :d", {"d": domain}
-    )
+    async with _raw(database) as raw:
+        row = await raw.fetchrow(f"SELECT {SHOP_COLUMNS} FROM shops WHERE domain = $1", domain)
     return _shop(row)
 
 
@@ -181,7 +196,7 @@ def _json(value: Any) -> Any:
 def job_from_row(row: Any) -> Job | None:
     if row is None:
         return None
-    return _job(dict(row._mapping))
+    return _job(dict(_fields(row)))
 
 
 def _job(m: dict[str, Any]) -> Job:
@@ -191,7 +206,8 @@ def _job(m: dict[str, Any]) -> Job:
 
 
 async def get_job(database: Database, job_id: UUID) -> Job | None:
-    row = await database.fetch_one(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = :id", {"id": job_id})
+    async with _raw(database) as raw:
+        row = await raw.fetchrow(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1", job_id)
     return job_from_row(row)
 
 
@@ -212,52 +228,73 @@ async def create_job(
     commit) and the SELECT then returns the winner's row. If that row vanished in between (its
     enqueue failed and it was deleted), the insert is simply tried again.
     """
-    for _ in range(3):
-        row = await database.fetch_one(
-            f"""
+    async with _raw(database) as raw:
+        for _ in range(3):
+            row = await raw.fetchrow(
+                f"""
+                INSERT INTO jobs (id, shop_id, type, input, status, customer_id,
+                                  idempotency_key, source)
+                VALUES ($1, $2, $3, $4::jsonb, 'pending', $5, $6, $7)
+                ON CONFLICT ON CONSTRAINT jobs_idempotency DO NOTHING
+                RETURNING {JOB_COLUMNS}
+                """,
+                uuid4(), shop_id, job_type, orjson.dumps(job_input).decode(), customer_id,
+                idempotency_key, source,
+            )  # fmt: skip
+            if row is not None:
+                job = job_from_row(row)
+                assert job is not None
+                return job, True
+            existing = await raw.fetchrow(
+                f"SELECT {JOB_COLUMNS} FROM jobs WHERE shop_id = $1 AND idempotency_key = $2",
+                shop_id, idempotency_key,
+            )  # fmt: skip
+            if existing is not None:
+                job = job_from_row(existing)
+                assert job is not None
+                return job, False
+    raise RuntimeError(f"create_job: idempotency key of shop {shop_id} kept changing hands")
+
+
+async def insert_jobs(
+    database: Database, rows: list[tuple[UUID, int, str, str, str | None, str | None, str]]
+) -> set[UUID]:
+    """Insert many `pending` jobs (id, shop_id, type, input JSON, customer_id,
+    idempotency_key, source) in one statement; return the ids inserted.
+
+    A row whose idempotency key is taken is not inserted (not even by another row of the same
+    batch); its caller falls back to `create_job`, which returns the job that holds the key.
+    """
+    async with _raw(database) as raw:
+        inserted = await raw.fetch(
+            """
             INSERT INTO jobs (id, shop_id, type, input, status, customer_id, idempotency_key,
                               source)
-            VALUES (:id, :shop_id, :type, CAST(:input AS jsonb), 'pending', :customer_id,
-                    :idempotency_key, :source)
+            SELECT v.id, v.shop_id, v.type, v.input::jsonb, 'pending', v.customer_id, v.key,
+                   v.source
+              FROM unnest($1::uuid[], $2::bigint[], $3::text[], $4::text[], $5::text[],
+                          $6::text[], $7::text[])
+                   AS v(id, shop_id, type, input, customer_id, key, source)
             ON CONFLICT ON CONSTRAINT jobs_idempotency DO NOTHING
-            RETURNING {JOB_COLUMNS}
+            RETURNING id
             """,
-            {
-                "id": uuid4(),
-                "shop_id": shop_id,
-                "type": job_type,
-                "input": orjson.dumps(job_input).decode(),
-                "customer_id": customer_id,
-                "idempotency_key": idempotency_key,
-                "source": source,
-            },
+            *(list(column) for column in zip(*rows, strict=True)),
         )
-        if row is not None:
-            job = job_from_row(row)
-            assert job is not None
-            return job, True
-        existing = await database.fetch_one(
-            f"SELECT {JOB_COLUMNS} FROM jobs WHERE shop_id = :shop_id AND idempotency_key = :key",
-            {"shop_id": shop_id, "key": idempotency_key},
-        )
-        if existing is not None:
-            job = job_from_row(existing)
-            assert job is not None
-            return job, False
-    raise RuntimeError(f"create_job: idempotency key of shop {shop_id} kept changing hands")
+    return {row["id"] for row in inserted}
 
 
 async def delete_job(database: Database, job_id: UUID) -> None:
     """Remove a job that never reached the queue, so no orphaned row is left behind."""
-    await database.execute("DELETE FROM jobs WHERE id = :id", {"id": job_id})
+    async with _raw(database) as raw:
+        await raw.execute("DELETE FROM jobs WHERE id = $1", job_id)
 
 
 async def get_job_for_shop(database: Database, shop_id: int, job_id: UUID) -> Job | None:
     """A job, only if it belongs to `shop_id`: another shop's job is indistinguishable from none."""
-    row = await database.fetch_one(
-        f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = :id AND shop_id = :shop_id",
-        {"id": job_id, "shop_id": shop_id},
-    )
+    async with _raw(database) as raw:
+        row = await raw.fetchrow(
+            f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1 AND shop_id = $2", job_id, shop_id
+        )
     return job_from_row(row)
 
 
@@ -443,8 +480,7 @@ async def claim_job(
     died), can be claimed; completed and failed are final. The row is locked (`before`) so
     the claim can say which of these it was: an UPDATE's RETURNING sees only the new row.
     """
-    async with database.connection() as connection:
-        raw = connection.raw_connection
+    async with _raw(database) as raw:
         if shop_cap:
             async with raw.transaction():
                 await raw.execute(_SHOP_CAP_LOCK, job_id)
@@ -471,8 +507,8 @@ async def claim_job(
 
 async def renew_lease(database: Database, job_id: UUID, owner: str, lease_seconds: float) -> bool:
     """Extend a running job's lease; False when this worker no longer holds it."""
-    async with database.connection() as connection:
-        held = await connection.raw_connection.fetchval(
+    async with _raw(database) as raw:
+        held = await raw.fetchval(
             """UPDATE jobs SET lease_expires_at = now() + make_interval(secs => $3)
                 WHERE id = $1 AND lease_owner = $2 AND status = 'processing' RETURNING true""",
             job_id,
@@ -485,8 +521,8 @@ async def renew_lease(database: Database, job_id: UUID, owner: str, lease_second
 async def record_progress(
     database: Database, job_id: UUID, owner: str, percent: int, message: str | None
 ) -> None:
-    async with database.connection() as connection:
-        await connection.raw_connection.execute(
+    async with _raw(database) as raw:
+        await raw.execute(
             """UPDATE jobs SET progress = $3, progress_message = $4, updated_at = now()
                 WHERE id = $1 AND lease_owner = $2 AND status = 'processing'""",
             job_id,
@@ -499,8 +535,8 @@ async def record_progress(
 async def schedule_retry(
     database: Database, job_id: UUID, owner: str, failures: int, error: str, delay: float
 ) -> bool:
-    async with database.connection() as connection:
-        done = await connection.raw_connection.fetchval(
+    async with _raw(database) as raw:
+        done = await raw.fetchval(
             """UPDATE jobs SET status = 'retrying', retry_count = $3, error_message = $4,
                       run_at = now() + make_interval(secs => $5),
                       lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
@@ -515,8 +551,8 @@ async def schedule_retry(
 
 
 async def fail_job(database: Database, job_id: UUID, owner: str, failures: int, error: str) -> bool:
-    async with database.connection() as connection:
-        done = await connection.raw_connection.fetchval(
+    async with _raw(database) as raw:
+        done = await raw.fetchval(
             """UPDATE jobs SET status = 'failed', retry_count = $3, error_message = $4,
                       lease_owner = NULL, lease_expires_at = NULL,
                       finished_at = now(), updated_at = now()
@@ -531,8 +567,8 @@ async def fail_job(database: Database, job_id: UUID, owner: str, failures: int, 
 
 async def release_job(database: Database, job_id: UUID, owner: str) -> bool:
     """Give a job back unfinished (shutdown): `retrying`, due now, never left `processing`."""
-    async with database.connection() as connection:
-        done = await connection.raw_connection.fetchval(
+    async with _raw(database) as raw:
+        done = await raw.fetchval(
             """UPDATE jobs SET status = 'retrying', run_at = now(),
                       lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
                 WHERE id = $1 AND lease_owner = $2 AND status = 'processing' RETURNING true""",
@@ -565,8 +601,7 @@ async def claim_jobs(
 ) -> tuple[list[Claim], dict[UUID, str]]:
     """`claim_job` for a batch in one round trip (no shop cap): the claims, and for every job
     not claimed, why (SKIP or HELD)."""
-    async with database.connection() as connection:
-        raw = connection.raw_connection
+    async with _raw(database) as raw:
         rows = await raw.fetch(_CLAIM_MANY, job_ids, owner, lease_seconds)
         claims = [
             Claim(
@@ -598,8 +633,8 @@ async def complete_jobs(database: Database, done: list[tuple[UUID, str, Any]]) -
 
     Only the job's current holder may complete it: a worker that lost its lease (it stalled
     past it and another worker took the job) records nothing."""
-    async with database.connection() as connection:
-        rows = await connection.raw_connection.fetch(
+    async with _raw(database) as raw:
+        rows = await raw.fetch(
             """UPDATE jobs SET status = 'completed', result = v.result::jsonb, progress = 100,
                       error_message = NULL, lease_owner = NULL, lease_expires_at = NULL,
                       finished_at = now(), updated_at = now()
@@ -621,8 +656,8 @@ async def stranded_jobs(
     database: Database, older_than_seconds: float, limit: int = 500
 ) -> list[tuple[UUID, str, str]]:
     """Jobs that should be in the queue by now: waiting too long, or held by a dead worker."""
-    async with database.connection() as connection:
-        rows = await connection.raw_connection.fetch(
+    async with _raw(database) as raw:
+        rows = await raw.fetch(
             """SELECT j.id, j.type, s.domain
                  FROM jobs AS j JOIN shops AS s ON s.id = j.shop_id
                 WHERE (j.status IN ('pending', 'retrying')
@@ -642,8 +677,7 @@ async def delete_old_jobs(
     database: Database, status: str, max_age_seconds: float, keep: int
 ) -> int:
     """Retention: drop final jobs older than `max_age_seconds`, and all but the newest `keep`."""
-    async with database.connection() as connection:
-        raw = connection.raw_connection
+    async with _raw(database) as raw:
         aged = await raw.fetch(
             """DELETE FROM jobs WHERE status = $1
                   AND finished_at < now() - make_interval(secs => $2) RETURNING 1""",

@@ -105,6 +105,7 @@ async def _handle(
             return "duplicate"
         if topic == UNINSTALLED:
             await store.mark_shop_uninstalled(database, shop)
+            state.shops.forget(shop)
             logger.info("shop %s uninstalled the app", shop)
             return "uninstalled"
         if route is None:

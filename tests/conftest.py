@@ -77,6 +77,7 @@ def settings(servers: local_services.Services) -> Settings:
         job_backoff_seconds=0.2,
         job_lease_seconds=3,
         rate_limit_max=0,  # tests of the limiter turn it on
+        shop_cache_seconds=0,  # tests change shops behind the app's back; tests/test_shop_cache.py
     )
 
 
