@@ -138,7 +138,7 @@ def table(results: dict[str, Any]) -> str:
     lines += [
         "",
         f"Scaling, {sc['one']['n']} jobs of {sc['sleep_ms']} ms, concurrency "
-        f"{sc['one']['concurrency']} per process",
+        f"{sc['one']['concurrency']} per process (best of {len(sc.get('runs', [])) // 2 or 1})",
         f"  1 process {sc['one']['jobs_per_second']:,.0f} jobs/s   "
         f"2 processes {sc['two']['jobs_per_second']:,.0f} jobs/s",
         f"  CPU, 1 process: {_cpu(sc['one'].get('cpu', {}))}; busy slots: mean "

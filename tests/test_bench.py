@@ -70,6 +70,7 @@ def test_the_harness_runs_at_a_tiny_size_and_reports_everything(tmp_path: Path) 
     _positive_run(scaling["one"], "shopjobs")
     _positive_run(scaling["two"], "shopjobs")
     assert scaling["two"]["processes"] == 2 and scaling["ratio"] > 0
+    assert [run["processes"] for run in scaling["runs"]] == [1, 2]
 
     assert [row["key"] for row in data["targets"]] == [key for key, *_ in TARGETS]
     for row in data["targets"]:
