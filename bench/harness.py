@@ -62,8 +62,8 @@ class Plan:
 
 PLANS = {
     "full": Plan(
-        name="full", jobs=20_000, concurrencies=(10, 50), arq_poll_delays=(0.5, 0.1, 0.01, 0.001),
-        run_timeout=45, sweep_timeout=10, latency_jobs=500, latency_warmup=20, latency_poll_ms=2,
+        name="full", jobs=15_000, concurrencies=(10, 50), arq_poll_delays=(0.5, 0.1, 0.01, 0.001),
+        run_timeout=30, sweep_timeout=10, latency_jobs=500, latency_warmup=20, latency_poll_ms=2,
         enqueue_connections=50, enqueue_seconds=10, enqueue_warmup=1, scaling_jobs=2_000,
         scaling_concurrency=10, scaling_sleep_ms=20, profile=True, scaling_repeats=2,
     ),
