@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -30,7 +29,6 @@ from service.db import apply_schema, create_database
 from tools import services
 
 ROOT = Path(__file__).resolve().parent.parent
-OUTSIDE_DATA_DIR = Path("/var/tmp/shopjobs")
 SHOP = "bench-shop.myshopify.com"
 API_KEY = "bench-api-key"
 API_SECRET = "bench-api-secret"
@@ -177,16 +175,12 @@ def servers() -> Iterator[Stack]:
             redis_pid_file=Path(started.redis_pidfile),
             pg_pid_file=Path(started.pg_data).resolve() / "postmaster.pid",
         )
-        # As root, Postgres' data may live outside the temp dir (tools/services.py): remove it
-        # too, or every run would leave a data directory behind.
-        outside = Path(started.pg_data).resolve().parent
         try:
             yield stack
         finally:
             stack.stop_all()
-            services.stop(base)
-            if outside.parent == OUTSIDE_DATA_DIR:
-                shutil.rmtree(outside, ignore_errors=True)
+            # remove_data: as root, Postgres' data may live outside the temp dir.
+            services.stop(base, remove_data=True)
 
 
 async def connect(stack: Stack) -> None:

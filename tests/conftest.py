@@ -61,7 +61,7 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[local_services
 
     asyncio.run(prepare())
     yield svc
-    local_services.stop(base)
+    local_services.stop(base, remove_data=True)
 
 
 @pytest.fixture

@@ -42,4 +42,5 @@ def test_start_is_idempotent_and_stop_stops(tmp_path: Path) -> None:
     try:
         assert _open(again.pg_port)
     finally:
-        services.stop(tmp_path)
+        services.stop(tmp_path, remove_data=True)
+    assert not Path(again.pg_data).exists() and not Path(again.pg_data).is_symlink()

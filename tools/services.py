@@ -31,6 +31,8 @@ from pathlib import Path
 DATABASE_NAME = "shopjobs"
 PG_SUPERUSER = "postgres"
 DEFAULT_PORTS = {"postgres": 54329, "redis": 63799}
+# Where Postgres' data goes when its unprivileged user cannot reach the chosen directory.
+OUTSIDE_DATA_ROOT = Path("/var/tmp/shopjobs")
 
 
 @dataclass
@@ -141,9 +143,9 @@ def _pg_data_dir(base: Path, user: str | None) -> Path:
     if wanted.is_symlink() or _can_reach(user, base):
         return wanted
     digest = hashlib.sha1(str(base.resolve()).encode()).hexdigest()[:12]
-    outside = Path("/var/tmp/shopjobs") / digest
+    outside = OUTSIDE_DATA_ROOT / digest
     outside.mkdir(parents=True, exist_ok=True)
-    os.chmod("/var/tmp/shopjobs", 0o755)
+    os.chmod(OUTSIDE_DATA_ROOT, 0o755)
     os.chmod(outside, 0o755)
     wanted.symlink_to(outside / "pg")
     return wanted
@@ -319,8 +321,13 @@ def _start_redis(svc: Services, durable: bool) -> None:
         time.sleep(0.05)
 
 
-def stop(base: Path) -> bool:
-    """Stop both servers if they run; return whether there was anything to stop."""
+def stop(base: Path, *, remove_data: bool = False) -> bool:
+    """Stop both servers if they run; return whether there was anything to stop.
+
+    `remove_data` also deletes Postgres' data directory when it lives outside `base` (under
+    /var/tmp/shopjobs, see `_pg_data_dir`): throwaway servers (tests) would otherwise leave one
+    behind per run, since deleting `base` only removes the link to it.
+    """
     svc = load(base.resolve())
     if svc is None:
         return False
@@ -339,6 +346,12 @@ def stop(base: Path) -> bool:
             capture_output=True,
         )
     stop_redis(svc)
+    data = Path(svc.pg_data)
+    if remove_data and data.is_symlink():
+        outside = data.resolve().parent
+        if outside.parent == OUTSIDE_DATA_ROOT:
+            shutil.rmtree(outside, ignore_errors=True)
+        data.unlink()
     return True
 
 
