@@ -61,6 +61,7 @@ class WebMetrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self._request_series: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
         self.signature_rejections = Counter(
             "shopjobs_signature_rejections",
             "Requests refused for a bad or stale Shopify signature, by kind "
@@ -70,8 +71,18 @@ class WebMetrics:
         )
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
-        self.requests.labels(method, route, str(status)).inc()
-        self.request_seconds.labels(method, route).observe(seconds)
+        # Every request comes here: the labelled children are looked up once per series (the
+        # set is small: templates, not paths), not through labels() every time.
+        key = (method, route, status)
+        children = self._request_series.get(key)
+        if children is None:
+            children = (
+                self.requests.labels(method, route, str(status)),
+                self.request_seconds.labels(method, route),
+            )
+            self._request_series[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def rejected_signature(self, kind: str) -> None:
         self.signature_rejections.labels(kind).inc()

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import logging
 import re
+import secrets
 import time
-import uuid
 
-from starlette.datastructures import Headers, MutableHeaders
+from starlette.datastructures import MutableHeaders
 from starlette.routing import Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -47,10 +47,13 @@ def route_template(scope: Scope, app_root: str) -> str:
 
 
 def request_id(scope: Scope) -> str:
-    offered = Headers(scope=scope).get(REQUEST_ID_HEADER)
-    if offered and _SANE_REQUEST_ID.fullmatch(offered):
-        return offered
-    return uuid.uuid4().hex
+    for name, value in scope["headers"]:
+        if name == b"x-request-id":
+            offered = value.decode("latin-1")
+            if _SANE_REQUEST_ID.fullmatch(offered):
+                return offered
+            break
+    return secrets.token_hex(16)
 
 
 class RequestTelemetry:
