@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -20,6 +19,7 @@ from databases import Database
 from service import queue
 from service.db import apply_schema, create_database
 from service.settings import Settings
+from tests.breakable import RedisServer
 from tools import services as local_services
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -225,68 +225,6 @@ def web_command(port: int) -> list[str]:
     ]
 
 
-class RedisServer:
-    """A Redis of a test's own, on a free port, that the test may stop, pause or resume.
-
-    The session's Redis is shared by every test; this one exists to be broken.
-    """
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self.port = free_port()
-        self.popen: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        self.popen = subprocess.Popen(
-            [
-                local_services.find_redis_server(),
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--dir",
-                str(self.directory),
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + 10
-        while not local_services._redis_ping(self.port):
-            if time.monotonic() > deadline:
-                raise AssertionError(f"test Redis did not start on port {self.port}")
-            time.sleep(0.05)
-
-    def pause(self) -> None:
-        """Freeze the process: connections stay open but nothing answers (a hung Redis)."""
-        assert self.popen is not None
-        self.popen.send_signal(signal.SIGSTOP)
-
-    def resume(self) -> None:
-        assert self.popen is not None
-        self.popen.send_signal(signal.SIGCONT)
-
-    def stop(self) -> None:
-        if self.popen is None or self.popen.poll() is not None:
-            return
-        self.resume()
-        self.popen.terminate()
-        try:
-            self.popen.wait(10)
-        except subprocess.TimeoutExpired:
-            self.popen.kill()
-            self.popen.wait(5)
-
-
 @pytest.fixture
 def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
     """A second, breakable Redis (see RedisServer); stopped after the test."""
@@ -390,3 +328,4 @@ class HandlerContext:
 
     async def report_progress(self, percent: int, message: str | None = None) -> None:
         self.progress.append((percent, message))
+

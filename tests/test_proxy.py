@@ -17,6 +17,7 @@ from service import queue, store
 from service.proxy import MAX_BODY_BYTES
 from service.settings import Settings
 from service.shopify.proxy_url import signed_proxy_url
+from tests.breakable import Relay
 from tests.conftest import TEST_SECRET, RedisServer, free_port
 from tools.services import Services
 
@@ -600,49 +601,6 @@ async def test_a_redis_that_hangs_is_503_within_the_timeout_and_no_row(
 
 
 # -- 503: database unreachable ---------------------------------------------------------------
-
-
-class Relay:
-    """A TCP relay in front of the test Postgres that can be cut and restored: a real outage.
-
-    Cutting closes the listening socket and every relayed connection, so the app sees exactly
-    what a Postgres that went away looks like (closed connections, then refused ones).
-    """
-
-    def __init__(self, target_port: int) -> None:
-        self.target_port = target_port
-        self.port = free_port()
-        self.server: asyncio.Server | None = None
-        self.writers: set[asyncio.StreamWriter] = set()
-
-    async def start(self) -> None:
-        self.server = await asyncio.start_server(
-            self._relay, "127.0.0.1", self.port, reuse_address=True
-        )
-
-    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
-        self.writers |= {writer, up_writer}
-
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-            try:
-                while data := await src.read(65536):
-                    dst.write(data)
-                    await dst.drain()
-            except (ConnectionError, OSError):
-                pass
-            finally:
-                dst.close()
-
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
-
-    async def cut(self) -> None:
-        assert self.server is not None
-        self.server.close()
-        for writer in self.writers:
-            writer.close()
-        self.writers.clear()
-        await self.server.wait_closed()
 
 
 async def test_postgres_going_away_is_503_not_500_and_recovers(

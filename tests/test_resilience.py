@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -17,52 +14,10 @@ from databases import Database
 from jobs import maintenance
 from service import queue
 from service.db import create_database
-from tests.conftest import free_port, wait_for_http
+from tests.breakable import PostgresControl, RedisServer
+from tests.conftest import wait_for_http
 from tests.jobs_helpers import add_job, make_shop, wait_all
 from tests.test_worker import start_worker
-from tools import services
-
-
-class RedisServer:
-    """A Redis of the test's own, on a fixed port, that can be stopped and started again."""
-
-    def __init__(self, directory: Path, appendonly: bool = False) -> None:
-        self.port = free_port()
-        self.directory = directory
-        self.appendonly = appendonly
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [
-                services.find_redis_server(),
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--dir",
-                str(self.directory),
-                "--save",
-                "",
-                "--appendonly",
-                "yes" if self.appendonly else "no",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        while not services._redis_ping(self.port):
-            assert time.monotonic() < deadline, "redis did not start"
-            time.sleep(0.05)
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(10)
 
 
 @pytest.fixture
@@ -119,28 +74,12 @@ async def test_worker_survives_a_postgres_restart(
     ]
     await database.disconnect()
     await asyncio.sleep(0.6)
-    pg_ctl = [os.path.join(servers.pg_bin, "pg_ctl"), "-D", str(Path(servers.pg_data).resolve())]
-    services._run_as(
-        servers.pg_user, [*pg_ctl, "stop", "-m", "fast", "-w"], check=True, capture_output=True
-    )
+    postgres = PostgresControl(servers)
+    postgres.stop()
     down = await asyncio.to_thread(health, env)
     assert down.status_code == 503 and "postgres" in down.json()["message"]
     await asyncio.sleep(1.0)
-    services._run_as(
-        servers.pg_user,
-        [
-            *pg_ctl,
-            "start",
-            "-w",
-            "-l",
-            str(Path(servers.pg_data).resolve() / "server.log"),
-            "-o",
-            f"-p {servers.pg_port} -c listen_addresses=127.0.0.1 -k {Path(servers.pg_data).resolve()} "
-            "-c fsync=off -c max_connections=200",
-        ],
-        check=True,
-        capture_output=True,
-    )
+    postgres.start()
     database = create_database(settings.database_url)
     await database.connect()
     try:
