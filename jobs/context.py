@@ -2,6 +2,11 @@
 
 Progress writes are throttled (at most one per PROGRESS_INTERVAL_SECONDS, except 100% and a
 changed message), so a handler may report as often as it likes without flooding Postgres.
+
+`on_completion` is how a handler makes a write to the app's own database exactly-once: the
+write is committed in the transaction that marks the job completed, so it happens if and only
+if the completion does. Anything else a handler does (an Admin API call, say) happens at least
+once: a run killed after it and before its completion is recorded runs again.
 """
 
 from __future__ import annotations
@@ -25,9 +30,11 @@ class RunContext:
     job_type: str
     shop: str
     attempt: int
+    run: int
     database: Database
     owner: str
     resources: dict[str, Any] = field(default_factory=dict)
+    completion_writes: list[store.CompletionWrite] = field(default_factory=list)
     _last_write: float = 0.0
     _last_message: str | None = None
     _admin: ShopAdmin | None = None
@@ -42,6 +49,10 @@ class RunContext:
             client: AdminClient = self.resources["admin"]
             self._admin = client.admin_for(self.shop)
         return self._admin
+
+    def on_completion(self, write: store.CompletionWrite) -> None:
+        """Commit `write` together with this job's completion, or not at all."""
+        self.completion_writes.append(write)
 
     async def report_progress(self, percent: int, message: str | None = None) -> None:
         percent = max(0, min(100, int(percent)))

@@ -249,6 +249,7 @@ async def _run(runtime: Runtime, job_type: JobType, claim: store.Claim) -> tuple
         job_type=job_type.name,
         shop=claim.shop,
         attempt=attempt,
+        run=claim.attempts,
         database=database,
         owner=owner,
         resources=runtime.resources,
@@ -294,9 +295,18 @@ async def _run(runtime: Runtime, job_type: JobType, claim: store.Claim) -> tuple
         return "failed", Finish(job_id, DONE)
 
     completions = runtime.completions
-    written = await persist(
-        f"{tag} complete", lambda: completions.submit((claim.id, owner, result))
-    )
+    if context.completion_writes:
+        # Writes to commit with the completion get a transaction of their own (store.complete_job)
+        # rather than a share of the group commit, whose one statement completes many jobs.
+        writes = context.completion_writes
+        written = await persist(
+            f"{tag} complete",
+            lambda: store.complete_job(database, claim.id, owner, result, writes),
+        )
+    else:
+        written = await persist(
+            f"{tag} complete", lambda: completions.submit((claim.id, owner, result))
+        )
     elapsed = time.monotonic() - started
     if written:
         logger.info("%s completed in %.3fs", tag, elapsed)

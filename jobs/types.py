@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from databases import Database
 
     from service.shopify.admin import ShopAdmin
+    from service.store import CompletionWrite
 
 
 class NonRetryableError(Exception):
@@ -28,7 +29,8 @@ class JobContext(Protocol):
     job_id: str
     job_type: str
     shop: str  # the shop's domain, e.g. demo-shop.myshopify.com
-    attempt: int
+    attempt: int  # failed attempts so far + 1: what the retry policy counts
+    run: int  # every start of the job, crash re-runs included (jobs.attempts)
     # The shop's Admin GraphQL API: `await ctx.admin.graphql(query, variables)`. Built by the
     # worker with `AdminClient.admin_for(shop)`; it loads the token only on first use.
     admin: ShopAdmin
@@ -36,6 +38,10 @@ class JobContext(Protocol):
     database: Database
 
     async def report_progress(self, percent: int, message: str | None = None) -> None: ...
+
+    # Commit a write to the app's database in the same transaction as this job's completion:
+    # exactly once per completed job (see jobs/context.py).
+    def on_completion(self, write: CompletionWrite) -> None: ...
 
 
 Handler = Callable[[JobContext, Any], Awaitable[Any]]

@@ -6,7 +6,7 @@ these tables, so a reader reviews all of it here.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -532,6 +532,44 @@ async def record_progress(
         )
 
 
+# A write a handler asks to be committed together with its job's completion (see
+# RunContext.on_completion): it gets the connection that holds the completing transaction.
+CompletionWrite = Callable[[asyncpg.Connection], Awaitable[None]]
+
+_COMPLETE = """
+    UPDATE jobs SET status = 'completed', result = $3::jsonb, progress = 100,
+           error_message = NULL, lease_owner = NULL, lease_expires_at = NULL,
+           finished_at = now(), updated_at = now()
+     WHERE id = $1 AND lease_owner = $2 AND status = 'processing' RETURNING true
+"""
+
+
+async def complete_job(
+    database: Database,
+    job_id: UUID,
+    owner: str,
+    result: Any,
+    also: Sequence[CompletionWrite] = (),
+) -> bool:
+    """Record a run's success; False when this worker no longer holds the job.
+
+    `also` runs in the same transaction, only if the completion itself is written: those
+    writes happen exactly once per completed job, never for a run that crashed, failed or
+    lost its lease, and never twice (a second completion of a completed job matches nothing).
+    """
+    payload = orjson.dumps(result).decode()
+    async with database.connection() as connection:
+        raw = connection.raw_connection
+        if not also:
+            return bool(await raw.fetchval(_COMPLETE, job_id, owner, payload))
+        async with raw.transaction():
+            done = await raw.fetchval(_COMPLETE, job_id, owner, payload)
+            if done:
+                for write in also:
+                    await write(raw)
+    return bool(done)
+
+
 async def schedule_retry(
     database: Database, job_id: UUID, owner: str, failures: int, error: str, delay: float
 ) -> bool:
@@ -647,6 +685,24 @@ async def complete_jobs(database: Database, done: list[tuple[UUID, str, Any]]) -
         )
     written = {row["id"] for row in rows}
     return [d[0] in written for d in done]
+
+
+# -- the diagnostic echo job's side effects ------------------------------------------------
+
+
+async def insert_echo_effect(
+    connection: asyncpg.Connection, job_id: UUID, run: int, mode: str
+) -> None:
+    await connection.execute(
+        "INSERT INTO echo_effects (job_id, run, mode) VALUES ($1, $2, $3)", job_id, run, mode
+    )
+
+
+async def record_echo_effect(database: Database, job_id: UUID, run: int, mode: str) -> None:
+    """An effect written on its own, as a call to another system would be: not undone if the
+    run then dies before its completion is recorded."""
+    async with database.connection() as connection:
+        await insert_echo_effect(connection.raw_connection, job_id, run, mode)
 
 
 # -- jobs: maintenance ------------------------------------------------------------------------

@@ -329,3 +329,10 @@ class HandlerContext:
     async def report_progress(self, percent: int, message: str | None = None) -> None:
         self.progress.append((percent, message))
 
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The fault suite's figures (tests/faults_helpers.py), when any of it ran."""
+    helpers = sys.modules.get("tests.faults_helpers")
+    if helpers is not None and helpers.FIGURES:
+        for line in helpers.summary_lines():
+            terminalreporter.write_line(line)
