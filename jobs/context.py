@@ -11,6 +11,7 @@ once: a run killed after it and before its completion is recorded runs again.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +21,8 @@ from databases import Database
 
 from service import store
 from service.shopify.admin import AdminClient, ShopAdmin
+
+logger = logging.getLogger("shopjobs.worker")
 
 PROGRESS_INTERVAL_SECONDS = 0.25
 
@@ -61,4 +64,14 @@ class RunContext:
         if not (due or percent == 100 or message != self._last_message):
             return
         self._last_write, self._last_message = now, message
-        await store.record_progress(self.database, UUID(self.job_id), self.owner, percent, message)
+        try:
+            await store.record_progress(
+                self.database, UUID(self.job_id), self.owner, percent, message
+            )
+        except Exception as exc:
+            # Progress is advisory: Postgres blinking must not fail the run (and use up one of
+            # its attempts). The next report, or the completion, writes the state again.
+            self._last_write = 0.0
+            logger.warning(
+                "job %s: progress not recorded (%s: %s)", self.job_id, exc.__class__.__name__, exc
+            )
