@@ -42,3 +42,26 @@ def test_json_on_the_wire_never_pickle() -> None:
     assert queue.serialize(ValueError("boom")) == b'"boom"'
     with pytest.raises(ValueError):
         queue.deserialize(pickle.dumps({"a": 1}))
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        {"t": "1", "f": "echo", "a": [], "k": {}, "et": 1},
+        {"t": 1, "f": "echo", "a": [], "k": {}, "et": "yesterday"},
+        {"t": 1, "f": "echo", "a": [], "k": {}, "et": 1e300},
+        {"t": 1, "f": "echo", "a": [], "k": {}, "et": -1},
+        {"t": True, "f": "echo", "a": [], "k": {}, "et": 1},
+        {"t": 1, "f": 7, "a": [], "k": {}, "et": 1},
+        {"t": 1, "f": "echo", "a": "abc", "k": {}, "et": 1},
+        {"t": 1, "f": "echo", "a": [], "k": "abc", "et": 1},
+    ],
+)
+def test_a_queue_entry_of_the_wrong_shape_is_refused(entry: dict[str, object]) -> None:
+    """arq reads `t` and `et` outside its error handling: a wrong type killed the worker."""
+    import orjson
+
+    with pytest.raises(ValueError, match="malformed queue entry"):
+        queue.deserialize(orjson.dumps(entry))
+    well_formed = {"t": None, "f": "echo", "a": ["id"], "k": {}, "et": 1_700_000_000_000}
+    assert queue.deserialize(orjson.dumps(well_formed)) == well_formed
