@@ -3,7 +3,9 @@ and what the logs of a whole run never contain (issue 8)."""
 
 from __future__ import annotations
 
+import base64
 import pickle
+import re
 import subprocess
 import sys
 import time
@@ -18,7 +20,7 @@ from arq.constants import job_key_prefix
 from databases import Database
 
 from service import queue, store
-from tests.conftest import wait_for_http
+from tests.conftest import TEST_API_KEY, TEST_SECRET, free_port, wait_for_http, web_command
 from tests.faults_helpers import record, signed, wait_until
 from tests.jobs_helpers import add_job, make_shop, wait_for_status
 from tests.test_worker import start_worker
@@ -183,3 +185,144 @@ async def test_a_signed_url_replayed_outside_90_seconds_is_refused(
     assert await database.fetch_val("SELECT count(*) FROM jobs") == rows
     fresh = await app_client.get(signed(f"/proxy/status?jobId={job_id}", one.domain, skew=-80))
     assert fresh.status_code == 200
+
+
+CUSTOM_SHOP = "logs-custom.myshopify.com"
+CUSTOM_TOKEN = "shpat_custom_0123456789abcdef0123456789abcdef"
+INSTALLED_SHOP = "logs-installed.myshopify.com"
+# What a signature or an HMAC looks like in a log, whichever value it has: hex SHA-256 (app
+# proxy, OAuth) or base64 SHA-256 (webhooks).
+HEX_DIGEST = re.compile(r"(?<![0-9a-f])[0-9a-f]{64}(?![0-9a-f])")
+B64_DIGEST = re.compile(r"(?<![A-Za-z0-9+/])[A-Za-z0-9+/]{43}=")
+
+
+async def test_no_secret_token_or_signature_reaches_any_log(
+    env, spawn, database: Database, redis: ArqRedis
+) -> None:
+    """A whole run (install, storefront calls, an Admin API job, token refresh, webhooks, bad
+    requests) with every process's output captured: none of it holds a credential."""
+    web_port, shopify_port = free_port(), free_port()
+    web_url, shopify_url = f"http://127.0.0.1:{web_port}", f"http://127.0.0.1:{shopify_port}"
+    env = {**env, "SHOPIFY_APP_URL": web_url, "SHOPIFY_ADMIN_URL": shopify_url}
+    shopify = spawn(
+        [
+            sys.executable,
+            "-m",
+            "shopify_emulator",
+            "--port",
+            str(shopify_port),
+            "--app-url",
+            web_url,
+            "--api-key",
+            TEST_API_KEY,
+            "--api-secret",
+            TEST_SECRET,
+            "--shop",
+            f"{CUSTOM_SHOP}={CUSTOM_TOKEN}",
+            "--webhook-retry-delays",
+            "0.05,0.1",
+            "--token-lifetime",
+            "30",  # inside the refresh margin: the worker refreshes before its first call
+        ],
+        env,
+        "shopify",
+    )
+    wait_for_http(f"{shopify_url}/_emulator/stats", timeout=30)
+    web = spawn(web_command(web_port), env, "web")
+    wait_for_http(f"{web_url}/healthz", timeout=30)
+    worker = start_worker(spawn, env)
+    await store.upsert_shop(database, CUSTOM_SHOP, CUSTOM_TOKEN, "read_products")
+    seen: set[str] = {TEST_SECRET, CUSTOM_TOKEN}
+
+    async with httpx.AsyncClient(timeout=20) as client:
+        # Install through OAuth: a code, an hmac, a state nonce and its cookie cross the logs'
+        # way, and an expiring token with a refresh token is stored.
+        landed = await client.get(
+            f"{web_url}/auth", params={"shop": INSTALLED_SHOP}, follow_redirects=True
+        )
+        assert landed.status_code == 200, landed.text
+        for hop in landed.history:
+            for key, value in hop.url.params.multi_items():
+                if key in ("code", "hmac", "state", "signature"):
+                    seen.add(value)
+            seen.update(c.value for c in hop.cookies.jar if c.value)
+        installed = await store.get_shop(database, INSTALLED_SHOP)
+        assert installed is not None and installed.access_token and installed.refresh_token
+        seen |= {installed.access_token, installed.refresh_token}
+
+        # Storefront calls through the emulated app proxy (signed there), and signed directly.
+        product = (await client.get(f"{shopify_url}/_emulator/products")).json()[0]["id"]
+        made = []
+        for shop in (INSTALLED_SHOP, CUSTOM_SHOP):
+            answer = await client.post(
+                f"{shopify_url}/apps/jobs/process",
+                json={"type": "product_summary", "input": {"product_id": product}},
+                headers={"X-Emulator-Shop": shop, "X-Emulator-Customer": "42"},
+            )
+            assert answer.status_code == 200, answer.text
+            made.append((shop, answer.json()["jobId"]))
+        url = signed("/proxy/process", CUSTOM_SHOP)
+        seen.add(httpx.URL(url).params["signature"])
+        assert (await client.post(f"{web_url}{url}", json=ECHO)).status_code == 200
+        forged = url.replace(url[-8:], "deadbeef")
+        assert (await client.post(f"{web_url}{forged}", json=ECHO)).status_code == 401
+        stale = signed("/proxy/process", CUSTOM_SHOP, skew=-600)
+        seen.add(httpx.URL(stale).params["signature"])
+        assert (await client.post(f"{web_url}{stale}", json=ECHO)).status_code == 401
+
+        # Webhooks, signed by the emulator, and one with a wrong HMAC.
+        sent = await client.post(
+            f"{shopify_url}/_emulator/webhooks/send",
+            json={
+                "topic": "products/update",
+                "shop": CUSTOM_SHOP,
+                "payload": {"id": 1, "admin_graphql_api_id": product},
+                "wait": True,
+            },
+        )
+        assert sent.status_code == 200, sent.text
+        bad = await client.post(
+            f"{web_url}/webhooks",
+            content=b"{}",
+            headers={
+                "X-Shopify-Hmac-Sha256": base64.b64encode(b"x" * 32).decode(),
+                "X-Shopify-Topic": "products/update",
+                "X-Shopify-Shop-Domain": CUSTOM_SHOP,
+                "X-Shopify-Event-Id": "bad-1",
+            },
+        )
+        assert bad.status_code == 401
+
+        for _, job_id in made:
+            job = await wait_for_status(database, uuid.UUID(job_id), {"completed", "failed"}, 60)
+            assert job.status == "completed", job.error_message
+    webhook_jobs = await database.fetch_all("SELECT id FROM jobs WHERE source = 'webhook'")
+    for row in webhook_jobs:
+        await wait_for_status(database, row._mapping["id"], {"completed", "failed"}, 60)
+
+    for shop in (INSTALLED_SHOP, CUSTOM_SHOP):
+        stored = await store.get_shop(database, shop)
+        assert stored is not None and stored.access_token
+        seen |= {stored.access_token, stored.refresh_token or stored.access_token}
+    refreshed = await store.get_shop(database, INSTALLED_SHOP)
+    assert refreshed is not None and refreshed.access_token != installed.access_token
+
+    for proc in (worker, web, shopify):
+        proc.stop()
+    logs = {
+        name: proc.output for name, proc in (("worker", worker), ("web", web), ("shopify", shopify))
+    }
+    assert all(logs.values())
+    found = []
+    for name, text in logs.items():
+        found += [(name, secret[:12] + "…") for secret in seen if secret in text]
+        found += [(name, m[:12] + "…") for m in HEX_DIGEST.findall(text)]
+        found += [(name, m[:12] + "…") for m in B64_DIGEST.findall(text)]
+    assert not found, f"credentials in the logs: {sorted(set(found))}"
+    record(
+        "logs",
+        processes=len(logs),
+        log_lines=sum(text.count("\n") for text in logs.values()),
+        credentials_checked=len(seen),
+        leaked=0,
+    )
