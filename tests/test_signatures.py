@@ -106,6 +106,18 @@ def test_a_repeated_shop_timestamp_or_signature_is_refused(key: str) -> None:
     assert _refused([*pairs, (key, value)]) == f"Repeated parameter: {key}"
 
 
+@pytest.mark.parametrize("order", ["theirs-first", "ours-first"])
+def test_a_signed_but_repeated_customer_id_is_refused(order: str) -> None:
+    """Signed as "7," (or ",7") but read as one value: refused, not guessed at."""
+    extra = [("logged_in_customer_id", "7")]
+    pairs = signed_query(extra, shop="s.myshopify.com", secret=SECRET, timestamp=STAMP)
+    if order == "ours-first":
+        pairs = [p for p in pairs if p != extra[0]]
+        pairs.insert(len(pairs) - 1, extra[0])
+        pairs[-1] = ("signature", app_proxy_signature(pairs[:-1], SECRET))
+    assert _refused(pairs) == "Repeated parameter: logged_in_customer_id"
+
+
 def test_a_repeated_ordinary_parameter_is_signed_joined_with_a_comma() -> None:
     pairs = signed_query(
         [("tag", "a"), ("tag", "b")], shop="s.myshopify.com", secret=SECRET, timestamp=STAMP

@@ -16,7 +16,10 @@ import hmac
 from collections.abc import Iterable, Mapping
 
 PROXY_MAX_SKEW_SECONDS = 90
-UNIQUE_PROXY_PARAMS = ("shop", "timestamp", "signature")
+# Parameters that must appear once. A repeated key is signed with its values joined by ",",
+# but read back as one value, so a repeated identity would be signed as one thing and used as
+# another: `logged_in_customer_id` decides whose jobs a caller sees, so it is one of them.
+UNIQUE_PROXY_PARAMS = ("shop", "timestamp", "signature", "logged_in_customer_id")
 
 
 def _hmac_hex(secret: str, message: str) -> str:
