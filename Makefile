@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install dev test screenshot bench bench-quick services services-stop db lint format clean
+.PHONY: install dev test faults screenshot bench bench-quick services services-stop db lint format clean
 
 install: $(STAMP)
 
@@ -33,6 +33,10 @@ bench: install
 ## The same, smaller (under 2 minutes)
 bench-quick: install
 	BENCH_QUICK=1 $(PY) -m bench $(BENCH_ARGS)
+
+## The fault suite at full size (kills, restarts, 10,000 fuzzed requests); `make test` runs it small
+faults: install
+	FAULTS_SCALE=full $(PY) -m pytest tests/test_faults_*.py $(PYTEST_ARGS)
 
 ## Start local Postgres + Redis; prints export lines: eval "$$(make -s services)"
 services: install
