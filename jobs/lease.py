@@ -37,13 +37,7 @@ async def held(
         while True:
             await asyncio.sleep(lease_seconds / 3)
             # Each store is renewed on its own: one being down must not let the other lapse.
-            try:
-                await asyncio.wait_for(
-                    redis.pexpire(in_progress_key_prefix + job_id, int(lease_seconds * 1000)),
-                    REDIS_TIMEOUT_SECONDS,
-                )
-            except Exception as exc:
-                logger.warning("job %s: in-progress key renewal failed: %s", job_id, exc)
+            await _renew_in_progress_key(redis, job_id, lease_seconds)
             try:
                 still_ours = await store.renew_lease(database, UUID(job_id), owner, lease_seconds)
             except Exception as exc:  # Postgres down: keep working, the lease may lapse
@@ -53,6 +47,37 @@ async def held(
                 logger.warning("job %s: lease lost to another worker, stopping this run", job_id)
                 running.cancel()
                 return
+
+    keeper = asyncio.create_task(renew())
+    try:
+        yield
+    finally:
+        keeper.cancel()
+
+
+async def _renew_in_progress_key(redis: Redis, job_id: str, lease_seconds: float) -> None:
+    try:
+        await asyncio.wait_for(
+            redis.pexpire(in_progress_key_prefix + job_id, int(lease_seconds * 1000)),
+            REDIS_TIMEOUT_SECONDS,
+        )
+    except Exception as exc:
+        logger.warning("job %s: in-progress key renewal failed: %s", job_id, exc)
+
+
+@asynccontextmanager
+async def in_progress(redis: Redis, job_id: str, lease_seconds: float) -> AsyncIterator[None]:
+    """Keep arq's in-progress key alive while a finished run's outcome is being written.
+
+    The job is still that run's until its outcome is in Postgres (which may take a while: a
+    restart). Were the key to lapse, any worker would take the job from the queue again and,
+    its Postgres lease having run out meanwhile, run it a second time.
+    """
+
+    async def renew() -> None:
+        while True:
+            await asyncio.sleep(lease_seconds / 3)
+            await _renew_in_progress_key(redis, job_id, lease_seconds)
 
     keeper = asyncio.create_task(renew())
     try:

@@ -19,9 +19,9 @@ import logging
 import random
 import time
 from collections import Counter
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID
 
 from arq.connections import ArqRedis
@@ -40,6 +40,8 @@ from service.batch import GroupCommit
 from service.settings import Settings
 
 logger = logging.getLogger("shopjobs.worker")
+
+T = TypeVar("T")
 
 DB_UNAVAILABLE_DEFER_SECONDS = 1.0
 SHOP_BUSY_DEFER_SECONDS = 0.5
@@ -101,6 +103,14 @@ def _describe(error: BaseException, timeout: float) -> str:
         return f"Timed out after {timeout:g}s"
     text = str(error) or error.__class__.__name__
     return text[:MAX_ERROR_LENGTH]
+
+
+async def _record(runtime: Runtime, job_id: str, what: str, write: Callable[[], Awaitable[T]]) -> T:
+    """`persist` a run's outcome, keeping the job's in-progress key alive until it is written:
+    until then the job is this run's, and no worker may take it off the queue again."""
+    assert runtime.redis is not None
+    async with lease.in_progress(runtime.redis, job_id, runtime.settings.job_lease_seconds):
+        return await persist(what, write)
 
 
 async def _admit(runtime: Runtime, incoming: Incoming) -> Finish | None:
@@ -234,8 +244,11 @@ async def _run(runtime: Runtime, job_type: JobType, claim: store.Claim) -> tuple
 
     if claim.attempts > max_attempts + EXTRA_STARTS_ALLOWED:
         message = f"Abandoned: started {claim.attempts - 1} times without finishing"
-        await persist(
-            f"{tag} fail", lambda: store.fail_job(database, claim.id, owner, failures, message)
+        await _record(
+            runtime,
+            job_id,
+            f"{tag} fail",
+            lambda: store.fail_job(database, claim.id, owner, failures, message),
         )
         logger.error("%s failed: %s", tag, message)
         return "abandoned", Finish(job_id, DONE)
@@ -278,7 +291,9 @@ async def _run(runtime: Runtime, job_type: JobType, claim: store.Claim) -> tuple
         message = _describe(exc, timeout)
         decision = retry.decide(exc, failures, max_attempts, backoff, job_type.non_retryable)
         if decision.retry:
-            await persist(
+            await _record(
+                runtime,
+                job_id,
                 f"{tag} retry",
                 lambda: store.schedule_retry(
                     database, claim.id, owner, failures, message, decision.delay
@@ -288,8 +303,11 @@ async def _run(runtime: Runtime, job_type: JobType, claim: store.Claim) -> tuple
                 "%s attempt %d failed, retry in %.2fs: %s", tag, attempt, decision.delay, message
             )
             return "retried", _later(job_id, decision.delay)
-        await persist(
-            f"{tag} fail", lambda: store.fail_job(database, claim.id, owner, failures, message)
+        await _record(
+            runtime,
+            job_id,
+            f"{tag} fail",
+            lambda: store.fail_job(database, claim.id, owner, failures, message),
         )
         logger.error("%s failed after %d attempt(s): %s", tag, attempt, message)
         return "failed", Finish(job_id, DONE)
@@ -299,13 +317,18 @@ async def _run(runtime: Runtime, job_type: JobType, claim: store.Claim) -> tuple
         # Writes to commit with the completion get a transaction of their own (store.complete_job)
         # rather than a share of the group commit, whose one statement completes many jobs.
         writes = context.completion_writes
-        written = await persist(
+        written = await _record(
+            runtime,
+            job_id,
             f"{tag} complete",
             lambda: store.complete_job(database, claim.id, owner, result, writes),
         )
     else:
-        written = await persist(
-            f"{tag} complete", lambda: completions.submit((claim.id, owner, result))
+        written = await _record(
+            runtime,
+            job_id,
+            f"{tag} complete",
+            lambda: completions.submit((claim.id, owner, result)),
         )
     elapsed = time.monotonic() - started
     if written:

@@ -132,6 +132,11 @@ class ShopjobsWorker(arq.worker.Worker):
         assert runtime.claims is not None
         ours: list[Incoming] = []
         for item in taken:
+            if item.job_id in self.tasks and not self.tasks[item.job_id].done():
+                # Still running here: its in-progress key was lost (a Redis restart) while its
+                # outcome waits for Postgres. A second run beside the first would repeat the
+                # job's effects, and its Postgres lease has lapsed, so the claim would allow it.
+                continue
             decoded = _decode(item)
             if decoded is None:
                 await runtime.claims.finish(Finish(item.job_id, DONE))

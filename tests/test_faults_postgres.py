@@ -5,24 +5,31 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 import uuid
 from collections import Counter
 
 import httpx
+import pytest
+from arq.connections import ArqRedis
+from arq.constants import in_progress_key_prefix
 from databases import Database
 
 from jobs.context import RunContext
 from service.db import create_database
 from tests.breakable import PostgresControl, Relay
+from tests.conftest import free_port
 from tests.faults_helpers import (
     check_effects,
+    effects_by_job,
     record,
     signed,
     sized,
     start_web,
     wait_completed,
+    wait_until,
 )
-from tests.jobs_helpers import make_shop, wait_all
+from tests.jobs_helpers import add_job, make_shop, wait_all, wait_for_status
 from tests.test_worker import start_worker
 
 SHOP = "pg-restart.myshopify.com"
@@ -32,7 +39,11 @@ def echo(i: int, rng: random.Random) -> dict[str, object]:
     sleep_ms = rng.randint(*sized((200, 800), (500, 2500))) if rng.random() < 0.6 else 0
     return {
         "type": "echo",
-        "input": {"message": f"pg-{i}", "sleep_ms": sleep_ms, "record_effect": "with_completion"},
+        "input": {
+            "message": f"pg-{i}",
+            "sleep_ms": sleep_ms,
+            "record_effect": "with_completion" if i % 2 else "before_completion",
+        },
     }
 
 
@@ -67,8 +78,15 @@ async def test_postgres_restart_mid_run_loses_no_status_and_the_web_says_503(
     await database.connect()
     await database.execute("TRUNCATE shops, jobs, echo_effects RESTART IDENTITY CASCADE")
     await make_shop(database, SHOP)
-    # One attempt only: an outage must not cost a job an attempt, let alone fail it.
-    worker = start_worker(spawn, env, worker_concurrency=sized(5, 10), job_max_attempts=1)
+    workers = [
+        start_worker(
+            spawn,
+            {**env, "WORKER_HEALTH_PORT": str(free_port())},
+            worker_concurrency=sized(4, 10),
+            job_max_attempts=3,
+        )
+        for _ in range(2)
+    ]
     web_proc, base = start_web(spawn, env)
     rng = random.Random(11)
     ids: list[uuid.UUID] = []
@@ -104,17 +122,27 @@ async def test_postgres_restart_mid_run_loses_no_status_and_the_web_says_503(
             await wait_all(database, every, timeout=sized(60, 180))
             rows = await database.fetch_all(
                 "SELECT id, input->>'message' AS message, result->>'message' AS result, "
-                "retry_count FROM jobs"
+                "input->>'record_effect' AS mode, retry_count FROM jobs"
             )
             assert {r._mapping["id"] for r in rows} == set(every), "a row no answer created"
+            retried = 0
             for row in rows:
                 m = row._mapping
-                assert m["result"] == m["message"] and m["retry_count"] == 0, m
-            await check_effects(database, every)
+                assert m["result"] == m["message"], m
+                if m["mode"] == "with_completion":
+                    # Its handler never touches Postgres: the outage cost it no attempt.
+                    assert m["retry_count"] == 0, m
+                else:
+                    # Its handler writes its effect itself, and that write may fail like any
+                    # call to another system: a failed attempt, retried.
+                    retried += m["retry_count"]
+            # No run was interrupted: an effect is repeated only by the retry of an attempt
+            # whose effect was written but not acknowledged (the connection dropped at commit).
+            assert await check_effects(database, every) <= retried
         finally:
             await database.disconnect()
         assert (await web.get("/healthz")).status_code == 200
-    assert worker.popen.poll() is None and web_proc.popen.poll() is None
+    assert all(w.popen.poll() is None for w in workers) and web_proc.popen.poll() is None
     # uvicorn's access log line ends `HTTP/1.1" 500 Internal Server Error`; the app's own
     # handler of unexpected exceptions logs "unhandled error".
     assert '" 500 ' not in web_proc.output and "unhandled error" not in web_proc.output
@@ -124,6 +152,7 @@ async def test_postgres_restart_mid_run_loses_no_status_and_the_web_says_503(
     record(
         "postgres restart",
         jobs=len(ids) + answers["created"],
+        workers=len(workers),
         restarts=outages,
         requests_while_restarting=sum(
             v for k, v in answers.items() if k.startswith(("GET", "POST"))
@@ -131,6 +160,7 @@ async def test_postgres_restart_mid_run_loses_no_status_and_the_web_says_503(
         answered_503=sum(down.values()),
         answered_500=0,
         statuses_lost=0,
+        attempts_failed_by_the_outage=retried,
     )
 
 
@@ -165,3 +195,68 @@ async def test_a_progress_write_that_fails_does_not_fail_the_run(
     finally:
         await relay.cut()
         await relayed.disconnect()
+
+
+REFUSE = [
+    "CREATE TABLE IF NOT EXISTS faults_refuse (since timestamptz)",
+    """CREATE OR REPLACE FUNCTION faults_refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN
+           IF EXISTS (SELECT 1 FROM faults_refuse) THEN RAISE EXCEPTION 'refused by the test';
+           END IF;
+           RETURN NEW;
+       END $$""",
+    """CREATE TRIGGER faults_refuse_completion BEFORE UPDATE ON jobs FOR EACH ROW
+           WHEN (NEW.status = 'completed' AND OLD.status = 'processing')
+           EXECUTE FUNCTION faults_refuse()""",
+]
+UNREFUSE = [
+    "DROP TRIGGER IF EXISTS faults_refuse_completion ON jobs",
+    "DROP FUNCTION IF EXISTS faults_refuse()",
+    "DROP TABLE IF EXISTS faults_refuse",
+]
+
+
+async def run_sql(database: Database, statements: list[str]) -> None:
+    for statement in statements:
+        await database.execute(statement)
+
+
+@pytest.mark.parametrize(
+    ("workers", "key_lost"), [(2, False), (1, True)], ids=["other-worker", "same-worker"]
+)
+async def test_a_run_whose_outcome_cannot_be_written_yet_is_not_started_again(
+    workers: int, key_lost: bool, env, spawn, database: Database, redis: ArqRedis
+) -> None:
+    """Postgres refuses a finished run's completion for three leases (as while it restarts).
+
+    The job is still that run's until its outcome is written: no worker may start it again,
+    neither another one (its in-progress key must stay alive meanwhile) nor the same one (if
+    the key is lost anyway, a Redis restart say). Before the fixes both did, and the handler's
+    effect happened twice.
+    """
+    lease = 2
+    for _ in range(workers):
+        start_worker(
+            spawn, {**env, "WORKER_HEALTH_PORT": str(free_port())}, job_lease_seconds=lease
+        )
+    shop = await make_shop(database)
+    try:
+        await run_sql(database, REFUSE)
+        await database.execute("INSERT INTO faults_refuse VALUES (now())")
+        job_id = await add_job(
+            database, redis, shop, {"message": "once", "record_effect": "before_completion"}
+        )
+
+        async def effect_written() -> bool:
+            return bool(await effects_by_job(database))
+
+        await wait_until(effect_written, 20, "the run's effect")
+        deadline = time.monotonic() + 3 * lease
+        while time.monotonic() < deadline:
+            if key_lost:
+                await redis.delete(in_progress_key_prefix + str(job_id))
+            await asyncio.sleep(0.1)
+    finally:
+        await run_sql(database, UNREFUSE)
+    job = await wait_for_status(database, job_id, {"completed"}, timeout=30)
+    assert await effects_by_job(database) == {job_id: [(1, "before_completion")]}
+    assert job.attempts == 1
