@@ -94,6 +94,14 @@ def _jitter(seconds: float) -> float:
     return seconds + random.uniform(0, min(0.2, seconds * 0.1 + 0.01))
 
 
+def _is_job_id(job_id: str) -> bool:
+    try:
+        UUID(job_id)
+    except ValueError:
+        return False
+    return True
+
+
 def _later(job_id: str, seconds: float) -> Finish:
     return Finish(job_id, LATER, _ms_from_now(seconds))
 
@@ -184,6 +192,12 @@ async def start_batch(
     finishes: list[Finish] = []
     admitted: list[Incoming] = []
     for item in incoming:
+        if not _is_job_id(item.taken.job_id):
+            # Not an entry the web or the reconciler wrote (they queue job ids): it can never
+            # be claimed, and its claim would fail the whole batch, every time, forever.
+            logger.error("queue entry %.80r dropped: not a job id", item.taken.job_id)
+            finishes.append(Finish(item.taken.job_id, DONE))
+            continue
         deferred = await _admit(runtime, item)
         if deferred is None:
             admitted.append(item)

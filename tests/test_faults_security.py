@@ -61,8 +61,9 @@ async def push_raw(redis: ArqRedis, job_id: str, payload: bytes) -> None:
 def poison_entries(shop: str) -> dict[str, bytes]:
     """Queue entries that are JSON but not a job this project ever writes.
 
-    Before the fix, the wrong-typed `t` and `et` killed the worker (arq reads them outside its
-    error handling) and the malformed job ids were deferred and retried forever.
+    Before the fixes, a wrong-typed `t` or `et` in an entry that arq runs itself (a cron
+    function's) killed the worker, as arq reads them outside its error handling; and an entry
+    whose id is not a job id failed the claim of its whole batch, again every second, forever.
     """
     now = int(time.time() * 1000)
     some_id = str(uuid.uuid4())
@@ -80,6 +81,9 @@ def poison_entries(shop: str) -> dict[str, bytes]:
         "text-args": job(a="abc"),
         "text-kwargs": job(k="abc"),
         "text-try": job(t="1"),
+        "cron-text-try": job(f="cron:retention", t="1"),
+        "cron-text-enqueue-time": job(f="cron:retention", et="yesterday"),
+        "cron-far-enqueue-time": job(f="cron:retention", et=1e300),
         "text-enqueue-time": job(et="yesterday"),
         "far-enqueue-time": job(et=1e300),
         "bool-try": job(t=True),
