@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import asyncpg
-from databases import Database
+import databases
+from databases.core import Connection
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schema.sql"
 # Any constant: serialises concurrent `make db` / release commands.
@@ -30,6 +31,26 @@ async def _keep_session(connection: asyncpg.Connection) -> None:
     SET, LISTEN, cursors or session advisory locks; transactions are always closed, and asyncpg
     still rolls back one that is not), so there is nothing to reset.
     """
+
+
+class Database(databases.Database):
+    """`databases.Database`, without the trap it sets when Postgres drops a connection.
+
+    `databases` keeps one connection wrapper per asyncio task. When handing its connection
+    back to the pool fails (Postgres dropped it between a query and its release; asyncpg then
+    discards the connection), the wrapper stays marked as holding one, and every later query
+    of that task fails with "Connection is already acquired", for as long as the task lives:
+    the worker's poll loop would never claim a job again. Such a wrapper is dropped here, and
+    the task gets a fresh one.
+    """
+
+    def connection(self) -> Connection:
+        connection = super().connection()
+        backend = connection._connection
+        if connection._connection_counter == 0 and getattr(backend, "_connection", None):
+            self._connection = None  # forget this task's stuck wrapper
+            connection = super().connection()
+        return connection
 
 
 def create_database(url: str, *, min_size: int = 1, max_size: int = 10) -> Database:
