@@ -14,12 +14,15 @@ SCHEMA_LOCK_ID = 7_331_001
 
 # What a refused, lost or shutting-down Postgres raises (asyncpg, or the socket under it;
 # OSError includes TimeoutError). Request handlers answer 503 for these, never 500.
+# InternalClientError: a connection Postgres dropped mid-use can be handed to the next query
+# before asyncpg has noticed, which then fails with "cannot switch to state ...".
 UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
     OSError,
     asyncpg.PostgresConnectionError,
     asyncpg.InterfaceError,
     asyncpg.exceptions.OperatorInterventionError,
     asyncpg.TooManyConnectionsError,
+    asyncpg.exceptions.InternalClientError,
 )
 
 

@@ -38,16 +38,19 @@ class Intake:
         customer_id: str | None,
         idempotency_key: str | None,
         source: str = "proxy",
+        job_id: UUID | None = None,
     ) -> tuple[UUID, store.Job | None]:
-        """The id of the job for this request, and the job that already held its idempotency
-        key (None: this call created the job)."""
-        row = (uuid4(), shop_id, job_type, orjson.dumps(job_input).decode(), customer_id,
+        """The id of the job for this request (`job_id` if given), and the job that already
+        held its idempotency key (None: this call created the job)."""
+        job_id = job_id or uuid4()
+        row = (job_id, shop_id, job_type, orjson.dumps(job_input).decode(), customer_id,
                idempotency_key, source)  # fmt: skip
         if await self._rows.submit(row):
             return row[0], None
         job, created = await store.create_job(
             self.database, shop_id=shop_id, job_type=job_type, job_input=job_input,
             customer_id=customer_id, idempotency_key=idempotency_key, source=source,
+            job_id=job_id,
         )  # fmt: skip
         return job.id, None if created else job
 

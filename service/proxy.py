@@ -16,9 +16,10 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import orjson
+from databases import Database
 from pydantic import ValidationError
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
@@ -38,6 +39,8 @@ MAX_BODY_BYTES = 64 * 1024
 MAX_JSON_DEPTH = 64
 # A queue that does not answer within this is treated as down: the caller gets 503 quickly.
 ENQUEUE_TIMEOUT_SECONDS = 1.0
+# How long a refused creation keeps trying to delete a row it may have written after all.
+FORGET_SECONDS = 2.0
 MAX_IDEMPOTENCY_KEY_LENGTH = 255
 MAX_CUSTOMER_ID_LENGTH = 255
 MAX_ERROR_DETAILS = 20
@@ -230,6 +233,26 @@ async def _enqueue(request: Request, job_type: str, job_id: UUID, shop: str) -> 
             return False
 
 
+async def _forget(database: Database, job_id: UUID) -> None:
+    """Delete a job whose INSERT failed, in case it committed all the same.
+
+    A connection that dies just after the commit loses its answer: the caller is told 503,
+    so the row must not stay behind for the reconciler to run. Tried for FORGET_SECONDS; if
+    Postgres stays away that long, the row (if any) stays, and runs later.
+    """
+    delay, deadline = 0.02, time.monotonic() + FORGET_SECONDS
+    while True:
+        try:
+            await store.delete_job(database, job_id)
+            return
+        except UNAVAILABLE_ERRORS as exc:
+            if time.monotonic() + delay > deadline:
+                logger.warning("job %s may have been written before %r; kept", job_id, exc)
+                return
+            await asyncio.sleep(delay)
+            delay *= 2
+
+
 @_guarded
 async def process(request: Request) -> Response:
     """Create a job: signature, shop, body, type and input checks, then row, then queue."""
@@ -237,13 +260,19 @@ async def process(request: Request) -> Response:
     _check_length_header(request)
     key = _idempotency_key(request)
     job_type, job_input = _parse_job_request(await _read_body(request), request.app.state.job_types)
-    job_id, existing = await request.app.state.intake.create(
-        shop_id=shop.id,
-        job_type=job_type.name,
-        job_input=job_input,
-        customer_id=customer,
-        idempotency_key=key,
-    )
+    wanted = uuid4()
+    try:
+        job_id, existing = await request.app.state.intake.create(
+            shop_id=shop.id,
+            job_type=job_type.name,
+            job_input=job_input,
+            customer_id=customer,
+            idempotency_key=key,
+            job_id=wanted,
+        )
+    except UNAVAILABLE_ERRORS:
+        await _forget(request.app.state.database, wanted)
+        raise
     if existing is not None:
         # A retry of the same request gets the same job; anything else reusing the key is a
         # client bug, and must not learn another customer's job id.

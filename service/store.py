@@ -220,14 +220,17 @@ async def create_job(
     customer_id: str | None = None,
     idempotency_key: str | None = None,
     source: str = "proxy",
+    job_id: UUID | None = None,
 ) -> tuple[Job, bool]:
-    """Write a `pending` job; return it and whether this call created it.
+    """Write a `pending` job (with `job_id`, or a new id); return it and whether this call
+    created it.
 
     With an idempotency key, the UNIQUE (shop_id, idempotency_key) constraint decides who wins
     among concurrent duplicates: the loser's INSERT does nothing (it waits for the winner's
     commit) and the SELECT then returns the winner's row. If that row vanished in between (its
     enqueue failed and it was deleted), the insert is simply tried again.
     """
+    job_id = job_id or uuid4()
     async with _raw(database) as raw:
         for _ in range(3):
             row = await raw.fetchrow(
@@ -238,7 +241,7 @@ async def create_job(
                 ON CONFLICT ON CONSTRAINT jobs_idempotency DO NOTHING
                 RETURNING {JOB_COLUMNS}
                 """,
-                uuid4(), shop_id, job_type, orjson.dumps(job_input).decode(), customer_id,
+                job_id, shop_id, job_type, orjson.dumps(job_input).decode(), customer_id,
                 idempotency_key, source,
             )  # fmt: skip
             if row is not None:

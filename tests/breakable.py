@@ -101,6 +101,12 @@ class PostgresControl:
             capture_output=True,
         )
 
+    def running(self) -> bool:
+        status = local_services._run_as(
+            self.servers.pg_user, [*self.pg_ctl, "status"], capture_output=True
+        )
+        return status.returncode == 0
+
     def start(self) -> None:
         local_services._run_as(
             self.servers.pg_user,
