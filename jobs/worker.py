@@ -22,8 +22,10 @@ import asyncio
 import contextlib
 import logging
 import os
+import signal
 import socket
 import uuid
+from collections.abc import Awaitable
 from signal import Signals
 from typing import Any
 
@@ -57,6 +59,8 @@ POLL_DELAY_SECONDS = 0.1
 # limit must never be the one that stops a job.
 ARQ_MAX_TRIES = 1_000_000
 STARTUP_RETRY_SECONDS = 1.0
+# How long each step of shutdown that needs Redis or Postgres may take before it is skipped.
+CLOSE_STEP_SECONDS = 5.0
 
 
 class ShopjobsWorker(arq.worker.Worker):
@@ -170,6 +174,25 @@ class ShopjobsWorker(arq.worker.Worker):
             self._job_completion_wait,
         )
 
+    async def close(self) -> None:
+        """arq's close, with every step that needs Redis (or Postgres) bounded in time.
+
+        The Redis client retries without end, so that a Redis restart only pauses the worker;
+        with Redis down at shutdown, arq's close would wait for it forever (the jobs giving
+        themselves back, deleting the health key), and a worker told to stop never stopped.
+        What cannot be done in time is left: a job not given back runs again after its lease.
+        """
+        if not self._handle_signals:
+            self.handle_sig(signal.SIGUSR1)
+        if not self._pool:
+            return
+        await _bounded("running jobs", asyncio.gather(*self.tasks.values()))
+        await _bounded("health key", self.pool.delete(self.health_check_key))
+        if self.on_shutdown:
+            await self.on_shutdown(self.ctx)
+        await _bounded("Redis connections", self.pool.close(close_connection_pool=True))
+        self._pool = None
+
     def handle_sig(self, signum: Signals) -> None:
         self._begin_shutdown(signum)
         super().handle_sig(signum)
@@ -177,6 +200,15 @@ class ShopjobsWorker(arq.worker.Worker):
     def handle_sig_wait_for_completion(self, signum: Signals) -> None:
         self._begin_shutdown(signum)
         super().handle_sig_wait_for_completion(signum)
+
+
+async def _bounded(what: str, step: Awaitable[Any]) -> None:
+    try:
+        await asyncio.wait_for(step, CLOSE_STEP_SECONDS)
+    except TimeoutError:
+        logger.warning(
+            "shutdown: %s skipped after %gs (Redis or Postgres down)", what, CLOSE_STEP_SECONDS
+        )
 
 
 async def _until_cancelled(run: Any) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import signal
 import time
 import uuid
 from pathlib import Path
@@ -91,6 +92,7 @@ async def _restarts_lose_nothing(
     await wait_all(database, ids, timeout=sized(60, 180))
     elapsed = time.monotonic() - begun
     assert worker.popen.poll() is None, worker.output[-3000:]
+    worker.stop()  # while its Redis is still up: a quick, clean exit
     assert min(queued_at_restart) > 0, "Redis was restarted after the work was done"
     await check_effects(database, ids)
     requeued = "reconciler: re-queued" in worker.output
@@ -161,3 +163,19 @@ async def test_web_while_redis_is_down_is_503_and_leaves_no_row(
         server.stop()
     assert await _job_rows(database) == 2
     record("web while Redis is down", requests=tries + 1, answered_503=tries + 1, orphan_rows=0)
+
+
+async def test_a_worker_exits_on_sigterm_while_redis_is_down(
+    env, spawn, database: Database, tmp_path: Path
+) -> None:
+    """Its Redis client retries without end (a restart only pauses it), but that must not keep
+    a worker that was told to stop from stopping: it hung until killed."""
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    try:
+        worker = start_worker(spawn, {**env, "REDIS_URL": server.url})
+    finally:
+        server.stop()
+    await asyncio.sleep(0.5)
+    worker.signal(signal.SIGTERM)
+    assert await asyncio.to_thread(worker.wait, 20) == 0, worker.output[-2000:]
