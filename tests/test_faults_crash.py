@@ -58,9 +58,9 @@ async def test_sigkilled_worker_loses_no_job_and_repeats_no_committed_effect(
     env, spawn, database: Database, redis: ArqRedis
 ) -> None:
     count = sized(100, 1000)
-    concurrency = sized(6, 25)
-    max_kills = sized(4, 25)
-    kill_every = sized(1.2, 2.0)
+    concurrency = sized(6, 10)
+    max_kills = sized(4, 30)
+    kill_every = sized(1.2, 1.0)
     rng = random.Random(8)
     base = {
         **env,
