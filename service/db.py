@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import asyncpg
@@ -39,21 +40,49 @@ async def _keep_session(connection: asyncpg.Connection) -> None:
 class Database(databases.Database):
     """`databases.Database`, without the trap it sets when Postgres drops a connection.
 
-    `databases` keeps one connection wrapper per asyncio task. When handing its connection
-    back to the pool fails (Postgres dropped it between a query and its release; asyncpg then
-    discards the connection), the wrapper stays marked as holding one, and every later query
-    of that task fails with "Connection is already acquired", for as long as the task lives:
-    the worker's poll loop would never claim a job again. Such a wrapper is dropped here, and
-    the task gets a fresh one.
+    `databases` keeps one connection wrapper per asyncio task, and two of its error paths
+    leave that wrapper holding a connection asyncpg has given up on: a release that fails,
+    and a transaction whose ROLLBACK (or COMMIT) fails on a dead connection. Every later query
+    of that task then fails ("Connection is already acquired", "connection has been released
+    back to the pool", "connection is closed") for as long as the task lives, the worker's
+    poll loop included; and the pool slot it holds is never returned. Outside a transaction,
+    such a wrapper is dropped here, its connection handed back to the pool, and the task gets
+    a fresh one.
     """
 
     def connection(self) -> Connection:
         connection = super().connection()
-        backend = connection._connection
-        if connection._connection_counter == 0 and getattr(backend, "_connection", None):
+        if not connection._transaction_stack and _stranded(connection):
+            held = connection._connection._connection
+            if getattr(held, "_con", None) is not None:
+                # Give the slot back (asyncpg terminates a closed connection as it does so).
+                task = asyncio.ensure_future(self._backend._pool.release(held))
+                _returning.add(task)
+                task.add_done_callback(_returned)
             self._connection = None  # forget this task's stuck wrapper
             connection = super().connection()
         return connection
+
+
+_returning: set[asyncio.Future[object]] = set()
+
+
+def _returned(task: asyncio.Future[object]) -> None:
+    _returning.discard(task)
+    if not task.cancelled():
+        task.exception()  # already handled: asyncpg terminated the connection
+
+
+def _stranded(connection: Connection) -> bool:
+    """Whether a wrapper holds a connection it can no longer use."""
+    held = getattr(connection._connection, "_connection", None)  # asyncpg's pool proxy
+    if held is None:
+        return False
+    if connection._connection_counter == 0:
+        return True  # its release failed half-way
+    if getattr(held, "_con", None) is None:
+        return True  # released back to the pool (asyncpg detaches the proxy)
+    return bool(held.is_closed())
 
 
 def create_database(url: str, *, min_size: int = 1, max_size: int = 10) -> Database:

@@ -6,38 +6,54 @@ import asyncio
 import time
 from collections import Counter
 
+import pytest
+from databases import Database
+
 from service.db import create_database
 from service.settings import Settings
 
 
+async def _query(database: Database) -> None:
+    await database.fetch_val("SELECT 1")
+
+
+async def _transaction(database: Database) -> None:
+    async with database.transaction():
+        await database.fetch_val("SELECT 1")
+        await database.fetch_val("SELECT 2")
+
+
+@pytest.mark.parametrize("work", [_query, _transaction], ids=["queries", "transactions"])
 async def test_no_task_is_left_unable_to_reach_postgres_after_its_connections_die(
-    settings: Settings,
+    work, settings: Settings
 ) -> None:
     """Long-lived tasks query while every backend is killed, again and again; afterwards each
-    of them reaches Postgres again.
+    of them reaches Postgres again, and the pool has all its connections back.
 
-    With plain `databases`, a task whose connection died between its query and the pool's
-    reset of it kept failing with "Connection is already acquired", for as long as the task
-    lived: the worker's poll loop is such a task, so it stopped claiming jobs for good.
+    With plain `databases`, a task whose connection died at the wrong moment (its release
+    failed, or its transaction's ROLLBACK did) kept failing ("Connection is already acquired",
+    "connection has been released back to the pool") for as long as the task lived: the
+    worker's poll loop is such a task. Its pool slot was never returned either.
     """
     database = create_database(settings.database_url, min_size=1, max_size=10)
-    admin = create_database(settings.database_url, min_size=1, max_size=1)
+    killer = create_database(settings.database_url, min_size=1, max_size=1)
     await database.connect()
-    await admin.connect()
+    await killer.connect()
     errors: Counter[str] = Counter()
     stop = asyncio.Event()
 
     async def loop() -> bool:
-        """Query until told to stop; then whether this task still gets an answer."""
+        """Work until told to stop; then whether this task still gets an answer."""
         while not stop.is_set():
             try:
-                await database.fetch_val("SELECT 1")
+                await work(database)
             except Exception as exc:
                 errors[exc.__class__.__name__] += 1
             await asyncio.sleep(0)
         for _ in range(20):  # a few tries: the pool reconnects meanwhile
             try:
-                return await database.fetch_val("SELECT 1") == 1
+                await work(database)
+                return True
             except Exception:
                 await asyncio.sleep(0.1)
         return False
@@ -46,16 +62,21 @@ async def test_no_task_is_left_unable_to_reach_postgres_after_its_connections_di
     try:
         deadline = time.monotonic() + 3
         while time.monotonic() < deadline:
-            await admin.fetch_all(
+            await killer.fetch_all(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                 "WHERE backend_type = 'client backend' AND pid <> pg_backend_pid() "
-                "AND datname = current_database() AND application_name = ''"
+                "AND datname = current_database()"
             )
             await asyncio.sleep(0.02)
     finally:
         stop.set()
-        recovered = await asyncio.gather(*tasks)
-        await database.disconnect()
-        await admin.disconnect()
+        # A pool whose slots were never returned would leave these waiting for ever.
+        done, pending = await asyncio.wait(tasks, timeout=30)
+        for task in pending:
+            task.cancel()
+        await killer.disconnect()
+    recovered = [task.result() for task in done]
+    assert not pending, f"{len(pending)} task(s) waiting for a connection the pool lost"
     assert errors, "no connection was killed mid-use"
     assert all(recovered), f"{recovered.count(False)} task(s) cut off from Postgres: {errors}"
+    await database.disconnect()
