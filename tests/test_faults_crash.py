@@ -58,9 +58,14 @@ async def test_sigkilled_worker_loses_no_job_and_repeats_no_committed_effect(
     env, spawn, database: Database, redis: ArqRedis
 ) -> None:
     count = sized(100, 1000)
-    concurrency = sized(6, 10)
+    concurrency = 6
     max_kills = sized(4, 30)
-    kill_every = sized(1.2, 1.0)
+    # How long the victim lives after each start, at random, but longer than the slowest job.
+    # A job interrupted more than JOB_MAX_ATTEMPTS + 3 times is failed as "Abandoned" (a job
+    # that crashes its worker must not take workers down for ever), and a restarted victim
+    # first re-takes the jobs its last life left at the head of the queue: killed sooner than
+    # its jobs can finish, life after life, it would have them abandoned (it did, at 1.5-4 s).
+    lifetime = sized((1.3, 2.5), (3.0, 6.0))
     rng = random.Random(8)
     base = {
         **env,
@@ -80,7 +85,7 @@ async def test_sigkilled_worker_loses_no_job_and_repeats_no_committed_effect(
     kills = restarts = interrupted = 0
     begun = time.monotonic()
     while kills < max_kills:
-        await asyncio.sleep(kill_every * rng.uniform(0.5, 1.5))
+        await asyncio.sleep(rng.uniform(*lifetime))
         if (await status_counts(database)).get("completed", 0) == count:
             break
         victim.signal(signal.SIGKILL)
@@ -91,10 +96,16 @@ async def test_sigkilled_worker_loses_no_job_and_repeats_no_committed_effect(
         victim = start_worker(spawn, victim_env)
         restarts += 1
 
-    await wait_all(database, ids, timeout=sized(90, 300))
+    try:
+        await wait_all(database, ids, timeout=sized(90, 300))
+    except AssertionError:
+        rows = await database.fetch_all(
+            "SELECT attempts, error_message FROM jobs WHERE status <> 'completed' LIMIT 5"
+        )
+        raise AssertionError([tuple(r._mapping.values()) for r in rows]) from None
     elapsed = time.monotonic() - begun
     assert steady.popen.poll() is None, steady.output[-3000:]
-    assert kills >= sized(3, 10), f"only {kills} kills happened before the jobs were done"
+    assert kills >= sized(2, 10), f"only {kills} kills happened before the jobs were done"
     assert interrupted > 0, "no kill landed on a running job"
 
     rows = await database.fetch_all(
@@ -104,6 +115,7 @@ async def test_sigkilled_worker_loses_no_job_and_repeats_no_committed_effect(
     assert {r._mapping["retry_count"] for r in rows} == {0}
     assert {r._mapping["lease_owner"] for r in rows} == {None}
     reruns = sum(r._mapping["attempts"] for r in rows) - count
+    most_starts = max(r._mapping["attempts"] for r in rows)
 
     repeats = await check_effects(database, ids)
     # Only a run that was killed between its effect and its completion repeats an effect.
@@ -123,6 +135,7 @@ async def test_sigkilled_worker_loses_no_job_and_repeats_no_committed_effect(
         restarts=restarts,
         runs_interrupted=interrupted,
         reruns=reruns,
+        most_starts_of_one_job=most_starts,
         lost=0,
         stuck=0,
         committed_effects_repeated=0,
