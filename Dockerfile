@@ -10,7 +10,7 @@ ENV PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     VIRTUAL_ENV=/opt/venv \
     APP_HOME=/app
-# The code runs from APP_HOME rather than being pip-installed: service/db.py finds schema.sql
+# The code runs from APP_HOME rather than being pip-installed: service/core/db.py finds schema.sql
 # beside its packages, and the release command needs it there.
 ENV PATH="$VIRTUAL_ENV/bin:$PATH" \
     PYTHONPATH="$APP_HOME"

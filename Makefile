@@ -49,9 +49,11 @@ services-stop: install
 db: install
 	$(PY) -m service db apply
 
+## ruff, and the one-way layers of service/ and jobs/ (pyproject.toml: importlinter)
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
 
 format: install
 	$(VENV)/bin/ruff format .

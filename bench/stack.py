@@ -25,7 +25,7 @@ from redis.asyncio import Redis
 
 from bench.cpu import CpuMeter, children, pid_from_file
 from service import store
-from service.db import apply_schema, create_database
+from service.core.db import apply_schema, create_database
 from tools import services
 
 ROOT = Path(__file__).resolve().parent.parent

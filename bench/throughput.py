@@ -38,8 +38,8 @@ from arq.utils import timestamp_ms
 from redis.asyncio import Redis
 
 from bench.stack import SHOP, Proc, Stack, worker_command
-from jobs.echo import EchoInput
-from service import queue
+from jobs.builtin.echo import EchoInput
+from service.core import queue
 from tools.services import free_port
 
 POLL_SECONDS = 0.005

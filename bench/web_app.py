@@ -15,7 +15,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from service.app import create_app
-from service.settings import Settings, load_settings
+from service.core.settings import Settings, load_settings
 
 BARE_PATH = "/bench/bare"
 

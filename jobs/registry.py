@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from jobs import compliance, echo, product_summary
+from jobs.builtin import compliance, echo, product_summary
 from jobs.types import JobType, WebhookJob
-from service.settings import Settings
+from service.core.settings import Settings
 
 
 def job_types(settings: Settings) -> dict[str, JobType]:

@@ -13,14 +13,23 @@ from typing import TYPE_CHECKING, Any, Protocol
 from pydantic import BaseModel
 
 if TYPE_CHECKING:
+    import asyncpg
     from databases import Database
 
-    from service.shopify.admin import ShopAdmin
-    from service.store import CompletionWrite
+# A write to the app's own tables, run on the connection whose transaction completes the job.
+CompletionWrite = Callable[["asyncpg.Connection"], Awaitable[None]]
 
 
 class NonRetryableError(Exception):
     """Raise from a handler to fail the job at once: retrying cannot help (bad input, gone)."""
+
+
+class AdminAPI(Protocol):
+    """One shop's Admin GraphQL API (built by the worker from service/shopify/admin.py)."""
+
+    async def graphql(
+        self, query: str, variables: dict[str, Any] | None = None, *, cost: float | None = None
+    ) -> dict[str, Any]: ...
 
 
 class JobContext(Protocol):
@@ -33,14 +42,14 @@ class JobContext(Protocol):
     run: int  # every start of the job, crash re-runs included (jobs.attempts)
     # The shop's Admin GraphQL API: `await ctx.admin.graphql(query, variables)`. Built by the
     # worker with `AdminClient.admin_for(shop)`; it loads the token only on first use.
-    admin: ShopAdmin
+    admin: AdminAPI
     # Postgres, for jobs that act on the app's own data (the compliance webhooks).
     database: Database
 
     async def report_progress(self, percent: int, message: str | None = None) -> None: ...
 
     # Commit a write to the app's database in the same transaction as this job's completion:
-    # exactly once per completed job (see jobs/context.py).
+    # exactly once per completed job (see jobs/worker/context.py).
     def on_completion(self, write: CompletionWrite) -> None: ...
 
 

@@ -13,8 +13,8 @@ import sys
 import time
 
 from service import store
-from service.db import apply_schema, create_database
-from service.settings import DatabaseSettings, Settings, load_settings
+from service.core.db import apply_schema, create_database
+from service.core.settings import DatabaseSettings, Settings, load_settings
 from service.shopify import shop_domain
 from service.shopify.proxy_url import signed_proxy_url
 

@@ -21,14 +21,15 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from jobs.registry import job_types, webhook_jobs
-from service import dashboard, install, metrics, proxy, queue, webhooks
-from service.db import create_database
-from service.errors import EXCEPTION_HANDLERS
+from service.core import queue
+from service.core.db import create_database
+from service.core.logs import configure_logging
+from service.core.settings import Settings, load_settings
 from service.intake import Intake
-from service.logs import configure_logging
-from service.middleware import RequestTelemetry
-from service.settings import Settings, load_settings
-from service.shop_cache import ShopCache
+from service.web import dashboard, install, metrics, proxy, webhooks
+from service.web.errors import EXCEPTION_HANDLERS
+from service.web.middleware import RequestTelemetry
+from service.web.shop_cache import ShopCache
 
 HEALTH_TIMEOUT_SECONDS = 2.0
 

@@ -2,7 +2,7 @@
 
 Under load, many `POST /proxy/process` requests are in flight at once; each used to cost its
 own INSERT and its own Redis call. Here concurrent requests share one INSERT of many rows and
-one Redis pipeline (service/batch.py), and an idle system still writes each job at once. The
+one Redis pipeline (service/core/batch.py), and an idle system still writes each job at once. The
 order per job is unchanged: the row is written first, then the queue entry, and a row whose
 queue entry failed is deleted again.
 """
@@ -16,8 +16,9 @@ import orjson
 from arq.connections import ArqRedis
 from databases import Database
 
-from service import queue, store
-from service.batch import GroupCommit
+from service import store
+from service.core import queue
+from service.core.batch import GroupCommit
 
 NewRow = tuple[UUID, int, str, str, str | None, str | None, str]
 

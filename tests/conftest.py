@@ -16,9 +16,9 @@ import pytest
 from arq.connections import ArqRedis
 from databases import Database
 
-from service import queue
-from service.db import apply_schema, create_database
-from service.settings import Settings
+from service.core import queue
+from service.core.db import apply_schema, create_database
+from service.core.settings import Settings
 from tests.breakable import RedisServer
 from tools import services as local_services
 

@@ -11,7 +11,8 @@ import orjson
 from arq.connections import ArqRedis
 from databases import Database
 
-from service import queue, store
+from service import store
+from service.core import queue
 
 
 async def make_shop(database: Database, domain: str = "test-shop.myshopify.com") -> store.Shop:

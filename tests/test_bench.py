@@ -94,9 +94,9 @@ def test_profile_summary_ranks_functions_packages_and_the_projects_own_steps(
     raw = tmp_path / "profile.raw"
     site = "/venv/lib/python3.11/site-packages"
     raw.write_text(
-        f"main ({site}/arq/worker.py:10);run_job (jobs/runner.py:80);"
+        f"main ({site}/arq/worker.py:10);run_job (jobs/worker/runner.py:80);"
         f"claim_job (service/store.py:440);_do_execute ({site}/asyncpg/connection.py:9) 30\n"
-        f"main ({site}/arq/worker.py:10);run_job (jobs/runner.py:95);"
+        f"main ({site}/arq/worker.py:10);run_job (jobs/worker/runner.py:95);"
         "emit (/usr/lib/python3.11/logging/__init__.py:1100) 20\n"
         f"main ({site}/arq/worker.py:12) 50\n"
         "not a stack line\n"
@@ -112,6 +112,9 @@ def test_profile_summary_ranks_functions_packages_and_the_projects_own_steps(
     packages = {row["package"]: row["percent"] for row in summary["own_by_package"]}
     assert packages == {"arq": 50.0, "asyncpg": 30.0, "logging": 20.0}
     project = {row["function"]: row["percent"] for row in summary["top_inclusive_project"]}
-    assert project == {"run_job (jobs/runner.py)": 50.0, "claim_job (service/store.py)": 30.0}
+    assert project == {
+        "run_job (jobs/worker/runner.py)": 50.0,
+        "claim_job (service/store.py)": 30.0,
+    }
     text = profile_text(summary)
     assert "50.0%  arq" in text and "30.0%  claim_job (service/store.py)" in text

@@ -16,10 +16,11 @@ from arq.connections import ArqRedis
 from databases import Database
 from pydantic import SecretStr, ValidationError
 
-from service import queue, store
+from service import store
 from service.app import create_app
-from service.dashboard import credentials_match, csrf_token
-from service.settings import Settings
+from service.core import queue
+from service.core.settings import Settings
+from service.web.dashboard import credentials_match, csrf_token
 from tests.conftest import TEST_API_KEY, TEST_SECRET
 from tests.jobs_helpers import add_job, make_shop
 

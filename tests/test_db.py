@@ -1,4 +1,4 @@
-"""service/db.py against a Postgres whose connections are killed under it."""
+"""service/core/db.py against a Postgres whose connections are killed under it."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from collections import Counter
 import pytest
 from databases import Database
 
-from service.db import create_database
-from service.settings import Settings
+from service.core.db import create_database
+from service.core.settings import Settings
 
 
 async def _query(database: Database) -> None:

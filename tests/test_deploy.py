@@ -31,8 +31,8 @@ from databases import Database
 from pydantic import AliasChoices
 
 from service.app import HEALTH_TIMEOUT_SECONDS
-from service.db import create_database
-from service.settings import Settings
+from service.core.db import create_database
+from service.core.settings import Settings
 from tests.conftest import ROOT, free_port, wait_for_http
 
 WEB = tomllib.loads((ROOT / "fly.web.toml").read_text())
@@ -305,7 +305,7 @@ def test_image_installs_dependencies_before_code_and_runs_unprivileged(image: Im
     assert all(k != "RUN" for k, _ in keywords[last_user:]), "nothing may run as root after USER"
 
     app = image.workdir
-    for needed in ("service/app.py", "jobs/worker.py", "schema.sql"):
+    for needed in ("service/app.py", "jobs/worker/process.py", "schema.sql"):
         assert (app / needed).is_file(), f"{needed} is missing from the image"
     for left_out in (".venv", ".git", ".dev", "tests"):
         assert not (app / left_out).exists(), f"{left_out} must not be copied into the image"

@@ -12,7 +12,8 @@ import uuid
 from arq.connections import ArqRedis
 from databases import Database
 
-from service import queue, store
+from service import store
+from service.core import queue
 from tests.conftest import free_port
 from tests.faults_helpers import (
     check_effects,

@@ -33,7 +33,8 @@ from databases import Database
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from service import queue, store
+from service import store
+from service.core import queue
 from service.shopify.signatures import UNIQUE_PROXY_PARAMS, app_proxy_signature
 from tests.conftest import TEST_SECRET
 from tests.faults_helpers import record, sized

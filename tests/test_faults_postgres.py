@@ -16,8 +16,8 @@ from arq.connections import ArqRedis
 from arq.constants import in_progress_key_prefix
 from databases import Database
 
-from jobs.context import RunContext
-from service.db import create_database
+from jobs.worker.context import RunContext
+from service.core.db import create_database
 from tests.breakable import PostgresControl, Relay
 from tests.conftest import free_port
 from tests.faults_helpers import (

@@ -14,7 +14,7 @@ import httpx
 import pytest
 from databases import Database
 
-from service import queue
+from service.core import queue
 from tests.breakable import RedisServer
 from tests.faults_helpers import (
     check_effects,

@@ -19,7 +19,8 @@ from arq.connections import ArqRedis
 from arq.constants import job_key_prefix
 from databases import Database
 
-from service import queue, store
+from service import store
+from service.core import queue
 from tests.conftest import TEST_API_KEY, TEST_SECRET, free_port, wait_for_http, web_command
 from tests.faults_helpers import record, signed, wait_until
 from tests.jobs_helpers import add_job, make_shop, wait_for_status

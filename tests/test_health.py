@@ -2,7 +2,7 @@
 
 import httpx
 
-from service.settings import Settings
+from service.core.settings import Settings
 from tests.conftest import free_port, wait_for_http, web_command, worker_command
 
 

@@ -12,7 +12,7 @@ import orjson
 from arq.connections import ArqRedis
 from databases import Database
 
-from service import logs
+from service.core import logs
 from service.shopify.proxy_url import signed_proxy_url
 from tests.conftest import TEST_SECRET, free_port, wait_for_http, web_command
 from tests.jobs_helpers import make_shop, wait_for_status

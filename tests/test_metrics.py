@@ -11,9 +11,10 @@ from arq.connections import ArqRedis
 from databases import Database
 from prometheus_client.parser import text_string_to_metric_families
 
-from service import queue, store
+from service import store
 from service.app import create_app
-from service.settings import Settings
+from service.core import queue
+from service.core.settings import Settings
 from service.shopify.proxy_url import signed_proxy_url
 from tests.conftest import TEST_SECRET
 from tests.jobs_helpers import add_job, make_shop, wait_all, wait_for_status

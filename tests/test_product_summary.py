@@ -10,10 +10,10 @@ import pytest
 from arq.connections import ArqRedis
 from databases import Database
 
-from jobs import product_summary
+from jobs.builtin import product_summary
 from jobs.types import NonRetryableError
 from service import store
-from service.settings import Settings
+from service.core.settings import Settings
 from service.shopify.admin import AdminClient
 from shopify_emulator.catalogue import build
 from tests.conftest import HandlerContext

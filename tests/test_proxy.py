@@ -13,10 +13,11 @@ import pytest
 from arq.connections import ArqRedis
 from databases import Database
 
-from service import queue, store
-from service.proxy import MAX_BODY_BYTES
-from service.settings import Settings
+from service import store
+from service.core import queue
+from service.core.settings import Settings
 from service.shopify.proxy_url import signed_proxy_url
+from service.web.proxy import MAX_BODY_BYTES
 from tests.breakable import Relay
 from tests.conftest import TEST_SECRET, RedisServer, free_port
 from tools.services import Services

@@ -9,8 +9,8 @@ import httpx
 from databases import Database
 
 from service import store
-from service.proxy import MAX_BODY_BYTES
 from service.shopify.proxy_url import signed_proxy_url
+from service.web.proxy import MAX_BODY_BYTES
 from tests.conftest import TEST_SECRET, free_port, wait_for_http, web_command
 
 SHOP = "e2e-shop.myshopify.com"

@@ -1,6 +1,6 @@
 import pytest
 
-from service import queue
+from service.core import queue
 
 
 def test_plain_redis_url() -> None:

@@ -11,9 +11,9 @@ import pytest
 from arq.connections import ArqRedis
 from databases import Database
 
-from jobs import maintenance
-from service import queue
-from service.db import create_database
+from jobs.worker import maintenance
+from service.core import queue
+from service.core.db import create_database
 from tests.breakable import PostgresControl, RedisServer
 from tests.conftest import wait_for_http
 from tests.jobs_helpers import add_job, make_shop, wait_all

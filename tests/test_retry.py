@@ -1,5 +1,5 @@
-from jobs.retry import Decision, backoff_seconds, decide
 from jobs.types import NonRetryableError
+from jobs.worker.retry import Decision, backoff_seconds, decide
 
 
 def test_backoff_doubles_from_the_base() -> None:

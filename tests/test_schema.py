@@ -5,7 +5,7 @@ import pytest
 from databases import Database
 
 from service import store
-from service.db import apply_schema
+from service.core.db import apply_schema
 
 
 async def test_schema_applies_twice(database: Database) -> None:

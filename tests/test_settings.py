@@ -4,7 +4,7 @@ import sys
 import pytest
 from pydantic import ValidationError
 
-from service.settings import DatabaseSettings, Settings, describe_error, load_settings
+from service.core.settings import DatabaseSettings, Settings, describe_error, load_settings
 
 REQUIRED = {
     "DATABASE_URL": "postgresql://u@127.0.0.1:5432/db",

@@ -5,7 +5,7 @@ import asyncio
 from databases import Database
 
 from service import store
-from service.shop_cache import ShopCache
+from service.web.shop_cache import ShopCache
 
 
 async def test_cache_serves_within_its_ttl_then_rereads(database: Database) -> None:

@@ -11,7 +11,7 @@ from arq.connections import ArqRedis
 from databases import Database
 
 from service import store
-from service.settings import Settings
+from service.core.settings import Settings
 from service.shopify.admin import (
     AdminAuthError,
     AdminClient,

@@ -11,7 +11,7 @@ from databases import Database
 
 from service import store
 from service.app import create_app
-from service.settings import Settings
+from service.core.settings import Settings
 from service.shopify import oauth
 from service.shopify.admin import AdminClient
 from service.shopify.signatures import oauth_hmac

@@ -10,10 +10,11 @@ import pytest
 from arq.connections import ArqRedis
 from databases import Database
 
-from jobs import compliance
-from service import queue, store
+from jobs.builtin import compliance
+from service import store
 from service.app import create_app
-from service.settings import Settings
+from service.core import queue
+from service.core.settings import Settings
 from service.shopify.signatures import webhook_hmac
 from tests.conftest import TEST_SECRET, HandlerContext, free_port
 

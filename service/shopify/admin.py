@@ -32,7 +32,7 @@ from redis.asyncio import Redis
 
 from jobs.types import NonRetryableError
 from service import store
-from service.settings import Settings
+from service.core.settings import Settings
 from service.shopify import endpoints, tokens
 from service.shopify.throttle import UNKNOWN, CostBuckets, ThrottleStatus
 

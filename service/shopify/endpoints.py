@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from urllib.parse import urlencode
 
-from service.settings import Settings
+from service.core.settings import Settings
 
 
 def admin_base(settings: Settings, shop: str) -> str:

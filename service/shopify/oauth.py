@@ -20,7 +20,7 @@ from typing import Any
 
 import httpx
 
-from service.settings import Settings
+from service.core.settings import Settings
 from service.shopify import endpoints, shop_domain
 from service.shopify.signatures import verify_oauth_hmac
 

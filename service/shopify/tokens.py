@@ -15,7 +15,7 @@ from redis.asyncio import Redis
 
 from jobs.types import NonRetryableError
 from service import store
-from service.settings import Settings
+from service.core.settings import Settings
 from service.shopify import oauth
 
 REFRESH_MARGIN = timedelta(seconds=60)

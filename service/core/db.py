@@ -9,7 +9,7 @@ import asyncpg
 import databases
 from databases.core import Connection
 
-SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schema.sql"
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schema.sql"
 # Any constant: serialises concurrent `make db` / release commands.
 SCHEMA_LOCK_ID = 7_331_001
 

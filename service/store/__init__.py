@@ -6,7 +6,7 @@ these tables, so a reader reviews all of it here.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -16,6 +16,8 @@ from uuid import UUID, uuid4
 import asyncpg
 import orjson
 from databases import Database
+
+from jobs.types import CompletionWrite
 
 
 @dataclass(frozen=True)
@@ -537,7 +539,6 @@ async def record_progress(
 
 # A write a handler asks to be committed together with its job's completion (see
 # RunContext.on_completion): it gets the connection that holds the completing transaction.
-CompletionWrite = Callable[[asyncpg.Connection], Awaitable[None]]
 
 _COMPLETE = """
     UPDATE jobs SET status = 'completed', result = $3::jsonb, progress = 100,

@@ -7,7 +7,7 @@ one holds it, sets arq's in-progress key for one lease, counts the try, and retu
 Keys, payloads and scores stay arq's own, so arq's enqueue, cron and tooling keep working.
 
 With a per-shop cap, the same pass pushes back the jobs of shops already at their cap here.
-Finishing is batched too (service/batch.py): done, run-again-later, or given back.
+Finishing is batched too (service/core/batch.py): done, run-again-later, or given back.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from arq.constants import in_progress_key_prefix, job_key_prefix, retry_key_prefix
 from redis.asyncio import Redis
 
-from service.batch import GroupCommit
+from service.core.batch import GroupCommit
 
 # KEYS[1]: the queue. ARGV: now (ms), how many to take, lease (ms), how far to look, the
 # per-shop cap (0: none), how far to push back a job of a shop at its cap (ms), then pairs of

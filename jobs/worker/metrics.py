@@ -16,8 +16,8 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 from redis.asyncio import Redis
 
-from service import queue
-from service.metrics import process_registry
+from service.core import queue
+from service.core.metrics import process_registry
 
 logger = logging.getLogger("shopjobs.worker")
 

@@ -10,7 +10,7 @@ from typing import Any
 from arq.connections import ArqRedis
 from databases import Database
 
-from service.settings import Settings
+from service.core.settings import Settings
 from service.shopify.admin import AdminClient
 
 

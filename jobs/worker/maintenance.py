@@ -19,8 +19,9 @@ from arq.connections import ArqRedis
 from arq.constants import in_progress_key_prefix, job_key_prefix
 from databases import Database
 
-from service import queue, store
-from service.settings import Settings
+from service import store
+from service.core import queue
+from service.core.settings import Settings
 
 logger = logging.getLogger("shopjobs.worker")
 

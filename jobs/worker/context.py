@@ -19,6 +19,7 @@ from uuid import UUID
 
 from databases import Database
 
+from jobs.types import CompletionWrite
 from service import store
 from service.shopify.admin import AdminClient, ShopAdmin
 
@@ -37,7 +38,7 @@ class RunContext:
     database: Database
     owner: str
     resources: dict[str, Any] = field(default_factory=dict)
-    completion_writes: list[store.CompletionWrite] = field(default_factory=list)
+    completion_writes: list[CompletionWrite] = field(default_factory=list)
     _last_write: float = 0.0
     _last_message: str | None = None
     _admin: ShopAdmin | None = None
@@ -53,7 +54,7 @@ class RunContext:
             self._admin = client.admin_for(self.shop)
         return self._admin
 
-    def on_completion(self, write: store.CompletionWrite) -> None:
+    def on_completion(self, write: CompletionWrite) -> None:
         """Commit `write` together with this job's completion, or not at all."""
         self.completion_writes.append(write)
 

@@ -25,11 +25,12 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from service import queue, store
-from service.db import UNAVAILABLE_ERRORS
-from service.errors import error
+from service import store
+from service.core import queue
+from service.core.db import UNAVAILABLE_ERRORS
 from service.shopify.shop_domain import is_shop_domain
 from service.shopify.signatures import verify_webhook
+from service.web.errors import error
 
 logger = logging.getLogger("shopjobs.web")
 

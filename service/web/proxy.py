@@ -27,10 +27,10 @@ from starlette.routing import Route
 
 from jobs.types import JobType
 from service import store
-from service.db import UNAVAILABLE_ERRORS
-from service.errors import error
+from service.core.db import UNAVAILABLE_ERRORS
 from service.shopify.shop_domain import is_shop_domain
 from service.shopify.signatures import ProxySignatureError, verify_app_proxy
+from service.web.errors import error
 
 logger = logging.getLogger("shopjobs.web")
 

@@ -17,9 +17,9 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from service import store
-from service.db import UNAVAILABLE_ERRORS
-from service.errors import error
+from service.core.db import UNAVAILABLE_ERRORS
 from service.shopify import endpoints, oauth, shop_domain
+from service.web.errors import error
 
 logger = logging.getLogger("shopjobs.web")
 

@@ -4,13 +4,13 @@ arq's CLI instantiates `arq.worker.Worker`; `install()` points that name at `Sho
 a small subclass that closes arq's gaps we cannot close from hooks:
 
 - claims are leases: arq's in-progress key lasts JOB_LEASE_SECONDS (renewed while a job runs,
-  see jobs/lease.py), not the largest job_timeout + 10 s;
+  see jobs/worker/lease.py), not the largest job_timeout + 10 s;
 - a signal first turns the health endpoint to `shutting_down`, then stops taking jobs, waits
-  WORKER_SHUTDOWN_GRACE_SECONDS for running ones and gives the rest back (jobs/runner.py);
+  WORKER_SHUTDOWN_GRACE_SECONDS for running ones and gives the rest back (jobs/worker/runner.py);
 - the Redis client retries forever with capped backoff, so a Redis restart pauses the worker
   instead of ending it.
 
-Status mirroring happens inside the job function (jobs/runner.py), not in arq's
+Status mirroring happens inside the job function (jobs/worker/runner.py), not in arq's
 on_job_start/on_job_end hooks: those get no outcome, run after a decision is made, and kill the
 worker if they raise. One function that claims, runs and records, in order, cannot get out of
 step with itself.
@@ -39,18 +39,19 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from jobs import health, maintenance, metrics
-from jobs.claims import DONE, Finish, QueueClaims, Taken
-from jobs.ratelimit import RateLimiter
 from jobs.registry import job_types
-from jobs.resources import close_resources, open_resources
-from jobs.runner import Incoming, Runtime, start_batch
 from jobs.types import JobType
-from service import queue, store
-from service.batch import GroupCommit
-from service.db import create_database
-from service.logs import adopt, configure_logging
-from service.settings import Settings
+from jobs.worker import health, maintenance, metrics
+from jobs.worker.claims import DONE, Finish, QueueClaims, Taken
+from jobs.worker.ratelimit import RateLimiter
+from jobs.worker.resources import close_resources, open_resources
+from jobs.worker.runner import Incoming, Runtime, start_batch
+from service import store
+from service.core import queue
+from service.core.batch import GroupCommit
+from service.core.db import create_database
+from service.core.logs import adopt, configure_logging
+from service.core.settings import Settings, load_settings
 
 logger = logging.getLogger("shopjobs.worker")
 
@@ -98,7 +99,7 @@ class ShopjobsWorker(arq.worker.Worker):
             listener.cancel()
 
     async def _listen_for_wake_ups(self) -> None:
-        """Poll as soon as a job is enqueued (service/queue.py publishes on every enqueue)."""
+        """Poll as soon as a job is enqueued (service/core/queue.py publishes on every enqueue)."""
         while True:
             try:
                 async with self.pool.pubsub() as pubsub:
@@ -214,7 +215,7 @@ async def _bounded(what: str, step: Awaitable[Any]) -> None:
 async def _until_cancelled(run: Any) -> None:
     """Run a job; a cancellation (shutdown) ends it quietly, as arq's own run_job does.
 
-    The run has already given its job back by then (jobs/runner.py), and arq's close() awaits
+    The run has already given its job back by then (jobs/worker/runner.py), and arq's close() awaits
     these tasks: a cancelled one would turn a clean shutdown into a crash.
     """
     with contextlib.suppress(asyncio.CancelledError):
@@ -253,11 +254,11 @@ def worker_redis_settings(url: str) -> RedisSettings:
 def arq_function(job_type: JobType, settings: Settings) -> Function:
     async def run(ctx: dict[str, Any], job_id: str, shop: str | None = None) -> None:
         raise RuntimeError(
-            "job types run through ShopjobsWorker (jobs/runner.py), not arq's run_job"
+            "job types run through ShopjobsWorker (jobs/worker/runner.py), not arq's run_job"
         )
 
     run.__qualname__ = run.__name__ = job_type.name
-    # arq's own timeout only backs ours up (jobs/runner.py times out first and retries).
+    # arq's own timeout only backs ours up (jobs/worker/runner.py times out first and retries).
     timeout = (job_type.timeout_seconds or settings.job_timeout_seconds) + 60
     return func(run, name=job_type.name, timeout=timeout, max_tries=ARQ_MAX_TRIES, keep_result=0)
 
@@ -363,3 +364,10 @@ def build_worker_settings(settings: Settings) -> type:
             "on_shutdown": on_shutdown,
         },
     )
+
+
+def worker_settings_from_environment() -> type:
+    """What `arq jobs.WorkerSettings` resolves to: settings read, our Worker installed."""
+    settings = load_settings()
+    install()
+    return build_worker_settings(settings)

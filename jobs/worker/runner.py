@@ -1,11 +1,12 @@
 """Running jobs: admit, claim, run the handler, mirror the outcome, finish the queue entry.
 
-The worker loop (jobs/worker.py) takes due jobs off the queue in batches and hands them here.
+The worker loop (jobs/worker/process.py) takes due jobs off the queue in batches and hands
+them here.
 Every outcome is decided here, by the project's own attempt count (`retry_count` in Postgres,
 not arq's `job_try`, which also counts crash re-runs and deferrals):
 
 - admit: a start over the rate limit is deferred without using an attempt (a shop already at
-  its cap in this process was pushed back before it was even taken, jobs/claims.py);
+  its cap in this process was pushed back before it was even taken, jobs/worker/claims.py);
 - claim: one Postgres statement claims the batch (jobs/…store.claim_jobs), so a job runs only
   if it is pending, retrying, or processing under an expired lease;
 - execute: the handler runs under a renewed lease and a timeout; its outcome is written to
@@ -28,16 +29,17 @@ from arq.connections import ArqRedis
 from databases import Database
 from pydantic import ValidationError
 
-from jobs import lease, retry
-from jobs.claims import DONE, GIVE_BACK, LATER, Finish, QueueClaims, Taken
-from jobs.context import RunContext
-from jobs.metrics import DATABASE_DOWN, LEASE_HELD, RATE_LIMIT, SHOP_CAP, WorkerMetrics
-from jobs.mirror import persist, persist_shielded
-from jobs.ratelimit import RateLimiter
 from jobs.types import JobType, NonRetryableError
-from service import logs, queue, store
-from service.batch import GroupCommit
-from service.settings import Settings
+from jobs.worker import lease, retry
+from jobs.worker.claims import DONE, GIVE_BACK, LATER, Finish, QueueClaims, Taken
+from jobs.worker.context import RunContext
+from jobs.worker.metrics import DATABASE_DOWN, LEASE_HELD, RATE_LIMIT, SHOP_CAP, WorkerMetrics
+from jobs.worker.mirror import persist, persist_shielded
+from jobs.worker.ratelimit import RateLimiter
+from service import store
+from service.core import logs, queue
+from service.core.batch import GroupCommit
+from service.core.settings import Settings
 
 logger = logging.getLogger("shopjobs.worker")
 
@@ -65,7 +67,7 @@ class Runtime:
     completions: GroupCommit[tuple[UUID, str, Any], bool] | None = None
     resources: dict[str, Any] = field(default_factory=dict)
     # Jobs of each shop running in this process: a job of a shop already at its cap here is
-    # pushed back when taken (jobs/claims.py); the claim enforces the cap across workers.
+    # pushed back when taken (jobs/worker/claims.py); the claim enforces the cap across workers.
     running_by_shop: Counter[str] = field(default_factory=Counter)
     metrics: WorkerMetrics = field(default_factory=WorkerMetrics)
 

@@ -1,6 +1,6 @@
 """The job dashboard, mounted at /admin: see jobs, and retry or cancel them.
 
-Server-rendered HTML (Jinja2, service/templates/dashboard/), one small stylesheet inlined, no
+Server-rendered HTML (Jinja2, service/web/templates/dashboard/), one small stylesheet inlined, no
 JavaScript, usable on a phone. Every page and action sits behind HTTP basic auth with
 ADMIN_USERNAME / ADMIN_PASSWORD; without ADMIN_PASSWORD the dashboard does not exist (404).
 
@@ -44,11 +44,12 @@ from starlette.routing import Mount, Route
 from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service import queue, store
-from service.db import UNAVAILABLE_ERRORS
-from service.errors import error
-from service.metrics import WebMetrics
-from service.settings import Settings
+from service import store
+from service.core import queue
+from service.core.db import UNAVAILABLE_ERRORS
+from service.core.settings import Settings
+from service.web.errors import error
+from service.web.metrics import WebMetrics
 
 logger = logging.getLogger("shopjobs.admin")
 

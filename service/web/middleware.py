@@ -2,7 +2,7 @@
 
 The id is the caller's `X-Request-ID` when it is a sane token (a proxy in front may set one),
 else a new one; it is echoed in the response's `X-Request-ID` and bound to every log line the
-request causes (service/logs.py). The log line and the metrics name the route template
+request causes (service/core/logs.py). The log line and the metrics name the route template
 (`/proxy/status`, `/admin/jobs/{job_id}`), and the log line the path without its query string:
 queries carry Shopify's signatures and OAuth codes.
 """
@@ -18,8 +18,8 @@ from starlette.datastructures import MutableHeaders
 from starlette.routing import Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service import logs
-from service.metrics import WebMetrics
+from service.core import logs
+from service.web.metrics import WebMetrics
 
 logger = logging.getLogger("shopjobs.web")
 

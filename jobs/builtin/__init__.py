@@ -1,0 +1,1 @@
+"""The job types shopjobs ships: the product example, compliance webhooks, diagnostic echo."""

@@ -1,0 +1,1 @@
+"""The worker process: takes jobs from Redis, claims them in Postgres, runs and records them."""

@@ -1,0 +1,1 @@
+"""The web process: app proxy, webhooks, install, dashboard, and their plumbing."""
