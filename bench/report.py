@@ -315,6 +315,8 @@ def _label(name: str, path: str) -> str:
         short = path[len(str(_ROOT)) + 1 :]
     elif "/python3" in path:
         short = path.split("/python3", 1)[1].split("/", 1)[-1]
+    elif path.split("/", 1)[0] in PROJECT_PACKAGES:  # a relative path into the project
+        short = path
     else:
         short = "/".join(path.split("/")[-2:])
     return f"{name} ({short})"
