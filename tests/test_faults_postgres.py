@@ -20,6 +20,7 @@ from jobs.worker.context import RunContext
 from service.core.db import create_database
 from tests.breakable import PostgresControl, Relay
 from tests.conftest import free_port
+from tests.effects import create_effects_table
 from tests.faults_helpers import (
     check_effects,
     effects_by_job,
@@ -27,11 +28,11 @@ from tests.faults_helpers import (
     signed,
     sized,
     start_web,
+    start_worker,
     wait_completed,
     wait_until,
 )
 from tests.jobs_helpers import add_job, make_shop, wait_all, wait_for_status
-from tests.test_worker import start_worker
 
 SHOP = "pg-restart.myshopify.com"
 
@@ -77,6 +78,7 @@ async def test_postgres_restart_mid_run_loses_no_status_and_the_web_says_503(
     count = sized(40, 200)
     database = create_database(settings.database_url)
     await database.connect()
+    await create_effects_table(database)
     await database.execute("TRUNCATE shops, jobs, echo_effects RESTART IDENTITY CASCADE")
     await make_shop(database, SHOP)
     workers = [

@@ -691,24 +691,6 @@ async def complete_jobs(database: Database, done: list[tuple[UUID, str, Any]]) -
     return [d[0] in written for d in done]
 
 
-# -- the diagnostic echo job's side effects ------------------------------------------------
-
-
-async def insert_echo_effect(
-    connection: asyncpg.Connection, job_id: UUID, run: int, mode: str
-) -> None:
-    await connection.execute(
-        "INSERT INTO echo_effects (job_id, run, mode) VALUES ($1, $2, $3)", job_id, run, mode
-    )
-
-
-async def record_echo_effect(database: Database, job_id: UUID, run: int, mode: str) -> None:
-    """An effect written on its own, as a call to another system would be: not undone if the
-    run then dies before its completion is recorded."""
-    async with database.connection() as connection:
-        await insert_echo_effect(connection.raw_connection, job_id, run, mode)
-
-
 # -- jobs: maintenance ------------------------------------------------------------------------
 
 
