@@ -35,15 +35,16 @@ from service.core.settings import Settings
 # One row per effect. Deliberately no unique key on job_id: a duplicate must be countable, not
 # silently refused. `run` is jobs.attempts of the run that wrote it (every start counts, crash
 # re-runs included).
-EFFECTS_TABLE = """
-CREATE TABLE IF NOT EXISTS echo_effects (
+TABLE_NAME = "echo_effects"
+EFFECTS_TABLE = f"""
+CREATE TABLE IF NOT EXISTS {TABLE_NAME} (
     id              bigserial PRIMARY KEY,
     job_id          uuid NOT NULL,
     run             integer NOT NULL,
     mode            text NOT NULL CHECK (mode IN ('with_completion', 'before_completion')),
     created_at      timestamptz NOT NULL DEFAULT now()
 );
-CREATE INDEX IF NOT EXISTS echo_effects_job_idx ON echo_effects (job_id);
+CREATE INDEX IF NOT EXISTS echo_effects_job_idx ON {TABLE_NAME} (job_id);
 """
 
 Mode = Literal["with_completion", "before_completion"]
