@@ -20,6 +20,7 @@ from service.core import queue
 from service.core.db import apply_schema, create_database
 from service.core.settings import Settings
 from tests.breakable import RedisServer
+from tests.effects import create_effects_table
 from tools import services as local_services
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -103,13 +104,15 @@ def env(settings: Settings) -> dict[str, str]:
 
 @pytest.fixture
 async def database(settings: Settings) -> AsyncIterator[Database]:
-    """A connection to the test database, with every table emptied first."""
+    """A connection to the test database, with every table emptied first (and the fault
+    suite's echo_effects table there: tests/effects.py)."""
     db = create_database(settings.database_url, min_size=1, max_size=5)
     await db.connect()
     tables = await db.fetch_all("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
     if tables:
         names = ", ".join(t._mapping["tablename"] for t in tables)
         await db.execute(f"TRUNCATE {names} RESTART IDENTITY CASCADE")
+    await create_effects_table(db)
     yield db
     await db.disconnect()
 

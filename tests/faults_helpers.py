@@ -20,7 +20,9 @@ import httpx
 from databases import Database
 
 from service.shopify.proxy_url import signed_proxy_url
-from tests.conftest import TEST_SECRET, free_port, wait_for_http, web_command
+from tests import test_worker
+from tests.conftest import TEST_SECRET, free_port, wait_for_http, web_command, worker_command
+from tests.effects import effects_command
 
 T = TypeVar("T")
 
@@ -57,10 +59,17 @@ def signed(path: str, shop: str, customer: str = "", skew: int = 0) -> str:
     )
 
 
+def start_worker(spawn, env: dict[str, str], **overrides: object):  # type: ignore[no-untyped-def]
+    """The real worker, with the effect-writing `echo` (tests/effects.py)."""
+    command = effects_command(worker_command())
+    return test_worker.start_worker(spawn, env, command=command, **overrides)
+
+
 def start_web(spawn, env: dict[str, str], name: str = "web"):  # type: ignore[no-untyped-def]
-    """The real web process (uvicorn, access log on, as deployed); returns (process, base URL)."""
+    """The real web process (uvicorn, access log on, as deployed), with the effect-writing
+    `echo` (tests/effects.py); returns (process, base URL)."""
     port = free_port()
-    proc = spawn(web_command(port), env, name)
+    proc = spawn(effects_command(web_command(port)), env, name)
     base = f"http://127.0.0.1:{port}"
     wait_for_http(f"{base}/healthz", timeout=30)
     return proc, base

@@ -20,11 +20,11 @@ from tests.faults_helpers import (
     effects_by_job,
     record,
     sized,
+    start_worker,
     status_counts,
     wait_until,
 )
 from tests.jobs_helpers import add_job, make_shop, wait_all
-from tests.test_worker import start_worker
 
 LEASE_SECONDS = 2
 

@@ -79,7 +79,6 @@ echo_inputs = st.fixed_dictionaries(
         "sleep_ms": st.integers(-5, 5) | st.integers(-(2**70), 2**70) | json_values,
         "fail_times": st.integers(0, 3) | json_values,
         "fail_permanently": st.booleans() | json_values,
-        "record_effect": st.sampled_from(["with_completion", "before_completion", "x", None]),
         "surplus": json_values,
     },
 )

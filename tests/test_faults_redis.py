@@ -23,10 +23,10 @@ from tests.faults_helpers import (
     signed,
     sized,
     start_web,
+    start_worker,
     wait_completed,
 )
 from tests.jobs_helpers import add_job, make_shop, wait_all
-from tests.test_worker import start_worker
 
 ECHO = {"type": "echo", "input": {"message": "hello"}}
 

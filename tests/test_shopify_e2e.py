@@ -176,7 +176,7 @@ async def test_compliance_webhooks_run_through_the_worker(stack, database: Datab
             row = await database.fetch_one(
                 f"SELECT {store.JOB_COLUMNS} FROM jobs WHERE idempotency_key = :k", {"k": key}
             )
-            job = store.job_from_row(row)
+            job = store.job_from_row(row._mapping)
             if job is not None and job.status in ("completed", "failed"):
                 return job
             await asyncio.sleep(0.2)

@@ -49,7 +49,7 @@ async def webhook_jobs(database: Database) -> list[store.Job]:
     rows = await database.fetch_all(
         f"SELECT {store.JOB_COLUMNS} FROM jobs WHERE source = 'webhook' ORDER BY created_at"
     )
-    return [store.job_from_row(row) for row in rows]  # type: ignore[misc]
+    return [store.job_from_row(row._mapping) for row in rows]  # type: ignore[misc]
 
 
 async def queued(redis: ArqRedis) -> int:

@@ -15,9 +15,11 @@ from tests.conftest import wait_for_http, worker_command
 from tests.jobs_helpers import add_job, make_shop, wait_all, wait_for_status
 
 
-def start_worker(spawn, env: dict[str, str], **overrides: object):
+def start_worker(
+    spawn, env: dict[str, str], *, command: list[str] | None = None, **overrides: object
+):
     values = {**env, **{k.upper(): str(v) for k, v in overrides.items()}}
-    proc = spawn(worker_command(), values, "worker")
+    proc = spawn(command or worker_command(), values, "worker")
     wait_for_http(f"http://127.0.0.1:{values['WORKER_HEALTH_PORT']}/healthz", timeout=30)
     return proc
 

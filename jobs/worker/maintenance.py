@@ -22,6 +22,7 @@ from databases import Database
 from service import store
 from service.core import queue
 from service.core.settings import Settings
+from service.core.states import JobStatus
 
 logger = logging.getLogger("shopjobs.worker")
 
@@ -54,12 +55,15 @@ async def requeue_stranded(database: Database, redis: ArqRedis, older_than_secon
 async def delete_expired(database: Database, settings: Settings) -> int:
     deleted = await store.delete_old_jobs(
         database,
-        "completed",
+        JobStatus.COMPLETED,
         settings.completed_retention_seconds,
         settings.completed_retention_count,
     )
     deleted += await store.delete_old_jobs(
-        database, "failed", settings.failed_retention_seconds, settings.failed_retention_count
+        database,
+        JobStatus.FAILED,
+        settings.failed_retention_seconds,
+        settings.failed_retention_count,
     )
     if deleted:
         logger.info("retention: deleted %d old job(s)", deleted)

@@ -18,6 +18,7 @@ from redis.asyncio import Redis
 
 from service.core import queue
 from service.core.metrics import process_registry
+from service.core.states import RunOutcome
 
 logger = logging.getLogger("shopjobs.worker")
 
@@ -109,17 +110,17 @@ class WorkerMetrics:
             self.lease_recoveries.labels(job_type).inc()
         self.running.inc()
 
-    def run_ended(self, job_type: str, outcome: str, seconds: float) -> None:
+    def run_ended(self, job_type: str, outcome: RunOutcome, seconds: float) -> None:
         """One run's end. completed, failed, retried count the job too; abandoned (failed at
         its claim, without running: it kept killing its workers) counts as failed."""
         self.running.dec()
-        if outcome != "abandoned":
+        if outcome != RunOutcome.ABANDONED:
             self.run_seconds.labels(job_type, outcome).observe(seconds)
         counter = {
-            "completed": self.completed,
-            "failed": self.failed,
-            "abandoned": self.failed,
-            "retried": self.retried,
+            RunOutcome.COMPLETED: self.completed,
+            RunOutcome.FAILED: self.failed,
+            RunOutcome.ABANDONED: self.failed,
+            RunOutcome.RETRIED: self.retried,
         }.get(outcome)
         if counter is not None:
             counter.labels(job_type).inc()

@@ -42,7 +42,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from jobs.registry import job_types
 from jobs.types import JobType
 from jobs.worker import health, maintenance, metrics
-from jobs.worker.claims import DONE, Finish, QueueClaims, Taken
+from jobs.worker.claims import Finish, QueueClaims, Taken
 from jobs.worker.ratelimit import RateLimiter
 from jobs.worker.resources import close_resources, open_resources
 from jobs.worker.runner import Incoming, Runtime, start_batch
@@ -52,6 +52,7 @@ from service.core.batch import GroupCommit
 from service.core.db import create_database
 from service.core.logs import adopt, configure_logging
 from service.core.settings import Settings, load_settings
+from service.core.states import QueueFinish
 
 logger = logging.getLogger("shopjobs.worker")
 
@@ -144,7 +145,7 @@ class ShopjobsWorker(arq.worker.Worker):
                 continue
             decoded = _decode(item)
             if decoded is None:
-                await runtime.claims.finish(Finish(item.job_id, DONE))
+                await runtime.claims.finish(Finish(item.job_id, QueueFinish.DONE))
             elif decoded in runtime.types:
                 ours.append(Incoming(item, runtime.types[decoded]))
             else:  # cron jobs and anything else: arq's own run_job (the claim is already made)

@@ -31,7 +31,7 @@ from pydantic import ValidationError
 
 from jobs.types import JobType, NonRetryableError
 from jobs.worker import lease, retry
-from jobs.worker.claims import DONE, GIVE_BACK, LATER, Finish, QueueClaims, Taken
+from jobs.worker.claims import Finish, QueueClaims, Taken
 from jobs.worker.context import RunContext
 from jobs.worker.metrics import DATABASE_DOWN, LEASE_HELD, RATE_LIMIT, SHOP_CAP, WorkerMetrics
 from jobs.worker.mirror import persist, persist_shielded
@@ -40,6 +40,7 @@ from service import store
 from service.core import logs, queue
 from service.core.batch import GroupCommit
 from service.core.settings import Settings
+from service.core.states import ClaimResult, QueueFinish, RunOutcome
 
 logger = logging.getLogger("shopjobs.worker")
 
@@ -105,7 +106,7 @@ def _is_job_id(job_id: str) -> bool:
 
 
 def _later(job_id: str, seconds: float) -> Finish:
-    return Finish(job_id, LATER, _ms_from_now(seconds))
+    return Finish(job_id, QueueFinish.LATER, _ms_from_now(seconds))
 
 
 def _describe(error: BaseException, timeout: float) -> str:
@@ -145,7 +146,7 @@ async def _claim(
     assert runtime.database is not None
     by_id = {UUID(i.taken.job_id): i for i in admitted}
     claimed: list[tuple[Incoming, store.Claim]] = []
-    outcome: dict[UUID, str] = {}
+    outcome: dict[UUID, ClaimResult] = {}
     if settings.shop_concurrency_limit:
         for job_id, incoming in by_id.items():
             state, claim = await store.claim_job(
@@ -169,14 +170,14 @@ async def _claim(
         key = str(job_id)
         incoming = by_id[job_id]
         job_type = incoming.job_type.name
-        if state == store.SKIP:
+        if state == ClaimResult.SKIP:
             fields = incoming.log_fields()
             logger.info(
                 "job %s type=%s skipped: already final or deleted", key, job_type, extra=fields
             )
             runtime.metrics.skipped_final(job_type)
-            finishes.append(Finish(key, DONE))
-        elif state == store.HELD:
+            finishes.append(Finish(key, QueueFinish.DONE))
+        elif state == ClaimResult.HELD:
             # Keep the queue entry: if its holder dies, this entry runs it after the lease.
             runtime.metrics.deferred(job_type, LEASE_HELD)
             finishes.append(_later(key, settings.job_lease_seconds))
@@ -198,7 +199,7 @@ async def start_batch(
             # Not an entry the web or the reconciler wrote (they queue job ids): it can never
             # be claimed, and its claim would fail the whole batch, every time, forever.
             logger.error("queue entry %.80r dropped: not a job id", item.taken.job_id)
-            finishes.append(Finish(item.taken.job_id, DONE))
+            finishes.append(Finish(item.taken.job_id, QueueFinish.DONE))
             continue
         deferred = await _admit(runtime, item)
         if deferred is None:
@@ -224,13 +225,13 @@ async def execute(runtime: Runtime, job_type: JobType, claim: store.Claim) -> No
     runtime.running_by_shop[claim.shop] += 1
     runtime.metrics.run_started(job_type.name, claim.recovered)
     started = time.monotonic()
-    outcome = "interrupted"  # unless the run says otherwise: shutdown cancelled it
+    outcome = RunOutcome.INTERRUPTED  # unless the run says otherwise: shutdown cancelled it
     try:
         # Every line logged during the run, by whatever code, carries the job's fields.
         with logs.bind(job_id=str(claim.id), type=job_type.name, shop=claim.shop):
             outcome, finish = await _run(runtime, job_type, claim)
     except asyncio.CancelledError:
-        await asyncio.shield(runtime.claims.finish(Finish(str(claim.id), GIVE_BACK)))
+        await asyncio.shield(runtime.claims.finish(Finish(str(claim.id), QueueFinish.GIVE_BACK)))
         raise
     finally:
         runtime.metrics.run_ended(job_type.name, outcome, time.monotonic() - started)
@@ -240,7 +241,9 @@ async def execute(runtime: Runtime, job_type: JobType, claim: store.Claim) -> No
     await runtime.claims.finish(finish)
 
 
-async def _run(runtime: Runtime, job_type: JobType, claim: store.Claim) -> tuple[str, Finish]:
+async def _run(
+    runtime: Runtime, job_type: JobType, claim: store.Claim
+) -> tuple[RunOutcome, Finish]:
     """Run a claimed job and record its outcome in Postgres: (outcome, how to finish its
     queue entry), the outcome one of completed, failed, retried, abandoned and lease_lost."""
     settings = runtime.settings
@@ -267,7 +270,7 @@ async def _run(runtime: Runtime, job_type: JobType, claim: store.Claim) -> tuple
             lambda: store.fail_job(database, claim.id, owner, failures, message),
         )
         logger.error("%s failed: %s", tag, message)
-        return "abandoned", Finish(job_id, DONE)
+        return RunOutcome.ABANDONED, Finish(job_id, QueueFinish.DONE)
 
     attempt = failures + 1
     if claim.recovered:
@@ -318,7 +321,7 @@ async def _run(runtime: Runtime, job_type: JobType, claim: store.Claim) -> tuple
             logger.warning(
                 "%s attempt %d failed, retry in %.2fs: %s", tag, attempt, decision.delay, message
             )
-            return "retried", _later(job_id, decision.delay)
+            return RunOutcome.RETRIED, _later(job_id, decision.delay)
         await _record(
             runtime,
             job_id,
@@ -326,7 +329,7 @@ async def _run(runtime: Runtime, job_type: JobType, claim: store.Claim) -> tuple
             lambda: store.fail_job(database, claim.id, owner, failures, message),
         )
         logger.error("%s failed after %d attempt(s): %s", tag, attempt, message)
-        return "failed", Finish(job_id, DONE)
+        return RunOutcome.FAILED, Finish(job_id, QueueFinish.DONE)
 
     completions = runtime.completions
     if context.completion_writes:
@@ -349,6 +352,6 @@ async def _run(runtime: Runtime, job_type: JobType, claim: store.Claim) -> tuple
     elapsed = time.monotonic() - started
     if written:
         logger.info("%s completed in %.3fs", tag, elapsed)
-        return "completed", Finish(job_id, DONE)
+        return RunOutcome.COMPLETED, Finish(job_id, QueueFinish.DONE)
     logger.warning("%s finished in %.3fs but its lease was lost; result not recorded", tag, elapsed)
-    return "lease_lost", Finish(job_id, DONE)
+    return RunOutcome.LEASE_LOST, Finish(job_id, QueueFinish.DONE)
