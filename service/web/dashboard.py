@@ -186,7 +186,7 @@ def _environment() -> jinja2.Environment:
         undefined=jinja2.StrictUndefined,
     )
     env.filters.update(ago=_ago, when=_when, pretty_json=_pretty_json)
-    env.globals.update(duration=_duration, statuses=STATUSES)
+    env.globals.update(duration=_duration, statuses=STATUSES, JobStatus=JobStatus)
     return env
 
 
