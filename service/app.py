@@ -30,12 +30,13 @@ from service.web import dashboard, install, metrics, proxy, webhooks
 from service.web.errors import EXCEPTION_HANDLERS
 from service.web.middleware import RequestTelemetry
 from service.web.shop_cache import ShopCache
+from service.web.state import WebState, web_state
 
 HEALTH_TIMEOUT_SECONDS = 2.0
 
 
 async def healthz(request: Request) -> JSONResponse:
-    state = request.app.state
+    state = web_state(request)
     try:
         await asyncio.wait_for(state.database.fetch_val("SELECT 1"), HEALTH_TIMEOUT_SECONDS)
         await queue.ping(state.redis, HEALTH_TIMEOUT_SECONDS)
@@ -55,25 +56,28 @@ def create_app(settings: Settings) -> Starlette:
         database = create_database(settings.database_url)
         await database.connect()
         redis = queue.connect(settings.redis_url)
-        app.state.settings = settings
-        app.state.database = database
-        app.state.redis = redis
-        app.state.job_types = job_types(settings)
-        app.state.intake = Intake(database, redis)
-        app.state.shops = ShopCache(database, settings.shop_cache_seconds)
-        app.state.webhook_jobs = webhook_jobs(settings)
-        # For the OAuth code exchange (the web never calls the Admin API itself).
-        app.state.http = httpx.AsyncClient(timeout=settings.shopify_admin_timeout_seconds)
+        http = httpx.AsyncClient(timeout=settings.shopify_admin_timeout_seconds)
+        app.state.web = WebState(
+            settings=settings,
+            database=database,
+            redis=redis,
+            intake=Intake(database, redis, web_metrics.observe_enqueue),
+            shops=ShopCache(database, settings.shop_cache_seconds),
+            metrics=web_metrics,
+            job_types=job_types(settings),
+            webhook_jobs=webhook_jobs(settings),
+            http=http,
+        )
         try:
             yield
         finally:
-            await app.state.http.aclose()
+            await http.aclose()
             await redis.aclose()
             await database.disconnect()
 
     routes = [
         Route("/healthz", healthz, methods=["GET"]),
-        Route("/metrics", metrics.endpoint, methods=["GET"]),
+        Route("/metrics", metrics.endpoint(web_metrics), methods=["GET"]),
         *proxy.routes,
         *install.routes,
         *webhooks.routes,
@@ -85,7 +89,6 @@ def create_app(settings: Settings) -> Starlette:
         exception_handlers=EXCEPTION_HANDLERS,
         middleware=[Middleware(RequestTelemetry, metrics=web_metrics)],
     )
-    app.state.metrics = web_metrics
     return app
 
 

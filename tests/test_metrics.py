@@ -93,8 +93,12 @@ async def test_each_app_has_its_own_registry(
     settings: Settings, database: Database, redis: ArqRedis
 ) -> None:
     first, second = create_app(settings), create_app(settings)
-    first.state.metrics.rejected_signature("webhook")
-    assert first.state.metrics.registry is not second.state.metrics.registry
+    async with first.router.lifespan_context(first):
+        transport = httpx.ASGITransport(app=first)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            await client.post("/webhooks", content=b"{}")  # unsigned: one rejection, in first
+            text = (await client.get("/metrics")).text
+    assert sample(text, "shopjobs_signature_rejections_total") == 1
     text = (await _scrape(second)).text
     assert sample(text, "shopjobs_signature_rejections_total") == 0
 

@@ -31,9 +31,10 @@ from typing import Any
 
 import arq.worker
 from arq import cron
-from arq.connections import RedisSettings, create_pool
+from arq.connections import ArqRedis, RedisSettings, create_pool
 from arq.utils import timestamp_ms
 from arq.worker import Function, func
+from databases import Database
 from redis.asyncio.retry import Retry as RedisRetry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -74,8 +75,6 @@ class ShopjobsWorker(arq.worker.Worker):
         arq sleeps `poll_delay` between polls and starts at most the free slots on each; here
         a freed slot, or a job enqueued anywhere (a Redis pub/sub wake-up), polls at once.
         """
-        runtime: Runtime = self.ctx["runtime"]
-        self.in_progress_timeout_s = runtime.settings.job_lease_seconds
         self._wake = asyncio.Event()
         if self._pool is None:
             self._pool = await create_pool(
@@ -88,7 +87,9 @@ class ShopjobsWorker(arq.worker.Worker):
         logger.info("starting worker for %s", ", ".join(self.functions))
         self.ctx["redis"] = self.pool
         if self.on_startup:
-            await self.on_startup(self.ctx)
+            await self.on_startup(self.ctx)  # builds the Runtime (build_worker_settings)
+        runtime: Runtime = self.ctx["runtime"]
+        self.in_progress_timeout_s = runtime.settings.job_lease_seconds
         listener = asyncio.create_task(self._listen_for_wake_ups())
         try:
             while True:
@@ -117,7 +118,7 @@ class ShopjobsWorker(arq.worker.Worker):
     async def _poll_iteration(self) -> None:
         runtime: Runtime = self.ctx["runtime"]
         free = self.max_jobs - self.job_counter
-        if self.allow_pick_jobs and free > 0 and runtime.claims is not None:
+        if self.allow_pick_jobs and free > 0:
             taken = await runtime.claims.take(
                 free,
                 int(runtime.settings.job_lease_seconds * 1000),
@@ -135,7 +136,6 @@ class ShopjobsWorker(arq.worker.Worker):
         await self.heart_beat()
 
     async def _start(self, runtime: Runtime, taken: list[Taken]) -> None:
-        assert runtime.claims is not None
         ours: list[Incoming] = []
         for item in taken:
             if item.job_id in self.tasks and not self.tasks[item.job_id].done():
@@ -264,77 +264,83 @@ def arq_function(job_type: JobType, settings: Settings) -> Function:
     return func(run, name=job_type.name, timeout=timeout, max_tries=ARQ_MAX_TRIES, keep_result=0)
 
 
-async def _connect_database(runtime: Runtime) -> None:
-    database = create_database(
-        runtime.settings.database_url,
-        min_size=1,
-        max_size=max(4, runtime.settings.worker_concurrency + 2),
-    )
+async def _connect(database: Database) -> None:
     while True:
         try:
             await database.connect()
-            break
+            return
         except Exception as exc:  # Postgres not up yet: wait for it rather than exit
             logger.warning("postgres unavailable at start (%s), retrying", exc)
             await asyncio.sleep(STARTUP_RETRY_SECONDS)
-    runtime.database = database
 
 
 def build_worker_settings(settings: Settings) -> type:
+    """arq's WorkerSettings for these settings.
+
+    arq builds them before the event loop and its Redis pool exist: everything asynchronous
+    (Postgres, the health server, the Runtime) is built in `on_startup`, and each piece, once
+    built, registers its closing on one exit stack, which `on_shutdown` unwinds in reverse: what
+    a startup cut short (a signal while Postgres is down) had built is closed, nothing more.
+    """
     configure_logging(settings.log_format)
     types = job_types(settings)
-    runtime = Runtime(
-        settings=settings,
-        types=types,
-        owner=f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}",
-    )
-    health_redis = queue.connect(settings.redis_url, timeout=1.0)
-
-    async def check_postgres() -> None:
-        assert runtime.database is not None
-        await runtime.database.fetch_val("SELECT 1")
-
-    async def check_redis() -> None:
-        await health_redis.ping()
-
-    health_state = health.HealthState(
-        checks={"postgres": check_postgres, "redis": check_redis},
-        extra_routes=metrics.routes(runtime.metrics, health_redis),
-    )
+    owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+    worker_metrics = metrics.WorkerMetrics()
+    closing = contextlib.AsyncExitStack()
 
     async def on_startup(ctx: dict[str, Any]) -> None:
         if settings.log_format == "json":
             adopt("arq")  # arq's CLI configured its logger after importing these settings
-        ctx["health_runner"] = await health.start(health_state, settings.worker_health_port)
+        redis: ArqRedis = ctx["redis"]
+        health_redis = queue.connect(settings.redis_url, timeout=1.0)
+        closing.push_async_callback(health_redis.aclose)
+        database = create_database(
+            settings.database_url, min_size=1, max_size=max(4, settings.worker_concurrency + 2)
+        )
+
+        async def check_postgres() -> None:
+            await database.fetch_val("SELECT 1")
+
+        async def check_redis() -> None:
+            await health_redis.ping()
+
+        health_state = ctx["health_state"] = health.HealthState(
+            checks={"postgres": check_postgres, "redis": check_redis},
+            extra_routes=metrics.routes(worker_metrics, health_redis),
+        )
+        health_runner = await health.start(health_state, settings.worker_health_port)
+        closing.push_async_callback(health_runner.cleanup)
         logger.info("health server on :%d", settings.worker_health_port)
-        await _connect_database(runtime)
-        runtime.redis = ctx["redis"]
-        runtime.claims = QueueClaims(
-            ctx["redis"],
-            queue.QUEUE_NAME,
-            on_push_back=lambda job_type: runtime.metrics.deferred(job_type, metrics.SHOP_CAP),
+        await _connect(database)
+        closing.push_async_callback(database.disconnect)
+        resources = await open_resources(settings, database, redis)
+        closing.push_async_callback(close_resources, resources)
+        ctx["runtime"] = Runtime(
+            settings=settings,
+            types=types,
+            owner=owner,
+            database=database,
+            redis=redis,
+            limiter=RateLimiter(redis, settings.rate_limit_max, settings.rate_limit_window_seconds),
+            claims=QueueClaims(
+                redis,
+                queue.QUEUE_NAME,
+                on_push_back=lambda job_type: worker_metrics.deferred(job_type, metrics.SHOP_CAP),
+            ),
+            completions=GroupCommit(lambda done: store.complete_jobs(database, done)),
+            resources=resources,
+            metrics=worker_metrics,
         )
-        database = runtime.database
-        assert database is not None
-        runtime.completions = GroupCommit(lambda done: store.complete_jobs(database, done))
-        runtime.limiter = RateLimiter(
-            ctx["redis"], settings.rate_limit_max, settings.rate_limit_window_seconds
-        )
-        runtime.resources = await open_resources(settings, runtime.database, ctx["redis"])
         logger.info(
             "worker %s ready: types=%s concurrency=%d",
-            runtime.owner,
+            owner,
             ",".join(types) or "-",
             settings.worker_concurrency,
         )
 
     async def on_shutdown(ctx: dict[str, Any]) -> None:
-        await close_resources(runtime.resources)
-        if runtime.database is not None:
-            await runtime.database.disconnect()
-        await ctx["health_runner"].cleanup()
-        await health_redis.aclose()
-        logger.info("worker %s stopped", runtime.owner)
+        await closing.aclose()
+        logger.info("worker %s stopped", owner)
 
     reconcile_seconds = set(range(0, 60, settings.reconcile_interval_seconds))
     return type(
@@ -360,7 +366,6 @@ def build_worker_settings(settings: Settings) -> type:
             "keep_result": 0,
             "max_tries": ARQ_MAX_TRIES,
             "job_completion_wait": settings.worker_shutdown_grace_seconds,
-            "ctx": {"runtime": runtime, "health_state": health_state},
             "on_startup": on_startup,
             "on_shutdown": on_shutdown,
         },

@@ -54,23 +54,24 @@ EXTRA_STARTS_ALLOWED = 3
 MAX_ERROR_LENGTH = 2000
 
 
-@dataclass
+@dataclass(frozen=True)
 class Runtime:
-    """What a worker process builds at start-up and every run shares."""
+    """What a worker process builds at start-up (jobs/worker/process.py), fully, before it
+    takes its first job; every run shares it."""
 
     settings: Settings
     types: dict[str, JobType]
     owner: str
-    database: Database | None = None
-    redis: ArqRedis | None = None
-    limiter: RateLimiter | None = None
-    claims: QueueClaims | None = None
-    completions: GroupCommit[tuple[UUID, str, Any], bool] | None = None
-    resources: dict[str, Any] = field(default_factory=dict)
+    database: Database
+    redis: ArqRedis
+    limiter: RateLimiter
+    claims: QueueClaims
+    completions: GroupCommit[tuple[UUID, str, Any], bool]
+    resources: dict[str, Any]
+    metrics: WorkerMetrics
     # Jobs of each shop running in this process: a job of a shop already at its cap here is
     # pushed back when taken (jobs/worker/claims.py); the claim enforces the cap across workers.
     running_by_shop: Counter[str] = field(default_factory=Counter)
-    metrics: WorkerMetrics = field(default_factory=WorkerMetrics)
 
 
 @dataclass(frozen=True)
@@ -119,7 +120,6 @@ def _describe(error: BaseException, timeout: float) -> str:
 async def _record(runtime: Runtime, job_id: str, what: str, write: Callable[[], Awaitable[T]]) -> T:
     """`persist` a run's outcome, keeping the job's in-progress key alive until it is written:
     until then the job is this run's, and no worker may take it off the queue again."""
-    assert runtime.redis is not None
     async with lease.in_progress(runtime.redis, job_id, runtime.settings.job_lease_seconds):
         return await persist(what, write)
 
@@ -127,7 +127,6 @@ async def _record(runtime: Runtime, job_id: str, what: str, write: Callable[[], 
 async def _admit(runtime: Runtime, incoming: Incoming) -> Finish | None:
     """None if the job may be claimed now; else when to look at it again (no attempt used)."""
     job_id = incoming.taken.job_id
-    assert runtime.limiter is not None
     wait = await runtime.limiter.acquire()
     if wait:
         if logger.isEnabledFor(logging.DEBUG):  # log_fields() decodes the payload
@@ -143,7 +142,6 @@ async def _claim(
     runtime: Runtime, admitted: list[Incoming]
 ) -> tuple[list[tuple[Incoming, store.Claim]], list[Finish]]:
     settings = runtime.settings
-    assert runtime.database is not None
     by_id = {UUID(i.taken.job_id): i for i in admitted}
     claimed: list[tuple[Incoming, store.Claim]] = []
     outcome: dict[UUID, ClaimResult] = {}
@@ -191,7 +189,6 @@ async def start_batch(
     runtime: Runtime, incoming: list[Incoming]
 ) -> list[tuple[str, Coroutine[Any, Any, None]]]:
     """Admit and claim a batch; finish what will not run; return a run per claimed job."""
-    assert runtime.claims is not None
     finishes: list[Finish] = []
     admitted: list[Incoming] = []
     for item in incoming:
@@ -221,7 +218,6 @@ async def start_batch(
 
 
 async def execute(runtime: Runtime, job_type: JobType, claim: store.Claim) -> None:
-    assert runtime.claims is not None
     runtime.running_by_shop[claim.shop] += 1
     runtime.metrics.run_started(job_type.name, claim.recovered)
     started = time.monotonic()
@@ -248,7 +244,6 @@ async def _run(
     queue entry), the outcome one of completed, failed, retried, abandoned and lease_lost."""
     settings = runtime.settings
     database = runtime.database
-    assert database is not None and runtime.redis is not None and runtime.completions is not None
     job_id = str(claim.id)
     owner = runtime.owner
     max_attempts = job_type.max_attempts or settings.job_max_attempts

@@ -8,89 +8,63 @@ it turns Shopify's duplicate deliveries into 200 no-ops. No Shopify work happens
 - `app/uninstalled` marks the shop uninstalled at once (its proxy calls get 404 from now on);
 - a topic in `jobs.registry.webhook_jobs` becomes a job row (source 'webhook', idempotency
   key `webhook:{event id}`) and a queue entry (arq `_job_id` = the job id), recorded in the
-  same transaction as the event; if it cannot be queued, both are undone and the answer is
-  503 so Shopify delivers it again;
+  same transaction as the event, then queued through service/intake.py; if it cannot be
+  queued, both are undone and the answer is 503 so Shopify delivers it again;
 - any other topic is recorded and acknowledged.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any
 
 import orjson
 from pydantic import ValidationError
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from service import store
-from service.core import queue
-from service.core.db import UNAVAILABLE_ERRORS
+from service.intake import NotQueued, Source
 from service.shopify.shop_domain import is_shop_domain
 from service.shopify.signatures import verify_webhook
-from service.web.errors import error
+from service.web.body import read_body
+from service.web.errors import ApiError
+from service.web.state import web_state
 
 logger = logging.getLogger("shopjobs.web")
 
 MAX_BODY_BYTES = 5 * 1024 * 1024  # Shopify's payloads (a product with many variants) fit
-ENQUEUE_TIMEOUT_SECONDS = 1.0
 UNINSTALLED = "app/uninstalled"
 
 
-class Unqueued(Exception):
-    """The job row was written but the queue did not take it."""
-
-
-async def _body(request: Request) -> bytes | None:
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_BODY_BYTES:
-            return None
-    return bytes(body)
-
-
 async def receive(request: Request) -> Response:
-    state = request.app.state
-    settings = state.settings
-    try:
-        body = await _body(request)
-    except ClientDisconnect:
-        return error(400, "Client disconnected before the body was complete")
-    if body is None:
-        return error(413, "Request body too large", {"limit": MAX_BODY_BYTES})
-    secret = settings.shopify_api_secret.get_secret_value()
+    state = web_state(request)
+    body = await read_body(request, MAX_BODY_BYTES)
+    secret = state.settings.shopify_api_secret.get_secret_value()
     if not verify_webhook(body, request.headers.get("x-shopify-hmac-sha256"), secret):
         state.metrics.rejected_signature("webhook")
-        return error(401, "Invalid HMAC")
+        raise ApiError(401, "Invalid HMAC")
     headers = request.headers
     topic = headers.get("x-shopify-topic", "")
     shop = headers.get("x-shopify-shop-domain", "")
     event_id = headers.get("x-shopify-event-id") or headers.get("x-shopify-webhook-id") or ""
     if not topic or not is_shop_domain(shop) or not event_id or len(event_id) > 255:
-        return error(400, "Missing or invalid X-Shopify-Topic, -Shop-Domain or -Event-Id")
+        raise ApiError(400, "Missing or invalid X-Shopify-Topic, -Shop-Domain or -Event-Id")
     try:
         payload = orjson.loads(body)
     except orjson.JSONDecodeError:
-        return error(400, "Body must be JSON")
+        raise ApiError(400, "Body must be JSON") from None
     if not isinstance(payload, dict):
-        return error(400, "Body must be a JSON object")
-    try:
-        outcome = await _handle(request, topic, shop, event_id, payload)
-    except UNAVAILABLE_ERRORS as exc:
-        logger.warning("webhook %s for %s not recorded: %r", topic, shop, exc)
-        return error(503, "Database unavailable")
-    except Unqueued:
-        return error(503, "Failed to queue job")
+        raise ApiError(400, "Body must be a JSON object")
+    outcome = await _handle(request, topic, shop, event_id, payload)
     return JSONResponse({"status": outcome})
 
 
 async def _handle(
     request: Request, topic: str, shop: str, event_id: str, payload: dict[str, Any]
 ) -> str:
-    state = request.app.state
+    state = web_state(request)
     database = state.database
     route = state.webhook_jobs.get(topic)
     async with database.transaction():
@@ -121,30 +95,23 @@ async def _handle(
                 "webhook %s for %s: payload does not fit %s", topic, shop, route.job_type.name
             )
             return "invalid payload"
+        # The row is written with the event, in its transaction (not through the intake's
+        # group commit), so an event is never recorded without its job.
         job, _ = await store.create_job(
             database,
             shop_id=known.id,
             job_type=route.job_type.name,
             job_input=job_input.model_dump(mode="json"),
             idempotency_key=f"webhook:{event_id}",
-            source="webhook",
+            source=Source.WEBHOOK,
         )
         await store.link_webhook_job(database, event_id, job.id)
-    with state.metrics.timed_enqueue("webhook") as timer:
-        try:
-            queued = timer.record(
-                await asyncio.wait_for(
-                    queue.enqueue(state.redis, job.type, str(job.id), shop=shop),
-                    ENQUEUE_TIMEOUT_SECONDS,
-                )
-            )
-        except Exception as exc:  # Redis down or slow: Shopify will deliver the event again
-            logger.warning("webhook job %s could not be queued: %r", job.id, exc)
-            queued = False
-    if not queued:
-        await store.delete_job(database, job.id)
+    try:
+        await state.intake.queue(job.type, job.id, shop, Source.WEBHOOK)
+    except NotQueued:
+        # Undone with its job, so that Shopify's next delivery of the event is not a duplicate.
         await store.forget_webhook_event(database, event_id)
-        raise Unqueued
+        raise
     logger.info("webhook %s for %s queued job %s", topic, shop, job.id)
     return "queued"
 
