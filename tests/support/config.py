@@ -1,0 +1,9 @@
+"""Constants every kind of test agrees on: where the repository is, and the test app's keys."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+TEST_SECRET = "test-api-secret"
+TEST_API_KEY = "test-api-key"
