@@ -22,7 +22,7 @@ dev: install
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-## Retake the README's pictures (docs/demo.png, docs/dashboard.png) with the browser tests
+## Retake the docs' pictures (docs/demo.png, docs/dashboard.png) with the browser tests
 screenshot: install
 	UPDATE_SCREENSHOT=1 $(PY) -m pytest tests/test_theme_browser.py tests/test_dashboard_browser.py -q -k screenshot
 
