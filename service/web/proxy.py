@@ -3,7 +3,7 @@
 `POST /proxy/process` turns a signed request into a `pending` row and then a queue entry, in
 that order: a row that cannot be queued is deleted again and the caller gets 503, so nothing is
 left in Postgres that no worker will ever see. `GET /proxy/status` reads the row back, only for
-the shop (and the logged-in customer) that created it. The contract is DESIGN.md section 4.
+the shop (and the logged-in customer) that created it. The contract is docs/app-proxy.md.
 
 Every refusal is an ApiError, answered as JSON `{"error": ...}` (service/web/errors.py); a
 database that is down gives 503, never 500.

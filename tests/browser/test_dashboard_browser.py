@@ -2,7 +2,7 @@
 
 The app is served by uvicorn on a free port, the worker is a real `arq jobs.WorkerSettings`
 process, and the browser logs in with basic auth as a person would. The list test takes the
-README's screenshot (test-artifacts/dashboard.png; docs/ too with UPDATE_SCREENSHOT=1).
+screenshot in docs/operations.md (test-artifacts/dashboard.png; docs/ too with UPDATE_SCREENSHOT=1).
 """
 
 from __future__ import annotations

@@ -36,7 +36,7 @@ from tests.support.config import ROOT, TEST_API_KEY, TEST_SECRET
 from tests.support.net import free_port, wait_for_http
 from tests.support.processes import Process, web_command, worker_command
 
-SHOP = "demo-shop.myshopify.com"  # as in `make dev`, for the README picture
+SHOP = "demo-shop.myshopify.com"  # as in `make dev`, for the docs picture
 TOKEN = "dev-admin-token"
 CATALOGUE = {"products": 3, "max_variants": 12, "seed": 5}
 MODULE = "/cdn/extensions/shopjobs-theme/assets/shopjobs.js"
@@ -379,7 +379,7 @@ def test_client_backoff_keys_and_error_messages(page: Page) -> None:
 
 
 def test_demo_page_screenshot(page: Page) -> None:
-    """The picture in the README: a summary, an error and a job in progress, side by side.
+    """The picture in docs/theme-client.md: a summary, an error and a job in progress.
 
     Saved to test-artifacts/demo.png; `make screenshot` (UPDATE_SCREENSHOT=1) also writes
     docs/demo.png, so an ordinary test run never changes a committed file.

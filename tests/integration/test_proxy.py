@@ -1,4 +1,4 @@
-"""The app-proxy endpoints against real Postgres and Redis: every row of DESIGN section 4."""
+"""The app-proxy endpoints against real Postgres and Redis: every row of docs/app-proxy.md."""
 
 from __future__ import annotations
 

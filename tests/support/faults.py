@@ -3,7 +3,7 @@
 `FAULTS_SCALE=full` (what `make faults` sets) runs every scenario at the size issue 8 asks for;
 anything else, or nothing (`make test`), runs the same scenarios smaller, so they stay fast.
 Each scenario records what it did (jobs, kills, restarts, requests) with `record`; the session
-prints them at the end, which is where the README's "Reliability" figures come from.
+prints them at the end, which is where the figures of docs/reliability.md come from.
 """
 
 from __future__ import annotations

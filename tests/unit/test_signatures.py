@@ -12,7 +12,7 @@ from service.shopify.signatures import (
     verify_app_proxy,
 )
 
-# Shopify's documented example (DESIGN section 4).
+# Shopify's documented example (docs/app-proxy.md, "The signature").
 SECRET = "hush"
 STAMP = 1317327555
 PUBLISHED = [
