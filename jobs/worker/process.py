@@ -41,11 +41,11 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from jobs.registry import job_types
 from jobs.types import JobType
-from jobs.worker import health, maintenance, metrics
+from jobs.worker import health, looplag, maintenance, metrics
 from jobs.worker.claims import DONE, Finish, QueueClaims, Taken
 from jobs.worker.ratelimit import RateLimiter
 from jobs.worker.resources import close_resources, open_resources
-from jobs.worker.runner import Incoming, Runtime, start_batch
+from jobs.worker.runner import Incoming, Runtime, later, start_batch
 from service import store
 from service.core import queue
 from service.core.batch import GroupCommit
@@ -147,8 +147,10 @@ class ShopjobsWorker(arq.worker.Worker):
                 await runtime.claims.finish(Finish(item.job_id, DONE))
             elif decoded in runtime.types:
                 ours.append(Incoming(item, runtime.types[decoded]))
-            else:  # cron jobs and anything else: arq's own run_job (the claim is already made)
+            elif decoded in self.functions:  # cron jobs: arq's own run_job (already claimed)
                 self._spawn(item.job_id, self.run_job(item.job_id, item.score))
+            else:
+                await _fail_unknown(runtime, item.job_id, decoded)
         if not ours:
             return
         runs = await start_batch(runtime, ours)
@@ -189,10 +191,23 @@ class ShopjobsWorker(arq.worker.Worker):
             return
         await _bounded("running jobs", asyncio.gather(*self.tasks.values()))
         await _bounded("health key", self.pool.delete(self.health_check_key))
-        if self.on_shutdown:
-            await self.on_shutdown(self.ctx)
+        if self.on_shutdown:  # a connection held by an abandoned run would stall the pool's close
+            await _bounded("closing connections", self.on_shutdown(self.ctx))
         await _bounded("Redis connections", self.pool.close(close_connection_pool=True))
         self._pool = None
+
+    def run(self) -> None:
+        """arq's run; then, if abandoned runs are still going, the process ends without them.
+
+        Python waits for its tasks and threads at exit; a handler that ignores cancellation,
+        or blocks in a thread, would keep a worker told to stop from ever stopping.
+        """
+        super().run()
+        runtime: Runtime = self.ctx["runtime"]
+        if runtime.abandoned:
+            logger.warning("exiting with %d abandoned run(s) still going", len(runtime.abandoned))
+            logging.shutdown()
+            os._exit(0)
 
     def handle_sig(self, signum: Signals) -> None:
         self._begin_shutdown(signum)
@@ -201,6 +216,24 @@ class ShopjobsWorker(arq.worker.Worker):
     def handle_sig_wait_for_completion(self, signum: Signals) -> None:
         self._begin_shutdown(signum)
         super().handle_sig_wait_for_completion(signum)
+
+
+async def _fail_unknown(runtime: Runtime, job_id: str, job_type: str) -> None:
+    """A job of a type this worker does not know (renamed or removed in a deploy): arq would
+    drop its entry, and the reconciler would queue it again every tick, for ever. It fails."""
+    assert runtime.claims is not None and runtime.database is not None
+    try:
+        failed = await maintenance.fail_unknown_type(runtime.database, job_id, job_type)
+    except ValueError:  # not a job id either (enqueued by hand): nothing to record
+        logger.warning("queue entry %.80r of unknown function %.80r dropped", job_id, job_type)
+        failed = False
+    except Exception as exc:  # Postgres down: look again shortly, as a claim would
+        logger.warning("job %s: unknown type %.80r not recorded (%s)", job_id, job_type, exc)
+        await runtime.claims.finish(later(job_id, STARTUP_RETRY_SECONDS))
+        return
+    if failed:
+        logger.error("job %s failed: Unknown job type %.80s", job_id, job_type)
+    await runtime.claims.finish(Finish(job_id, DONE))
 
 
 async def _bounded(what: str, step: Awaitable[Any]) -> None:
@@ -279,9 +312,10 @@ async def _connect_database(runtime: Runtime) -> None:
     runtime.database = database
 
 
-def build_worker_settings(settings: Settings) -> type:
+def build_worker_settings(settings: Settings, types: dict[str, JobType] | None = None) -> type:
+    """arq's WorkerSettings for `types` (by default the deployment's, jobs/registry.py)."""
     configure_logging(settings.log_format)
-    types = job_types(settings)
+    types = job_types(settings) if types is None else types
     runtime = Runtime(
         settings=settings,
         types=types,
@@ -296,8 +330,22 @@ def build_worker_settings(settings: Settings) -> type:
     async def check_redis() -> None:
         await health_redis.ping()
 
+    async def check_abandoned_runs() -> None:
+        # Abandoned runs hold memory, connections, perhaps threads, for ever: past the limit
+        # only a restart gets them back, and a 503 is how the platform learns it must restart.
+        stuck = len(runtime.abandoned)
+        if stuck > settings.worker_max_abandoned_runs:
+            raise RuntimeError(
+                f"{stuck} abandoned runs still going, over WORKER_MAX_ABANDONED_RUNS="
+                f"{settings.worker_max_abandoned_runs}: restart this process"
+            )
+
     health_state = health.HealthState(
-        checks={"postgres": check_postgres, "redis": check_redis},
+        checks={
+            "postgres": check_postgres,
+            "redis": check_redis,
+            "abandoned_runs": check_abandoned_runs,
+        },
         extra_routes=metrics.routes(runtime.metrics, health_redis),
     )
 
@@ -320,6 +368,9 @@ def build_worker_settings(settings: Settings) -> type:
             ctx["redis"], settings.rate_limit_max, settings.rate_limit_window_seconds
         )
         runtime.resources = await open_resources(settings, runtime.database, ctx["redis"])
+        ctx["loop_lag"] = asyncio.create_task(
+            looplag.watch(runtime.metrics, settings.job_lease_seconds)
+        )
         logger.info(
             "worker %s ready: types=%s concurrency=%d",
             runtime.owner,
@@ -328,6 +379,8 @@ def build_worker_settings(settings: Settings) -> type:
         )
 
     async def on_shutdown(ctx: dict[str, Any]) -> None:
+        if "loop_lag" in ctx:
+            ctx["loop_lag"].cancel()
         await close_resources(runtime.resources)
         if runtime.database is not None:
             await runtime.database.disconnect()

@@ -552,22 +552,22 @@ async def complete_job(
     database: Database,
     job_id: UUID,
     owner: str,
-    result: Any,
+    result_json: str,
     also: Sequence[CompletionWrite] = (),
 ) -> bool:
-    """Record a run's success; False when this worker no longer holds the job.
+    """Record a run's success (its result already encoded, jobs/worker/results.py); False when
+    this worker no longer holds the job.
 
     `also` runs in the same transaction, only if the completion itself is written: those
     writes happen exactly once per completed job, never for a run that crashed, failed or
     lost its lease, and never twice (a second completion of a completed job matches nothing).
     """
-    payload = orjson.dumps(result).decode()
     async with database.connection() as connection:
         raw = connection.raw_connection
         if not also:
-            return bool(await raw.fetchval(_COMPLETE, job_id, owner, payload))
+            return bool(await raw.fetchval(_COMPLETE, job_id, owner, result_json))
         async with raw.transaction():
-            done = await raw.fetchval(_COMPLETE, job_id, owner, payload)
+            done = await raw.fetchval(_COMPLETE, job_id, owner, result_json)
             if done:
                 for write in also:
                     await write(raw)
@@ -608,14 +608,32 @@ async def fail_job(database: Database, job_id: UUID, owner: str, failures: int, 
 
 
 async def release_job(database: Database, job_id: UUID, owner: str) -> bool:
-    """Give a job back unfinished (shutdown): `retrying`, due now, never left `processing`."""
+    """Give a job back unfinished (shutdown): `retrying`, due now, never left `processing`.
+
+    The start is taken back too: a graceful give-back (a deploy) must not count toward the
+    "Abandoned" rule, which fails a job whose starts keep ending without an outcome."""
     async with _raw(database) as raw:
         done = await raw.fetchval(
-            """UPDATE jobs SET status = 'retrying', run_at = now(),
+            """UPDATE jobs SET status = 'retrying', run_at = now(), attempts = attempts - 1,
                       lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
                 WHERE id = $1 AND lease_owner = $2 AND status = 'processing' RETURNING true""",
             job_id,
             owner,
+        )
+    return bool(done)
+
+
+async def fail_unclaimed_job(database: Database, job_id: UUID, error: str) -> bool:
+    """Fail a job no worker can run (its type is unknown) without claiming it; only one that
+    is waiting, or processing under an expired lease, so a live run is never touched."""
+    async with _raw(database) as raw:
+        done = await raw.fetchval(
+            f"""UPDATE jobs SET status = 'failed', error_message = $2,
+                      lease_owner = NULL, lease_expires_at = NULL,
+                      finished_at = now(), updated_at = now()
+                WHERE id = $1 AND {_CLAIMABLE} RETURNING true""",
+            job_id,
+            error,
         )
     return bool(done)
 
@@ -670,8 +688,9 @@ async def claim_jobs(
     return claims, unclaimed
 
 
-async def complete_jobs(database: Database, done: list[tuple[UUID, str, Any]]) -> list[bool]:
-    """Record many (job id, owner, result) as completed in one statement; True where written.
+async def complete_jobs(database: Database, done: list[tuple[UUID, str, str]]) -> list[bool]:
+    """Record many (job id, owner, result as JSON text) as completed in one statement; True
+    where written.
 
     Only the job's current holder may complete it: a worker that lost its lease (it stalled
     past it and another worker took the job) records nothing."""
@@ -685,7 +704,7 @@ async def complete_jobs(database: Database, done: list[tuple[UUID, str, Any]]) -
             RETURNING jobs.id""",
             [d[0] for d in done],
             [d[1] for d in done],
-            [orjson.dumps(d[2]).decode() for d in done],
+            [d[2] for d in done],
         )
     written = {row["id"] for row in rows}
     return [d[0] in written for d in done]
