@@ -219,7 +219,10 @@ async def test_a_progress_write_that_fails_does_not_fail_the_run(
 REFUSE = [
     "CREATE TABLE IF NOT EXISTS faults_refuse (since timestamptz)",
     """CREATE OR REPLACE FUNCTION faults_refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN
-           IF EXISTS (SELECT 1 FROM faults_refuse) THEN RAISE EXCEPTION 'refused by the test';
+           -- 57P01 admin_shutdown: what a Postgres shutting down answers (an unavailable
+           -- Postgres, whose writes are retried; any other error fails the job at once).
+           IF EXISTS (SELECT 1 FROM faults_refuse) THEN
+               RAISE EXCEPTION 'refused by the test' USING ERRCODE = 'admin_shutdown';
            END IF;
            RETURN NEW;
        END $$""",

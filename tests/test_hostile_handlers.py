@@ -124,3 +124,39 @@ async def test_a_handler_blocking_the_loop_is_reported(
             break
         await asyncio.sleep(0.1)
     assert "event loop blocked for" in proc.output
+
+
+POISON = [
+    """CREATE OR REPLACE FUNCTION hostile_poison() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN
+           IF NEW.input->>'message' = 'poison' THEN RAISE EXCEPTION 'poisoned result'; END IF;
+           RETURN NEW;
+       END $$""",
+    """CREATE TRIGGER hostile_poison BEFORE UPDATE ON jobs FOR EACH ROW
+           WHEN (NEW.status = 'completed' AND OLD.status = 'processing')
+           EXECUTE FUNCTION hostile_poison()""",
+]
+
+
+async def test_a_completion_postgres_refuses_fails_that_job_alone(
+    env, spawn, database: Database, redis: ArqRedis
+) -> None:
+    """Not unavailable, refused: retrying cannot help, so the job fails at once; and its
+    neighbours in the same group commit complete (before, all were retried for ever)."""
+    for statement in POISON:
+        await database.execute(statement)
+    try:
+        hostile_worker(spawn, env, worker_concurrency=8)
+        shop = await make_shop(database)
+        messages = ["poison", *(f"fine-{i}" for i in range(7))]
+        ids = [await add_job(database, redis, shop, {"message": m}) for m in messages]
+        finals = [await wait_for_status(database, i, {"completed", "failed"}) for i in ids]
+    finally:
+        await database.execute("DROP TRIGGER IF EXISTS hostile_poison ON jobs")
+        await database.execute("DROP FUNCTION IF EXISTS hostile_poison()")
+    assert (finals[0].status, finals[0].error_message) == (
+        "failed",
+        "Result could not be recorded: poisoned result",
+    )
+    assert [(j.status, j.result) for j in finals[1:]] == [
+        ("completed", {"message": m}) for m in messages[1:]
+    ]
