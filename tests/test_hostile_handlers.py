@@ -18,6 +18,7 @@ from arq.connections import ArqRedis
 from databases import Database
 
 from tests.conftest import wait_for_http
+from tests.faults_helpers import record
 from tests.jobs_helpers import add_job, make_shop, wait_for_status
 
 SHUTDOWN_GRACE = 1.0
@@ -92,7 +93,13 @@ async def test_hostile_handlers_end_final_while_the_job_behind_them_runs(
     assert "run abandoned" in proc.output
 
     exit_seconds = _sigterm_exit_seconds(proc)
-    print(f"\nhostile handlers: all final in {all_final:.2f}s; SIGTERM exit in {exit_seconds:.2f}s")
+    record(
+        "hostile handlers",
+        jobs=6,
+        concurrency=3,
+        all_final_seconds=round(all_final, 2),
+        sigterm_exit_seconds=round(exit_seconds, 2),
+    )
 
 
 async def test_sigterm_ends_a_worker_whose_handler_ignores_cancellation(
@@ -107,7 +114,11 @@ async def test_sigterm_ends_a_worker_whose_handler_ignores_cancellation(
     # Given back for the next worker; a graceful give-back does not count as a start, so
     # deploys cannot add up to the "Abandoned: started N times" rule.
     assert (job.attempts, job.retry_count, job.lease_owner) == (0, 0, None)
-    print(f"\nSIGTERM with a handler ignoring cancellation: exit in {exit_seconds:.2f}s")
+    record(
+        "hostile handlers",
+        sigterm_exit_with_a_stuck_run_seconds=round(exit_seconds, 2),
+        grace_seconds=SHUTDOWN_GRACE + ABANDON_GRACE,
+    )
 
 
 async def test_a_handler_blocking_the_loop_is_reported(
@@ -160,3 +171,9 @@ async def test_a_completion_postgres_refuses_fails_that_job_alone(
     assert [(j.status, j.result) for j in finals[1:]] == [
         ("completed", {"message": m}) for m in messages[1:]
     ]
+    record(
+        "refused outcome",
+        jobs=len(finals),
+        failed=sum(j.status == "failed" for j in finals),
+        completed=sum(j.status == "completed" for j in finals),
+    )
