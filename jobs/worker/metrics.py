@@ -82,6 +82,25 @@ class WorkerMetrics:
             buckets=RUN_BUCKETS,
             registry=r,
         )
+        self.abandoned = Counter(
+            "shopjobs_runs_abandoned",
+            "Runs whose handler did not stop within JOB_ABANDON_GRACE_SECONDS of being cancelled "
+            "(at its timeout, or at shutdown): left behind, their jobs decided without them.",
+            ["type"],
+            registry=r,
+        )
+        self.abandoned_running = Gauge(
+            "shopjobs_abandoned_runs_running",
+            "Abandoned runs still going in this process (/healthz is 503 past "
+            "WORKER_MAX_ABANDONED_RUNS).",
+            registry=r,
+        )
+        self.loop_lag = Gauge(
+            "shopjobs_event_loop_lag_seconds",
+            "How late the event loop last ran a timer: a handler blocking the loop delays every "
+            "other run and the lease renewals.",
+            registry=r,
+        )
         self.running = Gauge(
             "shopjobs_jobs_running", "Jobs this worker process is running now.", registry=r
         )
@@ -97,6 +116,10 @@ class WorkerMetrics:
             "read at scrape (NaN: Redis down).",
             registry=r,
         )
+
+    def run_abandoned(self, job_type: str, still_going: int) -> None:
+        self.abandoned.labels(job_type).inc()
+        self.abandoned_running.set(still_going)
 
     def deferred(self, job_type: str, reason: str) -> None:
         self.deferrals.labels(job_type, reason).inc()

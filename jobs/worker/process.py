@@ -42,11 +42,11 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from jobs.registry import job_types
 from jobs.types import JobType
-from jobs.worker import health, maintenance, metrics
+from jobs.worker import health, looplag, maintenance, metrics
 from jobs.worker.claims import Finish, QueueClaims, Taken
 from jobs.worker.ratelimit import RateLimiter
 from jobs.worker.resources import close_resources, open_resources
-from jobs.worker.runner import Incoming, Runtime, start_batch
+from jobs.worker.runner import Incoming, Runtime, later, start_batch
 from service import store
 from service.core import queue
 from service.core.batch import GroupCommit
@@ -148,8 +148,10 @@ class ShopjobsWorker(arq.worker.Worker):
                 await runtime.claims.finish(Finish(item.job_id, QueueFinish.DONE))
             elif decoded in runtime.types:
                 ours.append(Incoming(item, runtime.types[decoded]))
-            else:  # cron jobs and anything else: arq's own run_job (the claim is already made)
+            elif decoded in self.functions:  # cron jobs: arq's own run_job (already claimed)
                 self._spawn(item.job_id, self.run_job(item.job_id, item.score))
+            else:
+                await _fail_unknown(runtime, item.job_id, decoded)
         if not ours:
             return
         runs = await start_batch(runtime, ours)
@@ -190,10 +192,23 @@ class ShopjobsWorker(arq.worker.Worker):
             return
         await _bounded("running jobs", asyncio.gather(*self.tasks.values()))
         await _bounded("health key", self.pool.delete(self.health_check_key))
-        if self.on_shutdown:
-            await self.on_shutdown(self.ctx)
+        if self.on_shutdown:  # a connection held by an abandoned run would stall the pool's close
+            await _bounded("closing connections", self.on_shutdown(self.ctx))
         await _bounded("Redis connections", self.pool.close(close_connection_pool=True))
         self._pool = None
+
+    def run(self) -> None:
+        """arq's run; then, if abandoned runs are still going, the process ends without them.
+
+        Python waits for its tasks and threads at exit; a handler that ignores cancellation,
+        or blocks in a thread, would keep a worker told to stop from ever stopping.
+        """
+        super().run()
+        runtime: Runtime | None = self.ctx.get("runtime")
+        if runtime is not None and runtime.abandoned:
+            logger.warning("exiting with %d abandoned run(s) still going", len(runtime.abandoned))
+            logging.shutdown()
+            os._exit(0)
 
     def handle_sig(self, signum: Signals) -> None:
         self._begin_shutdown(signum)
@@ -202,6 +217,23 @@ class ShopjobsWorker(arq.worker.Worker):
     def handle_sig_wait_for_completion(self, signum: Signals) -> None:
         self._begin_shutdown(signum)
         super().handle_sig_wait_for_completion(signum)
+
+
+async def _fail_unknown(runtime: Runtime, job_id: str, job_type: str) -> None:
+    """A job of a type this worker does not know (renamed or removed in a deploy): arq would
+    drop its entry, and the reconciler would queue it again every tick, for ever. It fails."""
+    try:
+        failed = await maintenance.fail_unknown_type(runtime.database, job_id, job_type)
+    except ValueError:  # not a job id either (enqueued by hand): nothing to record
+        logger.warning("queue entry %.80r of unknown function %.80r dropped", job_id, job_type)
+        failed = False
+    except Exception as exc:  # Postgres down: look again shortly, as a claim would
+        logger.warning("job %s: unknown type %.80r not recorded (%s)", job_id, job_type, exc)
+        await runtime.claims.finish(later(job_id, STARTUP_RETRY_SECONDS))
+        return
+    if failed:
+        logger.error("job %s failed: Unknown job type %.80s", job_id, job_type)
+    await runtime.claims.finish(Finish(job_id, QueueFinish.DONE))
 
 
 async def _bounded(what: str, step: Awaitable[Any]) -> None:
@@ -274,8 +306,8 @@ async def _connect(database: Database) -> None:
             await asyncio.sleep(STARTUP_RETRY_SECONDS)
 
 
-def build_worker_settings(settings: Settings) -> type:
-    """arq's WorkerSettings for these settings.
+def build_worker_settings(settings: Settings, types: dict[str, JobType] | None = None) -> type:
+    """arq's WorkerSettings for `types` (by default the deployment's, jobs/registry.py).
 
     arq builds them before the event loop and its Redis pool exist: everything asynchronous
     (Postgres, the health server, the Runtime) is built in `on_startup`, and each piece, once
@@ -283,9 +315,12 @@ def build_worker_settings(settings: Settings) -> type:
     a startup cut short (a signal while Postgres is down) had built is closed, nothing more.
     """
     configure_logging(settings.log_format)
-    types = job_types(settings)
+    types = job_types(settings) if types is None else types
     owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
     worker_metrics = metrics.WorkerMetrics()
+    # Handlers that did not stop when cancelled (jobs/worker/runner.py `_call`), shared with
+    # the Runtime built at start-up.
+    abandoned: set[asyncio.Task[Any]] = set()
     closing = contextlib.AsyncExitStack()
 
     async def on_startup(ctx: dict[str, Any]) -> None:
@@ -304,8 +339,22 @@ def build_worker_settings(settings: Settings) -> type:
         async def check_redis() -> None:
             await health_redis.ping()
 
+        async def check_abandoned_runs() -> None:
+            # Abandoned runs hold memory, connections, perhaps threads, for ever: past the limit
+            # only a restart gets them back, and a 503 is how the platform learns it must restart.
+            stuck = len(abandoned)
+            if stuck > settings.worker_max_abandoned_runs:
+                raise RuntimeError(
+                    f"{stuck} abandoned runs still going, over WORKER_MAX_ABANDONED_RUNS="
+                    f"{settings.worker_max_abandoned_runs}: restart this process"
+                )
+
         health_state = ctx["health_state"] = health.HealthState(
-            checks={"postgres": check_postgres, "redis": check_redis},
+            checks={
+                "postgres": check_postgres,
+                "redis": check_redis,
+                "abandoned_runs": check_abandoned_runs,
+            },
             extra_routes=metrics.routes(worker_metrics, health_redis),
         )
         health_runner = await health.start(health_state, settings.worker_health_port)
@@ -330,7 +379,10 @@ def build_worker_settings(settings: Settings) -> type:
             completions=GroupCommit(lambda done: store.complete_jobs(database, done)),
             resources=resources,
             metrics=worker_metrics,
+            abandoned=abandoned,
         )
+        lag_watch = asyncio.create_task(looplag.watch(worker_metrics, settings.job_lease_seconds))
+        closing.callback(lag_watch.cancel)
         logger.info(
             "worker %s ready: types=%s concurrency=%d",
             owner,

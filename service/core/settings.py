@@ -58,6 +58,11 @@ class Settings(DatabaseSettings):
     job_max_attempts: Annotated[int, Field(ge=1)] = 3
     job_backoff_seconds: Annotated[float, Field(ge=0)] = 5
     job_timeout_seconds: PositiveFloat = 300
+    # A run that does not stop within this long of being cancelled (at its timeout) is abandoned.
+    job_abandon_grace_seconds: Annotated[float, Field(ge=0)] = 5
+    # Abandoned runs still going in one process beyond this turn its /healthz to 503.
+    worker_max_abandoned_runs: NonNegativeInt = 3
+    job_result_max_bytes: Annotated[int, Field(ge=2)] = 1_048_576
     job_lease_seconds: PositiveFloat = 10
     rate_limit_max: NonNegativeInt = 10
     rate_limit_window_seconds: PositiveFloat = 60

@@ -9,7 +9,14 @@ below.
 from __future__ import annotations
 
 from service.core.states import CANCELLED_MESSAGE
-from service.store.claims import Claim, claim_job, claim_jobs, release_job, renew_lease
+from service.store.claims import (
+    Claim,
+    claim_job,
+    claim_jobs,
+    fail_unclaimed_job,
+    release_job,
+    renew_lease,
+)
 from service.store.compliance import customer_jobs, delete_customer_jobs, redact_shop
 from service.store.dashboard import (
     JobFilter,
@@ -76,6 +83,7 @@ __all__ = [
     "delete_job",
     "delete_old_jobs",
     "fail_job",
+    "fail_unclaimed_job",
     "failed_jobs_by_type",
     "forget_webhook_event",
     "get_job",

@@ -141,13 +141,31 @@ async def renew_lease(database: Database, job_id: UUID, owner: str, lease_second
 
 
 async def release_job(database: Database, job_id: UUID, owner: str) -> bool:
-    """Give a job back unfinished (shutdown): `retrying`, due now, never left `processing`."""
+    """Give a job back unfinished (shutdown): `retrying`, due now, never left `processing`.
+
+    The start is taken back too: a graceful give-back (a deploy) must not count toward the
+    "Abandoned" rule, which fails a job whose starts keep ending without an outcome."""
     async with connection(database) as raw:
         done = await raw.fetchval(
-            f"""UPDATE jobs SET status = 'retrying', run_at = now(),
+            f"""UPDATE jobs SET status = 'retrying', run_at = now(), attempts = attempts - 1,
                        lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
                  WHERE {HELD_BY_OWNER} RETURNING true""",
             job_id,
             owner,
+        )
+    return bool(done)
+
+
+async def fail_unclaimed_job(database: Database, job_id: UUID, error: str) -> bool:
+    """Fail a job no worker can run (its type is unknown) without claiming it; only one that
+    is waiting, or processing under an expired lease, so a live run is never touched."""
+    async with connection(database) as raw:
+        done = await raw.fetchval(
+            f"""UPDATE jobs SET status = 'failed', error_message = $2,
+                      lease_owner = NULL, lease_expires_at = NULL,
+                      finished_at = now(), updated_at = now()
+                WHERE id = $1 AND {CLAIMABLE} RETURNING true""",
+            job_id,
+            error,
         )
     return bool(done)

@@ -7,13 +7,12 @@ past it and another worker took the job over) records nothing, and learns so fro
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 from uuid import UUID
 
 from databases import Database
 
 from jobs.types import CompletionWrite
-from service.store.sql import HELD_BY_OWNER, connection, to_json
+from service.store.sql import HELD_BY_OWNER, connection
 
 
 async def record_progress(
@@ -42,30 +41,31 @@ async def complete_job(
     database: Database,
     job_id: UUID,
     owner: str,
-    result: Any,
+    result_json: str,
     also: Sequence[CompletionWrite] = (),
 ) -> bool:
-    """Record a run's success; False when this worker no longer holds the job.
+    """Record a run's success (its result already encoded, jobs/worker/results.py); False when
+    this worker no longer holds the job.
 
     `also` (the handler's RunContext.on_completion writes) runs in the same transaction, with
     its connection, only if the completion itself is written: those writes happen exactly
     once per completed job, never for a run that crashed, failed or lost its lease, and never
     twice (a second completion of a completed job matches nothing).
     """
-    payload = to_json(result)
     async with connection(database) as raw:
         if not also:
-            return bool(await raw.fetchval(_COMPLETE, job_id, owner, payload))
+            return bool(await raw.fetchval(_COMPLETE, job_id, owner, result_json))
         async with raw.transaction():
-            done = await raw.fetchval(_COMPLETE, job_id, owner, payload)
+            done = await raw.fetchval(_COMPLETE, job_id, owner, result_json)
             if done:
                 for write in also:
                     await write(raw)
     return bool(done)
 
 
-async def complete_jobs(database: Database, done: list[tuple[UUID, str, Any]]) -> list[bool]:
-    """Record many (job id, owner, result) as completed in one statement; True where written."""
+async def complete_jobs(database: Database, done: list[tuple[UUID, str, str]]) -> list[bool]:
+    """Record many (job id, owner, result as JSON text, jobs/worker/results.py) as completed in
+    one statement; True where written."""
     async with connection(database) as raw:
         rows = await raw.fetch(
             """UPDATE jobs SET status = 'completed', result = v.result::jsonb, progress = 100,
@@ -76,7 +76,7 @@ async def complete_jobs(database: Database, done: list[tuple[UUID, str, Any]]) -
             RETURNING jobs.id""",
             [d[0] for d in done],
             [d[1] for d in done],
-            [to_json(d[2]) for d in done],
+            [d[2] for d in done],
         )
     written = {row["id"] for row in rows}
     return [d[0] in written for d in done]

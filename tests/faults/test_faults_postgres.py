@@ -131,8 +131,9 @@ async def test_postgres_restart_mid_run_loses_no_status_and_the_web_says_503(
             await wait_all(database, every, timeout=sized(60, 180))
             rows = await database.fetch_all(
                 "SELECT id, input->>'message' AS message, result->>'message' AS result, "
-                "input->>'record_effect' AS mode, retry_count FROM jobs"
+                "input->>'record_effect' AS mode, retry_count, status FROM jobs"
             )
+            statuses_lost = len(every) - sum(r._mapping["status"] == "completed" for r in rows)
             assert {r._mapping["id"] for r in rows} == set(every), "a row no answer created"
             retried = 0
             for row in rows:
@@ -168,8 +169,8 @@ async def test_postgres_restart_mid_run_loses_no_status_and_the_web_says_503(
             v for k, v in answers.items() if k.startswith(("GET", "POST"))
         ),
         answered_503=sum(down.values()),
-        answered_500=0,
-        statuses_lost=0,
+        answered_500=sum(v for k, v in answers.items() if k.endswith(" 500")),
+        statuses_lost=statuses_lost,
         attempts_failed_by_the_outage=retried,
     )
 
@@ -182,6 +183,11 @@ async def test_a_progress_write_that_fails_does_not_fail_the_run(
     (It did: the handler's `report_progress` raised, the run counted as failed, and a job with
     one attempt ended `failed` because Postgres restarted under it.)
     """
+    shop = await make_shop(database, SHOP)
+    job_id = await add_job(database, None, shop, {"message": "x"}, enqueue=False)  # type: ignore[arg-type]
+    await database.execute(
+        "UPDATE jobs SET status = 'processing', lease_owner = 'test' WHERE id = :id", {"id": job_id}
+    )
     relay = Relay(servers.pg_port)
     await relay.start()
     relayed = create_database(
@@ -190,7 +196,7 @@ async def test_a_progress_write_that_fails_does_not_fail_the_run(
     await relayed.connect()
     try:
         context = RunContext(
-            job_id=str(uuid.uuid4()),
+            job_id=str(job_id),
             job_type="echo",
             shop=SHOP,
             attempt=1,
@@ -198,19 +204,27 @@ async def test_a_progress_write_that_fails_does_not_fail_the_run(
             database=relayed,
             owner="test",
         )
-        await context.report_progress(10)
+        await context.report_progress(10, "started")
+        assert (await wait_for_status(database, job_id, {"processing"})).progress == 10
         await relay.cut()
-        await context.report_progress(50)  # raised ConnectionDoesNotExistError / OSError
-        await context.report_progress(100)
+        # Each raised ConnectionDoesNotExistError / OSError into the handler before.
+        assert await context.report_progress(50, "half") is None
+        assert await context.report_progress(100) is None
     finally:
         await relay.cut()
         await relayed.disconnect()
+    job = await wait_for_status(database, job_id, {"processing"})
+    # Neither report reached Postgres, and neither touched the run's state there.
+    assert (job.progress, job.status, job.lease_owner) == (10, "processing", "test")
 
 
 REFUSE = [
     "CREATE TABLE IF NOT EXISTS faults_refuse (since timestamptz)",
     """CREATE OR REPLACE FUNCTION faults_refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN
-           IF EXISTS (SELECT 1 FROM faults_refuse) THEN RAISE EXCEPTION 'refused by the test';
+           -- 57P01 admin_shutdown: what a Postgres shutting down answers (an unavailable
+           -- Postgres, whose writes are retried; any other error fails the job at once).
+           IF EXISTS (SELECT 1 FROM faults_refuse) THEN
+               RAISE EXCEPTION 'refused by the test' USING ERRCODE = 'admin_shutdown';
            END IF;
            RETURN NEW;
        END $$""",
@@ -321,10 +335,11 @@ async def test_the_web_answers_503_not_500_while_its_connections_are_killed(
     assert answers[503] and answers["created"], answers
     assert shop.installed
     # A 503 leaves no row, even when the connection died just after the INSERT committed.
-    assert await database.fetch_val("SELECT count(*) FROM jobs") == answers["created"] + 1
+    rows = await database.fetch_val("SELECT count(*) FROM jobs")
+    assert rows == answers["created"] + 1
     record(
         "web under killed connections",
         requests=sum(v for k, v in answers.items() if isinstance(k, int)),
-        answered_500=0,
-        rows_left_by_a_503=0,
+        answered_500=answers[500],
+        rows_left_by_a_503=rows - answers["created"] - 1,
     )

@@ -324,11 +324,12 @@ async def test_no_secret_token_or_signature_reaches_any_log(
         found += [(name, secret[:12] + "…") for secret in seen if secret in text]
         found += [(name, m[:12] + "…") for m in HEX_DIGEST.findall(text)]
         found += [(name, m[:12] + "…") for m in B64_DIGEST.findall(text)]
+    leaked = len(set(found))
     assert not found, f"credentials in the logs: {sorted(set(found))}"
     record(
         "logs",
         processes=len(logs),
         log_lines=sum(text.count("\n") for text in logs.values()),
         credentials_checked=len(seen),
-        leaked=0,
+        leaked=leaked,
     )

@@ -96,10 +96,35 @@ async def test_reconciler_requeues_stranded_jobs(database: Database, redis: ArqR
         {"t": old, "id": dead},
     )
     await database.execute("UPDATE jobs SET status = 'completed' WHERE id = :id", {"id": finished})
-    assert await maintenance.requeue_stranded(database, redis, 30) == 2
+    assert await maintenance.requeue_stranded(database, redis, 30, {"echo"}) == 2
     members = {m.decode() for m in await redis.zrange(queue.QUEUE_NAME, 0, -1)}
     assert members == {str(lost), str(queued), str(dead)}
-    assert await maintenance.requeue_stranded(database, redis, 30) == 0  # idempotent
+    assert await maintenance.requeue_stranded(database, redis, 30, {"echo"}) == 0  # idempotent
+
+
+async def test_reconciler_fails_rows_of_unknown_types_instead_of_requeueing_them(
+    database: Database, redis: ArqRedis
+) -> None:
+    """Rows of a type removed in a deploy are the oldest stranded rows, every tick: queued,
+    they would be dropped and queued again for ever, ahead of real orphans."""
+    shop = await make_shop(database)
+    gone = [
+        await add_job(database, redis, shop, {}, job_type="renamed_away", enqueue=False)
+        for _ in range(3)
+    ]
+    orphan = await add_job(database, redis, shop, {"message": "lost"}, enqueue=False)
+    await database.execute(
+        "UPDATE jobs SET updated_at = now() - make_interval(mins => CASE WHEN id = :o THEN 5 ELSE 9 END)",
+        {"o": orphan},
+    )
+    assert await maintenance.requeue_stranded(database, redis, 30, {"echo"}) == 1
+    assert {m.decode() for m in await redis.zrange(queue.QUEUE_NAME, 0, -1)} == {str(orphan)}
+    rows = await database.fetch_all(
+        "SELECT status, error_message FROM jobs WHERE id = ANY(:ids)", {"ids": gone}
+    )
+    assert [(r["status"], r["error_message"]) for r in rows] == [
+        ("failed", "Unknown job type renamed_away")
+    ] * 3
 
 
 async def test_retention_keeps_what_the_settings_say(database: Database, settings) -> None:
