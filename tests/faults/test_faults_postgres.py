@@ -37,16 +37,13 @@ from tests.support.net import free_port
 SHOP = "pg-restart.myshopify.com"
 
 
-def echo(i: int, rng: random.Random) -> dict[str, object]:
+def echo(i: int, rng: random.Random, *, effect: bool = True) -> dict[str, object]:
+    """An echo job's request; with `effect`, for the fault suite's echo (tests/support/effects.py)."""
     sleep_ms = rng.randint(*sized((200, 800), (500, 2500))) if rng.random() < 0.6 else 0
-    return {
-        "type": "echo",
-        "input": {
-            "message": f"pg-{i}",
-            "sleep_ms": sleep_ms,
-            "record_effect": "with_completion" if i % 2 else "before_completion",
-        },
-    }
+    job_input: dict[str, object] = {"message": f"pg-{i}", "sleep_ms": sleep_ms}
+    if effect:
+        job_input["record_effect"] = "with_completion" if i % 2 else "before_completion"
+    return {"type": "echo", "input": job_input}
 
 
 async def hammer(web: httpx.AsyncClient, job_id: str, answers: Counter[str], stop: asyncio.Event):
@@ -299,7 +296,9 @@ async def test_the_web_answers_503_not_500_while_its_connections_are_killed(
     for every ten requests here).
     """
     shop = await make_shop(database, SHOP)
-    made = await app_client.post(signed("/proxy/process", SHOP), json=echo(0, random.Random(1)))
+    made = await app_client.post(
+        signed("/proxy/process", SHOP), json=echo(0, random.Random(1), effect=False)
+    )
     job_id = made.json()["jobId"]
     answers: Counter[int] = Counter()
     stop = asyncio.Event()
@@ -308,7 +307,7 @@ async def test_the_web_answers_503_not_500_while_its_connections_are_killed(
         while not stop.is_set():
             status = await app_client.get(signed(f"/proxy/status?jobId={job_id}", SHOP))
             created = await app_client.post(
-                signed("/proxy/process", SHOP), json=echo(1, random.Random(2))
+                signed("/proxy/process", SHOP), json=echo(1, random.Random(2), effect=False)
             )
             for answer in (status, created):
                 answers[answer.status_code] += 1

@@ -138,7 +138,7 @@ async def test_a_database_made_by_the_previous_schema_upgrades_in_place(
         # The pending job runs to completion on the upgraded schema.
         claims, unclaimed = await store.claim_jobs(old, [waiting, done], "upgrade-test", 30)
         assert [c.id for c in claims] == [waiting] and unclaimed == {done: ClaimResult.SKIP}
-        assert await store.complete_jobs(old, [(waiting, "upgrade-test", {"ok": True})]) == [True]
+        assert await store.complete_jobs(old, [(waiting, "upgrade-test", '{"ok": true}')]) == [True]
         ran = await store.get_job(old, waiting)
         assert ran is not None and (ran.status, ran.result) == (JobStatus.COMPLETED, {"ok": True})
     finally:
