@@ -116,4 +116,5 @@ JOB_TYPE = JobType(
     input_model=ProductSummaryInput,
     handler=product_summary,
     non_retryable=(ProductNotFound,),
+    admin=True,
 )
