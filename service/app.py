@@ -29,7 +29,9 @@ from service.intake import Intake
 from service.web import dashboard, install, metrics, proxy, webhooks
 from service.web.errors import EXCEPTION_HANDLERS
 from service.web.middleware import RequestTelemetry
+from service.web.proxy_quota import ProxyQuota
 from service.web.shop_cache import ShopCache
+from service.web.webhook_body import BodyBudget
 
 HEALTH_TIMEOUT_SECONDS = 2.0
 
@@ -62,6 +64,10 @@ def create_app(settings: Settings) -> Starlette:
         app.state.intake = Intake(database, redis)
         app.state.shops = ShopCache(database, settings.shop_cache_seconds)
         app.state.webhook_jobs = webhook_jobs(settings)
+        app.state.webhook_bodies = BodyBudget(settings.webhook_body_budget_bytes)
+        app.state.proxy_quota = ProxyQuota(
+            redis, settings.proxy_limit_shop_per_minute, settings.proxy_limit_customer_per_minute
+        )
         # For the OAuth code exchange (the web never calls the Admin API itself).
         app.state.http = httpx.AsyncClient(timeout=settings.shopify_admin_timeout_seconds)
         try:

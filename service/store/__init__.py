@@ -89,8 +89,7 @@ async def upsert_shop(
                 token_expires_at = EXCLUDED.token_expires_at,
                 refresh_token = EXCLUDED.refresh_token,
                 refresh_token_expires_at = EXCLUDED.refresh_token_expires_at,
-                installed_at = CASE WHEN shops.uninstalled_at IS NULL
-                                    THEN shops.installed_at ELSE now() END,
+                installed_at = now(),
                 uninstalled_at = NULL, updated_at = now()
         RETURNING {SHOP_COLUMNS}
         """,
@@ -141,8 +140,15 @@ async def update_shop_token(
     )
 
 
-async def mark_shop_uninstalled(database: Database, domain: str) -> bool:
-    """app/uninstalled: Shopify has revoked the tokens; forget them. False if unknown shop."""
+async def mark_shop_uninstalled(
+    database: Database, domain: str, triggered_at: datetime | None = None
+) -> bool:
+    """app/uninstalled: Shopify has revoked the tokens; forget them.
+
+    Only an uninstall triggered after the shop's current install (`installed_at`, renewed by
+    every install) counts: a late delivery of an older one must not revoke the token of a
+    reinstall. None: now, whatever the install. False: unknown shop, or a stale event.
+    """
     row = await database.fetch_one(
         """
         UPDATE shops
@@ -150,9 +156,10 @@ async def mark_shop_uninstalled(database: Database, domain: str) -> bool:
                token_expires_at = NULL, refresh_token = NULL, refresh_token_expires_at = NULL,
                updated_at = now()
          WHERE domain = :domain
+           AND installed_at < COALESCE(CAST(:triggered_at AS timestamptz), 'infinity')
         RETURNING id
         """,
-        {"domain": domain},
+        {"domain": domain, "triggered_at": triggered_at},
     )
     return row is not None
 

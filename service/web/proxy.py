@@ -42,6 +42,7 @@ ENQUEUE_TIMEOUT_SECONDS = 1.0
 # How long a refused creation keeps trying to delete a row it may have written after all.
 FORGET_SECONDS = 2.0
 MAX_IDEMPOTENCY_KEY_LENGTH = 255
+CLIENT_KEY_PREFIX = "proxy:"
 MAX_CUSTOMER_ID_LENGTH = 255
 MAX_ERROR_DETAILS = 20
 MAX_DETAIL_TEXT = 200
@@ -50,11 +51,18 @@ MAX_DETAIL_TEXT = 200
 class Refusal(Exception):
     """An answer other than 200, raised from deep inside a handler and turned into JSON."""
 
-    def __init__(self, status: int, message: str, details: Any = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        details: Any = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.details = details
+        self.headers = headers or {}
 
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -68,7 +76,9 @@ def _guarded(handler: Handler) -> Handler:
         try:
             return await handler(request)
         except Refusal as refusal:
-            return error(refusal.status, refusal.message, refusal.details)
+            response = error(refusal.status, refusal.message, refusal.details)
+            response.headers.update(refusal.headers)
+            return response
         except UNAVAILABLE_ERRORS as exc:
             logger.warning("database unavailable on %s: %r", request.url.path, exc)
             return error(503, "Database unavailable")
@@ -184,7 +194,23 @@ def _parse_job_request(body: bytes, types: dict[str, JobType]) -> tuple[JobType,
     return job_type, job_input
 
 
+async def _check_quota(request: Request, shop: str, customer: str | None) -> None:
+    retry_after = await request.app.state.proxy_quota.refusal(shop, customer)
+    if retry_after is not None:
+        raise Refusal(
+            429,
+            "Too many requests: try again later",
+            {"retryAfterSeconds": retry_after},
+            {"Retry-After": str(retry_after)},
+        )
+
+
 def _idempotency_key(request: Request) -> str | None:
+    """The client's Idempotency-Key, stored as `proxy:KEY`.
+
+    The prefix keeps clients out of the keys the app writes itself (`webhook:EVENT`): a
+    visitor who sends `webhook:...` gets a job of their own, never a webhook's.
+    """
     values = request.headers.getlist("idempotency-key")
     if not values:
         return None
@@ -201,7 +227,7 @@ def _idempotency_key(request: Request) -> str | None:
             "Invalid Idempotency-Key",
             _field_error("Idempotency-Key", "one header of 1 to 255 printable ASCII characters"),
         )
-    return key
+    return f"{CLIENT_KEY_PREFIX}{key}"
 
 
 def _job_id(request: Request) -> UUID:
@@ -257,6 +283,7 @@ async def _forget(database: Database, job_id: UUID) -> None:
 async def process(request: Request) -> Response:
     """Create a job: signature, shop, body, type and input checks, then row, then queue."""
     shop, customer = await _authenticate(request)
+    await _check_quota(request, shop.domain, customer)
     _check_length_header(request)
     key = _idempotency_key(request)
     job_type, job_input = _parse_job_request(await _read_body(request), request.app.state.job_types)
