@@ -197,10 +197,13 @@ async def test_compliance_webhooks_run_through_the_worker(stack, database: Datab
 
     customer = {"id": 42, "email": "jane@example.com"}
     exported = await deliver(
-        "customers/data_request", {"customer": customer, "data_request": {"id": 1}}
+        "customers/data_request",
+        {"shop_domain": SHOP, "customer": customer, "data_request": {"id": 1}},
     )
     assert exported.status == "completed" and len(exported.result["jobs"]) == 2
-    redacted = await deliver("customers/redact", {"customer": customer, "orders_to_redact": []})
+    redacted = await deliver(
+        "customers/redact", {"shop_domain": SHOP, "customer": customer, "orders_to_redact": []}
+    )
     assert redacted.status == "completed" and redacted.result["deletedJobs"] == 2
     erased = await deliver("shop/redact", {"shop_id": 1, "shop_domain": SHOP})
     assert erased.status == "completed" and erased.result["deletedJobs"] >= 1
