@@ -56,10 +56,16 @@ class Upload:
         await self.writer.drain()
 
     async def answer(self) -> tuple[int, str]:
-        """Status and the rest of the head and body (as much as came before the close)."""
+        """The status, and the headers and body as one text."""
         status_line = await self.reader.readline()
-        rest = await self.reader.read(4096)
-        return int(status_line.split()[1]), rest.decode(errors="replace")
+        head = (await self.reader.readuntil(b"\r\n\r\n")).decode()
+        length = next(
+            int(line.split(":", 1)[1])
+            for line in head.split("\r\n")
+            if line.lower().startswith("content-length:")
+        )
+        body = await self.reader.readexactly(length)
+        return int(status_line.split()[1]), head + body.decode()
 
     def close(self) -> None:
         self.writer.close()
