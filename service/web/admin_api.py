@@ -55,6 +55,8 @@ DEFAULT_PAGE_SIZE = 25
 MAX_PAGE_SIZE = 100
 MAX_FILTER_LENGTH = 100
 NO_STORE = {"Cache-Control": "no-store"}
+# The admin's Idempotency-Keys live apart from the storefront's (`proxy:`) and the app's own.
+ADMIN_KEY_PREFIX = "admin:"
 
 
 # -- who is asking -------------------------------------------------------------------------
@@ -189,7 +191,7 @@ async def create(request: Request) -> Response:
     state = web_state(request)
     shop, session = await authenticate(request)
     check_length_header(request)
-    key = idempotency_key(request)
+    key = idempotency_key(request, ADMIN_KEY_PREFIX)
     body = await read_body(request, MAX_BODY_BYTES)
     job_type, job_input = parse_job_request(body, state.job_types, offered=lambda t: t.admin)
     submitted = await state.intake.submit(

@@ -39,6 +39,7 @@ MAX_BODY_BYTES = 64 * 1024
 # Deeper than any sensible job input, and well inside what orjson can write back (254 levels).
 MAX_JSON_DEPTH = 64
 MAX_IDEMPOTENCY_KEY_LENGTH = 255
+CLIENT_KEY_PREFIX = "proxy:"
 MAX_CUSTOMER_ID_LENGTH = 255
 MAX_ERROR_DETAILS = 20
 MAX_DETAIL_TEXT = 200
@@ -148,7 +149,23 @@ def parse_job_request(
     return job_type, job_input
 
 
-def idempotency_key(request: Request) -> str | None:
+async def _check_quota(request: Request, shop: str, customer: str | None) -> None:
+    retry_after = await web_state(request).proxy_quota.refusal(shop, customer)
+    if retry_after is not None:
+        raise ApiError(
+            429,
+            "Too many requests: try again later",
+            {"retryAfterSeconds": retry_after},
+            headers={"Retry-After": str(retry_after)},
+        )
+
+
+def idempotency_key(request: Request, prefix: str = CLIENT_KEY_PREFIX) -> str | None:
+    """The client's Idempotency-Key, stored as `{prefix}KEY` (`proxy:KEY` by default).
+
+    The prefix keeps clients out of the keys the app writes itself (`webhook:EVENT`): a
+    visitor who sends `webhook:...` gets a job of their own, never a webhook's.
+    """
     values = request.headers.getlist("idempotency-key")
     if not values:
         return None
@@ -165,7 +182,7 @@ def idempotency_key(request: Request) -> str | None:
             "Invalid Idempotency-Key",
             _field_error("Idempotency-Key", "one header of 1 to 255 printable ASCII characters"),
         )
-    return key
+    return f"{prefix}{key}"
 
 
 def _job_id(request: Request) -> UUID:
@@ -187,6 +204,7 @@ async def process(request: Request) -> Response:
     """Create a job: signature, shop, body, type and input checks, then row, then queue."""
     state = web_state(request)
     shop, customer = await _authenticate(request)
+    await _check_quota(request, shop.domain, customer)
     check_length_header(request)
     key = idempotency_key(request)
     body = await read_body(request, MAX_BODY_BYTES)
