@@ -13,7 +13,7 @@ import sys
 import time
 
 from service import store
-from service.core.db import apply_schema, create_database
+from service.core.db import DatabaseTlsError, apply_schema, create_database
 from service.core.settings import DatabaseSettings, Settings, load_settings
 from service.shopify import shop_domain
 from service.shopify.proxy_url import signed_proxy_url
@@ -31,7 +31,10 @@ async def _shops_add(domain: str, token: str, scopes: str) -> None:
 
 async def _db_apply() -> None:
     database = create_database(load_settings(DatabaseSettings).database_url, min_size=1, max_size=1)
-    await database.connect()
+    try:
+        await database.connect()
+    except DatabaseTlsError as exc:
+        raise SystemExit(f"shopjobs: {exc}") from None
     try:
         await apply_schema(database)
     finally:

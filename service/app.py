@@ -9,6 +9,7 @@ serves GET /healthz, GET /metrics (Prometheus) and the job dashboard under /admi
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -19,10 +20,11 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from jobs.registry import job_types, webhook_jobs
 from service.core import queue
-from service.core.db import create_database
+from service.core.db import DatabaseTlsError, create_database
 from service.core.logs import configure_logging
 from service.core.settings import Settings, load_settings
 from service.intake import Intake
@@ -44,6 +46,32 @@ async def healthz(request: Request) -> JSONResponse:
             {"status": "error", "message": f"{exc.__class__.__name__}: {exc}"}, status_code=503
         )
     return JSONResponse({"status": "ok"})
+
+
+class StartupFailureInOneLine:
+    """Report a refused start (a setting that cannot work) as its one line, not a traceback.
+
+    Starlette hands uvicorn the whole formatted traceback when the lifespan fails; for a
+    DatabaseTlsError the cause is the message itself, so only the message is passed on.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "lifespan":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_one_line(message: Message) -> None:
+            failure = sys.exc_info()[1]  # Starlette sends this from inside its except block
+            if message["type"] == "lifespan.startup.failed" and isinstance(
+                failure, DatabaseTlsError
+            ):
+                message = {**message, "message": f"shopjobs: {failure}"}
+            await send(message)
+
+        await self.app(scope, receive, send_one_line)
 
 
 def create_app(settings: Settings) -> Starlette:
@@ -83,7 +111,10 @@ def create_app(settings: Settings) -> Starlette:
         routes=routes,
         lifespan=lifespan,
         exception_handlers=EXCEPTION_HANDLERS,
-        middleware=[Middleware(RequestTelemetry, metrics=web_metrics)],
+        middleware=[
+            Middleware(StartupFailureInOneLine),
+            Middleware(RequestTelemetry, metrics=web_metrics),
+        ],
     )
     app.state.metrics = web_metrics
     return app

@@ -49,7 +49,7 @@ from jobs.worker.runner import Incoming, Runtime, start_batch
 from service import store
 from service.core import queue
 from service.core.batch import GroupCommit
-from service.core.db import create_database
+from service.core.db import DatabaseTlsError, create_database
 from service.core.logs import adopt, configure_logging
 from service.core.settings import Settings, load_settings
 
@@ -273,6 +273,9 @@ async def _connect_database(runtime: Runtime) -> None:
         try:
             await database.connect()
             break
+        except DatabaseTlsError as exc:  # configuration, not an outage: retrying cannot help
+            logger.critical("%s", exc)
+            raise SystemExit(2) from None
         except Exception as exc:  # Postgres not up yet: wait for it rather than exit
             logger.warning("postgres unavailable at start (%s), retrying", exc)
             await asyncio.sleep(STARTUP_RETRY_SECONDS)

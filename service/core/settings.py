@@ -6,11 +6,15 @@ the process with one line naming it, instead of a traceback that buries the caus
 
 from __future__ import annotations
 
+import ssl
 import sys
 from typing import Annotated, Literal, TypeVar
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from service.core.db import tls_argument
+from service.core.queue import tls_options
 
 PositiveFloat = Annotated[float, Field(gt=0)]
 NonNegativeInt = Annotated[int, Field(ge=0)]
@@ -29,6 +33,12 @@ class DatabaseSettings(BaseSettings):
     def _postgres_url(cls, value: str) -> str:
         if not value.startswith(("postgresql://", "postgres://")):
             raise ValueError("must start with postgresql://")
+        try:
+            tls_argument(value)  # a bad sslmode or an unreadable sslrootcert: say so now
+        except ssl.SSLError as exc:
+            raise ValueError(f"sslrootcert holds no usable certificate ({exc.reason})") from None
+        except OSError as exc:
+            raise ValueError(f"sslrootcert cannot be read ({exc.strerror or exc})") from None
         return value.replace("postgres://", "postgresql://", 1)
 
 
@@ -85,6 +95,7 @@ class Settings(DatabaseSettings):
     def _redis_url(cls, value: str) -> str:
         if not value.startswith(("redis://", "rediss://")):
             raise ValueError("must start with redis:// or rediss://")
+        tls_options(value)  # a bad TLS parameter: say so now
         return value
 
     @field_validator("admin_username")
