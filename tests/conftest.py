@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import socket
 import subprocess
@@ -16,15 +17,20 @@ import pytest
 from arq.connections import ArqRedis
 from databases import Database
 
+from service import store
 from service.core import queue
 from service.core.db import apply_schema, create_database
 from service.core.settings import Settings
+from service.core.token_cipher import TokenCipher
 from tests.breakable import RedisServer
 from tools import services as local_services
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_SECRET = "test-api-secret"
 TEST_API_KEY = "test-api-key"
+# The suite's own key for shops' tokens (TOKEN_ENCRYPTION_KEYS). A constant, not made per run:
+# test modules import this file a second time as `tests.conftest`, which must agree.
+TEST_TOKEN_KEYS = "sj8ySmE8-lxd2OMc-ZqD2lFMcqbEDdGJ4yNK_EsiEwM="
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
@@ -71,6 +77,7 @@ def settings(servers: local_services.Services) -> Settings:
         redis_url=servers.redis_url,
         shopify_api_key=TEST_API_KEY,
         shopify_api_secret=TEST_SECRET,
+        token_encryption_keys=TEST_TOKEN_KEYS,
         shopify_app_url="http://testserver",
         enable_diagnostic_jobs=True,
         worker_health_port=free_port(),
@@ -90,6 +97,7 @@ def env(settings: Settings) -> dict[str, str]:
         "REDIS_URL": settings.redis_url,
         "SHOPIFY_API_KEY": settings.shopify_api_key,
         "SHOPIFY_API_SECRET": settings.shopify_api_secret.get_secret_value(),
+        "TOKEN_ENCRYPTION_KEYS": settings.token_encryption_keys.get_secret_value(),
         "SHOPIFY_APP_URL": settings.shopify_app_url,
         "ENABLE_DIAGNOSTIC_JOBS": "true",
         "WORKER_HEALTH_PORT": str(settings.worker_health_port),
@@ -112,6 +120,19 @@ async def database(settings: Settings) -> AsyncIterator[Database]:
         await db.execute(f"TRUNCATE {names} RESTART IDENTITY CASCADE")
     yield db
     await db.disconnect()
+
+
+async def shop_with_tokens(database: Database, domain: str) -> store.Shop | None:
+    """The shop with its tokens as the worker sees them: read and decrypted."""
+    shop = await store.get_shop(database, domain, tokens=True)
+    if shop is None:
+        return None
+    cipher = TokenCipher(TEST_TOKEN_KEYS)
+    return dataclasses.replace(
+        shop,
+        access_token=cipher.decrypt(shop.access_token),
+        refresh_token=cipher.decrypt(shop.refresh_token),
+    )
 
 
 @pytest.fixture

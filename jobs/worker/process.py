@@ -310,6 +310,11 @@ def build_worker_settings(settings: Settings) -> type:
         ctx["health_runner"] = await health.start(health_state, settings.worker_health_port)
         logger.info("health server on :%d", settings.worker_health_port)
         await _connect_database(runtime)
+        assert runtime.database is not None
+        # Tokens an earlier version stored in clear, or under a key no longer first.
+        encrypted = await store.encrypt_stored_tokens(runtime.database, settings.token_cipher)
+        if encrypted:
+            logger.info("encrypted the stored tokens of %d shops", encrypted)
         runtime.redis = ctx["redis"]
         runtime.claims = QueueClaims(
             ctx["redis"],

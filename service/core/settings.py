@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ssl
 import sys
+from functools import cached_property
 from typing import Annotated, Literal, TypeVar
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
@@ -15,6 +16,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from service.core.db import tls_argument
 from service.core.queue import tls_options
+from service.core.token_cipher import TokenCipher, parse_keys
 
 PositiveFloat = Annotated[float, Field(gt=0)]
 NonNegativeInt = Annotated[int, Field(ge=0)]
@@ -42,7 +44,24 @@ class DatabaseSettings(BaseSettings):
         return value.replace("postgres://", "postgresql://", 1)
 
 
-class Settings(DatabaseSettings):
+class TokenSettings(DatabaseSettings):
+    """What writes or reads shops' tokens needs besides the database (`shops add`)."""
+
+    # Comma-separated Fernet keys: the first encrypts, all decrypt (service/core/token_cipher.py).
+    token_encryption_keys: SecretStr
+
+    @field_validator("token_encryption_keys")
+    @classmethod
+    def _token_keys(cls, value: SecretStr) -> SecretStr:
+        parse_keys(value.get_secret_value())
+        return value
+
+    @cached_property
+    def token_cipher(self) -> TokenCipher:
+        return TokenCipher(self.token_encryption_keys.get_secret_value())
+
+
+class Settings(TokenSettings):
     redis_url: str
     shopify_api_key: str
     shopify_api_secret: SecretStr

@@ -18,6 +18,7 @@ import orjson
 from databases import Database
 
 from jobs.types import CompletionWrite
+from service.core.token_cipher import TokenCipher, TokenDecryptError
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,12 @@ class Shop:
 SHOP_COLUMNS = (
     "id, domain, access_token, scopes, uninstalled_at, "
     "token_expires_at, refresh_token, refresh_token_expires_at"
+)
+# The same without the token columns (read as NULL): what the web reads. Only the worker, which
+# calls the Admin API, ever reads a token (service/shopify/tokens.py decrypts it).
+SHOP_COLUMNS_WITHOUT_TOKENS = (
+    "id, domain, NULL::text AS access_token, scopes, uninstalled_at, "
+    "token_expires_at, NULL::text AS refresh_token, refresh_token_expires_at"
 )
 
 
@@ -78,7 +85,10 @@ async def upsert_shop(
     refresh_token: str | None = None,
     refresh_token_expires_at: datetime | None = None,
 ) -> Shop:
-    """Register (or re-install) a shop with an offline Admin API token (expiring or not)."""
+    """Register (or re-install) a shop with an offline Admin API token (expiring or not).
+
+    The tokens are stored as given: callers pass them encrypted (`TokenCipher.encrypt`).
+    """
     row = await database.fetch_one(
         f"""
         INSERT INTO shops (domain, access_token, scopes, token_expires_at, refresh_token,
@@ -92,7 +102,7 @@ async def upsert_shop(
                 installed_at = CASE WHEN shops.uninstalled_at IS NULL
                                     THEN shops.installed_at ELSE now() END,
                 uninstalled_at = NULL, updated_at = now()
-        RETURNING {SHOP_COLUMNS}
+        RETURNING {SHOP_COLUMNS_WITHOUT_TOKENS}
         """,
         {
             "domain": domain,
@@ -108,10 +118,50 @@ async def upsert_shop(
     return shop
 
 
-async def get_shop(database: Database, domain: str) -> Shop | None:
+async def get_shop(database: Database, domain: str, *, tokens: bool = False) -> Shop | None:
+    """The shop; its token columns (still encrypted) only when `tokens` asks for them."""
+    columns = SHOP_COLUMNS if tokens else SHOP_COLUMNS_WITHOUT_TOKENS
     async with _raw(database) as raw:
-        row = await raw.fetchrow(f"SELECT {SHOP_COLUMNS} FROM shops WHERE domain = $1", domain)
+        row = await raw.fetchrow(f"SELECT {columns} FROM shops WHERE domain = $1", domain)
     return _shop(row)
+
+
+async def encrypt_stored_tokens(database: Database, cipher: TokenCipher) -> int:
+    """Encrypt, under the first key, every token stored in clear (by an earlier version) or
+    under an older key; returns how many shops were rewritten.
+
+    Each row is rewritten only if its tokens are still what was read, so a token refreshed
+    meanwhile by another worker is never overwritten with an older one.
+    """
+    rewritten = 0
+    async with _raw(database) as raw:
+        rows = await raw.fetch(
+            "SELECT id, access_token, refresh_token FROM shops "
+            "WHERE access_token IS NOT NULL OR refresh_token IS NOT NULL"
+        )
+        for row in rows:
+            old_access, old_refresh = row["access_token"], row["refresh_token"]
+            if cipher.current(old_access) and cipher.current(old_refresh):
+                continue
+            try:
+                access = cipher.encrypt_optional(cipher.decrypt(old_access))
+                refresh = cipher.encrypt_optional(cipher.decrypt(old_refresh))
+            except TokenDecryptError:
+                continue  # no key opens it: its jobs fail saying so (service/shopify/tokens.py)
+            status = await raw.execute(
+                """
+                UPDATE shops SET access_token = $2, refresh_token = $3
+                 WHERE id = $1 AND access_token IS NOT DISTINCT FROM $4
+                   AND refresh_token IS NOT DISTINCT FROM $5
+                """,
+                row["id"],
+                access,
+                refresh,
+                old_access,
+                old_refresh,
+            )
+            rewritten += status == "UPDATE 1"
+    return rewritten
 
 
 async def update_shop_token(
@@ -122,7 +172,8 @@ async def update_shop_token(
     refresh_token: str | None,
     refresh_token_expires_at: datetime | None,
 ) -> None:
-    """Store a refreshed token pair; a shop uninstalled meanwhile stays uninstalled."""
+    """Store a refreshed token pair (encrypted by the caller); a shop uninstalled meanwhile
+    stays uninstalled."""
     await database.execute(
         """
         UPDATE shops
