@@ -441,11 +441,21 @@ async def customer_jobs(database: Database, shop_id: int, customer_id: str) -> l
     return [job for row in rows if (job := job_from_row(row)) is not None]
 
 
-async def delete_customer_jobs(database: Database, shop_id: int, customer_id: str) -> int:
-    """customers/redact: the customer's jobs (inputs, results) are all we hold about them."""
+async def delete_customer_jobs(
+    database: Database, shop_id: int, customer_id: str, data_request_type: str
+) -> int:
+    """customers/redact: the customer's jobs (inputs, results) are all we hold about them,
+    and the earlier data requests about them (`data_request_type` jobs naming the customer in
+    their input), whose results are copies of those jobs."""
     rows = await database.fetch_all(
-        "DELETE FROM jobs WHERE shop_id = :shop_id AND customer_id = :customer_id RETURNING id",
-        {"shop_id": shop_id, "customer_id": customer_id},
+        """
+        DELETE FROM jobs
+         WHERE shop_id = :shop_id
+           AND (customer_id = :customer_id
+                OR (type = :data_request AND input ->> 'customer_id' = :customer_id))
+        RETURNING id
+        """,
+        {"shop_id": shop_id, "customer_id": customer_id, "data_request": data_request_type},
     )
     return len(rows)
 
