@@ -1,7 +1,7 @@
 # One image for both Fly.io apps: its default command is the web process; fly.worker.toml runs
-# the worker (`arq jobs.WorkerSettings`) from the same image. tests/test_deploy.py replays these
-# steps in a fresh virtualenv, so every image location is an ENV variable (VIRTUAL_ENV,
-# APP_HOME) and the test can move them somewhere writable.
+# the worker (`arq jobs.WorkerSettings`) from the same image. tests/deploy/test_deploy.py
+# replays these steps in a fresh virtualenv, so every image location is an ENV variable
+# (VIRTUAL_ENV, APP_HOME) and the test can move them somewhere writable.
 FROM python:3.11-slim
 
 ENV PYTHONUNBUFFERED=1 \

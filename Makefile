@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install dev test faults screenshot bench bench-quick services services-stop db lint format clean
+.PHONY: install dev test test-unit faults screenshot bench bench-quick services services-stop db lint format clean
 
 install: $(STAMP)
 
@@ -22,9 +22,13 @@ dev: install
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-## Retake the README's pictures (docs/demo.png, docs/dashboard.png) with the browser tests
+## The unit tests only (tests/unit): no Postgres or Redis started, done in seconds
+test-unit: install
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+## Retake the docs' pictures (docs/demo.png, docs/dashboard.png) with the browser tests
 screenshot: install
-	UPDATE_SCREENSHOT=1 $(PY) -m pytest tests/test_theme_browser.py tests/test_dashboard_browser.py -q -k screenshot
+	UPDATE_SCREENSHOT=1 $(PY) -m pytest tests/browser -q -k screenshot
 
 ## Benchmarks against raw arq, SAQ and BullMQ (own Postgres + Redis); results in bench/results/
 bench: install
@@ -36,7 +40,7 @@ bench-quick: install
 
 ## The fault suite at full size (kills, restarts, 10,000 fuzzed requests); `make test` runs it small
 faults: install
-	FAULTS_SCALE=full $(PY) -m pytest tests/test_faults_*.py $(PYTEST_ARGS)
+	FAULTS_SCALE=full $(PY) -m pytest tests/faults $(PYTEST_ARGS)
 
 ## Start local Postgres + Redis; prints export lines: eval "$$(make -s services)"
 services: install

@@ -69,16 +69,6 @@ CREATE INDEX IF NOT EXISTS webhook_events_received_idx ON webhook_events (receiv
 -- The per-shop concurrency cap counts a shop's running jobs at every claim.
 CREATE INDEX IF NOT EXISTS jobs_processing_shop_idx ON jobs (shop_id) WHERE status = 'processing';
 
--- Side effects of the diagnostic `echo` job (input `record_effect`), one row per effect, so the
--- fault suite can count how many times each job's effect happened. Deliberately no unique key
--- on job_id: a duplicate must be countable, not silently refused. `run` is jobs.attempts of
--- the run that wrote it (every start counts, crash re-runs included).
-CREATE TABLE IF NOT EXISTS echo_effects (
-    id              bigserial PRIMARY KEY,
-    job_id          uuid NOT NULL,
-    run             integer NOT NULL,
-    mode            text NOT NULL CHECK (mode IN ('with_completion', 'before_completion')),
-    created_at      timestamptz NOT NULL DEFAULT now()
-);
-
-CREATE INDEX IF NOT EXISTS echo_effects_job_idx ON echo_effects (job_id);
+-- Dropped: the fault suite's record of the diagnostic `echo` job's side effects, which earlier
+-- releases created here. No product code reads or writes it; the tests create their own.
+DROP TABLE IF EXISTS echo_effects;

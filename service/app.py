@@ -32,7 +32,10 @@ from service.intake import Intake
 from service.web import dashboard, install, metrics, proxy, webhooks
 from service.web.errors import EXCEPTION_HANDLERS
 from service.web.middleware import RequestTelemetry
+from service.web.proxy_quota import ProxyQuota
 from service.web.shop_cache import ShopCache
+from service.web.state import WebState, web_state
+from service.web.webhook_body import BodyBudget
 
 HEALTH_TIMEOUT_SECONDS = 2.0
 logger = logging.getLogger("shopjobs.web")
@@ -41,7 +44,7 @@ logger = logging.getLogger("shopjobs.web")
 async def healthz(request: Request) -> JSONResponse:
     """200, or 503 naming the dependency that failed. The exception itself goes to the log
     only: this port is public, and a driver's error text can carry host names and addresses."""
-    state = request.app.state
+    state = web_state(request)
     checks = (
         ("postgres", lambda: state.database.fetch_val("SELECT 1")),
         ("redis", lambda: state.redis.ping()),
@@ -90,25 +93,34 @@ def create_app(settings: Settings) -> Starlette:
         database = create_database(settings.database_url)
         await database.connect()
         redis = queue.connect(settings.redis_url)
-        app.state.settings = settings
-        app.state.database = database
-        app.state.redis = redis
-        app.state.job_types = job_types(settings)
-        app.state.intake = Intake(database, redis)
-        app.state.shops = ShopCache(database, settings.shop_cache_seconds)
-        app.state.webhook_jobs = webhook_jobs(settings)
-        # For the OAuth code exchange (the web never calls the Admin API itself).
-        app.state.http = httpx.AsyncClient(timeout=settings.shopify_admin_timeout_seconds)
+        http = httpx.AsyncClient(timeout=settings.shopify_admin_timeout_seconds)
+        app.state.web = WebState(
+            settings=settings,
+            database=database,
+            redis=redis,
+            intake=Intake(database, redis, web_metrics.observe_enqueue),
+            shops=ShopCache(database, settings.shop_cache_seconds),
+            metrics=web_metrics,
+            job_types=job_types(settings),
+            webhook_jobs=webhook_jobs(settings),
+            http=http,
+            webhook_bodies=BodyBudget(settings.webhook_body_budget_bytes),
+            proxy_quota=ProxyQuota(
+                redis,
+                settings.proxy_limit_shop_per_minute,
+                settings.proxy_limit_customer_per_minute,
+            ),
+        )
         try:
             yield
         finally:
-            await app.state.http.aclose()
+            await http.aclose()
             await redis.aclose()
             await database.disconnect()
 
     routes = [
         Route("/healthz", healthz, methods=["GET"]),
-        Route("/metrics", metrics.endpoint, methods=["GET"]),
+        Route("/metrics", metrics.endpoint(web_metrics), methods=["GET"]),
         *proxy.routes,
         *install.routes,
         *webhooks.routes,
@@ -123,7 +135,6 @@ def create_app(settings: Settings) -> Starlette:
             Middleware(RequestTelemetry, metrics=web_metrics),
         ],
     )
-    app.state.metrics = web_metrics
     return app
 
 

@@ -1,14 +1,23 @@
-"""Taking jobs in on the web: rows and queue entries written in group commits.
+"""Taking jobs in: the one path from a request to a job row and its queue entry.
+
+The order per job is fixed: the row is written first, then the queue entry, and a row whose
+queue entry failed is deleted again (`NotQueued`), so nothing is left in Postgres that no worker
+will ever see. Every queue entry is put with the same timeout and timed by its source in the
+`shopjobs_enqueue_duration_seconds` histogram.
 
 Under load, many `POST /proxy/process` requests are in flight at once; each used to cost its
 own INSERT and its own Redis call. Here concurrent requests share one INSERT of many rows and
-one Redis pipeline (service/core/batch.py), and an idle system still writes each job at once. The
-order per job is unchanged: the row is written first, then the queue entry, and a row whose
-queue entry failed is deleted again.
+one Redis pipeline (service/core/batch.py), and an idle system still writes each job at once.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -16,21 +25,124 @@ import orjson
 from arq.connections import ArqRedis
 from databases import Database
 
+from jobs.types import JobType
 from service import store
 from service.core import queue
 from service.core.batch import GroupCommit
+from service.core.db import UNAVAILABLE_ERRORS
+
+logger = logging.getLogger("shopjobs.intake")
+
+# A queue that does not answer within this is treated as down: the caller hears of it quickly.
+ENQUEUE_TIMEOUT_SECONDS = 1.0
+# How long a refused creation keeps trying to delete a row it may have written after all.
+FORGET_SECONDS = 2.0
 
 NewRow = tuple[UUID, int, str, str, str | None, str | None, str]
 
 
+class Source(StrEnum):
+    """Who asked for a job: the row's `source` column and the enqueue histogram's label."""
+
+    PROXY = "proxy"
+    WEBHOOK = "webhook"
+    ADMIN = "admin"  # the dashboard queues existing jobs again; it writes no rows
+
+
+class QueueOutcome(StrEnum):
+    """How putting one entry on the queue went, as the enqueue histogram counts it."""
+
+    QUEUED = "queued"
+    DUPLICATE = "duplicate"  # an entry with this job id is already queued or running
+    ERROR = "error"  # Redis down, slow or refusing
+
+
+# (source, outcome, seconds) of one enqueue, for the process's metrics.
+ObserveEnqueue = Callable[[Source, QueueOutcome, float], None]
+
+
+class NotQueued(Exception):
+    """The queue did not take a job whose row was written; the row has been deleted again."""
+
+    def __init__(self, job_id: UUID) -> None:
+        super().__init__(f"job {job_id} could not be queued")
+        self.job_id = job_id
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """The job a submission stands for: the new one (queued), or the one that already held
+    its idempotency key (`existing`, queued back when it was created)."""
+
+    job_id: UUID
+    existing: store.Job | None
+
+
 class Intake:
-    def __init__(self, database: Database, redis: ArqRedis) -> None:
+    def __init__(self, database: Database, redis: ArqRedis, observe: ObserveEnqueue) -> None:
         self.database = database
         self.redis = redis
+        self._observe = observe
         self._rows: GroupCommit[NewRow, bool] = GroupCommit(self._insert)
         self._queue: GroupCommit[tuple[str, str, str | None], bool] = GroupCommit(self._enqueue)
 
-    async def create(
+    async def submit(
+        self,
+        job_type: JobType,
+        *,
+        shop: store.Shop,
+        job_input: dict[str, Any],
+        source: Source,
+        idempotency_key: str | None = None,
+        customer_id: str | None = None,
+    ) -> Submitted:
+        """Write a `pending` job and queue it; `job_input` is already validated, JSON-ready.
+
+        Raises NotQueued if the queue did not take it, and the database's own error if Postgres
+        is unreachable (after deleting the row, which may have committed all the same).
+        """
+        wanted = uuid4()
+        try:
+            job_id, existing = await self._create(
+                shop_id=shop.id,
+                job_type=job_type.name,
+                job_input=job_input,
+                customer_id=customer_id,
+                idempotency_key=idempotency_key,
+                source=source,
+                job_id=wanted,
+            )
+        except UNAVAILABLE_ERRORS:
+            await self._forget(wanted)
+            raise
+        if existing is not None:
+            return Submitted(existing.id, existing)
+        await self.queue(job_type.name, job_id, shop.domain, source)
+        return Submitted(job_id, None)
+
+    async def queue(self, job_type: str, job_id: UUID, shop: str, source: Source) -> None:
+        """Queue the job of a row just written; if the queue does not take it, delete the row
+        and raise NotQueued."""
+        if await self.put(job_type, job_id, shop, source) is not QueueOutcome.QUEUED:
+            await store.delete_job(self.database, job_id)
+            raise NotQueued(job_id)
+
+    async def put(self, job_type: str, job_id: UUID, shop: str, source: Source) -> QueueOutcome:
+        """Put a job's entry on the queue, timed; never raises (a failure is ERROR)."""
+        started = time.perf_counter()
+        outcome = QueueOutcome.ERROR
+        try:
+            queued = await asyncio.wait_for(
+                self._queue.submit((job_type, str(job_id), shop)), ENQUEUE_TIMEOUT_SECONDS
+            )
+            outcome = QueueOutcome.QUEUED if queued else QueueOutcome.DUPLICATE
+        except Exception as exc:  # Redis down, slow or refusing: the caller decides what it means
+            logger.warning("job %s could not be queued: %r", job_id, exc)
+        finally:
+            self._observe(source, outcome, time.perf_counter() - started)
+        return outcome
+
+    async def _create(
         self,
         *,
         shop_id: int,
@@ -38,16 +150,15 @@ class Intake:
         job_input: dict[str, Any],
         customer_id: str | None,
         idempotency_key: str | None,
-        source: str = "proxy",
-        job_id: UUID | None = None,
+        source: str,
+        job_id: UUID,
     ) -> tuple[UUID, store.Job | None]:
-        """The id of the job for this request (`job_id` if given), and the job that already
-        held its idempotency key (None: this call created the job)."""
-        job_id = job_id or uuid4()
+        """The id of the job for this request, and the job that already held its idempotency
+        key (None: this call created the job)."""
         row = (job_id, shop_id, job_type, orjson.dumps(job_input).decode(), customer_id,
                idempotency_key, source)  # fmt: skip
         if await self._rows.submit(row):
-            return row[0], None
+            return job_id, None
         job, created = await store.create_job(
             self.database, shop_id=shop_id, job_type=job_type, job_input=job_input,
             customer_id=customer_id, idempotency_key=idempotency_key, source=source,
@@ -55,8 +166,24 @@ class Intake:
         )  # fmt: skip
         return job.id, None if created else job
 
-    async def enqueue(self, job_type: str, job_id: UUID, shop: str) -> bool:
-        return await self._queue.submit((job_type, str(job_id), shop))
+    async def _forget(self, job_id: UUID) -> None:
+        """Delete a job whose INSERT failed, in case it committed all the same.
+
+        A connection that dies just after the commit loses its answer: the caller is told 503,
+        so the row must not stay behind for the reconciler to run. Tried for FORGET_SECONDS; if
+        Postgres stays away that long, the row (if any) stays, and runs later.
+        """
+        delay, deadline = 0.02, time.monotonic() + FORGET_SECONDS
+        while True:
+            try:
+                await store.delete_job(self.database, job_id)
+                return
+            except UNAVAILABLE_ERRORS as exc:
+                if time.monotonic() + delay > deadline:
+                    logger.warning("job %s may have been written before %r; kept", job_id, exc)
+                    return
+                await asyncio.sleep(delay)
+                delay *= 2
 
     async def _insert(self, rows: list[NewRow]) -> list[bool]:
         inserted = await store.insert_jobs(self.database, rows)

@@ -1,15 +1,15 @@
-"""Shared fixtures: one real Postgres and one real Redis per test session, clean per test."""
+"""Shared fixtures: one real Postgres and one real Redis per test session, clean per test.
+
+The servers start only when a test asks for them (through `settings`, `database`, `redis`...):
+the unit tests ask for none, so `make test-unit` starts nothing. Each folder's tests are
+marked with its kind (unit, integration, faults, browser, deploy), registered in pyproject.toml.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import os
-import socket
-import subprocess
-import sys
-import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -17,41 +17,31 @@ import pytest
 from arq.connections import ArqRedis
 from databases import Database
 
-from service import store
 from service.core import queue
 from service.core.db import apply_schema, create_database
 from service.core.settings import Settings
-from service.core.token_cipher import TokenCipher
-from tests.breakable import RedisServer
+from tests.support.breakable import RedisServer
+from tests.support.config import TEST_API_KEY, TEST_SECRET, TEST_TOKEN_KEYS
+from tests.support.effects import create_effects_table
+from tests.support.net import ServedApp, free_port
+from tests.support.processes import Process, Spawn
 from tools import services as local_services
 
-ROOT = Path(__file__).resolve().parent.parent
-TEST_SECRET = "test-api-secret"
-TEST_API_KEY = "test-api-key"
-# The suite's own key for shops' tokens (TOKEN_ENCRYPTION_KEYS). A constant, not made per run:
-# test modules import this file a second time as `tests.conftest`, which must agree.
-TEST_TOKEN_KEYS = "sj8ySmE8-lxd2OMc-ZqD2lFMcqbEDdGJ4yNK_EsiEwM="
+TESTS = Path(__file__).resolve().parent
+KINDS = ("unit", "integration", "faults", "browser", "deploy")
 
 
-@pytest.hookimpl(wrapper=True, tryfirst=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
-    """Keep each phase's report on the test item, so fixtures can tell whether the test failed
-    (the browser tests save a screenshot then). A plain attribute, not a StashKey: test modules
-    import this file as `tests.conftest`, a second copy of the module pytest loaded."""
-    report = yield
-    setattr(item, f"report_{report.when}", report)
-    return report
-
-
-def item_failed(item: pytest.Item) -> bool:
-    reports = (getattr(item, f"report_{when}", None) for when in ("setup", "call"))
-    return any(report is not None and report.failed for report in reports)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark each test with its folder's kind; a unit test asking for a server is an error."""
+    for item in items:
+        kind = item.path.relative_to(TESTS).parts[0]
+        if kind not in KINDS:
+            raise pytest.UsageError(f"{item.nodeid}: a test lives in tests/<kind>/, kinds {KINDS}")
+        item.add_marker(kind)
+        if kind == "unit" and "servers" in getattr(item, "fixturenames", ()):
+            raise pytest.UsageError(
+                f"{item.nodeid}: a unit test starts no server; it belongs in tests/integration/"
+            )
 
 
 @pytest.fixture(scope="session")
@@ -84,7 +74,9 @@ def settings(servers: local_services.Services) -> Settings:
         job_backoff_seconds=0.2,
         job_lease_seconds=3,
         rate_limit_max=0,  # tests of the limiter turn it on
-        shop_cache_seconds=0,  # tests change shops behind the app's back; tests/test_shop_cache.py
+        proxy_limit_shop_per_minute=0,  # tests of the storefront quotas turn them on
+        proxy_limit_customer_per_minute=0,
+        shop_cache_seconds=0,  # tests change shops behind the app's back; tests/integration/test_shop_cache.py
     )
 
 
@@ -104,6 +96,8 @@ def env(settings: Settings) -> dict[str, str]:
         "JOB_BACKOFF_SECONDS": str(settings.job_backoff_seconds),
         "JOB_LEASE_SECONDS": str(settings.job_lease_seconds),
         "RATE_LIMIT_MAX": str(settings.rate_limit_max),
+        "PROXY_LIMIT_SHOP_PER_MINUTE": str(settings.proxy_limit_shop_per_minute),
+        "PROXY_LIMIT_CUSTOMER_PER_MINUTE": str(settings.proxy_limit_customer_per_minute),
         "PYTHONUNBUFFERED": "1",
     }
     return values
@@ -111,28 +105,17 @@ def env(settings: Settings) -> dict[str, str]:
 
 @pytest.fixture
 async def database(settings: Settings) -> AsyncIterator[Database]:
-    """A connection to the test database, with every table emptied first."""
+    """A connection to the test database, with every table emptied first (and the fault
+    suite's echo_effects table there: tests/support/effects.py)."""
     db = create_database(settings.database_url, min_size=1, max_size=5)
     await db.connect()
     tables = await db.fetch_all("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
     if tables:
         names = ", ".join(t._mapping["tablename"] for t in tables)
         await db.execute(f"TRUNCATE {names} RESTART IDENTITY CASCADE")
+    await create_effects_table(db)
     yield db
     await db.disconnect()
-
-
-async def shop_with_tokens(database: Database, domain: str) -> store.Shop | None:
-    """The shop with its tokens as the worker sees them: read and decrypted."""
-    shop = await store.get_shop(database, domain, tokens=True)
-    if shop is None:
-        return None
-    cipher = TokenCipher(TEST_TOKEN_KEYS)
-    return dataclasses.replace(
-        shop,
-        access_token=cipher.decrypt(shop.access_token),
-        refresh_token=cipher.decrypt(shop.refresh_token),
-    )
 
 
 @pytest.fixture
@@ -159,61 +142,8 @@ async def app_client(
             yield client
 
 
-def wait_for_http(url: str, timeout: float = 20.0, status: int = 200) -> httpx.Response:
-    deadline = time.monotonic() + timeout
-    last: object = None
-    while time.monotonic() < deadline:
-        try:
-            response = httpx.get(url, timeout=1.0)
-            if response.status_code == status:
-                return response
-            last = response.status_code
-        except httpx.HTTPError as exc:
-            last = exc
-        time.sleep(0.1)
-    raise AssertionError(f"{url} did not answer {status} within {timeout}s (last: {last!r})")
-
-
-class Process:
-    """A project process (web or worker) run as a real subprocess, its output kept in a file."""
-
-    def __init__(
-        self, args: list[str], env: dict[str, str], log: Path, cwd: Path | None = None
-    ) -> None:
-        self.log_path = log
-        self._log = open(log, "wb")
-        self.popen = subprocess.Popen(
-            args,
-            env=env,
-            cwd=cwd or ROOT,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-    @property
-    def output(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def signal(self, signum: int) -> None:
-        self.popen.send_signal(signum)
-
-    def wait(self, timeout: float) -> int:
-        return self.popen.wait(timeout)
-
-    def stop(self) -> None:
-        if self.popen.poll() is None:
-            self.popen.terminate()
-            try:
-                self.popen.wait(15)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait(5)
-        self._log.close()
-
-
 @pytest.fixture
-def spawn(tmp_path: Path) -> Iterator[callable]:  # type: ignore[valid-type]
+def spawn(tmp_path: Path) -> Iterator[Spawn]:
     """Start project processes; every one still running is stopped after the test."""
     started: list[Process] = []
 
@@ -229,23 +159,6 @@ def spawn(tmp_path: Path) -> Iterator[callable]:  # type: ignore[valid-type]
         proc.stop()
 
 
-def worker_command() -> list[str]:
-    return [sys.executable, "-m", "arq", "jobs.WorkerSettings"]
-
-
-def web_command(port: int) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "service.app:app",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-    ]
-
-
 @pytest.fixture
 def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
     """A second, breakable Redis (see RedisServer); stopped after the test."""
@@ -258,38 +171,8 @@ def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
 # -- HTTP servers in threads (the app, the Shopify emulator, test doubles) ---------------------
 
 
-class ServedApp:
-    """An ASGI app served by uvicorn on a free port, in a thread with its own event loop."""
-
-    def __init__(self, app: object, port: int | None = None) -> None:
-        import threading
-
-        import uvicorn
-
-        self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(
-            app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on"
-        )
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def start(self) -> ServedApp:
-        self.thread.start()
-        deadline = time.monotonic() + 20
-        while not self.server.started:
-            if not self.thread.is_alive() or time.monotonic() > deadline:
-                raise AssertionError(f"server on :{self.port} did not start")
-            time.sleep(0.02)
-        return self
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(15)
-
-
 @pytest.fixture
-def serve() -> Iterator[callable]:  # type: ignore[valid-type]
+def serve() -> Iterator[Callable[..., ServedApp]]:
     """Serve ASGI apps on free ports for the test; all are stopped afterwards."""
     served: list[ServedApp] = []
 
@@ -304,7 +187,7 @@ def serve() -> Iterator[callable]:  # type: ignore[valid-type]
 
 
 @pytest.fixture
-def emulator(serve) -> callable:  # type: ignore[valid-type]
+def emulator(serve: Callable[..., ServedApp]) -> Callable[..., ServedApp]:
     """Start a local Shopify: `emulator(app_url=..., shops={...}, bucket_size=...)`."""
     from shopify_emulator import EmulatorConfig, create_app
 
@@ -322,38 +205,3 @@ def emulator(serve) -> callable:  # type: ignore[valid-type]
         return server
 
     return _start
-
-
-class HandlerContext:
-    """A JobContext for calling a job handler directly (the worker builds the real one)."""
-
-    def __init__(
-        self,
-        *,
-        shop: str,
-        job_type: str,
-        job_id: str | None = None,
-        admin: object = None,
-        database: object = None,
-        attempt: int = 1,
-    ) -> None:
-        import uuid
-
-        self.job_id = job_id or str(uuid.uuid4())
-        self.job_type = job_type
-        self.shop = shop
-        self.attempt = attempt
-        self.admin = admin
-        self.database = database
-        self.progress: list[tuple[int, str | None]] = []
-
-    async def report_progress(self, percent: int, message: str | None = None) -> None:
-        self.progress.append((percent, message))
-
-
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    """The fault suite's figures (tests/faults_helpers.py), when any of it ran."""
-    helpers = sys.modules.get("tests.faults_helpers")
-    if helpers is not None and helpers.FIGURES:
-        for line in helpers.summary_lines():
-            terminalreporter.write_line(line)

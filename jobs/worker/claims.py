@@ -19,6 +19,7 @@ from arq.constants import in_progress_key_prefix, job_key_prefix, retry_key_pref
 from redis.asyncio import Redis
 
 from service.core.batch import GroupCommit
+from service.core.states import QueueFinish
 
 # KEYS[1]: the queue. ARGV: now (ms), how many to take, lease (ms), how far to look, the
 # per-shop cap (0: none), how far to push back a job of a shop at its cap (ms), then pairs of
@@ -75,15 +76,11 @@ class Taken:
 
 SHOP_BUSY_PUSH_BACK_MS = 500
 
-DONE = "done"  # finished for good: drop it from the queue
-LATER = "later"  # run it again at a given time (a retry, or a deferral)
-GIVE_BACK = "give_back"  # not finished (shutdown): due again now, for any worker
-
 
 @dataclass(frozen=True)
 class Finish:
     job_id: str
-    how: str
+    how: QueueFinish
     run_at_ms: int = 0
 
 
@@ -137,10 +134,10 @@ class QueueClaims:
         async with self.redis.pipeline(transaction=False) as pipe:
             for f in finishes:
                 held = in_progress_key_prefix + f.job_id
-                if f.how == DONE:
+                if f.how == QueueFinish.DONE:
                     pipe.zrem(self.queue_name, f.job_id)
                     pipe.delete(job_key_prefix + f.job_id, retry_key_prefix + f.job_id, held)
-                elif f.how == LATER:
+                elif f.how == QueueFinish.LATER:
                     pipe.zadd(self.queue_name, {f.job_id: f.run_at_ms}, xx=True)
                     pipe.delete(held)
                 else:

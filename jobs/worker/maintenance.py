@@ -5,6 +5,9 @@
   without persistence, an enqueue that died half-way), or that is processing under a lease that
   expired that long ago (its worker died after arq dropped it), is queued again. Queuing
   twice is harmless: `_job_id` dedups in Redis and the claim dedups in Postgres.
+  A row whose type no worker knows any more (renamed or removed in a deploy) is failed with
+  "Unknown job type NAME" instead: queued, it would only be dropped again, and such rows,
+  always the oldest, would fill every tick's batch and starve real orphans.
 - `retention`: completed jobs are kept 1 day and at most 1,000, failed ones 7 days and at most
   5,000 (settings), so the table stays the size of what someone may still look at. Recorded
   webhook events are kept a week (Shopify stops retrying an event after 4 hours).
@@ -13,7 +16,9 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from typing import Any
+from uuid import UUID
 
 from arq.connections import ArqRedis
 from arq.constants import in_progress_key_prefix, job_key_prefix
@@ -22,14 +27,34 @@ from databases import Database
 from service import store
 from service.core import queue
 from service.core.settings import Settings
+from service.core.states import JobStatus
 
 logger = logging.getLogger("shopjobs.worker")
 
 WEBHOOK_EVENT_RETENTION_SECONDS = 7 * 86_400
 
 
-async def requeue_stranded(database: Database, redis: ArqRedis, older_than_seconds: float) -> int:
+async def fail_unknown_type(database: Database, job_id: str, job_type: str) -> bool:
+    """Fail a job whose type is not registered; True if it was runnable and is now failed."""
+    return await store.fail_unclaimed_job(
+        database, UUID(job_id), f"Unknown job type {job_type[:200]}"
+    )
+
+
+async def requeue_stranded(
+    database: Database, redis: ArqRedis, older_than_seconds: float, known: Collection[str]
+) -> int:
     stranded = await store.stranded_jobs(database, older_than_seconds)
+    unknown = [(job_id, job_type) for job_id, job_type, _ in stranded if job_type not in known]
+    for job_id, job_type in unknown:
+        await fail_unknown_type(database, str(job_id), job_type)
+    if unknown:
+        logger.error(
+            "reconciler: failed %d job(s) of unknown types: %s",
+            len(unknown),
+            ", ".join(sorted({t for _, t in unknown})),
+        )
+    stranded = [row for row in stranded if row[1] in known]
     if not stranded:
         return 0
     async with redis.pipeline(transaction=False) as pipe:
@@ -54,12 +79,15 @@ async def requeue_stranded(database: Database, redis: ArqRedis, older_than_secon
 async def delete_expired(database: Database, settings: Settings) -> int:
     deleted = await store.delete_old_jobs(
         database,
-        "completed",
+        JobStatus.COMPLETED,
         settings.completed_retention_seconds,
         settings.completed_retention_count,
     )
     deleted += await store.delete_old_jobs(
-        database, "failed", settings.failed_retention_seconds, settings.failed_retention_count
+        database,
+        JobStatus.FAILED,
+        settings.failed_retention_seconds,
+        settings.failed_retention_count,
     )
     if deleted:
         logger.info("retention: deleted %d old job(s)", deleted)
@@ -70,7 +98,10 @@ async def reconcile(ctx: dict[str, Any]) -> int:
     runtime = ctx["runtime"]
     try:
         return await requeue_stranded(
-            runtime.database, runtime.redis, runtime.settings.reconcile_after_seconds
+            runtime.database,
+            runtime.redis,
+            runtime.settings.reconcile_after_seconds,
+            runtime.types,
         )
     except Exception as exc:  # a dependency is down: the next tick will try again
         logger.warning("reconciler skipped: %s", exc)

@@ -18,6 +18,7 @@ from redis.asyncio import Redis
 
 from service.core import queue
 from service.core.metrics import process_registry
+from service.core.states import RunOutcome
 
 logger = logging.getLogger("shopjobs.worker")
 
@@ -81,6 +82,25 @@ class WorkerMetrics:
             buckets=RUN_BUCKETS,
             registry=r,
         )
+        self.abandoned = Counter(
+            "shopjobs_runs_abandoned",
+            "Runs whose handler did not stop within JOB_ABANDON_GRACE_SECONDS of being cancelled "
+            "(at its timeout, or at shutdown): left behind, their jobs decided without them.",
+            ["type"],
+            registry=r,
+        )
+        self.abandoned_running = Gauge(
+            "shopjobs_abandoned_runs_running",
+            "Abandoned runs still going in this process (/healthz is 503 past "
+            "WORKER_MAX_ABANDONED_RUNS).",
+            registry=r,
+        )
+        self.loop_lag = Gauge(
+            "shopjobs_event_loop_lag_seconds",
+            "How late the event loop last ran a timer: a handler blocking the loop delays every "
+            "other run and the lease renewals.",
+            registry=r,
+        )
         self.running = Gauge(
             "shopjobs_jobs_running", "Jobs this worker process is running now.", registry=r
         )
@@ -97,6 +117,10 @@ class WorkerMetrics:
             registry=r,
         )
 
+    def run_abandoned(self, job_type: str, still_going: int) -> None:
+        self.abandoned.labels(job_type).inc()
+        self.abandoned_running.set(still_going)
+
     def deferred(self, job_type: str, reason: str) -> None:
         self.deferrals.labels(job_type, reason).inc()
 
@@ -109,17 +133,17 @@ class WorkerMetrics:
             self.lease_recoveries.labels(job_type).inc()
         self.running.inc()
 
-    def run_ended(self, job_type: str, outcome: str, seconds: float) -> None:
+    def run_ended(self, job_type: str, outcome: RunOutcome, seconds: float) -> None:
         """One run's end. completed, failed, retried count the job too; abandoned (failed at
         its claim, without running: it kept killing its workers) counts as failed."""
         self.running.dec()
-        if outcome != "abandoned":
+        if outcome != RunOutcome.ABANDONED:
             self.run_seconds.labels(job_type, outcome).observe(seconds)
         counter = {
-            "completed": self.completed,
-            "failed": self.failed,
-            "abandoned": self.failed,
-            "retried": self.retried,
+            RunOutcome.COMPLETED: self.completed,
+            RunOutcome.FAILED: self.failed,
+            RunOutcome.ABANDONED: self.failed,
+            RunOutcome.RETRIED: self.retried,
         }.get(outcome)
         if counter is not None:
             counter.labels(job_type).inc()

@@ -1,8 +1,9 @@
-"""Status mirroring into Postgres that never gives up on a status and never raises.
+"""Status mirroring into Postgres that never gives up on a status while Postgres is away.
 
 A final or retry status must not be lost because Postgres blinked (a restart, a failover):
-each write is retried with capped backoff until it lands. Nothing here propagates an
-exception to arq, whose worker dies on an exception from a hook and leaves the job locked.
+a write that fails because Postgres is unavailable (service/core/db.py UNAVAILABLE_ERRORS) is
+retried with capped backoff until it lands. Any other error is the write's own (a value the
+statement refuses): retrying cannot help, so it is raised to the runner, which fails the job.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+from service.core.db import UNAVAILABLE_ERRORS
+
 logger = logging.getLogger("shopjobs.worker")
 
 T = TypeVar("T")
@@ -20,15 +23,14 @@ MAX_DELAY_SECONDS = 5.0
 
 
 async def persist(what: str, write: Callable[[], Awaitable[T]]) -> T:
-    """Run `write` until it succeeds, logging each failure. Cancellation still applies."""
+    """Run `write` until it succeeds or fails for a reason other than Postgres being
+    unavailable, logging each failure. Cancellation still applies."""
     delay = FIRST_DELAY_SECONDS
     failures = 0
     while True:
         try:
             return await write()
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
+        except UNAVAILABLE_ERRORS as exc:
             failures += 1
             log = logger.warning if failures < 3 else logger.error
             log(

@@ -31,9 +31,10 @@ from typing import Any
 
 import arq.worker
 from arq import cron
-from arq.connections import RedisSettings, create_pool
+from arq.connections import ArqRedis, RedisSettings, create_pool
 from arq.utils import timestamp_ms
 from arq.worker import Function, func
+from databases import Database
 from redis.asyncio.retry import Retry as RedisRetry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -41,17 +42,18 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from jobs.registry import job_types
 from jobs.types import JobType
-from jobs.worker import health, maintenance, metrics
-from jobs.worker.claims import DONE, Finish, QueueClaims, Taken
+from jobs.worker import health, looplag, maintenance, metrics
+from jobs.worker.claims import Finish, QueueClaims, Taken
 from jobs.worker.ratelimit import RateLimiter
 from jobs.worker.resources import close_resources, open_resources
-from jobs.worker.runner import Incoming, Runtime, start_batch
+from jobs.worker.runner import Incoming, Runtime, later, start_batch
 from service import store
 from service.core import queue
 from service.core.batch import GroupCommit
 from service.core.db import DatabaseTlsError, create_database
 from service.core.logs import adopt, configure_logging
 from service.core.settings import Settings, load_settings
+from service.core.states import QueueFinish
 
 logger = logging.getLogger("shopjobs.worker")
 
@@ -73,8 +75,6 @@ class ShopjobsWorker(arq.worker.Worker):
         arq sleeps `poll_delay` between polls and starts at most the free slots on each; here
         a freed slot, or a job enqueued anywhere (a Redis pub/sub wake-up), polls at once.
         """
-        runtime: Runtime = self.ctx["runtime"]
-        self.in_progress_timeout_s = runtime.settings.job_lease_seconds
         self._wake = asyncio.Event()
         if self._pool is None:
             self._pool = await create_pool(
@@ -87,7 +87,9 @@ class ShopjobsWorker(arq.worker.Worker):
         logger.info("starting worker for %s", ", ".join(self.functions))
         self.ctx["redis"] = self.pool
         if self.on_startup:
-            await self.on_startup(self.ctx)
+            await self.on_startup(self.ctx)  # builds the Runtime (build_worker_settings)
+        runtime: Runtime = self.ctx["runtime"]
+        self.in_progress_timeout_s = runtime.settings.job_lease_seconds
         listener = asyncio.create_task(self._listen_for_wake_ups())
         try:
             while True:
@@ -116,7 +118,7 @@ class ShopjobsWorker(arq.worker.Worker):
     async def _poll_iteration(self) -> None:
         runtime: Runtime = self.ctx["runtime"]
         free = self.max_jobs - self.job_counter
-        if self.allow_pick_jobs and free > 0 and runtime.claims is not None:
+        if self.allow_pick_jobs and free > 0:
             taken = await runtime.claims.take(
                 free,
                 int(runtime.settings.job_lease_seconds * 1000),
@@ -134,7 +136,6 @@ class ShopjobsWorker(arq.worker.Worker):
         await self.heart_beat()
 
     async def _start(self, runtime: Runtime, taken: list[Taken]) -> None:
-        assert runtime.claims is not None
         ours: list[Incoming] = []
         for item in taken:
             if item.job_id in self.tasks and not self.tasks[item.job_id].done():
@@ -144,11 +145,13 @@ class ShopjobsWorker(arq.worker.Worker):
                 continue
             decoded = _decode(item)
             if decoded is None:
-                await runtime.claims.finish(Finish(item.job_id, DONE))
+                await runtime.claims.finish(Finish(item.job_id, QueueFinish.DONE))
             elif decoded in runtime.types:
                 ours.append(Incoming(item, runtime.types[decoded]))
-            else:  # cron jobs and anything else: arq's own run_job (the claim is already made)
+            elif decoded in self.functions:  # cron jobs: arq's own run_job (already claimed)
                 self._spawn(item.job_id, self.run_job(item.job_id, item.score))
+            else:
+                await _fail_unknown(runtime, item.job_id, decoded)
         if not ours:
             return
         runs = await start_batch(runtime, ours)
@@ -189,10 +192,23 @@ class ShopjobsWorker(arq.worker.Worker):
             return
         await _bounded("running jobs", asyncio.gather(*self.tasks.values()))
         await _bounded("health key", self.pool.delete(self.health_check_key))
-        if self.on_shutdown:
-            await self.on_shutdown(self.ctx)
+        if self.on_shutdown:  # a connection held by an abandoned run would stall the pool's close
+            await _bounded("closing connections", self.on_shutdown(self.ctx))
         await _bounded("Redis connections", self.pool.close(close_connection_pool=True))
         self._pool = None
+
+    def run(self) -> None:
+        """arq's run; then, if abandoned runs are still going, the process ends without them.
+
+        Python waits for its tasks and threads at exit; a handler that ignores cancellation,
+        or blocks in a thread, would keep a worker told to stop from ever stopping.
+        """
+        super().run()
+        runtime: Runtime | None = self.ctx.get("runtime")
+        if runtime is not None and runtime.abandoned:
+            logger.warning("exiting with %d abandoned run(s) still going", len(runtime.abandoned))
+            logging.shutdown()
+            os._exit(0)
 
     def handle_sig(self, signum: Signals) -> None:
         self._begin_shutdown(signum)
@@ -201,6 +217,23 @@ class ShopjobsWorker(arq.worker.Worker):
     def handle_sig_wait_for_completion(self, signum: Signals) -> None:
         self._begin_shutdown(signum)
         super().handle_sig_wait_for_completion(signum)
+
+
+async def _fail_unknown(runtime: Runtime, job_id: str, job_type: str) -> None:
+    """A job of a type this worker does not know (renamed or removed in a deploy): arq would
+    drop its entry, and the reconciler would queue it again every tick, for ever. It fails."""
+    try:
+        failed = await maintenance.fail_unknown_type(runtime.database, job_id, job_type)
+    except ValueError:  # not a job id either (enqueued by hand): nothing to record
+        logger.warning("queue entry %.80r of unknown function %.80r dropped", job_id, job_type)
+        failed = False
+    except Exception as exc:  # Postgres down: look again shortly, as a claim would
+        logger.warning("job %s: unknown type %.80r not recorded (%s)", job_id, job_type, exc)
+        await runtime.claims.finish(later(job_id, STARTUP_RETRY_SECONDS))
+        return
+    if failed:
+        logger.error("job %s failed: Unknown job type %.80s", job_id, job_type)
+    await runtime.claims.finish(Finish(job_id, QueueFinish.DONE))
 
 
 async def _bounded(what: str, step: Awaitable[Any]) -> None:
@@ -263,85 +296,110 @@ def arq_function(job_type: JobType, settings: Settings) -> Function:
     return func(run, name=job_type.name, timeout=timeout, max_tries=ARQ_MAX_TRIES, keep_result=0)
 
 
-async def _connect_database(runtime: Runtime) -> None:
-    database = create_database(
-        runtime.settings.database_url,
-        min_size=1,
-        max_size=max(4, runtime.settings.worker_concurrency + 2),
-    )
+async def _connect(database: Database) -> None:
     while True:
         try:
             await database.connect()
-            break
+            return
         except DatabaseTlsError as exc:  # configuration, not an outage: retrying cannot help
             logger.critical("%s", exc)
             raise SystemExit(2) from None
         except Exception as exc:  # Postgres not up yet: wait for it rather than exit
             logger.warning("postgres unavailable at start (%s), retrying", exc)
             await asyncio.sleep(STARTUP_RETRY_SECONDS)
-    runtime.database = database
 
 
-def build_worker_settings(settings: Settings) -> type:
+def build_worker_settings(settings: Settings, types: dict[str, JobType] | None = None) -> type:
+    """arq's WorkerSettings for `types` (by default the deployment's, jobs/registry.py).
+
+    arq builds them before the event loop and its Redis pool exist: everything asynchronous
+    (Postgres, the health server, the Runtime) is built in `on_startup`, and each piece, once
+    built, registers its closing on one exit stack, which `on_shutdown` unwinds in reverse: what
+    a startup cut short (a signal while Postgres is down) had built is closed, nothing more.
+    """
     configure_logging(settings.log_format)
-    types = job_types(settings)
-    runtime = Runtime(
-        settings=settings,
-        types=types,
-        owner=f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}",
-    )
-    health_redis = queue.connect(settings.redis_url, timeout=1.0)
-
-    async def check_postgres() -> None:
-        assert runtime.database is not None
-        await runtime.database.fetch_val("SELECT 1")
-
-    async def check_redis() -> None:
-        await health_redis.ping()
-
-    health_state = health.HealthState(
-        checks={"postgres": check_postgres, "redis": check_redis},
-        extra_routes=metrics.routes(runtime.metrics, health_redis),
-    )
+    types = job_types(settings) if types is None else types
+    owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+    worker_metrics = metrics.WorkerMetrics()
+    # Handlers that did not stop when cancelled (jobs/worker/runner.py `_call`), shared with
+    # the Runtime built at start-up.
+    abandoned: set[asyncio.Task[Any]] = set()
+    closing = contextlib.AsyncExitStack()
 
     async def on_startup(ctx: dict[str, Any]) -> None:
         if settings.log_format == "json":
             adopt("arq")  # arq's CLI configured its logger after importing these settings
-        ctx["health_runner"] = await health.start(health_state, settings.worker_health_port)
+        redis: ArqRedis = ctx["redis"]
+        health_redis = queue.connect(settings.redis_url, timeout=1.0)
+        closing.push_async_callback(health_redis.aclose)
+        database = create_database(
+            settings.database_url, min_size=1, max_size=max(4, settings.worker_concurrency + 2)
+        )
+
+        async def check_postgres() -> None:
+            await database.fetch_val("SELECT 1")
+
+        async def check_redis() -> None:
+            await health_redis.ping()
+
+        async def check_abandoned_runs() -> None:
+            # Abandoned runs hold memory, connections, perhaps threads, for ever: past the limit
+            # only a restart gets them back, and a 503 is how the platform learns it must restart.
+            stuck = len(abandoned)
+            if stuck > settings.worker_max_abandoned_runs:
+                raise RuntimeError(
+                    f"{stuck} abandoned runs still going, over WORKER_MAX_ABANDONED_RUNS="
+                    f"{settings.worker_max_abandoned_runs}: restart this process"
+                )
+
+        health_state = ctx["health_state"] = health.HealthState(
+            checks={
+                "postgres": check_postgres,
+                "redis": check_redis,
+                "abandoned_runs": check_abandoned_runs,
+            },
+            extra_routes=metrics.routes(worker_metrics, health_redis),
+        )
+        health_runner = await health.start(health_state, settings.worker_health_port)
+        closing.push_async_callback(health_runner.cleanup)
         logger.info("health server on :%d", settings.worker_health_port)
-        await _connect_database(runtime)
-        assert runtime.database is not None
+        await _connect(database)
+        closing.push_async_callback(database.disconnect)
         # Tokens an earlier version stored in clear, or under a key no longer first.
-        encrypted = await store.encrypt_stored_tokens(runtime.database, settings.token_cipher)
+        encrypted = await store.encrypt_stored_tokens(database, settings.token_cipher)
         if encrypted:
             logger.info("encrypted the stored tokens of %d shops", encrypted)
-        runtime.redis = ctx["redis"]
-        runtime.claims = QueueClaims(
-            ctx["redis"],
-            queue.QUEUE_NAME,
-            on_push_back=lambda job_type: runtime.metrics.deferred(job_type, metrics.SHOP_CAP),
+        resources = await open_resources(settings, database, redis)
+        closing.push_async_callback(close_resources, resources)
+        ctx["runtime"] = Runtime(
+            settings=settings,
+            types=types,
+            owner=owner,
+            database=database,
+            redis=redis,
+            limiter=RateLimiter(redis, settings.rate_limit_max, settings.rate_limit_window_seconds),
+            claims=QueueClaims(
+                redis,
+                queue.QUEUE_NAME,
+                on_push_back=lambda job_type: worker_metrics.deferred(job_type, metrics.SHOP_CAP),
+            ),
+            completions=GroupCommit(lambda done: store.complete_jobs(database, done)),
+            resources=resources,
+            metrics=worker_metrics,
+            abandoned=abandoned,
         )
-        database = runtime.database
-        assert database is not None
-        runtime.completions = GroupCommit(lambda done: store.complete_jobs(database, done))
-        runtime.limiter = RateLimiter(
-            ctx["redis"], settings.rate_limit_max, settings.rate_limit_window_seconds
-        )
-        runtime.resources = await open_resources(settings, runtime.database, ctx["redis"])
+        lag_watch = asyncio.create_task(looplag.watch(worker_metrics, settings.job_lease_seconds))
+        closing.callback(lag_watch.cancel)
         logger.info(
             "worker %s ready: types=%s concurrency=%d",
-            runtime.owner,
+            owner,
             ",".join(types) or "-",
             settings.worker_concurrency,
         )
 
     async def on_shutdown(ctx: dict[str, Any]) -> None:
-        await close_resources(runtime.resources)
-        if runtime.database is not None:
-            await runtime.database.disconnect()
-        await ctx["health_runner"].cleanup()
-        await health_redis.aclose()
-        logger.info("worker %s stopped", runtime.owner)
+        await closing.aclose()
+        logger.info("worker %s stopped", owner)
 
     reconcile_seconds = set(range(0, 60, settings.reconcile_interval_seconds))
     return type(
@@ -367,7 +425,6 @@ def build_worker_settings(settings: Settings) -> type:
             "keep_result": 0,
             "max_tries": ARQ_MAX_TRIES,
             "job_completion_wait": settings.worker_shutdown_grace_seconds,
-            "ctx": {"runtime": runtime, "health_state": health_state},
             "on_startup": on_startup,
             "on_shutdown": on_shutdown,
         },

@@ -31,15 +31,17 @@ from pydantic import ValidationError
 
 from jobs.types import JobType, NonRetryableError
 from jobs.worker import lease, retry
-from jobs.worker.claims import DONE, GIVE_BACK, LATER, Finish, QueueClaims, Taken
+from jobs.worker.claims import Finish, QueueClaims, Taken
 from jobs.worker.context import RunContext
 from jobs.worker.metrics import DATABASE_DOWN, LEASE_HELD, RATE_LIMIT, SHOP_CAP, WorkerMetrics
 from jobs.worker.mirror import persist, persist_shielded
 from jobs.worker.ratelimit import RateLimiter
+from jobs.worker.results import encode_result, storable_error
 from service import store
 from service.core import logs, queue
 from service.core.batch import GroupCommit
 from service.core.settings import Settings
+from service.core.states import ClaimResult, QueueFinish, RunOutcome
 
 logger = logging.getLogger("shopjobs.worker")
 
@@ -50,26 +52,33 @@ SHOP_BUSY_DEFER_SECONDS = 0.5
 # A job whose worker keeps dying under it (it crashes the process, say) is failed after this
 # many starts beyond its attempts, instead of taking workers down forever.
 EXTRA_STARTS_ALLOWED = 3
-MAX_ERROR_LENGTH = 2000
 
 
-@dataclass
+@dataclass(frozen=True)
 class Runtime:
-    """What a worker process builds at start-up and every run shares."""
+    """What a worker process builds at start-up (jobs/worker/process.py), fully, before it
+    takes its first job; every run shares it."""
 
     settings: Settings
     types: dict[str, JobType]
     owner: str
-    database: Database | None = None
-    redis: ArqRedis | None = None
-    limiter: RateLimiter | None = None
-    claims: QueueClaims | None = None
-    completions: GroupCommit[tuple[UUID, str, Any], bool] | None = None
-    resources: dict[str, Any] = field(default_factory=dict)
+    database: Database
+    redis: ArqRedis
+    limiter: RateLimiter
+    claims: QueueClaims
+    completions: GroupCommit[tuple[UUID, str, str], bool]
+    resources: dict[str, Any]
+    metrics: WorkerMetrics
     # Jobs of each shop running in this process: a job of a shop already at its cap here is
     # pushed back when taken (jobs/worker/claims.py); the claim enforces the cap across workers.
     running_by_shop: Counter[str] = field(default_factory=Counter)
-    metrics: WorkerMetrics = field(default_factory=WorkerMetrics)
+    # Handlers that did not stop when cancelled at their timeout, still going: their jobs have
+    # been given up on and their slots freed (see `_call`); /healthz counts them.
+    abandoned: set[asyncio.Task[Any]] = field(default_factory=set)
+
+
+class RunAbandoned(TimeoutError):
+    """A run past its timeout that did not stop when cancelled: it is left behind."""
 
 
 @dataclass(frozen=True)
@@ -104,21 +113,80 @@ def _is_job_id(job_id: str) -> bool:
     return True
 
 
-def _later(job_id: str, seconds: float) -> Finish:
-    return Finish(job_id, LATER, _ms_from_now(seconds))
+def later(job_id: str, seconds: float) -> Finish:
+    """Finish a queue entry by putting it back, due `seconds` from now."""
+    return Finish(job_id, QueueFinish.LATER, _ms_from_now(seconds))
 
 
 def _describe(error: BaseException, timeout: float) -> str:
+    if isinstance(error, RunAbandoned):
+        return str(error)
     if isinstance(error, TimeoutError):
         return f"Timed out after {timeout:g}s"
-    text = str(error) or error.__class__.__name__
-    return text[:MAX_ERROR_LENGTH]
+    return storable_error(str(error) or error.__class__.__name__)
+
+
+async def _call(
+    runtime: Runtime, job_type: str, handler: Coroutine[Any, Any, Any], timeout: float
+) -> Any:
+    """Run a handler under its timeout, in a task of its own so that it can be left behind.
+
+    A handler that swallows its cancellation (or keeps awaiting in a `finally`) would otherwise
+    hold its slot, its lease and its job for ever, and shutdown would wait on it. At the
+    timeout, and when the run itself is cancelled (shutdown, lease lost), the handler is
+    cancelled and given JOB_ABANDON_GRACE_SECONDS to stop; past that it is abandoned: this
+    returns (RunAbandoned at the timeout) and the job's outcome is decided without it.
+    """
+    task: asyncio.Task[Any] = asyncio.ensure_future(handler)
+    try:
+        await asyncio.wait({task}, timeout=timeout)
+    except asyncio.CancelledError:
+        await _stop(runtime, job_type, task)
+        raise
+    if task.done():
+        return task.result()
+    if await _stop(runtime, job_type, task):
+        raise TimeoutError
+    grace = runtime.settings.job_abandon_grace_seconds
+    raise RunAbandoned(
+        f"Timed out after {timeout:g}s and did not stop within {grace:g}s of being "
+        "cancelled: abandoned"
+    )
+
+
+async def _stop(runtime: Runtime, job_type: str, task: asyncio.Task[Any]) -> bool:
+    """Cancel a handler's task; True if it stops within the grace, else it is abandoned."""
+    task.cancel()
+    grace = runtime.settings.job_abandon_grace_seconds
+    try:
+        await asyncio.wait({task}, timeout=grace)
+    finally:
+        if not task.done():
+            runtime.abandoned.add(task)
+            task.add_done_callback(lambda t: _abandoned_ended(runtime, t))
+            runtime.metrics.run_abandoned(job_type, len(runtime.abandoned))
+            logger.error(
+                "run abandoned: its handler did not stop within %gs of being cancelled "
+                "(%d abandoned run(s) still going in this process)",
+                grace,
+                len(runtime.abandoned),
+            )
+    if task.done() and not task.cancelled():
+        task.exception()  # retrieved: the outcome no longer depends on it
+    return task.done()
+
+
+def _abandoned_ended(runtime: Runtime, task: asyncio.Task[Any]) -> None:
+    runtime.abandoned.discard(task)
+    runtime.metrics.abandoned_running.set(len(runtime.abandoned))
+    if not task.cancelled():
+        task.exception()
+    logger.warning("an abandoned run ended (%d still going)", len(runtime.abandoned))
 
 
 async def _record(runtime: Runtime, job_id: str, what: str, write: Callable[[], Awaitable[T]]) -> T:
     """`persist` a run's outcome, keeping the job's in-progress key alive until it is written:
     until then the job is this run's, and no worker may take it off the queue again."""
-    assert runtime.redis is not None
     async with lease.in_progress(runtime.redis, job_id, runtime.settings.job_lease_seconds):
         return await persist(what, write)
 
@@ -126,7 +194,6 @@ async def _record(runtime: Runtime, job_id: str, what: str, write: Callable[[], 
 async def _admit(runtime: Runtime, incoming: Incoming) -> Finish | None:
     """None if the job may be claimed now; else when to look at it again (no attempt used)."""
     job_id = incoming.taken.job_id
-    assert runtime.limiter is not None
     wait = await runtime.limiter.acquire()
     if wait:
         if logger.isEnabledFor(logging.DEBUG):  # log_fields() decodes the payload
@@ -134,7 +201,7 @@ async def _admit(runtime: Runtime, incoming: Incoming) -> Finish | None:
                 "job %s rate limited, deferred %.2fs", job_id, wait, extra=incoming.log_fields()
             )
         runtime.metrics.deferred(incoming.job_type.name, RATE_LIMIT)
-        return _later(job_id, _jitter(wait))
+        return later(job_id, _jitter(wait))
     return None
 
 
@@ -142,7 +209,6 @@ async def _claim(
     runtime: Runtime, admitted: list[Incoming]
 ) -> tuple[list[tuple[Incoming, store.Claim]], list[Finish]]:
     settings = runtime.settings
-    assert runtime.database is not None
     by_id = {UUID(i.taken.job_id): i for i in admitted}
     claimed: list[tuple[Incoming, store.Claim]] = []
     outcome: dict[UUID, str] = {}
@@ -169,20 +235,20 @@ async def _claim(
         key = str(job_id)
         incoming = by_id[job_id]
         job_type = incoming.job_type.name
-        if state == store.SKIP:
+        if state == ClaimResult.SKIP:
             fields = incoming.log_fields()
             logger.info(
                 "job %s type=%s skipped: already final or deleted", key, job_type, extra=fields
             )
             runtime.metrics.skipped_final(job_type)
-            finishes.append(Finish(key, DONE))
-        elif state == store.HELD:
+            finishes.append(Finish(key, QueueFinish.DONE))
+        elif state == ClaimResult.HELD:
             # Keep the queue entry: if its holder dies, this entry runs it after the lease.
             runtime.metrics.deferred(job_type, LEASE_HELD)
-            finishes.append(_later(key, settings.job_lease_seconds))
+            finishes.append(later(key, settings.job_lease_seconds))
         else:
             runtime.metrics.deferred(job_type, SHOP_CAP)
-            finishes.append(_later(key, _jitter(SHOP_BUSY_DEFER_SECONDS)))
+            finishes.append(later(key, _jitter(SHOP_BUSY_DEFER_SECONDS)))
     return claimed, finishes
 
 
@@ -190,7 +256,6 @@ async def start_batch(
     runtime: Runtime, incoming: list[Incoming]
 ) -> list[tuple[str, Coroutine[Any, Any, None]]]:
     """Admit and claim a batch; finish what will not run; return a run per claimed job."""
-    assert runtime.claims is not None
     finishes: list[Finish] = []
     admitted: list[Incoming] = []
     for item in incoming:
@@ -198,7 +263,7 @@ async def start_batch(
             # Not an entry the web or the reconciler wrote (they queue job ids): it can never
             # be claimed, and its claim would fail the whole batch, every time, forever.
             logger.error("queue entry %.80r dropped: not a job id", item.taken.job_id)
-            finishes.append(Finish(item.taken.job_id, DONE))
+            finishes.append(Finish(item.taken.job_id, QueueFinish.DONE))
             continue
         deferred = await _admit(runtime, item)
         if deferred is None:
@@ -212,7 +277,7 @@ async def start_batch(
             finishes += unclaimed
         except Exception as exc:  # Postgres unreachable: no attempt used, try again shortly
             logger.warning("claim of %d job(s) failed (%s), deferred", len(admitted), exc)
-            finishes += [_later(i.taken.job_id, DB_UNAVAILABLE_DEFER_SECONDS) for i in admitted]
+            finishes += [later(i.taken.job_id, DB_UNAVAILABLE_DEFER_SECONDS) for i in admitted]
             for item in admitted:
                 runtime.metrics.deferred(item.job_type.name, DATABASE_DOWN)
     await asyncio.gather(*(runtime.claims.finish(f) for f in finishes))
@@ -220,17 +285,16 @@ async def start_batch(
 
 
 async def execute(runtime: Runtime, job_type: JobType, claim: store.Claim) -> None:
-    assert runtime.claims is not None
     runtime.running_by_shop[claim.shop] += 1
     runtime.metrics.run_started(job_type.name, claim.recovered)
     started = time.monotonic()
-    outcome = "interrupted"  # unless the run says otherwise: shutdown cancelled it
+    outcome = RunOutcome.INTERRUPTED  # unless the run says otherwise: shutdown cancelled it
     try:
         # Every line logged during the run, by whatever code, carries the job's fields.
         with logs.bind(job_id=str(claim.id), type=job_type.name, shop=claim.shop):
             outcome, finish = await _run(runtime, job_type, claim)
     except asyncio.CancelledError:
-        await asyncio.shield(runtime.claims.finish(Finish(str(claim.id), GIVE_BACK)))
+        await asyncio.shield(runtime.claims.finish(Finish(str(claim.id), QueueFinish.GIVE_BACK)))
         raise
     finally:
         runtime.metrics.run_ended(job_type.name, outcome, time.monotonic() - started)
@@ -240,20 +304,16 @@ async def execute(runtime: Runtime, job_type: JobType, claim: store.Claim) -> No
     await runtime.claims.finish(finish)
 
 
-async def _run(runtime: Runtime, job_type: JobType, claim: store.Claim) -> tuple[str, Finish]:
+async def _run(
+    runtime: Runtime, job_type: JobType, claim: store.Claim
+) -> tuple[RunOutcome, Finish]:
     """Run a claimed job and record its outcome in Postgres: (outcome, how to finish its
     queue entry), the outcome one of completed, failed, retried, abandoned and lease_lost."""
     settings = runtime.settings
     database = runtime.database
-    assert database is not None and runtime.redis is not None and runtime.completions is not None
     job_id = str(claim.id)
     owner = runtime.owner
     max_attempts = job_type.max_attempts or settings.job_max_attempts
-    backoff = (
-        job_type.backoff_seconds
-        if job_type.backoff_seconds is not None
-        else settings.job_backoff_seconds
-    )
     timeout = job_type.timeout_seconds or settings.job_timeout_seconds
     failures = claim.retry_count
     tag = f"job {job_id} type={job_type.name} shop={claim.shop}"
@@ -267,7 +327,7 @@ async def _run(runtime: Runtime, job_type: JobType, claim: store.Claim) -> tuple
             lambda: store.fail_job(database, claim.id, owner, failures, message),
         )
         logger.error("%s failed: %s", tag, message)
-        return "abandoned", Finish(job_id, DONE)
+        return RunOutcome.ABANDONED, Finish(job_id, QueueFinish.DONE)
 
     attempt = failures + 1
     if claim.recovered:
@@ -286,14 +346,12 @@ async def _run(runtime: Runtime, job_type: JobType, claim: store.Claim) -> tuple
     started = time.monotonic()
     try:
         async with lease.held(database, runtime.redis, job_id, owner, settings.job_lease_seconds):
-            async with asyncio.timeout(timeout):
-                try:
-                    data = job_type.input_model.model_validate(claim.input)
-                except ValidationError as exc:
-                    raise NonRetryableError(
-                        f"Invalid input: {exc.errors(include_url=False)}"
-                    ) from exc
-                result = await job_type.handler(context, data)
+            try:
+                data = job_type.input_model.model_validate(claim.input)
+            except ValidationError as exc:
+                raise NonRetryableError(f"Invalid input: {exc.errors(include_url=False)}") from exc
+            result = await _call(runtime, job_type.name, job_type.handler(context, data), timeout)
+            encoded = encode_result(result, settings.job_result_max_bytes).decode()
     except asyncio.CancelledError:
         await persist_shielded(
             f"{tag} release", lambda: store.release_job(database, claim.id, owner)
@@ -303,9 +361,58 @@ async def _run(runtime: Runtime, job_type: JobType, claim: store.Claim) -> tuple
         )
         raise
     except Exception as exc:
-        failures += 1
-        message = _describe(exc, timeout)
-        decision = retry.decide(exc, failures, max_attempts, backoff, job_type.non_retryable)
+        return await _failed(runtime, job_type, claim, exc, timeout)
+
+    completions = runtime.completions
+    try:
+        if context.completion_writes:
+            # Writes to commit with the completion get a transaction of their own
+            # (store.complete_job) rather than a share of the group commit, whose one statement
+            # completes many jobs.
+            writes = context.completion_writes
+            written = await _record(
+                runtime,
+                job_id,
+                f"{tag} complete",
+                lambda: store.complete_job(database, claim.id, owner, encoded, writes),
+            )
+        else:
+            written = await _record(
+                runtime,
+                job_id,
+                f"{tag} complete",
+                lambda: completions.submit((claim.id, owner, encoded)),
+            )
+    except Exception as exc:  # Postgres refused this result (not unavailable): retrying won't do
+        refused = NonRetryableError(f"Result could not be recorded: {exc}")
+        return await _failed(runtime, job_type, claim, refused, timeout)
+    elapsed = time.monotonic() - started
+    if written:
+        logger.info("%s completed in %.3fs", tag, elapsed)
+        return RunOutcome.COMPLETED, Finish(job_id, QueueFinish.DONE)
+    logger.warning("%s finished in %.3fs but its lease was lost; result not recorded", tag, elapsed)
+    return RunOutcome.LEASE_LOST, Finish(job_id, QueueFinish.DONE)
+
+
+async def _failed(
+    runtime: Runtime, job_type: JobType, claim: store.Claim, exc: Exception, timeout: float
+) -> tuple[RunOutcome, Finish]:
+    """Record a failed attempt as the retry policy decides: retrying, or failed for good."""
+    settings = runtime.settings
+    database = runtime.database
+    job_id = str(claim.id)
+    owner = runtime.owner
+    tag = f"job {job_id} type={job_type.name} shop={claim.shop}"
+    max_attempts = job_type.max_attempts or settings.job_max_attempts
+    backoff = (
+        job_type.backoff_seconds
+        if job_type.backoff_seconds is not None
+        else settings.job_backoff_seconds
+    )
+    failures = claim.retry_count + 1
+    message = _describe(exc, timeout)
+    decision = retry.decide(exc, failures, max_attempts, backoff, job_type.non_retryable)
+    try:
         if decision.retry:
             await _record(
                 runtime,
@@ -316,39 +423,17 @@ async def _run(runtime: Runtime, job_type: JobType, claim: store.Claim) -> tuple
                 ),
             )
             logger.warning(
-                "%s attempt %d failed, retry in %.2fs: %s", tag, attempt, decision.delay, message
+                "%s attempt %d failed, retry in %.2fs: %s", tag, failures, decision.delay, message
             )
-            return "retried", _later(job_id, decision.delay)
+            return RunOutcome.RETRIED, later(job_id, decision.delay)
         await _record(
             runtime,
             job_id,
             f"{tag} fail",
             lambda: store.fail_job(database, claim.id, owner, failures, message),
         )
-        logger.error("%s failed after %d attempt(s): %s", tag, attempt, message)
-        return "failed", Finish(job_id, DONE)
-
-    completions = runtime.completions
-    if context.completion_writes:
-        # Writes to commit with the completion get a transaction of their own (store.complete_job)
-        # rather than a share of the group commit, whose one statement completes many jobs.
-        writes = context.completion_writes
-        written = await _record(
-            runtime,
-            job_id,
-            f"{tag} complete",
-            lambda: store.complete_job(database, claim.id, owner, result, writes),
-        )
-    else:
-        written = await _record(
-            runtime,
-            job_id,
-            f"{tag} complete",
-            lambda: completions.submit((claim.id, owner, result)),
-        )
-    elapsed = time.monotonic() - started
-    if written:
-        logger.info("%s completed in %.3fs", tag, elapsed)
-        return "completed", Finish(job_id, DONE)
-    logger.warning("%s finished in %.3fs but its lease was lost; result not recorded", tag, elapsed)
-    return "lease_lost", Finish(job_id, DONE)
+    except Exception as refused:  # not even the failure can be written: leave it to the lease
+        logger.error("%s: its outcome could not be recorded: %r", tag, refused)
+        return RunOutcome.LEASE_LOST, Finish(job_id, QueueFinish.DONE)
+    logger.error("%s failed after %d attempt(s): %s", tag, failures, message)
+    return RunOutcome.FAILED, Finish(job_id, QueueFinish.DONE)

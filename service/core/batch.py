@@ -3,7 +3,10 @@
 While one batch is being written, new items queue up; when it returns, everything that queued
 meanwhile goes out together. An idle system therefore writes each item at once (no added
 latency), and a busy one writes in batches as large as the load makes them (fewer round trips,
-less CPU per item). A failed batch fails each of its callers, who decide whether to retry.
+less CPU per item). A batch that fails because Postgres is unavailable fails each of its
+callers, who decide whether to retry. Any other failure may be one item's doing (a value the
+statement refuses): the batch is then written again one item at a time, so one bad item fails
+only its own caller, never its neighbours.
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
+
+from service.core.db import UNAVAILABLE_ERRORS
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
@@ -36,15 +41,39 @@ class GroupCommit(Generic[Item, Result]):
             batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
             try:
                 results = await self._write([item for item, _ in batch])
-            except BaseException as exc:  # every caller of this batch gets the error
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(
-                            exc if isinstance(exc, Exception) else RuntimeError(str(exc))
-                        )
+            except BaseException as exc:
+                if (
+                    isinstance(exc, Exception)
+                    and len(batch) > 1
+                    and not isinstance(exc, UNAVAILABLE_ERRORS)
+                ):
+                    await self._one_by_one(batch)
+                    continue
+                _fail(batch, exc)
                 if not isinstance(exc, Exception):
                     raise
                 continue
             for (_, future), result in zip(batch, results, strict=True):
                 if not future.done():
                     future.set_result(result)
+
+    async def _one_by_one(self, batch: list[tuple[Item, asyncio.Future[Result]]]) -> None:
+        for index, (item, future) in enumerate(batch):
+            try:
+                (result,) = await self._write([item])
+            except BaseException as exc:
+                if not isinstance(exc, Exception):
+                    _fail(batch[index:], exc)
+                    raise
+                _fail([(item, future)], exc)
+                continue
+            if not future.done():
+                future.set_result(result)
+
+
+def _fail(batch: list[tuple[Item, asyncio.Future[Result]]], exc: BaseException) -> None:
+    """Every caller in `batch` gets the error (a cancellation as a RuntimeError: the callers
+    were not cancelled, the flush was)."""
+    for _, future in batch:
+        if not future.done():
+            future.set_exception(exc if isinstance(exc, Exception) else RuntimeError(str(exc)))

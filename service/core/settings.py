@@ -87,6 +87,11 @@ class Settings(TokenSettings):
     job_max_attempts: Annotated[int, Field(ge=1)] = 3
     job_backoff_seconds: Annotated[float, Field(ge=0)] = 5
     job_timeout_seconds: PositiveFloat = 300
+    # A run that does not stop within this long of being cancelled (at its timeout) is abandoned.
+    job_abandon_grace_seconds: Annotated[float, Field(ge=0)] = 5
+    # Abandoned runs still going in one process beyond this turn its /healthz to 503.
+    worker_max_abandoned_runs: NonNegativeInt = 3
+    job_result_max_bytes: Annotated[int, Field(ge=2)] = 1_048_576
     job_lease_seconds: PositiveFloat = 10
     rate_limit_max: NonNegativeInt = 10
     rate_limit_window_seconds: PositiveFloat = 60
@@ -99,6 +104,20 @@ class Settings(TokenSettings):
     completed_retention_count: NonNegativeInt = 1_000
     failed_retention_seconds: PositiveFloat = 604_800
     failed_retention_count: NonNegativeInt = 5_000
+
+    # POST /webhooks reads bodies from anyone before the HMAC check: bounded in size, time and
+    # bytes held across the process (service/web/webhook_body.py).
+    webhook_max_body_bytes: Annotated[int, Field(ge=1024)] = 1024 * 1024
+    webhook_read_timeout_seconds: PositiveFloat = 10
+    webhook_body_budget_bytes: Annotated[int, Field(ge=1024)] = 16 * 1024 * 1024
+
+    # POST /proxy/process per shop and per logged-in customer, counted in Redis across all
+    # web processes (service/web/proxy_quota.py); 0 turns a limit off.
+    proxy_limit_shop_per_minute: NonNegativeInt = 120
+    proxy_limit_customer_per_minute: NonNegativeInt = 20
+
+    # product_summary answers storefront visitors: stock counts only when the merchant says so.
+    product_summary_show_inventory: bool = False
 
     enable_diagnostic_jobs: bool = False
 

@@ -10,6 +10,7 @@ offline tokens come with a refresh token, exchanged for a fresh pair before they
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import secrets
@@ -131,12 +132,17 @@ async def _token_request(
         "client_secret": settings.shopify_api_secret.get_secret_value(),
         **fields,
     }
+    # httpx's timeout bounds each phase (connect, write, each read); the whole request is
+    # bounded too, so a token refresh cannot outlast its lock (service/shopify/tokens.py).
     try:
-        answer = await http.post(
-            endpoints.access_token_url(settings, shop),
-            json=body,
-            timeout=settings.shopify_admin_timeout_seconds,
-        )
+        async with asyncio.timeout(settings.shopify_admin_timeout_seconds):
+            answer = await http.post(
+                endpoints.access_token_url(settings, shop),
+                json=body,
+                timeout=settings.shopify_admin_timeout_seconds,
+            )
+    except TimeoutError:
+        raise OAuthError(503, "Shopify unreachable: no answer in time") from None
     except httpx.HTTPError as exc:
         raise OAuthError(503, f"Shopify unreachable: {exc.__class__.__name__}") from None
     if answer.status_code >= 500:

@@ -21,7 +21,11 @@ from service.core.token_cipher import TokenCipher, TokenDecryptError
 from service.shopify import oauth
 
 REFRESH_MARGIN = timedelta(seconds=60)
-REFRESH_LOCK_SECONDS = 30
+# The lock outlives the refresh it guards (its HTTP call is bounded by
+# SHOPIFY_ADMIN_TIMEOUT_SECONDS, service/shopify/oauth.py) by this much, for the reads and the
+# write around it: were it to expire mid-refresh, a second worker would refresh with the
+# refresh token the first is consuming, and Shopify would refuse one of them.
+REFRESH_LOCK_MARGIN_SECONDS = 30
 
 
 class ShopNotInstalled(NonRetryableError):
@@ -36,6 +40,11 @@ def expiring(shop: store.Shop, now: datetime | None = None) -> bool:
     """True when the token runs out within REFRESH_MARGIN (never for non-expiring tokens)."""
     now = now or datetime.now(UTC)
     return shop.token_expires_at is not None and shop.token_expires_at - now <= REFRESH_MARGIN
+
+
+def refresh_lock_seconds(settings: Settings) -> float:
+    """How long the refresh lock lasts: longer than the refresh can take."""
+    return settings.shopify_admin_timeout_seconds + REFRESH_LOCK_MARGIN_SECONDS
 
 
 class TokenUnreadable(NonRetryableError):
@@ -74,10 +83,9 @@ async def offline_token(
     shop = await _load(database, cipher, domain)
     if not (force_refresh or expiring(shop, datetime.now(UTC))):
         return shop
+    lock_seconds = refresh_lock_seconds(settings)
     async with redis.lock(
-        f"shopify:token-refresh:{domain}",
-        timeout=REFRESH_LOCK_SECONDS,
-        blocking_timeout=REFRESH_LOCK_SECONDS,
+        f"shopify:token-refresh:{domain}", timeout=lock_seconds, blocking_timeout=lock_seconds
     ):
         fresh = await _load(database, cipher, domain)
         if fresh.access_token != shop.access_token or not (

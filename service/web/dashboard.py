@@ -18,15 +18,12 @@ credentials under the app's secret. The pages also refuse to be framed (clickjac
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import dataclasses
-import functools
 import hashlib
 import hmac
 import logging
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -35,21 +32,21 @@ from uuid import UUID
 
 import jinja2
 import orjson
-from databases import Database
 from starlette.datastructures import MutableHeaders
 from starlette.middleware import Middleware
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import store
-from service.core import queue
-from service.core.db import UNAVAILABLE_ERRORS
 from service.core.settings import Settings
-from service.web.errors import error
-from service.web.metrics import WebMetrics
+from service.core.states import JobStatus
+from service.intake import QueueOutcome, Source
+from service.web.body import read_body
+from service.web.errors import ApiError
+from service.web.state import web_state
 
 logger = logging.getLogger("shopjobs.admin")
 
@@ -57,8 +54,7 @@ PAGE_SIZE = 50
 MAX_PAGE = 10_000
 MAX_FORM_BYTES = 4096
 MAX_FILTER_LENGTH = 255
-ENQUEUE_TIMEOUT_SECONDS = 1.0
-STATUSES = ("pending", "processing", "retrying", "completed", "failed")
+STATUSES = tuple(JobStatus)
 REALM = 'Basic realm="shopjobs admin", charset="UTF-8"'
 SECURITY_HEADERS = {
     "Cache-Control": "no-store",
@@ -131,15 +127,10 @@ class AdminGuard:
             return
         password = self.settings.admin_password
         if password is None:
-            response = error(404, "The dashboard is disabled: set ADMIN_PASSWORD to enable it")
-            await response(scope, receive, send)
-            return
+            raise ApiError(404, "The dashboard is disabled: set ADMIN_PASSWORD to enable it")
         header = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
         if not credentials_match(header, self.settings.admin_username, password.get_secret_value()):
-            response = error(401, "Unauthorized")
-            response.headers["WWW-Authenticate"] = REALM
-            await response(scope, receive, send)
-            return
+            raise ApiError(401, "Unauthorized", headers={"WWW-Authenticate": REALM})
 
         async def send_secured(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -195,7 +186,7 @@ def _environment() -> jinja2.Environment:
         undefined=jinja2.StrictUndefined,
     )
     env.filters.update(ago=_ago, when=_when, pretty_json=_pretty_json)
-    env.globals.update(duration=_duration, statuses=STATUSES)
+    env.globals.update(duration=_duration, statuses=STATUSES, JobStatus=JobStatus)
     return env
 
 
@@ -204,7 +195,7 @@ TEMPLATES = Jinja2Templates(env=_environment())
 
 def _render(request: Request, name: str, context: dict[str, Any]) -> Response:
     base = request.scope.get("root_path", "")
-    settings: Settings = request.app.state.settings
+    settings = web_state(request).settings
     notice = NOTICES.get(request.query_params.get("notice", ""))
     if notice is not None:
         count = request.query_params.get("n", "")
@@ -221,49 +212,6 @@ def _render(request: Request, name: str, context: dict[str, Any]) -> Response:
     )
 
 
-# -- guards --------------------------------------------------------------------------------
-
-
-class Refusal(Exception):
-    """A 4xx answer, raised from a helper and turned into JSON by the page's guard."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
-Page = Callable[[Request], Awaitable[Response]]
-Action = Callable[[Request, dict[str, str]], Awaitable[Response]]
-
-
-def _page(handler: Page) -> Page:
-    """Refusals become their JSON answer; a database that is down gives 503, never 500."""
-
-    @functools.wraps(handler)
-    async def guarded(request: Request) -> Response:
-        try:
-            return await handler(request)
-        except Refusal as refusal:
-            return error(refusal.status, refusal.message)
-        except UNAVAILABLE_ERRORS as exc:
-            logger.warning("database unavailable on %s: %r", request.url.path, exc)
-            return error(503, "Database unavailable")
-
-    return guarded
-
-
-def _action(handler: Action) -> Page:
-    """A POST: its form, checked for the CSRF token, then the handler (as a _page)."""
-
-    @_page
-    @functools.wraps(handler)
-    async def guarded(request: Request) -> Response:
-        return await handler(request, await _form(request))
-
-    return guarded
-
-
 # -- reading -------------------------------------------------------------------------------
 
 
@@ -271,14 +219,14 @@ def _filters(request: Request) -> tuple[store.JobFilter, int]:
     params = request.query_params
     status = params.get("status", "")
     if status and status not in STATUSES:
-        raise Refusal(400, "status must be one of " + ", ".join(STATUSES))
+        raise ApiError(400, "status must be one of " + ", ".join(STATUSES))
     shop = params.get("shop", "").strip()
     job_type = params.get("type", "").strip()
     if len(shop) > MAX_FILTER_LENGTH or len(job_type) > MAX_FILTER_LENGTH:
-        raise Refusal(400, "filter too long")
+        raise ApiError(400, "filter too long")
     page_text = params.get("page", "1")
     if not (page_text.isascii() and page_text.isdigit() and 1 <= int(page_text) <= MAX_PAGE):
-        raise Refusal(400, f"page must be a number from 1 to {MAX_PAGE}")
+        raise ApiError(400, f"page must be a number from 1 to {MAX_PAGE}")
     return store.JobFilter(status or None, shop or None, job_type or None), int(page_text)
 
 
@@ -287,11 +235,10 @@ def _query(filters: store.JobFilter, **extra: Any) -> str:
     return urlencode({k: v for k, v in values.items() if v})
 
 
-@_page
 async def index(request: Request) -> Response:
     filters, page = _filters(request)
-    state = request.app.state
-    database: Database = state.database
+    state = web_state(request)
+    database = state.database
     rows = await store.list_jobs(
         database, filters, limit=PAGE_SIZE + 1, offset=(page - 1) * PAGE_SIZE
     )
@@ -326,13 +273,12 @@ def _job_id(request: Request) -> UUID | None:
         return None
 
 
-@_page
 async def job_page(request: Request) -> Response:
     job_id = _job_id(request)
-    database = request.app.state.database
+    database = web_state(request).database
     listed = None if job_id is None else await store.get_listed_job(database, job_id)
     if listed is None:
-        return error(404, "Job not found")
+        raise ApiError(404, "Job not found")
     return _render(
         request,
         "job.html",
@@ -347,22 +293,15 @@ async def _form(request: Request) -> dict[str, str]:
     """The posted form, once its CSRF token is checked."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type != "application/x-www-form-urlencoded":
-        raise Refusal(400, "expected a form (application/x-www-form-urlencoded)")
-    body = bytearray()
-    try:
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > MAX_FORM_BYTES:
-                raise Refusal(413, "form too large")
-    except ClientDisconnect:
-        raise Refusal(400, "client disconnected") from None
+        raise ApiError(400, "expected a form (application/x-www-form-urlencoded)")
+    body = await read_body(request, MAX_FORM_BYTES)
     try:
         form = dict(parse_qsl(body.decode("utf-8"), keep_blank_values=True))
     except UnicodeDecodeError:
-        raise Refusal(400, "form is not UTF-8") from None
-    expected = csrf_token(request.app.state.settings)
+        raise ApiError(400, "form is not UTF-8") from None
+    expected = csrf_token(web_state(request).settings)
     if not hmac.compare_digest(form.get("csrf", "").encode(), expected.encode()):
-        raise Refusal(403, "Invalid or missing CSRF token: reload the page and try again")
+        raise ApiError(403, "Invalid or missing CSRF token: reload the page and try again")
     return form
 
 
@@ -375,63 +314,53 @@ def _back(form: dict[str, str], page: str, notice: str) -> Response:
     return RedirectResponse(f"{page}?{urlencode(query)}", status_code=303)
 
 
-async def _enqueue(request: Request, job_type: str, job_id: UUID, shop: str) -> str:
-    """queued; duplicate (its entry is still queued, and will run it); or error."""
-    metrics: WebMetrics = request.app.state.metrics
-    with metrics.timed_enqueue("admin") as timer:
-        try:
-            timer.record(
-                await asyncio.wait_for(
-                    queue.enqueue(request.app.state.redis, job_type, str(job_id), shop=shop),
-                    ENQUEUE_TIMEOUT_SECONDS,
-                )
-            )
-        except Exception as exc:  # Redis down or slow: the row is pending, the reconciler queues it
-            logger.warning("job %s could not be queued: %r", job_id, exc)
-        return timer.outcome
-
-
-@_action
-async def retry(request: Request, form: dict[str, str]) -> Response:
+async def retry(request: Request) -> Response:
+    form = await _form(request)
     job_id = _job_id(request)
     if job_id is None:
-        return error(404, "Job not found")
+        raise ApiError(404, "Job not found")
+    state = web_state(request)
     base = request.scope.get("root_path", "")
     page = f"{base}/jobs/{job_id}"
-    reset = await store.retry_job(request.app.state.database, job_id)
+    reset = await store.retry_job(state.database, job_id)
     if reset is None:
-        if await store.get_job(request.app.state.database, job_id) is None:
-            return error(404, "Job not found")
+        if await store.get_job(state.database, job_id) is None:
+            raise ApiError(404, "Job not found")
         return _back(form, page, notice="not-failed")
     job_type, shop = reset
-    outcome = await _enqueue(request, job_type, job_id, shop)
+    # A duplicate is fine: its entry is still queued and will run it. On an error the row is
+    # pending all the same, and the reconciler queues it.
+    outcome = await state.intake.put(job_type, job_id, shop, Source.ADMIN)
     logger.info("admin retried job %s (%s) of %s: %s", job_id, job_type, shop, outcome)
-    return _back(form, page, notice="retried-unqueued" if outcome == "error" else "retried")
+    notice = "retried-unqueued" if outcome is QueueOutcome.ERROR else "retried"
+    return _back(form, page, notice=notice)
 
 
-@_action
-async def cancel(request: Request, form: dict[str, str]) -> Response:
+async def cancel(request: Request) -> Response:
+    form = await _form(request)
     job_id = _job_id(request)
     if job_id is None:
-        return error(404, "Job not found")
+        raise ApiError(404, "Job not found")
+    database = web_state(request).database
     base = request.scope.get("root_path", "")
     page = f"{base}/jobs/{job_id}"
-    if await store.cancel_job(request.app.state.database, job_id):
+    if await store.cancel_job(database, job_id):
         logger.info("admin cancelled job %s", job_id)
         return _back(form, page, notice="cancelled")
-    if await store.get_job(request.app.state.database, job_id) is None:
-        return error(404, "Job not found")
+    if await store.get_job(database, job_id) is None:
+        raise ApiError(404, "Job not found")
     return _back(form, page, notice="not-cancellable")
 
 
-@_action
-async def retry_failed(request: Request, form: dict[str, str]) -> Response:
+async def retry_failed(request: Request) -> Response:
+    form = await _form(request)
     job_type = form.get("type", "").strip()
     if not job_type or len(job_type) > MAX_FILTER_LENGTH:
-        return error(400, "type is required")
-    jobs = await store.retry_failed_jobs(request.app.state.database, job_type)
+        raise ApiError(400, "type is required")
+    state = web_state(request)
+    jobs = await store.retry_failed_jobs(state.database, job_type)
     for job_id, name, shop in jobs:
-        await _enqueue(request, name, job_id, shop)
+        await state.intake.put(name, job_id, shop, Source.ADMIN)
     logger.info("admin retried %d failed %s job(s)", len(jobs), job_type)
     base = request.scope.get("root_path", "")
     query = urlencode({"type": job_type, "notice": "bulk-retried", "n": len(jobs)})

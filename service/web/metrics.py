@@ -8,9 +8,7 @@ series stays fixed whatever URLs clients invent.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -22,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from service.core.metrics import LATENCY_BUCKETS, process_registry
+from service.intake import QueueOutcome, Source
 
 
 class WebMetrics:
@@ -74,28 +73,14 @@ class WebMetrics:
     def rejected_signature(self, kind: str) -> None:
         self.signature_rejections.labels(kind).inc()
 
-    @contextmanager
-    def timed_enqueue(self, source: str) -> Iterator[EnqueueTimer]:
-        """Time one enqueue; the caller sets `timer.outcome` once it knows it (else: error)."""
-        timer = EnqueueTimer()
-        started = time.perf_counter()
-        try:
-            yield timer
-        finally:
-            self.enqueue_seconds.labels(source, timer.outcome).observe(
-                time.perf_counter() - started
-            )
+    def observe_enqueue(self, source: Source, outcome: QueueOutcome, seconds: float) -> None:
+        self.enqueue_seconds.labels(source, outcome).observe(seconds)
 
 
-class EnqueueTimer:
-    def __init__(self) -> None:
-        self.outcome = "error"
+def endpoint(metrics: WebMetrics) -> Callable[[Request], Awaitable[Response]]:
+    """GET /metrics of one app's registry (built with the app, before its lifespan)."""
 
-    def record(self, queued: bool) -> bool:
-        self.outcome = "queued" if queued else "duplicate"
-        return queued
+    async def scrape(request: Request) -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-
-async def endpoint(request: Request) -> Response:
-    metrics: WebMetrics = request.app.state.metrics
-    return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    return scrape

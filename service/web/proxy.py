@@ -3,77 +3,45 @@
 `POST /proxy/process` turns a signed request into a `pending` row and then a queue entry, in
 that order: a row that cannot be queued is deleted again and the caller gets 503, so nothing is
 left in Postgres that no worker will ever see. `GET /proxy/status` reads the row back, only for
-the shop (and the logged-in customer) that created it. The contract is DESIGN.md section 4.
+the shop (and the logged-in customer) that created it. The contract is docs/app-proxy.md.
 
-Every refusal is a JSON `{"error": ...}` answer; a database that is down gives 503, never 500.
+Every refusal is an ApiError, answered as JSON `{"error": ...}` (service/web/errors.py); a
+database that is down gives 503, never 500.
 """
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
-from uuid import UUID, uuid4
+from uuid import UUID
 
 import orjson
-from databases import Database
 from pydantic import ValidationError
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from jobs.types import JobType
 from service import store
-from service.core.db import UNAVAILABLE_ERRORS
+from service.core.states import JobStatus
+from service.intake import Source
 from service.shopify.shop_domain import is_shop_domain
 from service.shopify.signatures import ProxySignatureError, verify_app_proxy
-from service.web.errors import error
+from service.web.body import read_body
+from service.web.errors import ApiError
+from service.web.state import web_state
 
 logger = logging.getLogger("shopjobs.web")
 
 MAX_BODY_BYTES = 64 * 1024
 # Deeper than any sensible job input, and well inside what orjson can write back (254 levels).
 MAX_JSON_DEPTH = 64
-# A queue that does not answer within this is treated as down: the caller gets 503 quickly.
-ENQUEUE_TIMEOUT_SECONDS = 1.0
-# How long a refused creation keeps trying to delete a row it may have written after all.
-FORGET_SECONDS = 2.0
 MAX_IDEMPOTENCY_KEY_LENGTH = 255
+CLIENT_KEY_PREFIX = "proxy:"
 MAX_CUSTOMER_ID_LENGTH = 255
 MAX_ERROR_DETAILS = 20
 MAX_DETAIL_TEXT = 200
-
-
-class Refusal(Exception):
-    """An answer other than 200, raised from deep inside a handler and turned into JSON."""
-
-    def __init__(self, status: int, message: str, details: Any = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.details = details
-
-
-Handler = Callable[[Request], Awaitable[Response]]
-
-
-def _guarded(handler: Handler) -> Handler:
-    """Refusals become their JSON answer; an unreachable database becomes 503, not 500."""
-
-    @functools.wraps(handler)
-    async def guarded(request: Request) -> Response:
-        try:
-            return await handler(request)
-        except Refusal as refusal:
-            return error(refusal.status, refusal.message, refusal.details)
-        except UNAVAILABLE_ERRORS as exc:
-            logger.warning("database unavailable on %s: %r", request.url.path, exc)
-            return error(503, "Database unavailable")
-
-    return guarded
 
 
 # -- who is asking -------------------------------------------------------------------------
@@ -81,19 +49,20 @@ def _guarded(handler: Handler) -> Handler:
 
 async def _authenticate(request: Request) -> tuple[store.Shop, str | None]:
     """The installed shop and logged-in customer (None: anonymous) of a signed request."""
+    state = web_state(request)
     pairs = request.query_params.multi_items()
-    secret = request.app.state.settings.shopify_api_secret.get_secret_value()
+    secret = state.settings.shopify_api_secret.get_secret_value()
     try:
         domain = verify_app_proxy(pairs, secret, now=time.time())
     except ProxySignatureError as exc:
-        request.app.state.metrics.rejected_signature("app_proxy")
-        raise Refusal(401, str(exc)) from None
+        state.metrics.rejected_signature("app_proxy")
+        raise ApiError(401, str(exc)) from None
     customer = dict(pairs).get("logged_in_customer_id", "")
     if len(customer) > MAX_CUSTOMER_ID_LENGTH or not customer.isprintable():
-        raise Refusal(400, "Invalid logged_in_customer_id")
-    shop = await request.app.state.shops.get(domain) if is_shop_domain(domain) else None
+        raise ApiError(400, "Invalid logged_in_customer_id")
+    shop = await state.shops.get(domain) if is_shop_domain(domain) else None
     if shop is None or not shop.installed:
-        raise Refusal(404, "Shop not found")
+        raise ApiError(404, "Shop not found")
     return shop, customer or None
 
 
@@ -105,23 +74,9 @@ def _check_length_header(request: Request) -> None:
     if length is None:
         return
     if not (len(length) <= 20 and length.isascii() and length.isdigit()):
-        raise Refusal(400, "Invalid Content-Length")
+        raise ApiError(400, "Invalid Content-Length")
     if int(length) > MAX_BODY_BYTES:
-        raise Refusal(413, "Request body too large", {"limit": MAX_BODY_BYTES})
-
-
-async def _read_body(request: Request) -> bytes:
-    """The body, counted while it arrives: a chunked upload has no Content-Length to trust."""
-    body = bytearray()
-    try:
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > MAX_BODY_BYTES:
-                raise Refusal(413, "Request body too large", {"limit": MAX_BODY_BYTES})
-    except ClientDisconnect:
-        # Nobody is left to read the answer; this only keeps it out of the 500s in the log.
-        raise Refusal(400, "Client disconnected before the body was complete") from None
-    return bytes(body)
+        raise ApiError(413, "Request body too large", {"limit": MAX_BODY_BYTES})
 
 
 def _json_depth(value: Any) -> int:
@@ -160,31 +115,47 @@ def _parse_job_request(body: bytes, types: dict[str, JobType]) -> tuple[JobType,
     try:
         payload = orjson.loads(body)
     except orjson.JSONDecodeError:
-        raise Refusal(400, "Body must be JSON") from None
+        raise ApiError(400, "Body must be JSON") from None
     if not isinstance(payload, dict):
-        raise Refusal(400, 'Body must be a JSON object {"type": ..., "input": {...}}')
+        raise ApiError(400, 'Body must be a JSON object {"type": ..., "input": {...}}')
     if _json_depth(payload) > MAX_JSON_DEPTH:
-        raise Refusal(400, "Body is nested too deeply")
+        raise ApiError(400, "Body is nested too deeply")
     name = payload.get("type")
     if not isinstance(name, str):
-        raise Refusal(400, "Invalid request", _field_error("type", "a job type name is required"))
+        raise ApiError(400, "Invalid request", _field_error("type", "a job type name is required"))
     job_type = types.get(name)
     if job_type is None or not job_type.proxy:  # app-internal types look like unknown ones
-        raise Refusal(400, "Unknown job type", _field_error("type", "no such job type"))
+        raise ApiError(400, "Unknown job type", _field_error("type", "no such job type"))
     raw_input = payload.get("input")
     if not isinstance(raw_input, dict):
-        raise Refusal(400, "Invalid request", _field_error("input", "must be a JSON object"))
+        raise ApiError(400, "Invalid request", _field_error("input", "must be a JSON object"))
     try:
         validated = job_type.input_model.model_validate(raw_input)
     except ValidationError as exc:
-        raise Refusal(400, "Invalid input", _field_errors(exc, "input")) from None
+        raise ApiError(400, "Invalid input", _field_errors(exc, "input")) from None
     job_input = validated.model_dump(mode="json")
     if not store.jsonb_safe(job_input):
-        raise Refusal(400, "Invalid input", _field_error("input", "contains a NUL character"))
+        raise ApiError(400, "Invalid input", _field_error("input", "contains a NUL character"))
     return job_type, job_input
 
 
+async def _check_quota(request: Request, shop: str, customer: str | None) -> None:
+    retry_after = await web_state(request).proxy_quota.refusal(shop, customer)
+    if retry_after is not None:
+        raise ApiError(
+            429,
+            "Too many requests: try again later",
+            {"retryAfterSeconds": retry_after},
+            headers={"Retry-After": str(retry_after)},
+        )
+
+
 def _idempotency_key(request: Request) -> str | None:
+    """The client's Idempotency-Key, stored as `proxy:KEY`.
+
+    The prefix keeps clients out of the keys the app writes itself (`webhook:EVENT`): a
+    visitor who sends `webhook:...` gets a job of their own, never a webhook's.
+    """
     values = request.headers.getlist("idempotency-key")
     if not values:
         return None
@@ -196,83 +167,47 @@ def _idempotency_key(request: Request) -> str | None:
         and key.isprintable()
     )
     if not valid:
-        raise Refusal(
+        raise ApiError(
             400,
             "Invalid Idempotency-Key",
             _field_error("Idempotency-Key", "one header of 1 to 255 printable ASCII characters"),
         )
-    return key
+    return f"{CLIENT_KEY_PREFIX}{key}"
 
 
 def _job_id(request: Request) -> UUID:
     values = request.query_params.getlist("jobId")
     if not values or not values[0]:
-        raise Refusal(400, "Missing jobId")
+        raise ApiError(400, "Missing jobId")
     if len(values) > 1:
-        raise Refusal(400, "Repeated jobId")
+        raise ApiError(400, "Repeated jobId")
     try:
         return UUID(values[0][:64])
     except ValueError:
-        raise Refusal(400, "Malformed jobId: expected a UUID") from None
+        raise ApiError(400, "Malformed jobId: expected a UUID") from None
 
 
 # -- endpoints -----------------------------------------------------------------------------
 
 
-async def _enqueue(request: Request, job_type: str, job_id: UUID, shop: str) -> bool:
-    with request.app.state.metrics.timed_enqueue("proxy") as timer:
-        try:
-            return timer.record(
-                await asyncio.wait_for(
-                    request.app.state.intake.enqueue(job_type, job_id, shop),
-                    ENQUEUE_TIMEOUT_SECONDS,
-                )
-            )
-        except Exception as exc:  # Redis down, slow or refusing: the caller gets 503, not 500
-            logger.warning("job %s could not be queued: %r", job_id, exc)
-            return False
-
-
-async def _forget(database: Database, job_id: UUID) -> None:
-    """Delete a job whose INSERT failed, in case it committed all the same.
-
-    A connection that dies just after the commit loses its answer: the caller is told 503,
-    so the row must not stay behind for the reconciler to run. Tried for FORGET_SECONDS; if
-    Postgres stays away that long, the row (if any) stays, and runs later.
-    """
-    delay, deadline = 0.02, time.monotonic() + FORGET_SECONDS
-    while True:
-        try:
-            await store.delete_job(database, job_id)
-            return
-        except UNAVAILABLE_ERRORS as exc:
-            if time.monotonic() + delay > deadline:
-                logger.warning("job %s may have been written before %r; kept", job_id, exc)
-                return
-            await asyncio.sleep(delay)
-            delay *= 2
-
-
-@_guarded
 async def process(request: Request) -> Response:
     """Create a job: signature, shop, body, type and input checks, then row, then queue."""
+    state = web_state(request)
     shop, customer = await _authenticate(request)
+    await _check_quota(request, shop.domain, customer)
     _check_length_header(request)
     key = _idempotency_key(request)
-    job_type, job_input = _parse_job_request(await _read_body(request), request.app.state.job_types)
-    wanted = uuid4()
-    try:
-        job_id, existing = await request.app.state.intake.create(
-            shop_id=shop.id,
-            job_type=job_type.name,
-            job_input=job_input,
-            customer_id=customer,
-            idempotency_key=key,
-            job_id=wanted,
-        )
-    except UNAVAILABLE_ERRORS:
-        await _forget(request.app.state.database, wanted)
-        raise
+    body = await read_body(request, MAX_BODY_BYTES)
+    job_type, job_input = _parse_job_request(body, state.job_types)
+    submitted = await state.intake.submit(
+        job_type,
+        shop=shop,
+        job_input=job_input,
+        source=Source.PROXY,
+        idempotency_key=key,
+        customer_id=customer,
+    )
+    existing = submitted.existing
     if existing is not None:
         # A retry of the same request gets the same job; anything else reusing the key is a
         # client bug, and must not learn another customer's job id.
@@ -281,31 +216,27 @@ async def process(request: Request) -> Response:
             job_input,
             customer,
         ):
-            raise Refusal(422, "Idempotency-Key was already used for a different request")
+            raise ApiError(422, "Idempotency-Key was already used for a different request")
         return JSONResponse({"jobId": str(existing.id), "status": existing.status})
-    if not await _enqueue(request, job_type.name, job_id, shop.domain):
-        await store.delete_job(request.app.state.database, job_id)
-        return error(503, "Failed to queue job")
-    logger.info("job %s (%s) queued for %s", job_id, job_type.name, shop.domain)
-    return JSONResponse({"jobId": str(job_id), "status": "pending"})
+    logger.info("job %s (%s) queued for %s", submitted.job_id, job_type.name, shop.domain)
+    return JSONResponse({"jobId": str(submitted.job_id), "status": JobStatus.PENDING})
 
 
-@_guarded
 async def status(request: Request) -> Response:
     """A job's status, progress and outcome, for its own shop and customer only."""
     shop, customer = await _authenticate(request)
     job_id = _job_id(request)
-    job = await store.get_job_for_shop(request.app.state.database, shop.id, job_id)
+    job = await store.get_job_for_shop(web_state(request).database, shop.id, job_id)
     # A logged-in customer's job is theirs alone; an anonymous job is visible to anyone of the
     # shop who holds its id. Every other case looks exactly like a job that does not exist.
     if job is None or (job.customer_id is not None and job.customer_id != customer):
-        raise Refusal(404, "Job not found")
+        raise ApiError(404, "Job not found")
     body: dict[str, Any] = {"jobId": str(job.id), "status": job.status, "progress": job.progress}
     if job.progress_message:
         body["progressMessage"] = job.progress_message
-    if job.status == "completed":
+    if job.status == JobStatus.COMPLETED:
         body["result"] = job.result
-    elif job.status == "failed":
+    elif job.status == JobStatus.FAILED:
         body["error"] = job.error_message
     return JSONResponse(body, headers={"Cache-Control": "no-store"})
 

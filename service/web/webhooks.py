@@ -1,96 +1,116 @@
 """POST /webhooks: every Shopify webhook topic, checked, recorded and queued within 5 s.
 
-The HMAC (X-Shopify-Hmac-Sha256: base64 HMAC-SHA256 of the raw body, compared in constant
-time) is checked before anything is parsed; a wrong one gets 401. Then the event is
-recorded by X-Shopify-Event-Id (X-Shopify-Webhook-Id when absent): the unique constraint on
-it turns Shopify's duplicate deliveries into 200 no-ops. No Shopify work happens here:
+The body is read within bounds (service/web/webhook_body.py: size, time, and a budget for
+the process), then the HMAC (X-Shopify-Hmac-Sha256: base64 HMAC-SHA256 of the raw body,
+compared in constant time) is checked before anything is parsed; a wrong one gets 401.
 
-- `app/uninstalled` marks the shop uninstalled at once (its proxy calls get 404 from now on);
+The HMAC covers the body only: the headers (topic, shop) could be rewritten on a body
+Shopify signed for something else. So a topic whose payload names its shop
+(`app/uninstalled`: `myshopify_domain`; compliance topics: `shop_domain`) is refused with
+400 unless the payload names the header's shop, and `app/uninstalled` must say when it was
+triggered (X-Shopify-Triggered-At).
+
+Then the event is recorded by X-Shopify-Event-Id (X-Shopify-Webhook-Id when absent): the
+unique constraint on it turns Shopify's duplicate deliveries into 200 no-ops. No Shopify
+work happens here:
+
+- `app/uninstalled` marks the shop uninstalled at once (its proxy calls get 404 from now on),
+  but only if it was triggered after the shop's current install: a late retry of an old
+  uninstall answers 200 `stale` and leaves a fresh reinstall alone;
 - a topic in `jobs.registry.webhook_jobs` becomes a job row (source 'webhook', idempotency
   key `webhook:{event id}`) and a queue entry (arq `_job_id` = the job id), recorded in the
-  same transaction as the event; if it cannot be queued, both are undone and the answer is
-  503 so Shopify delivers it again;
+  same transaction as the event, then queued through service/intake.py; if it cannot be
+  queued, both are undone and the answer is 503 so Shopify delivers it again;
 - any other topic is recorded and acknowledged.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
+from datetime import datetime
 from typing import Any
 
 import orjson
 from pydantic import ValidationError
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from service import store
-from service.core import queue
-from service.core.db import UNAVAILABLE_ERRORS
+from service.intake import NotQueued, Source
 from service.shopify.shop_domain import is_shop_domain
 from service.shopify.signatures import verify_webhook
-from service.web.errors import error
+from service.web.errors import ApiError
+from service.web.state import web_state
+from service.web.webhook_body import read_body
 
 logger = logging.getLogger("shopjobs.web")
 
-MAX_BODY_BYTES = 5 * 1024 * 1024  # Shopify's payloads (a product with many variants) fit
-ENQUEUE_TIMEOUT_SECONDS = 1.0
 UNINSTALLED = "app/uninstalled"
+# Where each topic's payload names its shop, as Shopify sends it.
+SHOP_FIELDS = {
+    UNINSTALLED: "myshopify_domain",
+    "customers/data_request": "shop_domain",
+    "customers/redact": "shop_domain",
+    "shop/redact": "shop_domain",
+}
 
 
-class Unqueued(Exception):
-    """The job row was written but the queue did not take it."""
-
-
-async def _body(request: Request) -> bytes | None:
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_BODY_BYTES:
-            return None
-    return bytes(body)
+def _triggered_at(request: Request) -> datetime | None:
+    """X-Shopify-Triggered-At as an aware datetime; None when absent or malformed."""
+    value = request.headers.get("x-shopify-triggered-at", "")
+    try:
+        moment = datetime.fromisoformat(value[:64])
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else None
 
 
 async def receive(request: Request) -> Response:
-    state = request.app.state
+    state = web_state(request)
     settings = state.settings
-    try:
-        body = await _body(request)
-    except ClientDisconnect:
-        return error(400, "Client disconnected before the body was complete")
-    if body is None:
-        return error(413, "Request body too large", {"limit": MAX_BODY_BYTES})
+    body = await read_body(
+        request,
+        state.webhook_bodies,
+        max_bytes=settings.webhook_max_body_bytes,
+        timeout_seconds=settings.webhook_read_timeout_seconds,
+    )
     secret = settings.shopify_api_secret.get_secret_value()
     if not verify_webhook(body, request.headers.get("x-shopify-hmac-sha256"), secret):
         state.metrics.rejected_signature("webhook")
-        return error(401, "Invalid HMAC")
+        raise ApiError(401, "Invalid HMAC")
     headers = request.headers
     topic = headers.get("x-shopify-topic", "")
     shop = headers.get("x-shopify-shop-domain", "")
     event_id = headers.get("x-shopify-event-id") or headers.get("x-shopify-webhook-id") or ""
     if not topic or not is_shop_domain(shop) or not event_id or len(event_id) > 255:
-        return error(400, "Missing or invalid X-Shopify-Topic, -Shop-Domain or -Event-Id")
+        raise ApiError(400, "Missing or invalid X-Shopify-Topic, -Shop-Domain or -Event-Id")
     try:
         payload = orjson.loads(body)
     except orjson.JSONDecodeError:
-        return error(400, "Body must be JSON")
+        raise ApiError(400, "Body must be JSON") from None
     if not isinstance(payload, dict):
-        return error(400, "Body must be a JSON object")
-    try:
-        outcome = await _handle(request, topic, shop, event_id, payload)
-    except UNAVAILABLE_ERRORS as exc:
-        logger.warning("webhook %s for %s not recorded: %r", topic, shop, exc)
-        return error(503, "Database unavailable")
-    except Unqueued:
-        return error(503, "Failed to queue job")
+        raise ApiError(400, "Body must be a JSON object")
+    shop_field = SHOP_FIELDS.get(topic)
+    if shop_field is not None and payload.get(shop_field) != shop:
+        logger.warning("webhook %s for %s: payload names another shop; refused", topic, shop)
+        raise ApiError(400, f"Payload {shop_field} does not match X-Shopify-Shop-Domain")
+    triggered_at = _triggered_at(request)
+    if topic == UNINSTALLED and triggered_at is None:
+        raise ApiError(400, "Missing or invalid X-Shopify-Triggered-At")
+    outcome = await _handle(request, topic, shop, event_id, payload, triggered_at)
     return JSONResponse({"status": outcome})
 
 
 async def _handle(
-    request: Request, topic: str, shop: str, event_id: str, payload: dict[str, Any]
+    request: Request,
+    topic: str,
+    shop: str,
+    event_id: str,
+    payload: dict[str, Any],
+    triggered_at: datetime | None,
 ) -> str:
-    state = request.app.state
+    state = web_state(request)
     database = state.database
     route = state.webhook_jobs.get(topic)
     async with database.transaction():
@@ -105,7 +125,10 @@ async def _handle(
         if not fresh:
             return "duplicate"
         if topic == UNINSTALLED:
-            await store.mark_shop_uninstalled(database, shop)
+            assert triggered_at is not None  # checked by receive()
+            if not await store.mark_shop_uninstalled(database, shop, triggered_at):
+                logger.info("app/uninstalled for %s: unknown, or before its install; ignored", shop)
+                return "stale"
             state.shops.forget(shop)
             logger.info("shop %s uninstalled the app", shop)
             return "uninstalled"
@@ -121,30 +144,23 @@ async def _handle(
                 "webhook %s for %s: payload does not fit %s", topic, shop, route.job_type.name
             )
             return "invalid payload"
+        # The row is written with the event, in its transaction (not through the intake's
+        # group commit), so an event is never recorded without its job.
         job, _ = await store.create_job(
             database,
             shop_id=known.id,
             job_type=route.job_type.name,
             job_input=job_input.model_dump(mode="json"),
             idempotency_key=f"webhook:{event_id}",
-            source="webhook",
+            source=Source.WEBHOOK,
         )
         await store.link_webhook_job(database, event_id, job.id)
-    with state.metrics.timed_enqueue("webhook") as timer:
-        try:
-            queued = timer.record(
-                await asyncio.wait_for(
-                    queue.enqueue(state.redis, job.type, str(job.id), shop=shop),
-                    ENQUEUE_TIMEOUT_SECONDS,
-                )
-            )
-        except Exception as exc:  # Redis down or slow: Shopify will deliver the event again
-            logger.warning("webhook job %s could not be queued: %r", job.id, exc)
-            queued = False
-    if not queued:
-        await store.delete_job(database, job.id)
+    try:
+        await state.intake.queue(job.type, job.id, shop, Source.WEBHOOK)
+    except NotQueued:
+        # Undone with its job, so that Shopify's next delivery of the event is not a duplicate.
         await store.forget_webhook_event(database, event_id)
-        raise Unqueued
+        raise
     logger.info("webhook %s for %s queued job %s", topic, shop, job.id)
     return "queued"
 

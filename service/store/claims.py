@@ -1,0 +1,171 @@
+"""Claims and leases: which worker holds a job, for how long, and giving it back.
+
+A claim is one statement: it takes the job only if it is claimable (sql.CLAIMABLE), counts the
+start, and sets the lease. The row is locked before the update (`before`) so the claim can say
+whether it recovered a dead worker's job: an UPDATE's RETURNING sees only the new row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+from databases import Database
+
+from service.core.states import FINAL_STATUSES, ClaimResult
+from service.store.sql import (
+    CLAIM_RETURNING,
+    CLAIM_SET,
+    CLAIMABLE,
+    HELD_BY_OWNER,
+    connection,
+    from_json,
+)
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A job this worker now holds, with what it needs to run it."""
+
+    id: UUID
+    type: str
+    input: dict[str, Any]
+    attempts: int
+    retry_count: int
+    shop: str
+    recovered: bool = False  # it was processing under an expired lease: its worker died
+
+
+def _claim(row: Mapping[str, Any]) -> Claim:
+    return Claim(
+        id=row["id"],
+        type=row["type"],
+        input=from_json(row["input"]),
+        attempts=row["attempts"],
+        retry_count=row["retry_count"],
+        shop=row["shop"],
+        recovered=row["recovered"],
+    )
+
+
+# $4: the per-shop cap (0: none), counted over the shop's other jobs under a live lease.
+_CLAIM = f"""
+    UPDATE jobs {CLAIM_SET}
+      FROM (SELECT status AS was FROM jobs WHERE id = $1 FOR UPDATE) AS before
+     WHERE id = $1 AND {CLAIMABLE}
+       AND ($4 = 0 OR (SELECT count(*) FROM jobs AS other
+                        WHERE other.shop_id = jobs.shop_id AND other.id <> jobs.id
+                          AND other.status = 'processing' AND other.lease_expires_at > now()) < $4)
+    {CLAIM_RETURNING}
+"""
+
+# Serialises claims of one shop's jobs, so two workers cannot both see room under the cap.
+_SHOP_CAP_LOCK = (
+    "SELECT pg_advisory_xact_lock(7331002, (SELECT shop_id FROM jobs WHERE id = $1)::int)"
+)
+
+# The batch claim: a job another claim has locked is skipped, not waited for.
+_CLAIM_MANY = f"""
+    WITH before AS (
+        SELECT id, status AS was FROM jobs
+         WHERE id = ANY($1::uuid[]) AND {CLAIMABLE}
+         FOR UPDATE SKIP LOCKED
+    )
+    UPDATE jobs {CLAIM_SET}
+      FROM before
+     WHERE jobs.id = before.id
+    {CLAIM_RETURNING}
+"""
+
+
+async def claim_job(
+    database: Database, job_id: UUID, owner: str, lease_seconds: float, shop_cap: int = 0
+) -> tuple[ClaimResult, Claim | None]:
+    """Take a job for one run: (CLAIMED, claim), or (SKIP | HELD | BUSY, None).
+
+    Only a pending or retrying job, or a processing one whose lease has expired (its worker
+    died), can be claimed; completed and failed are final.
+    """
+    async with connection(database) as raw:
+        if shop_cap:
+            async with raw.transaction():
+                await raw.execute(_SHOP_CAP_LOCK, job_id)
+                row = await raw.fetchrow(_CLAIM, job_id, owner, lease_seconds, shop_cap)
+        else:
+            row = await raw.fetchrow(_CLAIM, job_id, owner, lease_seconds, 0)
+        if row is not None:
+            return ClaimResult.CLAIMED, _claim(row)
+        why = await raw.fetchrow(
+            f"SELECT status, {CLAIMABLE} AS runnable FROM jobs WHERE id = $1", job_id
+        )
+    if why is None or why["status"] in FINAL_STATUSES:
+        return ClaimResult.SKIP, None
+    return (ClaimResult.BUSY if why["runnable"] else ClaimResult.HELD), None
+
+
+async def claim_jobs(
+    database: Database, job_ids: list[UUID], owner: str, lease_seconds: float
+) -> tuple[list[Claim], dict[UUID, ClaimResult]]:
+    """`claim_job` for a batch in one round trip (no shop cap): the claims, and for every job
+    not claimed, why (SKIP or HELD)."""
+    async with connection(database) as raw:
+        claims = [
+            _claim(row) for row in await raw.fetch(_CLAIM_MANY, job_ids, owner, lease_seconds)
+        ]
+        unclaimed: dict[UUID, ClaimResult] = {}
+        missing = set(job_ids) - {c.id for c in claims}
+        if missing:
+            found = await raw.fetch(
+                "SELECT id, status FROM jobs WHERE id = ANY($1::uuid[])", list(missing)
+            )
+            status = {row["id"]: row["status"] for row in found}
+            for job_id in missing:
+                final = job_id not in status or status[job_id] in FINAL_STATUSES
+                unclaimed[job_id] = ClaimResult.SKIP if final else ClaimResult.HELD
+    return claims, unclaimed
+
+
+async def renew_lease(database: Database, job_id: UUID, owner: str, lease_seconds: float) -> bool:
+    """Extend a running job's lease; False when this worker no longer holds it."""
+    async with connection(database) as raw:
+        held = await raw.fetchval(
+            f"""UPDATE jobs SET lease_expires_at = now() + make_interval(secs => $3)
+                 WHERE {HELD_BY_OWNER} RETURNING true""",
+            job_id,
+            owner,
+            lease_seconds,
+        )
+    return bool(held)
+
+
+async def release_job(database: Database, job_id: UUID, owner: str) -> bool:
+    """Give a job back unfinished (shutdown): `retrying`, due now, never left `processing`.
+
+    The start is taken back too: a graceful give-back (a deploy) must not count toward the
+    "Abandoned" rule, which fails a job whose starts keep ending without an outcome."""
+    async with connection(database) as raw:
+        done = await raw.fetchval(
+            f"""UPDATE jobs SET status = 'retrying', run_at = now(), attempts = attempts - 1,
+                       lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
+                 WHERE {HELD_BY_OWNER} RETURNING true""",
+            job_id,
+            owner,
+        )
+    return bool(done)
+
+
+async def fail_unclaimed_job(database: Database, job_id: UUID, error: str) -> bool:
+    """Fail a job no worker can run (its type is unknown) without claiming it; only one that
+    is waiting, or processing under an expired lease, so a live run is never touched."""
+    async with connection(database) as raw:
+        done = await raw.fetchval(
+            f"""UPDATE jobs SET status = 'failed', error_message = $2,
+                      lease_owner = NULL, lease_expires_at = NULL,
+                      finished_at = now(), updated_at = now()
+                WHERE id = $1 AND {CLAIMABLE} RETURNING true""",
+            job_id,
+            error,
+        )
+    return bool(done)

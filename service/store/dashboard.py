@@ -1,0 +1,179 @@
+"""The dashboard's queries: listing, counting, retrying and cancelling jobs.
+
+A cancelled job is a failed one with CANCELLED_MESSAGE: failed is final, so a worker that
+later takes its queue entry skips it (claim_job answers SKIP), and the statuses stay the five
+of the API contract.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+from databases import Database
+
+from service.core.states import CANCELLED_MESSAGE, JobStatus
+from service.store.jobs import Job, job_from_row
+from service.store.sql import JOB_COLUMNS, connection
+
+
+@dataclass(frozen=True)
+class JobFilter:
+    status: JobStatus | None = None
+    shop: str | None = None  # part of a shop's domain
+    job_type: str | None = None
+
+
+@dataclass(frozen=True)
+class ListedJob:
+    job: Job
+    shop: str
+
+
+_LISTED_COLUMNS = ", ".join(f"j.{name}" for name in JOB_COLUMNS.split(", ")) + ", s.domain"
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _job_filter(filters: JobFilter, *, with_status: bool = True) -> tuple[str, list[Any]]:
+    """A WHERE clause from fixed fragments, and its parameters ($1, $2, ... in order): the
+    user's text only ever travels as parameters."""
+    clauses, values = ["TRUE"], []
+    if with_status and filters.status:
+        values.append(filters.status)
+        clauses.append(f"j.status = ${len(values)}")
+    if filters.shop:
+        values.append(f"%{_escape_like(filters.shop.lower())}%")
+        clauses.append(f"s.domain LIKE ${len(values)}")
+    if filters.job_type:
+        values.append(filters.job_type)
+        clauses.append(f"j.type = ${len(values)}")
+    return " AND ".join(clauses), values
+
+
+def _listed(row: Mapping[str, Any]) -> ListedJob:
+    fields = dict(row)
+    domain = fields.pop("domain")
+    job = job_from_row(fields)
+    assert job is not None
+    return ListedJob(job=job, shop=domain)
+
+
+async def list_jobs(
+    database: Database, filters: JobFilter, *, limit: int, offset: int = 0
+) -> list[ListedJob]:
+    """Jobs matching `filters`, newest first."""
+    where, values = _job_filter(filters)
+    n = len(values)
+    async with connection(database) as raw:
+        rows = await raw.fetch(
+            f"""
+            SELECT {_LISTED_COLUMNS} FROM jobs AS j JOIN shops AS s ON s.id = j.shop_id
+             WHERE {where}
+             ORDER BY j.created_at DESC, j.id DESC
+             LIMIT ${n + 1} OFFSET ${n + 2}
+            """,
+            *values,
+            limit,
+            offset,
+        )
+    return [_listed(row) for row in rows]
+
+
+async def get_listed_job(database: Database, job_id: UUID) -> ListedJob | None:
+    async with connection(database) as raw:
+        row = await raw.fetchrow(
+            f"""SELECT {_LISTED_COLUMNS} FROM jobs AS j JOIN shops AS s ON s.id = j.shop_id
+                 WHERE j.id = $1""",
+            job_id,
+        )
+    return None if row is None else _listed(row)
+
+
+async def count_jobs_by_status(database: Database, filters: JobFilter) -> dict[str, int]:
+    """How many jobs of each status match the filter's shop and type (its status ignored)."""
+    where, values = _job_filter(filters, with_status=False)
+    async with connection(database) as raw:
+        rows = await raw.fetch(
+            f"""SELECT j.status, count(*) AS n FROM jobs AS j JOIN shops AS s ON s.id = j.shop_id
+                 WHERE {where} GROUP BY j.status""",
+            *values,
+        )
+    return {row["status"]: row["n"] for row in rows}
+
+
+async def failed_jobs_by_type(database: Database) -> dict[str, int]:
+    """Failed jobs that `retry_failed_jobs` would retry (cancelled ones excluded), per type."""
+    async with connection(database) as raw:
+        rows = await raw.fetch(
+            """SELECT type, count(*) AS n FROM jobs
+                WHERE status = 'failed' AND error_message IS DISTINCT FROM $1
+                GROUP BY type ORDER BY type""",
+            CANCELLED_MESSAGE,
+        )
+    return {row["type"]: row["n"] for row in rows}
+
+
+async def job_types_in_use(database: Database) -> list[str]:
+    async with connection(database) as raw:
+        rows = await raw.fetch("SELECT DISTINCT type FROM jobs ORDER BY type")
+    return [row["type"] for row in rows]
+
+
+# A retried job starts over: status, counters, outcome and timings as if it were new, so it
+# gets its full attempts again (and the abandoned-job guard counts from zero).
+_RESET_TO_PENDING = """
+    status = 'pending', attempts = 0, retry_count = 0, progress = 0, progress_message = NULL,
+    result = NULL, error_message = NULL, run_at = NULL, started_at = NULL, finished_at = NULL,
+    lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
+"""
+
+
+async def retry_job(database: Database, job_id: UUID) -> tuple[str, str] | None:
+    """Put a failed job back to pending; its (type, shop domain), or None if it was not failed."""
+    async with connection(database) as raw:
+        row = await raw.fetchrow(
+            f"""UPDATE jobs AS j SET {_RESET_TO_PENDING}
+                  FROM shops AS s
+                 WHERE s.id = j.shop_id AND j.id = $1 AND j.status = 'failed'
+                RETURNING j.type, s.domain""",
+            job_id,
+        )
+    return None if row is None else (row["type"], row["domain"])
+
+
+async def retry_failed_jobs(database: Database, job_type: str) -> list[tuple[UUID, str, str]]:
+    """Put every failed (not cancelled) job of a type back to pending: (id, type, domain)."""
+    async with connection(database) as raw:
+        rows = await raw.fetch(
+            f"""UPDATE jobs AS j SET {_RESET_TO_PENDING}
+                  FROM shops AS s
+                 WHERE s.id = j.shop_id AND j.type = $1 AND j.status = 'failed'
+                   AND j.error_message IS DISTINCT FROM $2
+                RETURNING j.id, j.type, s.domain""",
+            job_type,
+            CANCELLED_MESSAGE,
+        )
+    return [(row["id"], row["type"], row["domain"]) for row in rows]
+
+
+async def cancel_job(database: Database, job_id: UUID) -> bool:
+    """Cancel a job no worker is running (pending or retrying); False for any other status.
+
+    A processing job cannot be cancelled: its handler may be half-way through changes in
+    Shopify, and only the handler knows how to stop cleanly.
+    """
+    async with connection(database) as raw:
+        row = await raw.fetchrow(
+            """UPDATE jobs SET status = 'failed', error_message = $2, run_at = NULL,
+                      finished_at = now(), updated_at = now()
+                WHERE id = $1 AND status IN ('pending', 'retrying')
+               RETURNING id""",
+            job_id,
+            CANCELLED_MESSAGE,
+        )
+    return row is not None

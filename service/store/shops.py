@@ -1,0 +1,163 @@
+"""Shops: installs, tokens and uninstalls."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from databases import Database
+
+from service.core.token_cipher import TokenCipher, TokenDecryptError
+from service.store.sql import SHOP_COLUMNS, SHOP_COLUMNS_WITHOUT_TOKENS, connection
+
+
+@dataclass(frozen=True)
+class Shop:
+    id: int
+    domain: str
+    access_token: str | None
+    scopes: str
+    uninstalled_at: datetime | None
+    token_expires_at: datetime | None = None  # None: a non-expiring offline token
+    refresh_token: str | None = None
+    refresh_token_expires_at: datetime | None = None
+
+    @property
+    def installed(self) -> bool:
+        return self.uninstalled_at is None
+
+    def __repr__(self) -> str:  # tokens stay out of logs and tracebacks
+        return f"Shop(id={self.id}, domain={self.domain!r}, installed={self.installed})"
+
+
+def _shop(row: Mapping[str, Any] | None) -> Shop | None:
+    return None if row is None else Shop(**dict(row))
+
+
+async def upsert_shop(
+    database: Database,
+    domain: str,
+    access_token: str,
+    scopes: str,
+    *,
+    token_expires_at: datetime | None = None,
+    refresh_token: str | None = None,
+    refresh_token_expires_at: datetime | None = None,
+) -> Shop:
+    """Register (or re-install) a shop with an offline Admin API token (expiring or not).
+
+    The tokens are stored as given: callers pass them encrypted (`TokenCipher.encrypt`).
+    """
+    async with connection(database) as raw:
+        row = await raw.fetchrow(
+            f"""
+            INSERT INTO shops (domain, access_token, scopes, token_expires_at, refresh_token,
+                               refresh_token_expires_at)
+            VALUES ($1, $2, $3, $4, $5, $6)
+            ON CONFLICT (domain) DO UPDATE
+                SET access_token = EXCLUDED.access_token, scopes = EXCLUDED.scopes,
+                    token_expires_at = EXCLUDED.token_expires_at,
+                    refresh_token = EXCLUDED.refresh_token,
+                    refresh_token_expires_at = EXCLUDED.refresh_token_expires_at,
+                    installed_at = now(),
+                    uninstalled_at = NULL, updated_at = now()
+            RETURNING {SHOP_COLUMNS_WITHOUT_TOKENS}
+            """,
+            domain, access_token, scopes, token_expires_at, refresh_token,
+            refresh_token_expires_at,
+        )  # fmt: skip
+    shop = _shop(row)
+    assert shop is not None
+    return shop
+
+
+async def get_shop(database: Database, domain: str, *, tokens: bool = False) -> Shop | None:
+    """The shop; its token columns (still encrypted) only when `tokens` asks for them."""
+    columns = SHOP_COLUMNS if tokens else SHOP_COLUMNS_WITHOUT_TOKENS
+    async with connection(database) as raw:
+        row = await raw.fetchrow(f"SELECT {columns} FROM shops WHERE domain = $1", domain)
+    return _shop(row)
+
+
+async def encrypt_stored_tokens(database: Database, cipher: TokenCipher) -> int:
+    """Encrypt, under the first key, every token stored in clear (by an earlier version) or
+    under an older key; returns how many shops were rewritten.
+
+    Each row is rewritten only if its tokens are still what was read, so a token refreshed
+    meanwhile by another worker is never overwritten with an older one.
+    """
+    rewritten = 0
+    async with connection(database) as raw:
+        rows = await raw.fetch(
+            "SELECT id, access_token, refresh_token FROM shops "
+            "WHERE access_token IS NOT NULL OR refresh_token IS NOT NULL"
+        )
+        for row in rows:
+            old_access, old_refresh = row["access_token"], row["refresh_token"]
+            if cipher.current(old_access) and cipher.current(old_refresh):
+                continue
+            try:
+                access = cipher.encrypt_optional(cipher.decrypt(old_access))
+                refresh = cipher.encrypt_optional(cipher.decrypt(old_refresh))
+            except TokenDecryptError:
+                continue  # no key opens it: its jobs fail saying so (service/shopify/tokens.py)
+            status = await raw.execute(
+                """
+                UPDATE shops SET access_token = $2, refresh_token = $3
+                 WHERE id = $1 AND access_token IS NOT DISTINCT FROM $4
+                   AND refresh_token IS NOT DISTINCT FROM $5
+                """,
+                row["id"], access, refresh, old_access, old_refresh,
+            )  # fmt: skip
+            rewritten += status == "UPDATE 1"
+    return rewritten
+
+
+async def update_shop_token(
+    database: Database,
+    domain: str,
+    access_token: str,
+    token_expires_at: datetime | None,
+    refresh_token: str | None,
+    refresh_token_expires_at: datetime | None,
+) -> None:
+    """Store a refreshed token pair (encrypted by the caller); a shop uninstalled meanwhile
+    stays uninstalled."""
+    async with connection(database) as raw:
+        await raw.execute(
+            """
+            UPDATE shops
+               SET access_token = $2, token_expires_at = $3,
+                   refresh_token = $4, refresh_token_expires_at = $5, updated_at = now()
+             WHERE domain = $1 AND uninstalled_at IS NULL
+            """,
+            domain, access_token, token_expires_at, refresh_token, refresh_token_expires_at,
+        )  # fmt: skip
+
+
+async def mark_shop_uninstalled(
+    database: Database, domain: str, triggered_at: datetime | None = None
+) -> bool:
+    """app/uninstalled: Shopify has revoked the tokens; forget them.
+
+    Only an uninstall triggered after the shop's current install (`installed_at`, renewed by
+    every install) counts: a late delivery of an older one must not revoke the token of a
+    reinstall. None: now, whatever the install. False: unknown shop, or a stale event.
+    """
+    async with connection(database) as raw:
+        row = await raw.fetchrow(
+            """
+            UPDATE shops
+               SET uninstalled_at = COALESCE(uninstalled_at, now()), access_token = NULL,
+                   token_expires_at = NULL, refresh_token = NULL,
+                   refresh_token_expires_at = NULL, updated_at = now()
+             WHERE domain = $1
+               AND installed_at < COALESCE($2::timestamptz, 'infinity')
+            RETURNING id
+            """,
+            domain,
+            triggered_at,
+        )
+    return row is not None

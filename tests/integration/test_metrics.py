@@ -1,0 +1,223 @@
+"""Prometheus metrics: the web's /metrics and the worker's, scraped after real jobs."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+
+import httpx
+from arq.connections import ArqRedis
+from databases import Database
+from prometheus_client.parser import text_string_to_metric_families
+
+from service import store
+from service.app import create_app
+from service.core import queue
+from service.core.settings import Settings
+from tests.support.jobs import add_job, make_shop, wait_all, wait_for_status
+from tests.support.processes import start_web, start_worker
+from tests.support.proxy import proxy_url
+
+
+def sample(text: str, name: str, **labels: str) -> float:
+    """The sum of the samples called `name` whose labels include `labels` (0 if none)."""
+    total = 0.0
+    for family in text_string_to_metric_families(text):
+        for item in family.samples:
+            if item.name == name and labels.items() <= item.labels.items():
+                total += item.value
+    return total
+
+
+def has_sample(text: str, name: str) -> bool:
+    return any(
+        item.name == name
+        for family in text_string_to_metric_families(text)
+        for item in family.samples
+    )
+
+
+# -- the web, in-process ----------------------------------------------------------------------
+
+
+async def test_requests_are_counted_by_route_template(
+    app_client: httpx.AsyncClient, database: Database
+) -> None:
+    shop = await make_shop(database)
+    job_id = uuid.uuid4()
+    await app_client.get("/healthz")
+    await app_client.get("/healthz")
+    await app_client.delete("/healthz")
+    await app_client.get(f"/nowhere/{job_id}")
+    await app_client.get(f"/admin/jobs/{job_id}")  # the dashboard is off: its mount answers
+    refused = await app_client.get(
+        proxy_url(
+            "http://testserver", f"/proxy/status?jobId={job_id}", shop=shop.domain, secret="wrong"
+        )
+    )
+    assert refused.status_code == 401
+    unknown = await app_client.get(
+        proxy_url("http://testserver", f"/proxy/status?jobId={job_id}", shop=shop.domain)
+    )
+    assert unknown.status_code == 404
+    bad_hmac = await app_client.post(
+        "/webhooks", content=b"{}", headers={"X-Shopify-Hmac-Sha256": "bad"}
+    )
+    assert bad_hmac.status_code == 401
+
+    scrape = await app_client.get("/metrics")
+    assert scrape.status_code == 200 and scrape.headers["content-type"].startswith("text/plain")
+    text = scrape.text
+    requests = "shopjobs_http_requests_total"
+    assert sample(text, requests, method="GET", route="/healthz", status="200") == 2
+    assert sample(text, requests, method="DELETE", route="/healthz", status="405") == 1
+    assert sample(text, requests, route="unmatched", status="404") == 1
+    assert sample(text, requests, route="/admin/{path}", status="404") == 1
+    assert sample(text, requests, route="/proxy/status", status="401") == 1
+    assert sample(text, requests, route="/proxy/status", status="404") == 1
+    assert sample(text, requests, route="/webhooks", status="401") == 1
+    assert str(job_id) not in text  # templates, never raw paths
+    rejections = "shopjobs_signature_rejections_total"
+    assert sample(text, rejections, kind="app_proxy") == 1
+    assert sample(text, rejections, kind="webhook") == 1
+    assert sample(text, "shopjobs_http_request_duration_seconds_count", route="/healthz") == 3
+    assert has_sample(text, "process_resident_memory_bytes")
+
+
+async def test_each_app_has_its_own_registry(
+    settings: Settings, database: Database, redis: ArqRedis
+) -> None:
+    first, second = create_app(settings), create_app(settings)
+    async with first.router.lifespan_context(first):
+        transport = httpx.ASGITransport(app=first)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            await client.post("/webhooks", content=b"{}")  # unsigned: one rejection, in first
+            text = (await client.get("/metrics")).text
+    assert sample(text, "shopjobs_signature_rejections_total") == 1
+    text = (await _scrape(second)).text
+    assert sample(text, "shopjobs_signature_rejections_total") == 0
+
+
+async def _scrape(app) -> httpx.Response:  # type: ignore[no-untyped-def]
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            return await client.get("/metrics")
+
+
+async def test_request_ids_are_echoed_or_made(app_client: httpx.AsyncClient) -> None:
+    given = await app_client.get("/healthz", headers={"X-Request-ID": "edge-123.a:b"})
+    assert given.headers["x-request-id"] == "edge-123.a:b"
+    made = await app_client.get("/healthz")
+    other = await app_client.get("/healthz")
+    assert len(made.headers["x-request-id"]) == 32
+    assert made.headers["x-request-id"] != other.headers["x-request-id"]
+    odd = await app_client.get("/healthz", headers={"X-Request-ID": "bad id\twith <spaces>"})
+    assert odd.headers["x-request-id"] != "bad id\twith <spaces>"
+    assert len(odd.headers["x-request-id"]) == 32
+    missing = await app_client.get("/nowhere")
+    assert missing.status_code == 404 and len(missing.headers["x-request-id"]) == 32
+
+
+# -- both processes, for real ------------------------------------------------------------------
+
+
+async def test_both_endpoints_count_real_jobs(
+    env: dict[str, str], spawn, database: Database, redis: ArqRedis
+) -> None:
+    shops = [await make_shop(database, f"metrics-{n}.myshopify.com") for n in range(4)]
+    health_port = env["WORKER_HEALTH_PORT"]
+    start_worker(
+        spawn,
+        env,
+        shop_concurrency_limit=1,
+        rate_limit_max=3,
+        rate_limit_window_seconds=1,
+        job_max_attempts=2,
+        job_backoff_seconds=0.1,
+    )
+    _, base = start_web(spawn, env)
+
+    async with httpx.AsyncClient(timeout=10) as client:
+
+        async def create(shop: store.Shop, job_input: dict[str, object]) -> uuid.UUID:
+            answer = await client.post(
+                proxy_url(base, "/proxy/process", shop=shop.domain),
+                json={"type": "echo", "input": job_input},
+            )
+            assert answer.status_code == 200, answer.text
+            return uuid.UUID(answer.json()["jobId"])
+
+        # A burst over the rate limit (3 starts a second), one job per shop.
+        quick = [await create(shop, {"message": "hi"}) for shop in shops]
+        # Two slow jobs of one shop, with a cap of one job per shop.
+        slow = [await create(shops[0], {"message": "slow", "sleep_ms": 1500}) for _ in range(2)]
+        failing = await create(shops[1], {"message": "no", "fail_times": 5})
+        forged = await client.post(
+            proxy_url(base, "/proxy/process", shop=shops[0].domain, secret="not-the-secret"),
+            json={"type": "echo", "input": {"message": "x"}},
+        )
+        assert forged.status_code == 401
+
+    # A job left `processing` by a worker that died: its lease expired a minute ago.
+    orphan = await add_job(database, redis, shops[2], {"message": "orphan"}, enqueue=False)
+    await database.execute(
+        """UPDATE jobs SET status = 'processing', attempts = 1, lease_owner = 'dead:1:x',
+                  lease_expires_at = now() - interval '1 minute', started_at = now()
+            WHERE id = :id""",
+        {"id": orphan},
+    )
+    assert await queue.enqueue(redis, "echo", str(orphan), shop=shops[2].domain)
+    # A stray queue entry of a job that is already completed.
+    done = await add_job(database, redis, shops[3], {"message": "done"}, enqueue=False)
+    await database.execute("UPDATE jobs SET status = 'completed' WHERE id = :id", {"id": done})
+    assert await queue.enqueue(redis, "echo", str(done), shop=shops[3].domain)
+    # Three jobs due in a minute: they stay in the queue.
+    for _ in range(3):
+        later = await add_job(database, redis, shops[3], {"message": "later"}, enqueue=False)
+        assert await queue.enqueue(
+            redis, "echo", str(later), shop=shops[3].domain, defer_seconds=60
+        )
+
+    await wait_all(database, [*quick, *slow, orphan], "completed", timeout=60)
+    await wait_for_status(database, failing, {"failed"}, timeout=60)
+    deadline = time.monotonic() + 20
+    while await redis.zscore(queue.QUEUE_NAME, str(done)) is not None:
+        assert time.monotonic() < deadline, "the stray entry was never taken"
+        await asyncio.sleep(0.05)
+
+    async with httpx.AsyncClient(timeout=10) as client:
+        worker = (await client.get(f"http://127.0.0.1:{health_port}/metrics")).text
+        web = (await client.get(f"{base}/metrics")).text
+
+    echo = {"type": "echo"}
+    completed = len(quick) + len(slow) + 1  # + the orphan
+    assert sample(worker, "shopjobs_jobs_completed_total", **echo) == completed
+    assert sample(worker, "shopjobs_jobs_started_total", **echo) == completed + 2
+    assert sample(worker, "shopjobs_jobs_retried_total", **echo) == 1
+    assert sample(worker, "shopjobs_jobs_failed_total", **echo) == 1
+    assert sample(worker, "shopjobs_lease_recoveries_total", **echo) == 1
+    assert sample(worker, "shopjobs_jobs_skipped_total", **echo) == 1
+    deferrals = "shopjobs_job_deferrals_total"
+    assert sample(worker, deferrals, reason="rate_limit") >= 1
+    assert sample(worker, deferrals, reason="shop_cap") >= 1
+    runs = "shopjobs_job_run_seconds_count"
+    assert sample(worker, runs, type="echo", outcome="completed") == completed
+    assert sample(worker, runs, type="echo", outcome="retried") == 1
+    assert sample(worker, runs, type="echo", outcome="failed") == 1
+    slow_runs = sample(worker, "shopjobs_job_run_seconds_bucket", outcome="completed", le="1.0")
+    assert slow_runs == completed - 2  # the two slow jobs took over a second
+    # The three deferred jobs, and up to two cron ticks of arq's (reconciler, retention).
+    assert 3 <= sample(worker, "shopjobs_queue_depth") <= 5
+    assert sample(worker, "shopjobs_queue_due") <= 1  # a cron tick may just be due
+    assert sample(worker, "shopjobs_jobs_running") == 0
+    assert has_sample(worker, "process_cpu_seconds_total")
+
+    requests = "shopjobs_http_requests_total"
+    created = len(quick) + len(slow) + 1
+    assert sample(web, requests, method="POST", route="/proxy/process", status="200") == created
+    assert sample(web, requests, method="POST", route="/proxy/process", status="401") == 1
+    enqueues = "shopjobs_enqueue_duration_seconds_count"
+    assert sample(web, enqueues, source="proxy", outcome="queued") == created
+    assert sample(web, "shopjobs_signature_rejections_total", kind="app_proxy") == 1

@@ -1,0 +1,146 @@
+"""schema.sql: what it constrains, and that it upgrades a database the previous release made."""
+
+import re
+import subprocess
+import sys
+import uuid
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+from databases import Database
+
+from service import store
+from service.core.db import apply_schema, create_database
+from service.core.states import ClaimResult, JobStatus
+from tests.support.config import ROOT
+
+# schema.sql as the release before the fault suite's echo_effects table left it (commit 6981a7e).
+PREVIOUS_SCHEMA = ROOT / "tests" / "support" / "fixtures" / "schema_previous.sql"
+
+
+async def test_schema_applies_twice(database: Database) -> None:
+    await apply_schema(database)
+    await apply_schema(database)
+    tables = {
+        r._mapping["tablename"]
+        for r in await database.fetch_all(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
+        )
+    }
+    assert {"shops", "jobs"} <= tables
+
+
+async def test_status_is_constrained(database: Database) -> None:
+    shop = await store.upsert_shop(database, "a-shop.myshopify.com", "tok", "")
+    with pytest.raises(asyncpg.CheckViolationError):
+        await database.execute(
+            "INSERT INTO jobs (id, shop_id, type, status) VALUES (:id, :shop, 'echo', 'lost')",
+            {"id": uuid.uuid4(), "shop": shop.id},
+        )
+
+
+async def test_shop_domain_is_constrained(database: Database) -> None:
+    with pytest.raises(asyncpg.CheckViolationError):
+        await store.upsert_shop(database, "evil.example.com", "tok", "")
+
+
+async def test_indexes_exist(database: Database) -> None:
+    names = {
+        r._mapping["indexname"]
+        for r in await database.fetch_all(
+            "SELECT indexname FROM pg_indexes WHERE tablename = 'jobs'"
+        )
+    }
+    assert {"jobs_shop_created_idx", "jobs_status_updated_idx", "jobs_idempotency"} <= names
+
+
+async def test_status_check_lists_exactly_the_job_statuses(database: Database) -> None:
+    """The CHECK on jobs.status, as the live database holds it, allows JobStatus and no more."""
+    definition = await database.fetch_val(
+        """SELECT pg_get_constraintdef(c.oid) FROM pg_constraint AS c
+            WHERE c.conrelid = 'jobs'::regclass AND c.contype = 'c'
+              AND pg_get_constraintdef(c.oid) LIKE '%status%'"""
+    )
+    assert set(re.findall(r"'([a-z_]+)'::text", definition)) == set(JobStatus)
+
+
+def _database_url(url: str, name: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{name}"))
+
+
+async def test_a_database_made_by_the_previous_schema_upgrades_in_place(
+    database: Database, env: dict[str, str]
+) -> None:
+    """`make db` (python -m service db apply) over a database the previous release made, with
+    rows in it: the rows stay, the fault suite's echo_effects table is dropped, and the store
+    works on the result."""
+    name = f"upgrade_{uuid.uuid4().hex[:12]}"
+    await database.execute(f"CREATE DATABASE {name}")
+    url = _database_url(env["DATABASE_URL"], name)
+    old = create_database(url, min_size=1, max_size=2)
+    await old.connect()
+    try:
+        async with old.connection() as connection:
+            raw = connection.raw_connection
+            await raw.execute(PREVIOUS_SCHEMA.read_text())
+            shop_id = await raw.fetchval(
+                "INSERT INTO shops (domain, access_token, scopes) "
+                "VALUES ('old-shop.myshopify.com', 'tok', 'read_products') RETURNING id"
+            )
+            done, waiting = uuid.uuid4(), uuid.uuid4()
+            await raw.execute(
+                """INSERT INTO jobs (id, shop_id, type, input, status, result, finished_at)
+                   VALUES ($1, $3, 'echo', '{"message": "done"}', 'completed',
+                           '{"message": "done"}', now()),
+                          ($2, $3, 'echo', '{"message": "waiting"}', 'pending', NULL, NULL)""",
+                done, waiting, shop_id,
+            )  # fmt: skip
+            await raw.execute(
+                "INSERT INTO webhook_events (event_id, topic, shop_domain) "
+                "VALUES ('ev-1', 'products/update', 'old-shop.myshopify.com')"
+            )
+            await raw.execute(
+                "INSERT INTO echo_effects (job_id, run, mode) VALUES ($1, 1, 'with_completion')",
+                done,
+            )
+
+        applied = subprocess.run(
+            [sys.executable, "-m", "service", "db", "apply"],
+            env={**env, "DATABASE_URL": url},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert applied.returncode == 0, applied.stderr
+
+        shop = await store.get_shop(old, "old-shop.myshopify.com")
+        assert shop is not None and shop.id == shop_id and shop.access_token == "tok"
+        finished = await store.get_job(old, done)
+        assert finished is not None
+        assert (finished.status, finished.result) == (JobStatus.COMPLETED, {"message": "done"})
+        tables = {
+            r._mapping["tablename"]
+            for r in await old.fetch_all(
+                "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
+            )
+        }
+        assert tables == {"shops", "jobs", "webhook_events"}
+        assert not await store.record_webhook_event(
+            old,
+            event_id="ev-1",
+            topic="products/update",
+            shop_domain=shop.domain,
+            webhook_id=None,
+            api_version=None,
+        )
+        # The pending job runs to completion on the upgraded schema.
+        claims, unclaimed = await store.claim_jobs(old, [waiting, done], "upgrade-test", 30)
+        assert [c.id for c in claims] == [waiting] and unclaimed == {done: ClaimResult.SKIP}
+        assert await store.complete_jobs(old, [(waiting, "upgrade-test", '{"ok": true}')]) == [True]
+        ran = await store.get_job(old, waiting)
+        assert ran is not None and (ran.status, ran.result) == (JobStatus.COMPLETED, {"ok": True})
+    finally:
+        await old.disconnect()
+        await database.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")

@@ -1,0 +1,131 @@
+"""The README and docs/ hold together: links resolve, and nothing cites files outside the repo.
+
+The README is the front door and docs/ the manual; pages move and headings get renamed, and a
+link that no longer resolves fails silently on GitHub. The contracts the code follows live in
+docs/, so code, tests and docs must cite those pages, never notes kept outside the repository.
+No servers: this runs with the unit tests.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+
+def _repo_root() -> Path:
+    """The folder holding pyproject.toml, wherever in tests/ this file lives."""
+    here = Path(__file__).resolve()
+    return next(p for p in here.parents if (p / "pyproject.toml").is_file())
+
+
+ROOT = _repo_root()
+README = ROOT / "README.md"
+DOCS = ROOT / "docs"
+PAGES = [README, *sorted(DOCS.glob("*.md"))]
+README_MAX_LINES = 250
+
+# [text](target) and ![alt](target), the target up to a space (a title may follow) or ")".
+LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
+FENCE = re.compile(r"^(```|~~~)")
+# Notes outside the repository: the design notes file and the shared folder it sits in. The
+# patterns are spelled so that this file does not match itself.
+OUTSIDE = re.compile(r"DESIGN(?:\.md|\ssection)|\.\./(?:shared)|/work/(?:shared)")
+SKIP_DIRS = {
+    ".git",
+    ".venv",
+    "venv",
+    "node_modules",
+    ".dev",
+    "test-artifacts",
+    "__pycache__",
+    ".pytest_cache",
+    ".ruff_cache",
+    ".hypothesis",
+}
+
+
+def _prose(path: Path) -> list[str]:
+    """The page's lines outside fenced code blocks (code may show links that are not links)."""
+    lines, fenced = [], False
+    for line in path.read_text().splitlines():
+        if FENCE.match(line.strip()):
+            fenced = not fenced
+        elif not fenced:
+            lines.append(line)
+    return lines
+
+
+def _slug(heading: str) -> str:
+    """GitHub's anchor for a heading: lower case, punctuation dropped, spaces to hyphens."""
+    text = re.sub(r"[^\w\- ]", "", heading.strip().lower())
+    return text.replace(" ", "-")
+
+
+def _anchors(path: Path) -> set[str]:
+    anchors: set[str] = set()
+    seen: dict[str, int] = {}
+    for line in _prose(path):
+        match = re.match(r"#{1,6}\s+(.*)", line)
+        if not match:
+            continue
+        slug = _slug(match.group(1))
+        count = seen.get(slug, 0)
+        seen[slug] = count + 1
+        anchors.add(slug if count == 0 else f"{slug}-{count}")
+    return anchors
+
+
+def _relative_links(path: Path) -> list[str]:
+    targets = [m.group(1) for line in _prose(path) for m in LINK.finditer(line)]
+    return [t for t in targets if not re.match(r"[a-z][a-z0-9+.-]*:", t)]
+
+
+def test_readme_is_a_front_door() -> None:
+    lines = len(README.read_text().splitlines())
+    assert lines <= README_MAX_LINES, f"README.md has {lines} lines; move detail to docs/"
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_relative_links_resolve(page: Path) -> None:
+    broken = []
+    for target in _relative_links(page):
+        file_part, _, anchor = target.partition("#")
+        resolved = (page.parent / file_part).resolve() if file_part else page
+        if not resolved.exists():
+            broken.append(f"{target}: no such file")
+        elif anchor and resolved.suffix == ".md" and anchor not in _anchors(resolved):
+            broken.append(f"{target}: no heading #{anchor} in {resolved.relative_to(ROOT)}")
+    assert not broken, f"{page.relative_to(ROOT)}: " + "; ".join(broken)
+
+
+def test_readme_links_every_docs_page_and_every_picture_is_shown() -> None:
+    linked = {(README.parent / t.partition("#")[0]).resolve() for t in _relative_links(README)}
+    unlinked = [p.name for p in DOCS.glob("*.md") if p.resolve() not in linked]
+    assert not unlinked, f"README.md does not link {unlinked}"
+
+    shown = {
+        (page.parent / t.partition("#")[0]).resolve()
+        for page in PAGES
+        for t in _relative_links(page)
+    }
+    unshown = [p.name for p in DOCS.glob("*.png") if p.resolve() not in shown]
+    assert not unshown, f"pictures no page shows: {unshown}"
+
+
+def test_nothing_cites_notes_outside_the_repository() -> None:
+    citing = []
+    for folder, dirs, files in os.walk(ROOT):
+        dirs[:] = [d for d in dirs if d not in SKIP_DIRS and not d.endswith(".egg-info")]
+        for name in files:
+            path = Path(folder) / name
+            try:
+                text = path.read_text()
+            except (UnicodeDecodeError, OSError):
+                continue  # pictures, databases: not prose
+            for number, line in enumerate(text.splitlines(), 1):
+                if OUTSIDE.search(line):
+                    citing.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()}")
+    assert not citing, "cite docs/ instead:\n" + "\n".join(citing)
