@@ -12,7 +12,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
+
 from shopify_emulator.bucket import LeakyBucket
+from shopify_emulator.bulk import BulkOperations
 from shopify_emulator.catalogue import Product, build
 from shopify_emulator.config import EmulatorConfig
 
@@ -71,6 +74,8 @@ class EmulatorState:
         self.codes: dict[str, Grant] = {}
         self.faults: list[Fault] = []
         self.deliveries: list[dict[str, Any]] = []
+        self.bulk = BulkOperations(self)
+        self.http: httpx.AsyncClient | None = None  # the app's lifespan sets it
         for domain, token in config.shops.items():
             self.add_shop(domain, token)
 
@@ -160,6 +165,7 @@ class EmulatorState:
             },
             "faultsPending": sum(f.remaining for f in self.faults),
             "webhookDeliveries": len(self.deliveries),
+            "bulkOperations": len(self.bulk.operations),
         }
 
     def reset(self) -> None:
