@@ -478,7 +478,10 @@ def resolvers(
     def cancel(info: Any, id: str) -> dict[str, Any]:
         op = find(id)
         if op is None:
-            return {"bulkOperation": None, "userErrors": [{"field": ["id"], "message": "Not found"}]}
+            return {
+                "bulkOperation": None,
+                "userErrors": [{"field": ["id"], "message": "Not found"}],
+            }
         problem = bulk.cancel(op)
         errors = [{"field": ["id"], "message": problem}] if problem else []
         return {"bulkOperation": bulk.render(op), "userErrors": errors}

@@ -99,7 +99,9 @@ class _Walk:
             if named.name.endswith("Connection"):
                 if value is REQUESTED:
                     size = self.page_size(field)
-                    total += CONNECTION_BASE_COST + size * self.item_cost(field.selection_set, named)
+                    total += CONNECTION_BASE_COST + size * self.item_cost(
+                        field.selection_set, named
+                    )
                 else:
                     total += CONNECTION_BASE_COST + self.returned_cost(field, named, value)
             elif value is None:

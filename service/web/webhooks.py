@@ -10,6 +10,8 @@ it turns Shopify's duplicate deliveries into 200 no-ops. No Shopify work happens
   key `webhook:{event id}`) and a queue entry (arq `_job_id` = the job id), recorded in the
   same transaction as the event, then queued through service/intake.py; if it cannot be
   queued, both are undone and the answer is 503 so Shopify delivers it again;
+- `bulk_operations/finish` wakes the job run waiting for that bulk operation (a Redis list
+  it blocks on, service/shopify/bulk.py), which then reads the operation's final state;
 - any other topic is recorded and acknowledged.
 """
 
@@ -26,6 +28,7 @@ from starlette.routing import Route
 
 from service import store
 from service.intake import NotQueued, Source
+from service.shopify import bulk
 from service.shopify.shop_domain import is_shop_domain
 from service.shopify.signatures import verify_webhook
 from service.web.body import read_body
@@ -36,6 +39,7 @@ logger = logging.getLogger("shopjobs.web")
 
 MAX_BODY_BYTES = 5 * 1024 * 1024  # Shopify's payloads (a product with many variants) fit
 UNINSTALLED = "app/uninstalled"
+BULK_FINISHED = "bulk_operations/finish"
 
 
 async def receive(request: Request) -> Response:
@@ -83,6 +87,12 @@ async def _handle(
             state.shops.forget(shop)
             logger.info("shop %s uninstalled the app", shop)
             return "uninstalled"
+        if topic == BULK_FINISHED:
+            operation_id = payload.get("admin_graphql_api_id")
+            if not isinstance(operation_id, str):
+                return "invalid payload"
+            await bulk.signal_finished(state.redis, operation_id, str(payload.get("status")))
+            return "bulk operation finished"
         if route is None:
             return "ignored"
         known = await store.get_shop(database, shop)
