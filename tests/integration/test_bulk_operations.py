@@ -8,6 +8,7 @@ import uuid
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 from arq.connections import ArqRedis
 from databases import Database
@@ -17,8 +18,10 @@ from service import store
 from service.core.settings import Settings
 from service.shopify import bulk
 from service.shopify.admin import AdminClient
+from service.shopify.signatures import webhook_hmac
 from shopify_emulator.catalogue import build
-from tests.support.jobs import HandlerContext, add_job, make_shop
+from tests.support.config import TEST_SECRET
+from tests.support.jobs import HandlerContext, add_job
 
 SHOP = "bulk-shop.myshopify.com"
 TOKEN = "shpat_bulk"
@@ -83,7 +86,9 @@ async def test_bulk_query_streams_rows_and_reassembles_children(
     seen = []
     async for product, variants in rows.grouped():
         assert all(v["__parentId"] == product["id"] for v in variants)
-        seen.append((product["id"], product["title"], [(v["id"], v["inventoryQuantity"]) for v in variants]))
+        seen.append(
+            (product["id"], product["title"], [(v["id"], v["inventoryQuantity"]) for v in variants])
+        )
     assert seen == [
         (p.gid, p.title, [(v.gid, v.inventory_quantity) for v in p.variants]) for p in catalogue
     ]
@@ -105,7 +110,9 @@ async def operations_of(admin: AdminClient) -> list[dict[str, Any]]:
         return (await client.get(f"{url}/_emulator/bulk")).json()
 
 
-async def test_inventory_report_totals(admin: AdminClient, database: Database, redis: ArqRedis) -> None:
+async def test_inventory_report_totals(
+    admin: AdminClient, database: Database, redis: ArqRedis
+) -> None:
     _, ctx, _ = await job_admin(admin, database, redis)
     result = await inventory_report.inventory_report(ctx, inventory_report.InventoryReportInput())
     catalogue = list(build(**CATALOGUE).values())
@@ -143,13 +150,17 @@ async def test_bulk_queries_of_one_shop_take_turns_by_api_version(
         assert [o["status"] for o in ops] == ["COMPLETED", "COMPLETED"]
         assert (ops[1]["createdAt"] < ops[0]["completedAt"]) is overlap
         if not overlap:  # the second job said why it waited
-            waited = [ctx for _, ctx, _ in contexts if any("slot" in (m or "") for _, m in ctx.progress)]
+            waited = [
+                ctx for _, ctx, _ in contexts if any("slot" in (m or "") for _, m in ctx.progress)
+            ]
             assert len(waited) == 1
     finally:
         await client.aclose()
 
 
-async def test_failed_operation_is_a_clear_error(admin: AdminClient, database, redis, shopify) -> None:
+async def test_failed_operation_is_a_clear_error(
+    admin: AdminClient, database, redis, shopify
+) -> None:
     await emulator_post(shopify, "/_emulator/bulk/faults", {"error_code": "ACCESS_DENIED"})
     _, _, shop_admin = await job_admin(admin, database, redis)
     with pytest.raises(bulk.BulkOperationFailed, match="failed \\(ACCESS_DENIED\\)"):
@@ -164,7 +175,7 @@ async def test_partial_data_is_a_clear_error(admin: AdminClient, database, redis
         shopify, "/_emulator/bulk/faults", {"error_code": "TIMEOUT", "partial": True}
     )
     _, _, shop_admin = await job_admin(admin, database, redis)
-    with pytest.raises(bulk.BulkPartialData, match="TIMEOUT.*partial data is not used"):
+    with pytest.raises(bulk.BulkPartialData, match=r"TIMEOUT.*partial data is not used"):
         await shop_admin.bulk_query(QUERY)
 
 
@@ -243,8 +254,45 @@ async def test_bulk_mutation_reports_per_row_errors(
         (1, ["Title can't be blank"]),
         (2, ["Product does not exist"]),
     ]
-    assert outcomes[0].data == {"productUpdate": {"product": {"id": first.gid, "title": "Renamed in bulk"}, "userErrors": []}}
+    assert outcomes[0].data == {
+        "productUpdate": {
+            "product": {"id": first.gid, "title": "Renamed in bulk"},
+            "userErrors": [],
+        }
+    }
     assert (results.succeeded, results.failed) == (1, 2)
     # The change happened on Shopify's side.
-    data = await shop_admin.graphql("query($id: ID!) { product(id: $id) { title } }", {"id": first.gid})
+    data = await shop_admin.graphql(
+        "query($id: ID!) { product(id: $id) { title } }", {"id": first.gid}
+    )
     assert data["product"]["title"] == "Renamed in bulk"
+
+
+async def test_finish_webhook_wakes_the_waiting_run(
+    app_client: httpx.AsyncClient, redis: ArqRedis
+) -> None:
+    """The web turns `bulk_operations/finish` into a push on the list a waiting run blocks on
+    (a malformed payload is acknowledged but wakes nothing)."""
+    gid = "gid://shopify/BulkOperation/77"
+    body = orjson.dumps({"admin_graphql_api_id": gid, "status": "completed", "type": "query"})
+    headers = {
+        "X-Shopify-Hmac-Sha256": webhook_hmac(body, TEST_SECRET),
+        "X-Shopify-Topic": "bulk_operations/finish",
+        "X-Shopify-Shop-Domain": SHOP,
+        "X-Shopify-Event-Id": "bulk-finish-1",
+    }
+    answer = await app_client.post("/webhooks", content=body, headers=headers)
+    assert answer.json() == {"status": "bulk operation finished"}
+    assert await redis.blpop([bulk.finished_key(gid)], timeout=1) == (
+        bulk.finished_key(gid).encode(),
+        b"completed",
+    )
+    bad = orjson.dumps({"status": "completed"})
+    headers.update(
+        {
+            "X-Shopify-Event-Id": "bulk-finish-2",
+            "X-Shopify-Hmac-Sha256": webhook_hmac(bad, TEST_SECRET),
+        }
+    )
+    answer = await app_client.post("/webhooks", content=bad, headers=headers)
+    assert answer.json() == {"status": "invalid payload"}

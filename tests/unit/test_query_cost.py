@@ -36,9 +36,7 @@ def costs(query: str, data: dict[str, Any] | None = None) -> tuple[int, int]:
 def products(*variant_counts: int) -> dict[str, Any]:
     return {
         "products": {
-            "nodes": [
-                {"variants": {"nodes": [{"id": "v"}] * count}} for count in variant_counts
-            ]
+            "nodes": [{"variants": {"nodes": [{"id": "v"}] * count}} for count in variant_counts]
         }
     }
 
@@ -90,5 +88,7 @@ def test_a_mutation_costs_ten_points_per_mutation_field() -> None:
 
 
 def test_an_interface_is_priced_on_the_fields_selected() -> None:
-    query = '{ node(id: "gid://shopify/BulkOperation/1") { id ... on BulkOperation { status url } } }'
+    query = (
+        '{ node(id: "gid://shopify/BulkOperation/1") { id ... on BulkOperation { status url } } }'
+    )
     assert costs(query, {"node": {"id": "x", "status": "RUNNING"}}) == (1, 1)
