@@ -153,6 +153,7 @@ def _run(
     data = result.data  # type: ignore[union-attr]
     actual = query_cost.actual_cost(SCHEMA, operation, fragments, variables, data)
     now = state.clock()
+    shop.counters["points"] += actual
     shop.bucket.give_back(requested - actual, now)
     body: dict[str, Any] = {"data": data}
     if result.errors:  # type: ignore[union-attr]

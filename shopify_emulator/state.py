@@ -36,7 +36,7 @@ class ShopState:
     scopes: str = ""
     installed: bool = True
     counters: dict[str, int] = field(
-        default_factory=lambda: {"requests": 0, "throttled": 0, "faults": 0}
+        default_factory=lambda: {"requests": 0, "throttled": 0, "faults": 0, "points": 0}
     )
 
 
