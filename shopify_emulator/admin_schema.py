@@ -349,7 +349,7 @@ def root_value(shop: str, catalogue: dict[int, Product]) -> dict[str, Any]:
             return {"product": None, "userErrors": [_error(["title"], "Title can't be blank")]}
         changes = {k: product[k] for k in ("title", "vendor") if product.get(k) is not None}
         catalogue[found.id] = updated = dataclasses.replace(found, **changes)
-        return {"product": _product(updated), "userErrors": []}
+        return {"product": _product(updated, shop), "userErrors": []}
 
     return {
         "productUpdate": product_update,
