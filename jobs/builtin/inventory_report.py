@@ -85,5 +85,7 @@ JOB_TYPE = JobType(
     name="inventory_report",
     input_model=InventoryReportInput,
     handler=inventory_report,
+    # Shopify may take many minutes over a large catalogue; the lease is renewed meanwhile.
+    timeout_seconds=3600,
     proxy=False,
 )
