@@ -41,6 +41,8 @@ class EmulatorConfig:
     bulk_result_lifetime_seconds: float = 7 * 86_400.0
     # Topics the app subscribed to that the emulator sends by itself (bulk_operations/finish).
     webhook_topics: frozenset[str] = frozenset()
+    # What a Shopify-managed install grants (shopify.app.toml's [access_scopes]).
+    scopes: str = "read_products"
     # The theme app extension the storefront renders (default: extensions/shopjobs-theme).
     theme_extension_dir: str | None = None
 
