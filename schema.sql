@@ -73,6 +73,10 @@ ALTER TABLE jobs ADD COLUMN IF NOT EXISTS staff_user_id text;
 -- The per-shop concurrency cap counts a shop's running jobs at every claim.
 CREATE INDEX IF NOT EXISTS jobs_processing_shop_idx ON jobs (shop_id) WHERE status = 'processing';
 
+-- The Shopify bulk operation a job started (service/shopify/bulk.py): a run interrupted while
+-- waiting for it resumes that operation instead of starting another.
+ALTER TABLE jobs ADD COLUMN IF NOT EXISTS bulk_operation_id text;
+
 -- Dropped: the fault suite's record of the diagnostic `echo` job's side effects, which earlier
 -- releases created here. No product code reads or writes it; the tests create their own.
 DROP TABLE IF EXISTS echo_effects;

@@ -4,7 +4,9 @@
    mirroring), raw arq at each poll_delay tried, SAQ, and BullMQ when Node is there;
 2. end-to-end latency, one job at a time through a real uvicorn and worker;
 3. the enqueue endpoint's requests per second against a bare route of the same process;
-4. one against two worker processes on 20 ms jobs.
+4. one against two worker processes on 20 ms jobs;
+5. `inventory_report` over a whole catalogue through one bulk query (bench/bulk.py): worker
+   memory growth, Admin API points against paging, rows/s.
 
 Sizes: `full` (default, under 10 minutes), `quick` (BENCH_QUICK=1 or --quick, under 2) and
 `tiny` (the test suite's, seconds). JSON goes to bench/results/ (timestamped + latest.json),
@@ -27,7 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import report, throughput, web
+from bench import bulk, report, throughput, web
 from bench.stack import ROOT, Proc, Stack, connect, disconnect, servers, wait_for_http
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -58,6 +60,9 @@ class Plan:
     # Scaling is a ratio of two runs, so noise counts twice: one, two, one, two... and the
     # best of each counts.
     scaling_repeats: int = 1
+    # The inventory_report scenario's catalogue (products, up to max variants each).
+    bulk_products: int = 3_000
+    bulk_max_variants: int = 60
 
 
 PLANS = {
@@ -72,12 +77,14 @@ PLANS = {
         run_timeout=15, sweep_timeout=3, latency_jobs=100, latency_warmup=5, latency_poll_ms=2,
         enqueue_connections=50, enqueue_seconds=2, enqueue_warmup=0.5, scaling_jobs=1_000,
         scaling_concurrency=10, scaling_sleep_ms=20, profile=False, profile_seconds=5,
+        bulk_products=500,
     ),
     "tiny": Plan(
         name="tiny", jobs=40, concurrencies=(10, 50), arq_poll_delays=(0.01,),
         run_timeout=15, sweep_timeout=15, latency_jobs=5, latency_warmup=1, latency_poll_ms=2,
         enqueue_connections=10, enqueue_seconds=0.5, enqueue_warmup=0.2, scaling_jobs=40,
         scaling_concurrency=10, scaling_sleep_ms=20, profile=True, profile_seconds=0.5,
+        bulk_products=20, bulk_max_variants=5,
     ),
 }  # fmt: skip
 
@@ -147,9 +154,9 @@ class Bar:
 
 def step_count(plan: Plan, bullmq: bool, profile: bool) -> int:
     per_concurrency = 2 + len(plan.arq_poll_delays) + (1 if bullmq else 0)
-    # + latency, enqueue, scaling with one and with two processes
+    # + latency, enqueue, scaling with one and with two processes, inventory_report
     scaling = 2 * plan.scaling_repeats
-    return len(plan.concurrencies) * per_concurrency + 2 + scaling + (2 if profile else 0)
+    return len(plan.concurrencies) * per_concurrency + 3 + scaling + (2 if profile else 0)
 
 
 def machine() -> dict[str, Any]:
@@ -270,6 +277,12 @@ async def measure(plan: Plan, stack: Stack, bar: Bar, profile_dir: Path | None) 
     one = scaling["one"]["jobs_per_second"]
     scaling["ratio"] = round(scaling["two"]["jobs_per_second"] / one, 3) if one else 0.0
     results["scaling"] = scaling
+
+    bar.step(f"inventory_report: {plan.bulk_products} products, bulk query")
+    results["bulk"] = await bulk.inventory_report(
+        stack, products=plan.bulk_products, max_variants=plan.bulk_max_variants
+    )
+    bar.done()
     return results
 
 

@@ -14,6 +14,8 @@ TARGETS = [
     ("latency_p99_ms", "end-to-end p99 (ms)", "<=", 100.0),
     ("enqueue_vs_bare", "enqueue endpoint / bare route (req/s)", ">=", 0.5),
     ("scaling_two_vs_one", "2 worker processes / 1 (20 ms jobs)", ">=", 1.5),
+    ("bulk_memory_growth_mb", "inventory_report: worker memory growth (MB)", "<=", 60.0),
+    ("bulk_points_vs_paging", "inventory_report: Admin points / paging's", "<=", 0.01),
 ]
 
 
@@ -50,6 +52,8 @@ def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
         "latency_p99_ms": results["latency"]["p99_ms"],
         "enqueue_vs_bare": results["enqueue"]["ratio"],
         "scaling_two_vs_one": results["scaling"]["ratio"],
+        "bulk_memory_growth_mb": results["bulk"]["memory_growth_mb"],
+        "bulk_points_vs_paging": results["bulk"]["points_vs_paging"],
     }
     rows = []
     for key, what, op, target in TARGETS:
@@ -145,6 +149,17 @@ def table(results: dict[str, Any]) -> str:
         f"{sc['one']['settings'].get('arq_slots_busy_mean')} of {sc['one']['concurrency']}",
         f"  CPU, 2 processes: {_cpu(sc['two'].get('cpu', {}))}; busy slots: mean "
         f"{sc['two']['settings'].get('arq_slots_busy_mean')} of {2 * sc['two']['concurrency']}",
+    ]
+    bk = results["bulk"]
+    lines += [
+        "",
+        f"inventory_report, one bulk query: {bk['products']:,} products, "
+        f"{bk['variants']:,} variants (emulator up in {bk['emulator_start_seconds']:g} s)",
+        f"  {bk['job_seconds']:g} s, {_fmt(bk['rows_per_second'], 0)} rows/s; worker memory "
+        f"{bk['worker_rss_before_mb']:g} MB before, {bk['worker_peak_mb']:g} MB at peak "
+        f"(+{bk['memory_growth_mb']:g} MB)",
+        f"  Admin API points {bk['points_spent']:,} in {bk['admin_requests']} requests; "
+        f"paging the same data: {bk['paging_points']:,} ({bk['points_vs_paging']:.3%})",
         "",
         "Targets",
     ]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from jobs.builtin import compliance, echo, product_summary
+from jobs.builtin import compliance, echo, inventory_report, product_summary
 from jobs.types import JobType, WebhookJob
 from service.core.settings import Settings
 
@@ -11,6 +11,7 @@ def job_types(settings: Settings) -> dict[str, JobType]:
     """Enabled job types by name. Add your own types to `types` below."""
     types: list[JobType] = [
         product_summary.job_type(show_inventory=settings.product_summary_show_inventory),
+        inventory_report.JOB_TYPE,
         compliance.CUSTOMERS_DATA_REQUEST,
         compliance.CUSTOMERS_REDACT,
         compliance.SHOP_REDACT,

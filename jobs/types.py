@@ -6,7 +6,7 @@ A type is declared once and used by both processes: the web validates input agai
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -24,12 +24,52 @@ class NonRetryableError(Exception):
     """Raise from a handler to fail the job at once: retrying cannot help (bad input, gone)."""
 
 
+class BulkRows(Protocol):
+    """A completed bulk query's JSONL rows, streamed once (service/shopify/bulk.py).
+
+    `async for row in rows`: each row a dict; rows of a nested connection carry `__parentId`.
+    `async for parent, children in rows.grouped()`: each top-level row with its descendants.
+    """
+
+    operation_id: str
+    object_count: int
+    rows_read: int
+
+    def __aiter__(self) -> AsyncIterator[dict[str, Any]]: ...
+
+    def grouped(self) -> AsyncIterator[tuple[dict[str, Any], list[dict[str, Any]]]]: ...
+
+
+class MutationResultRow(Protocol):
+    line: int  # the input line (0-based)
+    data: dict[str, Any] | None
+    errors: list[str]  # GraphQL errors and userErrors; empty when the line succeeded
+
+
+class BulkMutationResults(Protocol):
+    """A completed bulk mutation's results, one per input line; counts filled as they stream."""
+
+    operation_id: str
+    succeeded: int
+    failed: int
+
+    def __aiter__(self) -> AsyncIterator[MutationResultRow]: ...
+
+
 class AdminAPI(Protocol):
     """One shop's Admin GraphQL API (built by the worker from service/shopify/admin.py)."""
 
     async def graphql(
         self, query: str, variables: dict[str, Any] | None = None, *, cost: float | None = None
     ) -> dict[str, Any]: ...
+
+    # A Shopify bulk operation: waits for the shop's slot and the operation (progress reported
+    # on the job), resumes the job's operation after a crash; see docs/bulk-operations.md.
+    async def bulk_query(self, query: str, *, expected_objects: int | None = None) -> BulkRows: ...
+
+    async def bulk_mutation(
+        self, mutation: str, rows: Iterable[dict[str, Any]] | AsyncIterable[dict[str, Any]]
+    ) -> BulkMutationResults: ...
 
 
 class JobContext(Protocol):

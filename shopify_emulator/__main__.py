@@ -60,6 +60,16 @@ def parse_args(argv: list[str] | None = None) -> tuple[EmulatorConfig, str, int]
         help="seconds between delivery attempts, e.g. 0.2,0.5",
     )
     parser.add_argument("--token-lifetime", type=float, default=3600.0)
+    parser.add_argument(
+        "--bulk-run-seconds", type=float, default=1.0, help="how long a bulk operation runs"
+    )
+    parser.add_argument(
+        "--webhook-topic",
+        action="append",
+        default=[],
+        help="a topic the app subscribed to, sent by the emulator itself "
+        "(bulk_operations/finish; repeatable)",
+    )
     args = parser.parse_args(argv)
     config = EmulatorConfig(
         app_url=args.app_url,
@@ -76,6 +86,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[EmulatorConfig, str, int]
         webhook_url=args.webhook_url,
         webhook_retry_delays=args.webhook_retry_delays,
         token_lifetime_seconds=args.token_lifetime,
+        bulk_run_seconds=args.bulk_run_seconds,
+        webhook_topics=frozenset(args.webhook_topic),
     )
     return config, args.host, args.port
 

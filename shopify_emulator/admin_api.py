@@ -1,5 +1,6 @@
 """POST /admin/api/{version}/graphql.json: Admin GraphQL with costs, throttling and faults.
 
+Queries and mutations (productUpdate and the bulk operations of shopify_emulator/bulk.py).
 Order of events, as on Shopify: authenticate the token (401), apply an injected fault, parse
 and validate (errors answer 200), price the query, refuse it with THROTTLED (200) when the
 shop's bucket lacks the requested cost or MAX_COST_EXCEEDED when it could never fit, run it,
@@ -26,7 +27,7 @@ from graphql import (
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from shopify_emulator import query_cost
+from shopify_emulator import bulk, query_cost
 from shopify_emulator.admin_schema import SCHEMA, root_value
 from shopify_emulator.state import EmulatorState, ShopState
 
@@ -93,12 +94,15 @@ async def graphql(request: Request) -> JSONResponse:
     operation = get_operation_ast(document, operation_name)
     if operation is None:
         return JSONResponse({"errors": _errors("No operation named in the query")})
-    if operation.operation is not OperationType.QUERY:
-        return JSONResponse({"errors": _errors("Only queries are emulated")})
+    if operation.operation is OperationType.SUBSCRIPTION:
+        return JSONResponse({"errors": _errors("Subscriptions are not supported")})
     fragments = {
         d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)
     }
-    return _run(state, shop, document, operation, fragments, variables, operation_name)
+    extra = bulk.resolvers(
+        state, domain, request.path_params["version"], str(request.base_url).rstrip("/")
+    )
+    return _run(state, shop, document, operation, fragments, variables, operation_name, extra)
 
 
 def _run(
@@ -109,6 +113,7 @@ def _run(
     fragments: dict[str, FragmentDefinitionNode],
     variables: dict[str, Any],
     operation_name: str | None,
+    extra: dict[str, Any],
 ) -> JSONResponse:
     now = state.clock()
     requested = query_cost.requested_cost(SCHEMA, operation, fragments, variables)
@@ -140,7 +145,7 @@ def _run(
     result = execute(
         SCHEMA,
         document,
-        root_value=root_value(shop.domain, state.catalogue),
+        root_value={**root_value(shop.domain, state.catalogue), **extra},
         variable_values=variables,
         operation_name=operation_name,
     )
@@ -148,6 +153,7 @@ def _run(
     data = result.data  # type: ignore[union-attr]
     actual = query_cost.actual_cost(SCHEMA, operation, fragments, variables, data)
     now = state.clock()
+    shop.counters["points"] += actual
     shop.bucket.give_back(requested - actual, now)
     body: dict[str, Any] = {"data": data}
     if result.errors:  # type: ignore[union-attr]

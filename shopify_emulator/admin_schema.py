@@ -1,13 +1,15 @@
 """The slice of Shopify's Admin GraphQL schema the emulator serves, and its resolvers.
 
-Enough for the example job and for apps copying it: `shop`, `product(id:)` with paged
-`variants`, and paged `products`. Connections follow Shopify's rules: one of `first` or
+Enough for the example jobs and for apps copying them: `shop`, `product(id:)` with paged
+`variants`, paged `products`, the `productUpdate` mutation, and the bulk operation fields
+(resolved in shopify_emulator/bulk.py). Connections follow Shopify's rules: one of `first` or
 `last` is required, at most 250 items a page, opaque cursors.
 """
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import zlib
 from collections.abc import Callable, Sequence
@@ -27,7 +29,99 @@ scalar DateTime
 type Query {
   shop: Shop!
   product(id: ID!): Product
-  products(first: Int, after: String, last: Int, before: String): ProductConnection!
+  products(
+    first: Int, after: String, last: Int, before: String, query: String
+  ): ProductConnection!
+  node(id: ID!): Node
+  currentBulkOperation(type: BulkOperationType = QUERY): BulkOperation
+}
+
+type Mutation {
+  productUpdate(product: ProductUpdateInput!): ProductUpdatePayload
+  bulkOperationRunQuery(query: String!, groupObjects: Boolean): BulkOperationRunQueryPayload
+  bulkOperationRunMutation(
+    mutation: String!, stagedUploadPath: String!, groupObjects: Boolean, clientIdentifier: String
+  ): BulkOperationRunMutationPayload
+  bulkOperationCancel(id: ID!): BulkOperationCancelPayload
+  stagedUploadsCreate(input: [StagedUploadInput!]!): StagedUploadsCreatePayload
+}
+
+interface Node { id: ID! }
+
+enum BulkOperationType { QUERY MUTATION }
+enum BulkOperationStatus { CREATED RUNNING COMPLETED FAILED CANCELING CANCELED EXPIRED }
+enum BulkOperationErrorCode { ACCESS_DENIED INTERNAL_SERVER_ERROR TIMEOUT }
+enum BulkOperationUserErrorCode { INVALID LIMIT_REACHED OPERATION_IN_PROGRESS }
+scalar UnsignedInt64
+scalar URL
+
+type BulkOperation implements Node {
+  id: ID!
+  type: BulkOperationType!
+  status: BulkOperationStatus!
+  errorCode: BulkOperationErrorCode
+  createdAt: DateTime!
+  completedAt: DateTime
+  objectCount: UnsignedInt64!
+  rootObjectCount: UnsignedInt64!
+  fileSize: UnsignedInt64
+  url: URL
+  partialDataUrl: URL
+  query: String!
+}
+
+type BulkOperationUserError {
+  code: BulkOperationUserErrorCode
+  field: [String!]
+  message: String!
+}
+
+type UserError {
+  field: [String!]
+  message: String!
+}
+
+type BulkOperationRunQueryPayload {
+  bulkOperation: BulkOperation
+  userErrors: [BulkOperationUserError!]!
+}
+type BulkOperationRunMutationPayload {
+  bulkOperation: BulkOperation
+  userErrors: [BulkOperationUserError!]!
+}
+type BulkOperationCancelPayload {
+  bulkOperation: BulkOperation
+  userErrors: [UserError!]!
+}
+
+enum StagedUploadTargetGenerateUploadResource { BULK_MUTATION_VARIABLES }
+enum StagedUploadHttpMethodType { POST PUT }
+input StagedUploadInput {
+  resource: StagedUploadTargetGenerateUploadResource!
+  filename: String!
+  mimeType: String!
+  httpMethod: StagedUploadHttpMethodType
+  fileSize: UnsignedInt64
+}
+type StagedUploadParameter { name: String! value: String! }
+type StagedMediaUploadTarget {
+  url: URL
+  resourceUrl: URL
+  parameters: [StagedUploadParameter!]!
+}
+type StagedUploadsCreatePayload {
+  stagedTargets: [StagedMediaUploadTarget!]
+  userErrors: [UserError!]!
+}
+
+input ProductUpdateInput {
+  id: ID!
+  title: String
+  vendor: String
+}
+type ProductUpdatePayload {
+  product: Product
+  userErrors: [UserError!]!
 }
 
 type Shop {
@@ -45,7 +139,7 @@ type Count {
   precision: CountPrecision!
 }
 
-type Product {
+type Product implements Node {
   id: ID!
   title: String!
   handle: String!
@@ -61,7 +155,7 @@ type Product {
   variants(first: Int, after: String, last: Int, before: String): ProductVariantConnection!
 }
 
-type ProductVariant {
+type ProductVariant implements Node {
   id: ID!
   title: String!
   sku: String
@@ -157,6 +251,7 @@ def connection(
 
 def _variant(variant: Variant, product: Product, shop: str) -> dict[str, Any]:
     return {
+        "__typename": "ProductVariant",
         "id": variant.gid,
         "title": variant.title,
         "sku": variant.sku,
@@ -195,6 +290,7 @@ def _product(product: Product, shop: str) -> dict[str, Any]:
         )
 
     return {
+        "__typename": "Product",
         "id": product.gid,
         "title": product.title,
         "handle": product.handle,
@@ -213,6 +309,10 @@ def _product(product: Product, shop: str) -> dict[str, Any]:
     }
 
 
+def _error(field: list[str], message: str) -> dict[str, Any]:
+    return {"field": field, "message": message}
+
+
 def root_value(shop: str, catalogue: dict[int, Product]) -> dict[str, Any]:
     """The query root for one shop: plain data and resolver callables, no global state."""
     ordered = [catalogue[key] for key in sorted(catalogue)]
@@ -227,6 +327,7 @@ def root_value(shop: str, catalogue: dict[int, Product]) -> dict[str, Any]:
         after: str | None = None,
         last: int | None = None,
         before: str | None = None,
+        query: str | None = None,
     ) -> dict[str, Any]:
         return connection(
             ordered,
@@ -239,7 +340,19 @@ def root_value(shop: str, catalogue: dict[int, Product]) -> dict[str, Any]:
             before=before,
         )
 
+    def product_update(info: Any, product: dict[str, Any]) -> dict[str, Any]:
+        """Shopify's userErrors for a missing product or a blank title; else the change."""
+        found = catalogue.get(parse_gid(product["id"], "Product"))
+        if found is None:
+            return {"product": None, "userErrors": [_error(["id"], "Product does not exist")]}
+        if product.get("title") is not None and not product["title"].strip():
+            return {"product": None, "userErrors": [_error(["title"], "Title can't be blank")]}
+        changes = {k: product[k] for k in ("title", "vendor") if product.get(k) is not None}
+        catalogue[found.id] = updated = dataclasses.replace(found, **changes)
+        return {"product": _product(updated, shop), "userErrors": []}
+
     return {
+        "productUpdate": product_update,
         "shop": {
             "id": f"gid://shopify/Shop/{zlib.crc32(shop.encode())}",
             "name": shop.split(".")[0].replace("-", " ").title(),

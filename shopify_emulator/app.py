@@ -10,7 +10,7 @@ import httpx
 from starlette.applications import Starlette
 from starlette.routing import Route
 
-from shopify_emulator import admin_api, control, embedded, oauth, storefront, theme
+from shopify_emulator import admin_api, bulk, control, embedded, oauth, storefront, theme
 from shopify_emulator.config import EmulatorConfig
 from shopify_emulator.state import EmulatorState
 
@@ -22,12 +22,15 @@ def create_app(config: EmulatorConfig) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         app.state.http = httpx.AsyncClient(follow_redirects=False)
         app.state.tasks = set()
+        app.state.emulator.http = app.state.http
         try:
             yield
         finally:
-            for task in list(app.state.tasks):
+            for task in [*app.state.tasks, *app.state.emulator.bulk.tasks]:
                 task.cancel()
-            await asyncio.gather(*app.state.tasks, return_exceptions=True)
+            await asyncio.gather(
+                *app.state.tasks, *app.state.emulator.bulk.tasks, return_exceptions=True
+            )
             await app.state.http.aclose()
 
     routes = [
@@ -41,6 +44,11 @@ def create_app(config: EmulatorConfig) -> Starlette:
         Route("/apps/{subpath}/{rest:path}", storefront.app_proxy, methods=ALL_METHODS),
         Route("/", theme.storefront_page, methods=["GET"]),
         Route("/cdn/extensions/{extension}/assets/{name}", theme.asset, methods=["GET"]),
+        Route("/bulk-results/{name}", bulk.result, methods=["GET"]),
+        Route("/staged-uploads", bulk.upload, methods=["POST"]),
+        Route("/_emulator/bulk", bulk.control_list, methods=["GET"]),
+        Route("/_emulator/bulk/faults", bulk.control_fault, methods=["POST"]),
+        Route("/_emulator/bulk/{id:int}/expire", bulk.control_expire, methods=["POST"]),
         Route("/_emulator/login", storefront.login, methods=["GET"]),
         Route("/_emulator/stats", control.stats, methods=["GET"]),
         Route("/_emulator/reset", control.reset, methods=["POST"]),

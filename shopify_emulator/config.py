@@ -36,6 +36,11 @@ class EmulatorConfig:
     token_lifetime_seconds: float = 3600.0
     refresh_token_lifetime_seconds: float = 90 * 86_400.0
     api_version: str = "2025-10"
+    # Bulk operations: how long one runs, how long its result URL lives (Shopify: 7 days).
+    bulk_run_seconds: float = 1.0
+    bulk_result_lifetime_seconds: float = 7 * 86_400.0
+    # Topics the app subscribed to that the emulator sends by itself (bulk_operations/finish).
+    webhook_topics: frozenset[str] = frozenset()
     # What a Shopify-managed install grants (shopify.app.toml's [access_scopes]).
     scopes: str = "read_products"
     # The theme app extension the storefront renders (default: extensions/shopjobs-theme).

@@ -1,7 +1,7 @@
 """Test-only endpoints under /_emulator: counters, faults, shops, webhooks. Not Shopify's.
 
-GET  /_emulator/stats                      per-shop counters (requests, throttled, faults),
-                                            buckets
+GET  /_emulator/stats                      per-shop counters (requests, throttled, faults,
+                                            points: actual cost spent), buckets
 POST /_emulator/reset                      zero counters, refill buckets, drop pending faults
 POST /_emulator/faults                     {"kind": "429"|"503"|"500"|"slow", "count", "shop"?,
                                             "retry_after"?, "delay"?}: the next matching
@@ -13,6 +13,10 @@ POST /_emulator/webhooks/send              {"topic", "shop", "payload", "event_i
                                             "wait"?}: sign and deliver (202, or 200 once
                                             finished when "wait" is true)
 GET  /_emulator/webhooks                   every delivery and its attempts
+GET  /_emulator/bulk                       every bulk operation (shopify_emulator/bulk.py)
+POST /_emulator/bulk/faults                {"error_code", "partial"?, "shop"?}: the next bulk
+                                            operation ends FAILED (with partial data)
+POST /_emulator/bulk/{id}/expire           its result URL expires now (403, status EXPIRED)
 """
 
 from __future__ import annotations

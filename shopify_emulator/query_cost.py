@@ -2,7 +2,9 @@
 
 Scalars and enums cost 0, an object costs 1, a connection costs 2 plus, for each item it
 may return (`first` or `last`), the cost of one item's selection; `pageInfo` is free. The
-requested cost uses the page sizes asked for; the actual cost uses the items returned.
+requested cost uses the page sizes asked for. The actual cost counts what was returned, all
+the way down: a nested connection is charged for the items it returned under each parent,
+not for its page size. A mutation costs 10 points per mutation field, whatever it selects.
 """
 
 from __future__ import annotations
@@ -14,11 +16,13 @@ from graphql import (
     FieldNode,
     FragmentDefinitionNode,
     FragmentSpreadNode,
+    GraphQLInterfaceType,
     GraphQLNamedType,
     GraphQLObjectType,
     GraphQLSchema,
     InlineFragmentNode,
     OperationDefinitionNode,
+    OperationType,
     SelectionSetNode,
     get_named_type,
     is_leaf_type,
@@ -26,7 +30,7 @@ from graphql import (
 )
 
 CONNECTION_BASE_COST = 2
-ITEM_FIELDS = ("edges", "nodes")
+MUTATION_COST = 10
 REQUESTED: Any = object()  # marks a requested-cost walk (no result data)
 
 
@@ -64,9 +68,16 @@ class _Walk:
         return 0
 
     def field_type(self, parent: GraphQLNamedType, field: FieldNode) -> GraphQLNamedType | None:
-        if not isinstance(parent, GraphQLObjectType):
+        """The field's type on `parent`; on an interface (`node(id:)`), on whichever of its
+        types has the field (fragments `... on BulkOperation` select beyond the interface)."""
+        if not isinstance(parent, GraphQLObjectType | GraphQLInterfaceType):
             return None
         definition = parent.fields.get(field.name.value)
+        if definition is None and isinstance(parent, GraphQLInterfaceType):
+            for possible in self.schema.get_possible_types(parent):
+                definition = possible.fields.get(field.name.value)
+                if definition is not None:
+                    break
         return None if definition is None else get_named_type(definition.type)
 
     def cost(
@@ -86,12 +97,44 @@ class _Walk:
             else:
                 value = data.get(_key(field)) if isinstance(data, dict) else None
             if named.name.endswith("Connection"):
-                size = self.page_size(field) if value is REQUESTED else _items_returned(value)
-                total += CONNECTION_BASE_COST + size * self.item_cost(field.selection_set, named)
+                if value is REQUESTED:
+                    size = self.page_size(field)
+                    total += CONNECTION_BASE_COST + size * self.item_cost(
+                        field.selection_set, named
+                    )
+                else:
+                    total += CONNECTION_BASE_COST + self.returned_cost(field, named, value)
             elif value is None:
                 total += 1  # a null object is still charged, its fields are not
             else:
                 total += 1 + self.cost(field.selection_set, named, value)
+        return total
+
+    def returned_cost(self, field: FieldNode, connection: GraphQLNamedType, value: Any) -> int:
+        """Actual cost of a connection's items: each returned node with what it returned.
+
+        `nodes` and `edges { node }` select the same items; when both are asked for, each
+        item is charged once per selection, as its requested cost counts it.
+        """
+        if not isinstance(value, dict):
+            return 0
+        total = 0
+        for item_field in self.fields(field.selection_set):
+            named = self.field_type(connection, item_field)
+            items = value.get(_key(item_field))
+            if named is None or not isinstance(items, list):
+                continue
+            if item_field.name.value == "nodes":
+                for node in items:
+                    total += 1 + self.cost(item_field.selection_set, named, node)
+            elif item_field.name.value == "edges":
+                for edge_field in self.fields(item_field.selection_set):
+                    node_type = self.field_type(named, edge_field)
+                    if edge_field.name.value != "node" or node_type is None:
+                        continue
+                    for edge in items:
+                        node = edge.get(_key(edge_field)) if isinstance(edge, dict) else None
+                        total += 1 + self.cost(edge_field.selection_set, node_type, node)
         return total
 
     def item_cost(
@@ -117,15 +160,6 @@ def _key(field: FieldNode) -> str:
     return field.alias.value if field.alias else field.name.value
 
 
-def _items_returned(value: Any) -> int:
-    if not isinstance(value, dict):
-        return 0
-    for name in ITEM_FIELDS:
-        if isinstance(value.get(name), list):
-            return len(value[name])
-    return 0
-
-
 def _walk(
     schema: GraphQLSchema,
     fragments: Mapping[str, FragmentDefinitionNode],
@@ -140,6 +174,8 @@ def requested_cost(
     fragments: Mapping[str, FragmentDefinitionNode],
     variables: Mapping[str, Any] | None,
 ) -> int:
+    if operation.operation is OperationType.MUTATION:
+        return mutation_cost(operation, fragments, variables, schema)
     root = schema.query_type
     assert root is not None
     return _walk(schema, fragments, variables).cost(operation.selection_set, root)
@@ -152,6 +188,19 @@ def actual_cost(
     variables: Mapping[str, Any] | None,
     data: dict[str, Any] | None,
 ) -> int:
+    if operation.operation is OperationType.MUTATION:
+        return mutation_cost(operation, fragments, variables, schema)
     root = schema.query_type
     assert root is not None
     return _walk(schema, fragments, variables).cost(operation.selection_set, root, data or {})
+
+
+def mutation_cost(
+    operation: OperationDefinitionNode,
+    fragments: Mapping[str, FragmentDefinitionNode],
+    variables: Mapping[str, Any] | None,
+    schema: GraphQLSchema,
+) -> int:
+    """Shopify charges a flat 10 points per mutation field, requested and actual alike."""
+    fields = _walk(schema, fragments, variables).fields(operation.selection_set)
+    return MUTATION_COST * sum(1 for _ in fields)

@@ -13,9 +13,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 from starlette.requests import Request
 
 from shopify_emulator.bucket import LeakyBucket
+from shopify_emulator.bulk import BulkOperations
 from shopify_emulator.catalogue import Product, build
 from shopify_emulator.config import EmulatorConfig
 
@@ -37,7 +39,7 @@ class ShopState:
     scopes: str = ""
     installed: bool = True
     counters: dict[str, int] = field(
-        default_factory=lambda: {"requests": 0, "throttled": 0, "faults": 0}
+        default_factory=lambda: {"requests": 0, "throttled": 0, "faults": 0, "points": 0}
     )
 
 
@@ -75,6 +77,8 @@ class EmulatorState:
         self.codes: dict[str, Grant] = {}
         self.faults: list[Fault] = []
         self.deliveries: list[dict[str, Any]] = []
+        self.bulk = BulkOperations(self)
+        self.http: httpx.AsyncClient | None = None  # the app's lifespan sets it
         for domain, token in config.shops.items():
             self.add_shop(domain, token)
 
@@ -164,6 +168,7 @@ class EmulatorState:
             },
             "faultsPending": sum(f.remaining for f in self.faults),
             "webhookDeliveries": len(self.deliveries),
+            "bulkOperations": len(self.bulk.operations),
         }
 
     def reset(self) -> None:

@@ -22,6 +22,7 @@ from databases import Database
 from jobs.types import CompletionWrite
 from service import store
 from service.shopify.admin import AdminClient, ShopAdmin
+from service.shopify.bulk import JobLink
 
 logger = logging.getLogger("shopjobs.worker")
 
@@ -51,7 +52,9 @@ class RunContext:
         """
         if self._admin is None:
             client: AdminClient = self.resources["admin"]
-            self._admin = client.admin_for(self.shop)
+            self._admin = client.admin_for(
+                self.shop, JobLink(UUID(self.job_id), self.report_progress)
+            )
         return self._admin
 
     def on_completion(self, write: CompletionWrite) -> None:

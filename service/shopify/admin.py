@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections.abc import AsyncIterable, Iterable
 from typing import Any
 
 import httpx
@@ -33,7 +34,7 @@ from redis.asyncio import Redis
 from jobs.types import NonRetryableError
 from service import store
 from service.core.settings import Settings
-from service.shopify import endpoints, tokens
+from service.shopify import bulk, endpoints, tokens
 from service.shopify.throttle import UNKNOWN, CostBuckets, ThrottleStatus
 
 logger = logging.getLogger("shopjobs.shopify")
@@ -113,8 +114,8 @@ class AdminClient:
         self.backoff_cap_seconds = backoff_cap_seconds
         self.learned_costs: dict[str, float] = {}
 
-    def admin_for(self, shop: str) -> ShopAdmin:
-        return ShopAdmin(self, shop)
+    def admin_for(self, shop: str, job: bulk.JobLink | None = None) -> ShopAdmin:
+        return ShopAdmin(self, shop, job)
 
     async def aclose(self) -> None:
         await self.http.aclose()
@@ -123,9 +124,10 @@ class AdminClient:
 class ShopAdmin:
     """One shop's Admin API, as seen by one job."""
 
-    def __init__(self, client: AdminClient, shop: str) -> None:
+    def __init__(self, client: AdminClient, shop: str, job: bulk.JobLink | None = None) -> None:
         self.client = client
         self.shop = shop
+        self.job = job  # the job it works for: bulk operations keep their id with it
         self._credentials: store.Shop | None = None
 
     def __repr__(self) -> str:
@@ -239,3 +241,19 @@ class ShopAdmin:
             if not isinstance(data, dict):
                 raise AdminQueryError("Admin API answer has no data")
             return data
+
+    async def bulk_query(self, query: str, *, expected_objects: int | None = None) -> bulk.BulkRows:
+        """Run `query` as a Shopify bulk operation and stream its rows (service/shopify/bulk.py).
+
+        `expected_objects`, when known, turns the running operation's objectCount into a
+        percentage of the job's progress.
+        """
+        return await bulk.bulk_query(self, query, expected_objects=expected_objects)
+
+    async def bulk_mutation(
+        self,
+        mutation: str,
+        rows: Iterable[dict[str, Any]] | AsyncIterable[dict[str, Any]],
+    ) -> bulk.BulkMutationResults:
+        """Run `mutation` once per row of variables as a bulk operation; stream the results."""
+        return await bulk.bulk_mutation(self, mutation, rows)

@@ -9,6 +9,7 @@ below.
 from __future__ import annotations
 
 from service.core.states import CANCELLED_MESSAGE
+from service.store.bulk import bulk_operation_of, job_is_final, keep_bulk_operation
 from service.store.claims import (
     Claim,
     claim_job,
@@ -72,6 +73,7 @@ __all__ = [
     "JobFilter",
     "ListedJob",
     "Shop",
+    "bulk_operation_of",
     "cancel_job",
     "claim_job",
     "claim_jobs",
@@ -94,8 +96,10 @@ __all__ = [
     "get_shop",
     "insert_jobs",
     "job_from_row",
+    "job_is_final",
     "job_types_in_use",
     "jsonb_safe",
+    "keep_bulk_operation",
     "link_webhook_job",
     "list_jobs",
     "mark_shop_uninstalled",

@@ -21,6 +21,8 @@ work happens here:
   key `webhook:{event id}`) and a queue entry (arq `_job_id` = the job id), recorded in the
   same transaction as the event, then queued through service/intake.py; if it cannot be
   queued, both are undone and the answer is 503 so Shopify delivers it again;
+- `bulk_operations/finish` wakes the job run waiting for that bulk operation (a Redis list
+  it blocks on, service/shopify/bulk.py), which then reads the operation's final state;
 - any other topic is recorded and acknowledged.
 """
 
@@ -38,6 +40,7 @@ from starlette.routing import Route
 
 from service import store
 from service.intake import NotQueued, Source
+from service.shopify import bulk
 from service.shopify.shop_domain import is_shop_domain
 from service.shopify.signatures import verify_webhook
 from service.web.errors import ApiError
@@ -47,6 +50,7 @@ from service.web.webhook_body import read_body
 logger = logging.getLogger("shopjobs.web")
 
 UNINSTALLED = "app/uninstalled"
+BULK_FINISHED = "bulk_operations/finish"
 # Where each topic's payload names its shop, as Shopify sends it.
 SHOP_FIELDS = {
     UNINSTALLED: "myshopify_domain",
@@ -132,6 +136,12 @@ async def _handle(
             state.shops.forget(shop)
             logger.info("shop %s uninstalled the app", shop)
             return "uninstalled"
+        if topic == BULK_FINISHED:
+            operation_id = payload.get("admin_graphql_api_id")
+            if not isinstance(operation_id, str):
+                return "invalid payload"
+            await bulk.signal_finished(state.redis, operation_id, str(payload.get("status")))
+            return "bulk operation finished"
         if route is None:
             return "ignored"
         known = await store.get_shop(database, shop)

@@ -72,6 +72,11 @@ def test_the_harness_runs_at_a_tiny_size_and_reports_everything(tmp_path: Path) 
     assert scaling["two"]["processes"] == 2 and scaling["ratio"] > 0
     assert [run["processes"] for run in scaling["runs"]] == [1, 2]
 
+    bulk = data["bulk"]  # the inventory_report scenario: one bulk query for the catalogue
+    assert bulk["products"] == 20 and bulk["variants"] > 0 and bulk["rows_per_second"] > 0
+    assert 0 < bulk["points_spent"] < bulk["paging_points"]
+    assert "inventory_report, one bulk query" in result.stdout
+
     assert [row["key"] for row in data["targets"]] == [key for key, *_ in TARGETS]
     for row in data["targets"]:
         assert row["value"] is not None and row["value"] > 0 and row["met"] in (True, False)

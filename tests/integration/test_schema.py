@@ -137,6 +137,10 @@ async def test_a_database_made_by_the_previous_schema_upgrades_in_place(
             webhook_id=None,
             api_version=None,
         )
+        # The new column is there, empty for old rows, and usable (bulk operations).
+        assert await store.bulk_operation_of(old, waiting) is None
+        await store.keep_bulk_operation(old, waiting, "gid://shopify/BulkOperation/1")
+        assert await store.bulk_operation_of(old, waiting) == "gid://shopify/BulkOperation/1"
         # The pending job runs to completion on the upgraded schema.
         claims, unclaimed = await store.claim_jobs(old, [waiting, done], "upgrade-test", 30)
         assert [c.id for c in claims] == [waiting] and unclaimed == {done: ClaimResult.SKIP}

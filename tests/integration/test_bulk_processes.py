@@ -1,0 +1,103 @@
+"""Bulk operations with real processes: emulator, web (the finish webhook), workers.
+
+An `inventory_report` job shows its bulk operation's progress through the status endpoint;
+its worker is SIGKILLed while it waits, and the next worker resumes the same operation
+(Shopify ran one operation, not two) and completes the report.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+import time
+
+import httpx
+import pytest
+from databases import Database
+
+from service import store
+from shopify_emulator.catalogue import build
+from tests.support.jobs import add_job, wait_for_status
+from tests.support.net import free_port, wait_for_http
+from tests.support.processes import start_worker, web_command
+
+SHOP = "bulk-e2e.myshopify.com"
+TOKEN = "shpat_bulk_e2e"
+CATALOGUE = {"products": 30, "max_variants": 8, "seed": 4}
+# Long enough for the test to see the operation running and kill its worker meanwhile.
+RUN_SECONDS = 8
+
+
+@pytest.fixture
+async def stack(env: dict[str, str], spawn, database: Database, redis):
+    web_port, shopify_port = free_port(), free_port()
+    web_url, shopify_url = f"http://127.0.0.1:{web_port}", f"http://127.0.0.1:{shopify_port}"
+    stack_env = {**env, "SHOPIFY_APP_URL": web_url, "SHOPIFY_ADMIN_URL": shopify_url}
+    spawn(
+        [
+            sys.executable, "-m", "shopify_emulator",
+            "--port", str(shopify_port),
+            "--app-url", web_url,
+            "--api-key", env["SHOPIFY_API_KEY"],
+            "--api-secret", env["SHOPIFY_API_SECRET"],
+            "--shop", f"{SHOP}={TOKEN}",
+            "--products", str(CATALOGUE["products"]),
+            "--max-variants", str(CATALOGUE["max_variants"]),
+            "--seed", str(CATALOGUE["seed"]),
+            "--bulk-run-seconds", str(RUN_SECONDS),
+            "--webhook-topic", "bulk_operations/finish",
+        ],
+        stack_env,
+        "shopify",
+    )  # fmt: skip
+    spawn(web_command(web_port), stack_env, "web")
+    wait_for_http(f"{web_url}/healthz")
+    wait_for_http(f"{shopify_url}/_emulator/stats")
+    return shopify_url, stack_env
+
+
+async def test_killed_worker_resumes_the_same_bulk_operation(
+    stack, spawn, database: Database, redis
+) -> None:
+    shopify_url, stack_env = stack
+    shop = await store.upsert_shop(database, SHOP, TOKEN, "read_products")
+    first = start_worker(spawn, stack_env)
+    job_id = await add_job(database, redis, shop, {}, "inventory_report")
+    async with httpx.AsyncClient(base_url=shopify_url) as storefront:
+        # Progress from the running operation, read through the app proxy's status endpoint.
+        deadline = time.monotonic() + 60
+        while True:
+            status = (
+                await storefront.get("/apps/jobs/status", params={"jobId": str(job_id)})
+            ).json()
+            if "bulk operation running" in status.get("progressMessage", ""):
+                break
+            assert time.monotonic() < deadline, status
+            await asyncio.sleep(0.05)
+        operation_id = await store.bulk_operation_of(database, job_id)
+        assert operation_id is not None
+        first.signal(signal.SIGKILL)
+        first.wait(10)
+
+        start_worker(spawn, stack_env)
+        job = await wait_for_status(database, job_id, {"completed", "failed"}, timeout=90)
+        assert job.status == "completed", job.error_message
+        ops = (await storefront.get("/_emulator/bulk")).json()
+        deliveries = (await storefront.get("/_emulator/webhooks")).json()
+    assert [o["id"] for o in ops] == [operation_id]  # resumed, not started again
+    catalogue = list(build(**CATALOGUE).values())
+    variants = [v for p in catalogue for v in p.variants]
+    assert job.result is not None
+    assert job.result["products"] == len(catalogue)
+    assert job.result["variants"] == len(variants)
+    assert job.result["totalInventory"] == sum(v.inventory_quantity for v in variants)
+    assert job.result["bulkOperationId"] == operation_id
+    assert job.attempts == 2  # two runs, one operation
+    # The emulator told the app the operation finished, and the app took the webhook.
+    [finish] = [d for d in deliveries if d["topic"] == "bulk_operations/finish"]
+    assert finish["delivered"] and finish["attempts"] == [{"status": 200}]
+    event = await database.fetch_one(
+        "SELECT topic FROM webhook_events WHERE topic = 'bulk_operations/finish'"
+    )
+    assert event is not None
