@@ -48,7 +48,7 @@ from jobs.worker.ratelimit import RateLimiter
 from jobs.worker.resources import close_resources, open_resources
 from jobs.worker.runner import Incoming, Runtime, later, start_batch
 from service import store
-from service.core import queue
+from service.core import cancel, queue
 from service.core.batch import GroupCommit
 from service.core.db import create_database
 from service.core.logs import adopt, configure_logging
@@ -101,13 +101,21 @@ class ShopjobsWorker(arq.worker.Worker):
             listener.cancel()
 
     async def _listen_for_wake_ups(self) -> None:
-        """Poll as soon as a job is enqueued (service/core/queue.py publishes on every enqueue)."""
+        """Poll as soon as a job is enqueued (service/core/queue.py publishes on every enqueue),
+        and stop the handler of a job cancelled while it runs here (service/core/cancel.py)."""
+        runtime: Runtime = self.ctx["runtime"]
         while True:
             try:
                 async with self.pool.pubsub() as pubsub:
-                    await pubsub.subscribe(queue.WAKE_CHANNEL)
+                    await pubsub.subscribe(queue.WAKE_CHANNEL, cancel.CANCEL_CHANNEL)
                     async for message in pubsub.listen():
-                        if message["type"] == "message":
+                        if message["type"] != "message":
+                            continue
+                        if _text(message["channel"]) == cancel.CANCEL_CHANNEL:
+                            job_id = _text(message["data"])
+                            if runtime.request_stop(job_id):
+                                logger.info("job %s cancelled: stopping its handler", job_id)
+                        else:
                             self._wake.set()
             except asyncio.CancelledError:
                 raise
@@ -253,6 +261,10 @@ async def _until_cancelled(run: Any) -> None:
     """
     with contextlib.suppress(asyncio.CancelledError):
         await run
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def _decode(taken: Taken) -> str | None:

@@ -41,7 +41,7 @@ from service import store
 from service.core import logs, queue
 from service.core.batch import GroupCommit
 from service.core.settings import Settings
-from service.core.states import ClaimResult, QueueFinish, RunOutcome
+from service.core.states import CANCELLED_MESSAGE, ClaimResult, QueueFinish, RunOutcome
 
 logger = logging.getLogger("shopjobs.worker")
 
@@ -75,6 +75,25 @@ class Runtime:
     # Handlers that did not stop when cancelled at their timeout, still going: their jobs have
     # been given up on and their slots freed (see `_call`); /healthz counts them.
     abandoned: set[asyncio.Task[Any]] = field(default_factory=set)
+    # A future per running handler, by job id, set when the job is cancelled (a message on
+    # service/core/cancel.py's channel): `_call` then stops the handler.
+    stop_requests: dict[str, asyncio.Future[None]] = field(default_factory=dict)
+
+    def request_stop(self, job_id: str) -> bool:
+        """Stop the handler of a cancelled job if this process runs it; False if it does not."""
+        request = self.stop_requests.get(job_id)
+        if request is None or request.done():
+            return False
+        request.set_result(None)
+        return True
+
+
+class JobCancelled(NonRetryableError):
+    """The job was cancelled while it ran (dashboard, JobsClient.cancel); its row already
+    says failed CANCELLED_MESSAGE."""
+
+    def __init__(self) -> None:
+        super().__init__(CANCELLED_MESSAGE)
 
 
 class RunAbandoned(TimeoutError):
@@ -127,9 +146,16 @@ def _describe(error: BaseException, timeout: float) -> str:
 
 
 async def _call(
-    runtime: Runtime, job_type: str, handler: Coroutine[Any, Any, Any], timeout: float
+    runtime: Runtime,
+    job_id: str,
+    job_type: str,
+    handler: Coroutine[Any, Any, Any],
+    timeout: float,
 ) -> Any:
     """Run a handler under its timeout, in a task of its own so that it can be left behind.
+
+    A cancel of the job (Runtime.request_stop) cancels the handler at its next await and
+    raises JobCancelled, whether or not the handler stops within the grace.
 
     A handler that swallows its cancellation (or keeps awaiting in a `finally`) would otherwise
     hold its slot, its lease and its job for ever, and shutdown would wait on it. At the
@@ -138,11 +164,17 @@ async def _call(
     returns (RunAbandoned at the timeout) and the job's outcome is decided without it.
     """
     task: asyncio.Task[Any] = asyncio.ensure_future(handler)
+    stop = runtime.stop_requests[job_id] = asyncio.get_running_loop().create_future()
     try:
-        await asyncio.wait({task}, timeout=timeout)
+        await asyncio.wait({task, stop}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
     except asyncio.CancelledError:
         await _stop(runtime, job_type, task)
         raise
+    finally:
+        runtime.stop_requests.pop(job_id, None)
+    if stop.done() and not task.done():
+        await _stop(runtime, job_type, task)
+        raise JobCancelled
     if task.done():
         return task.result()
     if await _stop(runtime, job_type, task):
@@ -350,7 +382,9 @@ async def _run(
                 data = job_type.input_model.model_validate(claim.input)
             except ValidationError as exc:
                 raise NonRetryableError(f"Invalid input: {exc.errors(include_url=False)}") from exc
-            result = await _call(runtime, job_type.name, job_type.handler(context, data), timeout)
+            result = await _call(
+                runtime, job_id, job_type.name, job_type.handler(context, data), timeout
+            )
             encoded = encode_result(result, settings.job_result_max_bytes).decode()
     except asyncio.CancelledError:
         await persist_shielded(

@@ -37,6 +37,7 @@ class Job:
     updated_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    parent_id: UUID | None = None  # the batch parent of a child job (service/batches.py)
 
 
 def job_from_row(row: Mapping[str, Any] | None) -> Job | None:
@@ -75,6 +76,8 @@ async def create_job(
     idempotency_key: str | None = None,
     source: str = "proxy",
     job_id: UUID | None = None,
+    run_at: datetime | None = None,
+    parent_id: UUID | None = None,
 ) -> tuple[Job, bool]:
     """Write a `pending` job (with `job_id`, or a new id); return it and whether this call
     created it.
@@ -90,13 +93,13 @@ async def create_job(
             row = await raw.fetchrow(
                 f"""
                 INSERT INTO jobs (id, shop_id, type, input, status, customer_id,
-                                  idempotency_key, source)
-                VALUES ($1, $2, $3, $4::jsonb, 'pending', $5, $6, $7)
+                                  idempotency_key, source, run_at, parent_id)
+                VALUES ($1, $2, $3, $4::jsonb, 'pending', $5, $6, $7, $8, $9)
                 ON CONFLICT ON CONSTRAINT jobs_idempotency DO NOTHING
                 RETURNING {JOB_COLUMNS}
                 """,
                 job_id, shop_id, job_type, to_json(job_input), customer_id, idempotency_key,
-                source,
+                source, run_at, parent_id,
             )  # fmt: skip
             if row is not None:
                 job = job_from_row(row)

@@ -8,7 +8,8 @@ ADMIN_USERNAME / ADMIN_PASSWORD; without ADMIN_PASSWORD the dashboard does not e
                                         status, shop and type, paged; failed jobs per type
 - GET  /admin/jobs/{job_id}             one job: input, result, error, attempts, timings
 - POST /admin/jobs/{job_id}/retry       a failed job starts over (pending, counters at 0)
-- POST /admin/jobs/{job_id}/cancel      a pending or retrying job becomes failed "Cancelled"
+- POST /admin/jobs/{job_id}/cancel      a job not yet final (a running one too: its handler is
+                                        stopped) becomes failed "Cancelled", with its batch
 - POST /admin/retry-failed              every failed job of one type starts over
 
 Browsers send basic-auth credentials with any request to the site, including a form another
@@ -73,10 +74,14 @@ NOTICES = {
         "Job is pending again, but the queue did not answer: the reconciler will queue it.",
     ),
     "not-failed": ("error", "Only a failed job can be retried."),
-    "cancelled": ("ok", "Job cancelled: a worker that takes it from the queue skips it."),
+    "cancelled": (
+        "ok",
+        "Job cancelled: a running handler is stopped, a waiting job is skipped, and a batch's "
+        "unfinished children are cancelled with it.",
+    ),
     "not-cancellable": (
         "error",
-        "Only a pending or retrying job can be cancelled; this one is running or finished.",
+        "Only a job that is not final can be cancelled; this one has finished.",
     ),
     "bulk-retried": ("ok", "{n} failed {type} job(s) queued again."),
 }
@@ -341,10 +346,11 @@ async def cancel(request: Request) -> Response:
     job_id = _job_id(request)
     if job_id is None:
         raise ApiError(404, "Job not found")
-    database = web_state(request).database
+    state = web_state(request)
+    database = state.database
     base = request.scope.get("root_path", "")
     page = f"{base}/jobs/{job_id}"
-    if await store.cancel_job(database, job_id):
+    if await state.jobs.cancel(job_id):
         logger.info("admin cancelled job %s", job_id)
         return _back(form, page, notice="cancelled")
     if await store.get_job(database, job_id) is None:

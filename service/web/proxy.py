@@ -216,6 +216,8 @@ async def status(request: Request) -> Response:
     body: dict[str, Any] = {"jobId": str(job.id), "status": job.status, "progress": job.progress}
     if job.progress_message:
         body["progressMessage"] = job.progress_message
+    if job.run_at is not None and job.status == JobStatus.PENDING:
+        body["runAt"] = job.run_at.isoformat()  # a delayed job, waiting until then
     if job.status == JobStatus.COMPLETED:
         body["result"] = job.result
     elif job.status == JobStatus.FAILED:
