@@ -15,6 +15,7 @@ from typing import Any
 from jobs.types import (
     AdminAPI,
     CompletionWrite,
+    EnqueuedJob,
     Handler,
     JobContext,
     JobType,
@@ -25,6 +26,7 @@ from jobs.types import (
 __all__ = [
     "AdminAPI",
     "CompletionWrite",
+    "EnqueuedJob",
     "Handler",
     "JobContext",
     "JobType",

@@ -6,9 +6,11 @@ A type is declared once and used by both processes: the web validates input agai
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
+from uuid import UUID
 
 from pydantic import BaseModel
 
@@ -32,6 +34,17 @@ class AdminAPI(Protocol):
     ) -> dict[str, Any]: ...
 
 
+@dataclass(frozen=True)
+class EnqueuedJob:
+    """A job an enqueue stands for: its id, status and due time (None: due at once).
+    `created` is False when its idempotency key already named a job (that one is returned)."""
+
+    id: UUID
+    status: str  # a JobStatus value: pending, processing, retrying, completed, failed
+    run_at: datetime | None
+    created: bool = True
+
+
 class JobContext(Protocol):
     """What a handler gets besides its input."""
 
@@ -51,6 +64,32 @@ class JobContext(Protocol):
     # Commit a write to the app's database in the same transaction as this job's completion:
     # exactly once per completed job (see jobs/worker/context.py).
     def on_completion(self, write: CompletionWrite) -> None: ...
+
+    # Start another job, for this job's shop unless `shop` is given (docs/starting-jobs.md).
+    async def enqueue(
+        self,
+        job_type: str,
+        input: BaseModel | dict[str, Any] | None = None,
+        *,
+        shop: str | None = None,
+        delay: float | timedelta | None = None,
+        run_at: datetime | None = None,
+        idempotency_key: str | None = None,
+    ) -> EnqueuedJob: ...
+
+    # Fan out children of this job, one per input, created in bulk. This job becomes final
+    # only when every child is final: completed with {"completed": n, "failed": m, "result":
+    # what the handler returned}, or failed if `fail_parent_on_child_failure` and one failed.
+    # `on_complete` names a job type run once when the batch is done. Returns how many
+    # children this call added; call it again to add more (a page at a time, say).
+    async def enqueue_batch(
+        self,
+        job_type: str,
+        inputs: Sequence[BaseModel | dict[str, Any]],
+        *,
+        on_complete: str | None = None,
+        fail_parent_on_child_failure: bool = False,
+    ) -> int: ...
 
 
 Handler = Callable[[JobContext, Any], Awaitable[Any]]

@@ -17,9 +17,10 @@ handlers (`ctx.enqueue`); anywhere else, `JobsClient(database, redis, job_types(
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from dataclasses import dataclass
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -28,15 +29,26 @@ from arq.connections import ArqRedis
 from databases import Database
 from pydantic import BaseModel, ValidationError
 
-from jobs.types import JobType
+from jobs.types import EnqueuedJob, JobType
 from service import store
-from service.core import cancel
+from service.core import cancel, queue
 from service.core.states import JobStatus
-from service.intake import Intake, NotQueued, ObserveEnqueue, QueueOutcome, Source
+from service.intake import (
+    ENQUEUE_TIMEOUT_SECONDS,
+    Intake,
+    NotQueued,
+    ObserveEnqueue,
+    QueueOutcome,
+    Source,
+)
+from service.store.sql import to_json
 
 logger = logging.getLogger("shopjobs.jobs")
 
 MAX_IDEMPOTENCY_KEY_LENGTH = 255
+# Children of a batch are written and queued this many at a time: one INSERT and one Redis
+# pipeline per chunk.
+CHILD_CHUNK = 1_000
 # A delay longer than this is surely a unit mistake (milliseconds for seconds, say).
 MAX_DELAY_SECONDS = 366 * 86_400
 
@@ -69,17 +81,6 @@ class ShopNotInstalled(EnqueueError):
 class QueueUnavailable(EnqueueError):
     def __init__(self) -> None:
         super().__init__("The queue (Redis) did not take the job; nothing was created")
-
-
-@dataclass(frozen=True)
-class EnqueuedJob:
-    """The job an enqueue stands for; `created` is False when its idempotency key already
-    named a job (that one is returned, as it is now)."""
-
-    id: UUID
-    status: JobStatus
-    run_at: datetime | None
-    created: bool = True
 
 
 def field_errors(exc: ValidationError, prefix: str = "input") -> list[dict[str, str]]:
@@ -197,6 +198,56 @@ class JobsClient:
         if existing is not None:
             return EnqueuedJob(existing.id, existing.status, existing.run_at, created=False)
         return EnqueuedJob(submitted.job_id, JobStatus.PENDING, due)
+
+    async def enqueue_children(
+        self,
+        parent_id: UUID,
+        shop: store.Shop,
+        job_type: str,
+        inputs: Sequence[BaseModel | dict[str, Any]],
+        first_index: int = 0,
+    ) -> int:
+        """Create a batch's children (the parent is already marked, store.start_batch), in
+        chunks of CHILD_CHUNK: one INSERT and one Redis pipeline each. Every input is validated
+        first (InvalidInput names `inputs[i].field`), so a bad one creates none. Children an
+        earlier run of the parent created already are not created again (their keys are
+        `batch:{parent}:{index}`). Returns how many were created.
+
+        If Redis refuses a chunk, QueueUnavailable is raised and its rows stay: they belong to
+        their parent's batch, and the reconciler queues them (RECONCILE_AFTER_SECONDS).
+        """
+        kind = self.job_type(job_type)
+        encoded: list[str] = []
+        for index, item in enumerate(inputs):
+            try:
+                encoded.append(to_json(self.validate(kind, item)))
+            except InvalidInput as exc:
+                details = [{**d, "field": f"inputs[{index}]." + d["field"]} for d in exc.details]
+                raise InvalidInput(exc.message, details) from None
+        created = 0
+        for start in range(0, len(encoded), CHILD_CHUNK):
+            ids = await store.insert_children(
+                self.database,
+                parent_id,
+                shop.id,
+                kind.name,
+                encoded[start : start + CHILD_CHUNK],
+                first_index + start,
+            )
+            created += len(ids)
+            if not ids:
+                continue
+            try:
+                await asyncio.wait_for(
+                    queue.enqueue_many(
+                        self.redis, [(kind.name, str(job_id), shop.domain) for job_id in ids]
+                    ),
+                    ENQUEUE_TIMEOUT_SECONDS * 5,
+                )
+            except Exception as exc:
+                logger.warning("batch %s: %d children not queued: %r", parent_id, len(ids), exc)
+                raise QueueUnavailable() from None
+        return created
 
     async def get(self, job_id: UUID) -> store.Job | None:
         return await store.get_job(self.database, job_id)

@@ -54,6 +54,7 @@ from service.core.db import create_database
 from service.core.logs import adopt, configure_logging
 from service.core.settings import Settings, load_settings
 from service.core.states import QueueFinish
+from service.jobs_client import JobsClient
 
 logger = logging.getLogger("shopjobs.worker")
 
@@ -392,6 +393,7 @@ def build_worker_settings(settings: Settings, types: dict[str, JobType] | None =
             resources=resources,
             metrics=worker_metrics,
             abandoned=abandoned,
+            jobs=JobsClient(database, redis, types),
         )
         lag_watch = asyncio.create_task(looplag.watch(worker_metrics, settings.job_lease_seconds))
         closing.callback(lag_watch.cancel)

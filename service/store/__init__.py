@@ -9,6 +9,14 @@ below.
 from __future__ import annotations
 
 from service.core.states import CANCELLED_MESSAGE
+from service.store.batches import (
+    FollowUp,
+    await_children,
+    batch_counts,
+    finish_batches,
+    insert_children,
+    start_batch,
+)
 from service.store.claims import (
     Claim,
     claim_job,
@@ -67,10 +75,13 @@ __all__ = [
     "CANCELLED_MESSAGE",
     "JOB_COLUMNS",
     "Claim",
+    "FollowUp",
     "Job",
     "JobFilter",
     "ListedJob",
     "Shop",
+    "await_children",
+    "batch_counts",
     "cancel_job",
     "claim_job",
     "claim_jobs",
@@ -85,11 +96,13 @@ __all__ = [
     "fail_job",
     "fail_unclaimed_job",
     "failed_jobs_by_type",
+    "finish_batches",
     "forget_webhook_event",
     "get_job",
     "get_job_for_shop",
     "get_listed_job",
     "get_shop",
+    "insert_children",
     "insert_jobs",
     "job_from_row",
     "job_types_in_use",
@@ -106,6 +119,7 @@ __all__ = [
     "retry_failed_jobs",
     "retry_job",
     "schedule_retry",
+    "start_batch",
     "stranded_jobs",
     "update_shop_token",
     "upsert_shop",

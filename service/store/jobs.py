@@ -37,7 +37,9 @@ class Job:
     updated_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
-    parent_id: UUID | None = None  # the batch parent of a child job (service/batches.py)
+    parent_id: UUID | None = None  # the batch parent of a child job (store/batches.py)
+    # A batch parent's spec (follow-up type, failure rule); None for every other job.
+    batch: dict[str, Any] | None = None
 
 
 def job_from_row(row: Mapping[str, Any] | None) -> Job | None:
@@ -47,6 +49,7 @@ def job_from_row(row: Mapping[str, Any] | None) -> Job | None:
     fields = dict(row)
     fields["input"] = from_json(fields["input"])
     fields["result"] = from_json(fields["result"])
+    fields["batch"] = from_json(fields["batch"])
     fields["status"] = JobStatus(fields["status"])
     return Job(**fields)
 

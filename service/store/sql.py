@@ -48,7 +48,7 @@ SHOP_COLUMNS = (
 JOB_COLUMNS = (
     "id, shop_id, type, input, status, progress, progress_message, result, error_message, "
     "attempts, retry_count, customer_id, idempotency_key, source, lease_owner, lease_expires_at, "
-    "run_at, created_at, updated_at, started_at, finished_at, parent_id"
+    "run_at, created_at, updated_at, started_at, finished_at, parent_id, batch"
 )
 
 # A job a worker may take: waiting (pending, retrying), or held under a lease that has expired
@@ -66,7 +66,7 @@ CLAIM_SET = """
            started_at = COALESCE(started_at, now()), run_at = NULL, updated_at = now()
 """
 CLAIM_RETURNING = """
-    RETURNING jobs.id, jobs.type, jobs.input, jobs.attempts, jobs.retry_count,
+    RETURNING jobs.id, jobs.type, jobs.input, jobs.attempts, jobs.retry_count, jobs.parent_id,
               (SELECT domain FROM shops WHERE shops.id = jobs.shop_id) AS shop,
               before.was = 'processing' AS recovered
 """

@@ -284,10 +284,11 @@ async def job_page(request: Request) -> Response:
     listed = None if job_id is None else await store.get_listed_job(database, job_id)
     if listed is None:
         raise ApiError(404, "Job not found")
+    job = listed.job
+    batch = None if job.batch is None else await store.batch_counts(database, job.id)
+    back = request.query_params.get("back", "")[:1000]
     return _render(
-        request,
-        "job.html",
-        {"listed": listed, "job": listed.job, "back": request.query_params.get("back", "")[:1000]},
+        request, "job.html", {"listed": listed, "job": job, "back": back, "batch": batch}
     )
 
 

@@ -24,7 +24,7 @@ from starlette.routing import Route
 
 from jobs.types import JobType
 from service import store
-from service.core.states import JobStatus
+from service.core.states import FINAL_STATUSES, JobStatus
 from service.intake import Source
 from service.shopify.shop_domain import is_shop_domain
 from service.shopify.signatures import ProxySignatureError, verify_app_proxy
@@ -218,6 +218,12 @@ async def status(request: Request) -> Response:
         body["progressMessage"] = job.progress_message
     if job.run_at is not None and job.status == JobStatus.PENDING:
         body["runAt"] = job.run_at.isoformat()  # a delayed job, waiting until then
+    if job.batch is not None:  # a batch parent: its children by status, counted in SQL
+        counts = await store.batch_counts(web_state(request).database, job.id)
+        body["batch"] = counts
+        if job.status not in FINAL_STATUSES and counts["total"]:
+            done = counts[JobStatus.COMPLETED] + counts[JobStatus.FAILED]
+            body["progress"] = done * 100 // counts["total"]
     if job.status == JobStatus.COMPLETED:
         body["result"] = job.result
     elif job.status == JobStatus.FAILED:
