@@ -52,7 +52,8 @@ class Stack:
         """The environment of a web or worker process: the product's settings for a benchmark.
 
         The rate limiter is off and completed jobs are kept (retention would delete rows the
-        harness still counts); everything else is the product's default.
+        harness still counts); the storefront quotas are counted but set out of reach, so
+        their cost is measured; everything else is the product's default.
         """
         values = {
             **os.environ,
@@ -63,6 +64,8 @@ class Stack:
             "SHOPIFY_APP_URL": "http://127.0.0.1:8000",
             "ENABLE_DIAGNOSTIC_JOBS": "true",
             "RATE_LIMIT_MAX": "0",
+            "PROXY_LIMIT_SHOP_PER_MINUTE": "1000000000",
+            "PROXY_LIMIT_CUSTOMER_PER_MINUTE": "1000000000",
             "COMPLETED_RETENTION_COUNT": "100000000",
             "PYTHONUNBUFFERED": "1",
         }

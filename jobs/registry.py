@@ -10,7 +10,7 @@ from service.core.settings import Settings
 def job_types(settings: Settings) -> dict[str, JobType]:
     """Enabled job types by name. Add your own types to `types` below."""
     types: list[JobType] = [
-        product_summary.JOB_TYPE,
+        product_summary.job_type(show_inventory=settings.product_summary_show_inventory),
         compliance.CUSTOMERS_DATA_REQUEST,
         compliance.CUSTOMERS_REDACT,
         compliance.SHOP_REDACT,
@@ -34,5 +34,8 @@ def webhook_jobs(settings: Settings) -> dict[str, WebhookJob]:
             compliance.CUSTOMERS_REDACT, compliance.customer_redact_input
         ),
         "shop/redact": WebhookJob(compliance.SHOP_REDACT, compliance.shop_redact_input),
-        "products/update": WebhookJob(product_summary.JOB_TYPE, product_summary.input_from_webhook),
+        "products/update": WebhookJob(
+            product_summary.job_type(show_inventory=settings.product_summary_show_inventory),
+            product_summary.input_from_webhook,
+        ),
     }

@@ -30,8 +30,10 @@ from service.jobs_client import JobsClient
 from service.web import dashboard, install, metrics, proxy, webhooks
 from service.web.errors import EXCEPTION_HANDLERS
 from service.web.middleware import RequestTelemetry
+from service.web.proxy_quota import ProxyQuota
 from service.web.shop_cache import ShopCache
 from service.web.state import WebState, web_state
+from service.web.webhook_body import BodyBudget
 
 HEALTH_TIMEOUT_SECONDS = 2.0
 
@@ -71,6 +73,12 @@ def create_app(settings: Settings) -> Starlette:
             job_types=types,
             webhook_jobs=webhook_jobs(settings),
             http=http,
+            webhook_bodies=BodyBudget(settings.webhook_body_budget_bytes),
+            proxy_quota=ProxyQuota(
+                redis,
+                settings.proxy_limit_shop_per_minute,
+                settings.proxy_limit_customer_per_minute,
+            ),
         )
         try:
             yield

@@ -11,6 +11,7 @@ import base64
 import json
 import zlib
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Any
 
 from graphql import GraphQLError, GraphQLSchema, build_schema
@@ -51,6 +52,9 @@ type Product {
   vendor: String!
   productType: String!
   status: ProductStatus!
+  publishedAt: DateTime
+  onlineStoreUrl: String
+  publishedOnCurrentPublication: Boolean!
   totalInventory: Int!
   createdAt: DateTime!
   variantsCount: Count
@@ -151,7 +155,7 @@ def connection(
     }
 
 
-def _variant(variant: Variant, product: Product) -> dict[str, Any]:
+def _variant(variant: Variant, product: Product, shop: str) -> dict[str, Any]:
     return {
         "id": variant.gid,
         "title": variant.title,
@@ -160,11 +164,18 @@ def _variant(variant: Variant, product: Product) -> dict[str, Any]:
         "inventoryQuantity": variant.inventory_quantity,
         "availableForSale": variant.inventory_quantity > 0,
         "position": variant.position,
-        "product": lambda info: _product(product),
+        "product": lambda info: _product(product, shop),
     }
 
 
-def _product(product: Product) -> dict[str, Any]:
+def _datetime(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def _product(product: Product, shop: str) -> dict[str, Any]:
+    """A product as the Admin API shows it; publication as Shopify reports it: a product
+    is on the storefront when it is ACTIVE and published (`onlineStoreUrl` is then set)."""
+
     def variants(
         info: Any,
         first: int | None = None,
@@ -175,7 +186,7 @@ def _product(product: Product) -> dict[str, Any]:
         return connection(
             product.variants,
             lambda v: v.id,
-            lambda v: _variant(v, product),
+            lambda v: _variant(v, product, shop),
             field="variants",
             first=first,
             after=after,
@@ -190,8 +201,13 @@ def _product(product: Product) -> dict[str, Any]:
         "vendor": product.vendor,
         "productType": product.product_type,
         "status": product.status,
+        "publishedAt": _datetime(product.created_at) if product.published else None,
+        "onlineStoreUrl": (
+            f"https://{shop}/products/{product.handle}" if product.on_storefront else None
+        ),
+        "publishedOnCurrentPublication": product.on_storefront,
         "totalInventory": product.total_inventory,
-        "createdAt": product.created_at.isoformat().replace("+00:00", "Z"),
+        "createdAt": _datetime(product.created_at),
         "variantsCount": {"count": len(product.variants), "precision": "EXACT"},
         "variants": variants,
     }
@@ -203,7 +219,7 @@ def root_value(shop: str, catalogue: dict[int, Product]) -> dict[str, Any]:
 
     def product(info: Any, id: str) -> dict[str, Any] | None:
         found = catalogue.get(parse_gid(id, "Product"))
-        return None if found is None else _product(found)
+        return None if found is None else _product(found, shop)
 
     def products(
         info: Any,
@@ -215,7 +231,7 @@ def root_value(shop: str, catalogue: dict[int, Product]) -> dict[str, Any]:
         return connection(
             ordered,
             lambda p: p.id,
-            _product,
+            lambda p: _product(p, shop),
             field="products",
             first=first,
             after=after,

@@ -2,7 +2,9 @@
 
 Deterministic: the same seed gives the same products, variants, prices and stock on every
 run, so tests can assert exact summaries. The first product always has `max_variants`
-variants, so paging is exercised whatever the seed.
+variants, so paging is exercised whatever the seed. Every seventh product is a DRAFT and
+every ninth is not published to the Online Store: neither is on the storefront, so the first
+six of any catalogue are.
 """
 
 from __future__ import annotations
@@ -45,12 +47,18 @@ class Product:
     vendor: str
     product_type: str
     status: str
+    published: bool  # on the Online Store sales channel
     created_at: datetime
     variants: tuple[Variant, ...]
 
     @property
     def gid(self) -> str:
         return f"gid://shopify/Product/{self.id}"
+
+    @property
+    def on_storefront(self) -> bool:
+        """What a storefront visitor can see: an ACTIVE product that is published."""
+        return self.status == "ACTIVE" and self.published
 
     @property
     def total_inventory(self) -> int:
@@ -89,6 +97,7 @@ def build(products: int, max_variants: int, seed: int) -> dict[int, Product]:
             vendor=rng.choice(VENDORS),
             product_type=title.split()[1],
             status="ACTIVE" if number % 7 else "DRAFT",
+            published=bool(number % 9),
             created_at=CREATED_FROM + timedelta(days=number),
             variants=variants,
         )

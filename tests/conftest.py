@@ -73,6 +73,8 @@ def settings(servers: local_services.Services) -> Settings:
         job_backoff_seconds=0.2,
         job_lease_seconds=3,
         rate_limit_max=0,  # tests of the limiter turn it on
+        proxy_limit_shop_per_minute=0,  # tests of the storefront quotas turn them on
+        proxy_limit_customer_per_minute=0,
         shop_cache_seconds=0,  # tests change shops behind the app's back; tests/integration/test_shop_cache.py
     )
 
@@ -92,6 +94,8 @@ def env(settings: Settings) -> dict[str, str]:
         "JOB_BACKOFF_SECONDS": str(settings.job_backoff_seconds),
         "JOB_LEASE_SECONDS": str(settings.job_lease_seconds),
         "RATE_LIMIT_MAX": str(settings.rate_limit_max),
+        "PROXY_LIMIT_SHOP_PER_MINUTE": str(settings.proxy_limit_shop_per_minute),
+        "PROXY_LIMIT_CUSTOMER_PER_MINUTE": str(settings.proxy_limit_customer_per_minute),
         "PYTHONUNBUFFERED": "1",
     }
     return values

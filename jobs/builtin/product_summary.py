@@ -10,11 +10,19 @@ count, stock, price range) that the storefront reads from /proxy/status. What to
   waits for exactly as many points as it needs;
 - a product that does not exist raises a NonRetryableError: retrying cannot create it.
 
+Any storefront visitor can start it, and it reads with the merchant's token, which sees
+everything: so it answers only for products the storefront shows (ACTIVE and published on
+the Online Store, i.e. with an `onlineStoreUrl`); a draft, archived or unpublished product is
+"not found", exactly like a missing one. Stock counts are the merchant's business: they are
+in the result only when the type is built with `show_inventory=True`
+(`PRODUCT_SUMMARY_SHOW_INVENTORY`).
+
 It also runs for the `products/update` webhook (see `jobs/registry.py`).
 """
 
 from __future__ import annotations
 
+import functools
 from decimal import Decimal
 from typing import Any
 
@@ -27,7 +35,7 @@ PRODUCT_GID = r"^gid://shopify/Product/[0-9]{1,20}$"
 FIRST_PAGE = """
 query ProductSummary($id: ID!, $first: Int!) {
   product(id: $id) {
-    id title handle status vendor totalInventory
+    id title handle status onlineStoreUrl vendor totalInventory
     variantsCount { count }
     variants(first: $first) {
       nodes { id price inventoryQuantity }
@@ -65,11 +73,17 @@ def _cost(page_size: int, first: bool) -> int:
     return 1 + (1 if first else 0) + 2 + page_size
 
 
-async def product_summary(ctx: JobContext, data: ProductSummaryInput) -> dict[str, Any]:
+def _on_storefront(product: dict[str, Any]) -> bool:
+    return product.get("status") == "ACTIVE" and bool(product.get("onlineStoreUrl"))
+
+
+async def product_summary(
+    ctx: JobContext, data: ProductSummaryInput, *, show_inventory: bool = False
+) -> dict[str, Any]:
     variables: dict[str, Any] = {"id": data.product_id, "first": data.page_size}
     answer = await ctx.admin.graphql(FIRST_PAGE, variables, cost=_cost(data.page_size, True))
     product = answer.get("product")
-    if product is None:
+    if product is None or not _on_storefront(product):
         raise ProductNotFound(f"Product not found: {data.product_id}")
     expected = max(1, int((product.get("variantsCount") or {}).get("count") or 1))
     variants: list[dict[str, Any]] = []
@@ -90,20 +104,22 @@ async def product_summary(ctx: JobContext, data: ProductSummaryInput) -> dict[st
         connection = page["product"]["variants"]
 
     prices = [Decimal(v["price"]) for v in variants]
-    stock = [v.get("inventoryQuantity") or 0 for v in variants]
-    return {
+    summary: dict[str, Any] = {
         "productId": product["id"],
         "title": product["title"],
         "handle": product["handle"],
         "status": product["status"],
         "vendor": product["vendor"],
         "variantCount": len(variants),
-        "totalInventory": sum(stock),
-        "outOfStockVariants": sum(1 for quantity in stock if quantity <= 0),
         "minPrice": str(min(prices)) if prices else None,
         "maxPrice": str(max(prices)) if prices else None,
         "pagesRead": pages,
     }
+    if show_inventory:
+        stock = [v.get("inventoryQuantity") or 0 for v in variants]
+        summary["totalInventory"] = sum(stock)
+        summary["outOfStockVariants"] = sum(1 for quantity in stock if quantity <= 0)
+    return summary
 
 
 def input_from_webhook(payload: dict[str, Any]) -> dict[str, Any]:
@@ -111,9 +127,11 @@ def input_from_webhook(payload: dict[str, Any]) -> dict[str, Any]:
     return {"product_id": payload.get("admin_graphql_api_id")}
 
 
-JOB_TYPE = JobType(
-    name="product_summary",
-    input_model=ProductSummaryInput,
-    handler=product_summary,
-    non_retryable=(ProductNotFound,),
-)
+def job_type(*, show_inventory: bool) -> JobType:
+    """The type, with stock counts in its results or not (PRODUCT_SUMMARY_SHOW_INVENTORY)."""
+    return JobType(
+        name="product_summary",
+        input_model=ProductSummaryInput,
+        handler=functools.partial(product_summary, show_inventory=show_inventory),
+        non_retryable=(ProductNotFound,),
+    )

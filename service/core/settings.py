@@ -76,6 +76,20 @@ class Settings(DatabaseSettings):
     failed_retention_seconds: PositiveFloat = 604_800
     failed_retention_count: NonNegativeInt = 5_000
 
+    # POST /webhooks reads bodies from anyone before the HMAC check: bounded in size, time and
+    # bytes held across the process (service/web/webhook_body.py).
+    webhook_max_body_bytes: Annotated[int, Field(ge=1024)] = 1024 * 1024
+    webhook_read_timeout_seconds: PositiveFloat = 10
+    webhook_body_budget_bytes: Annotated[int, Field(ge=1024)] = 16 * 1024 * 1024
+
+    # POST /proxy/process per shop and per logged-in customer, counted in Redis across all
+    # web processes (service/web/proxy_quota.py); 0 turns a limit off.
+    proxy_limit_shop_per_minute: NonNegativeInt = 120
+    proxy_limit_customer_per_minute: NonNegativeInt = 20
+
+    # product_summary answers storefront visitors: stock counts only when the merchant says so.
+    product_summary_show_inventory: bool = False
+
     enable_diagnostic_jobs: bool = False
 
     # The job dashboard at /admin (HTTP basic auth): served only when ADMIN_PASSWORD is set.

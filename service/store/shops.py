@@ -57,8 +57,7 @@ async def upsert_shop(
                     token_expires_at = EXCLUDED.token_expires_at,
                     refresh_token = EXCLUDED.refresh_token,
                     refresh_token_expires_at = EXCLUDED.refresh_token_expires_at,
-                    installed_at = CASE WHEN shops.uninstalled_at IS NULL
-                                        THEN shops.installed_at ELSE now() END,
+                    installed_at = now(),
                     uninstalled_at = NULL, updated_at = now()
             RETURNING {SHOP_COLUMNS}
             """,
@@ -97,8 +96,15 @@ async def update_shop_token(
         )  # fmt: skip
 
 
-async def mark_shop_uninstalled(database: Database, domain: str) -> bool:
-    """app/uninstalled: Shopify has revoked the tokens; forget them. False if unknown shop."""
+async def mark_shop_uninstalled(
+    database: Database, domain: str, triggered_at: datetime | None = None
+) -> bool:
+    """app/uninstalled: Shopify has revoked the tokens; forget them.
+
+    Only an uninstall triggered after the shop's current install (`installed_at`, renewed by
+    every install) counts: a late delivery of an older one must not revoke the token of a
+    reinstall. None: now, whatever the install. False: unknown shop, or a stale event.
+    """
     async with connection(database) as raw:
         row = await raw.fetchrow(
             """
@@ -107,8 +113,10 @@ async def mark_shop_uninstalled(database: Database, domain: str) -> bool:
                    token_expires_at = NULL, refresh_token = NULL,
                    refresh_token_expires_at = NULL, updated_at = now()
              WHERE domain = $1
+               AND installed_at < COALESCE($2::timestamptz, 'infinity')
             RETURNING id
             """,
             domain,
+            triggered_at,
         )
     return row is not None

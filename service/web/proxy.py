@@ -38,6 +38,7 @@ MAX_BODY_BYTES = 64 * 1024
 # Deeper than any sensible job input, and well inside what orjson can write back (254 levels).
 MAX_JSON_DEPTH = 64
 MAX_IDEMPOTENCY_KEY_LENGTH = 255
+CLIENT_KEY_PREFIX = "proxy:"
 MAX_CUSTOMER_ID_LENGTH = 255
 MAX_ERROR_DETAILS = 20
 MAX_DETAIL_TEXT = 200
@@ -138,7 +139,23 @@ def _parse_job_request(body: bytes, types: dict[str, JobType]) -> tuple[JobType,
     return job_type, job_input
 
 
+async def _check_quota(request: Request, shop: str, customer: str | None) -> None:
+    retry_after = await web_state(request).proxy_quota.refusal(shop, customer)
+    if retry_after is not None:
+        raise ApiError(
+            429,
+            "Too many requests: try again later",
+            {"retryAfterSeconds": retry_after},
+            headers={"Retry-After": str(retry_after)},
+        )
+
+
 def _idempotency_key(request: Request) -> str | None:
+    """The client's Idempotency-Key, stored as `proxy:KEY`.
+
+    The prefix keeps clients out of the keys the app writes itself (`webhook:EVENT`): a
+    visitor who sends `webhook:...` gets a job of their own, never a webhook's.
+    """
     values = request.headers.getlist("idempotency-key")
     if not values:
         return None
@@ -155,7 +172,7 @@ def _idempotency_key(request: Request) -> str | None:
             "Invalid Idempotency-Key",
             _field_error("Idempotency-Key", "one header of 1 to 255 printable ASCII characters"),
         )
-    return key
+    return f"{CLIENT_KEY_PREFIX}{key}"
 
 
 def _job_id(request: Request) -> UUID:
@@ -177,6 +194,7 @@ async def process(request: Request) -> Response:
     """Create a job: signature, shop, body, type and input checks, then row, then queue."""
     state = web_state(request)
     shop, customer = await _authenticate(request)
+    await _check_quota(request, shop.domain, customer)
     _check_length_header(request)
     key = _idempotency_key(request)
     body = await read_body(request, MAX_BODY_BYTES)

@@ -14,7 +14,9 @@ from service.core.settings import Settings
 from service.intake import Intake
 from service.jobs_client import JobsClient
 from service.web.metrics import WebMetrics
+from service.web.proxy_quota import ProxyQuota
 from service.web.shop_cache import ShopCache
+from service.web.webhook_body import BodyBudget
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,10 @@ class WebState:
     webhook_jobs: dict[str, WebhookJob]
     # For the OAuth code exchange (the web never calls the Admin API itself).
     http: httpx.AsyncClient
+    # Bodies of /webhooks in flight, bounded (service/web/webhook_body.py).
+    webhook_bodies: BodyBudget
+    # The storefront's per-shop and per-customer quotas (service/web/proxy_quota.py).
+    proxy_quota: ProxyQuota
 
 
 def web_state(request: Request) -> WebState:

@@ -1,11 +1,22 @@
 """POST /webhooks: every Shopify webhook topic, checked, recorded and queued within 5 s.
 
-The HMAC (X-Shopify-Hmac-Sha256: base64 HMAC-SHA256 of the raw body, compared in constant
-time) is checked before anything is parsed; a wrong one gets 401. Then the event is
-recorded by X-Shopify-Event-Id (X-Shopify-Webhook-Id when absent): the unique constraint on
-it turns Shopify's duplicate deliveries into 200 no-ops. No Shopify work happens here:
+The body is read within bounds (service/web/webhook_body.py: size, time, and a budget for
+the process), then the HMAC (X-Shopify-Hmac-Sha256: base64 HMAC-SHA256 of the raw body,
+compared in constant time) is checked before anything is parsed; a wrong one gets 401.
 
-- `app/uninstalled` marks the shop uninstalled at once (its proxy calls get 404 from now on);
+The HMAC covers the body only: the headers (topic, shop) could be rewritten on a body
+Shopify signed for something else. So a topic whose payload names its shop
+(`app/uninstalled`: `myshopify_domain`; compliance topics: `shop_domain`) is refused with
+400 unless the payload names the header's shop, and `app/uninstalled` must say when it was
+triggered (X-Shopify-Triggered-At).
+
+Then the event is recorded by X-Shopify-Event-Id (X-Shopify-Webhook-Id when absent): the
+unique constraint on it turns Shopify's duplicate deliveries into 200 no-ops. No Shopify
+work happens here:
+
+- `app/uninstalled` marks the shop uninstalled at once (its proxy calls get 404 from now on),
+  but only if it was triggered after the shop's current install: a late retry of an old
+  uninstall answers 200 `stale` and leaves a fresh reinstall alone;
 - a topic in `jobs.registry.webhook_jobs` becomes a job row (source 'webhook', idempotency
   key `webhook:{event id}`) and a queue entry (arq `_job_id` = the job id), recorded in the
   same transaction as the event, then queued through service/intake.py; if it cannot be
@@ -16,6 +27,7 @@ it turns Shopify's duplicate deliveries into 200 no-ops. No Shopify work happens
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -28,20 +40,42 @@ from service import store
 from service.intake import NotQueued, Source
 from service.shopify.shop_domain import is_shop_domain
 from service.shopify.signatures import verify_webhook
-from service.web.body import read_body
 from service.web.errors import ApiError
 from service.web.state import web_state
+from service.web.webhook_body import read_body
 
 logger = logging.getLogger("shopjobs.web")
 
-MAX_BODY_BYTES = 5 * 1024 * 1024  # Shopify's payloads (a product with many variants) fit
 UNINSTALLED = "app/uninstalled"
+# Where each topic's payload names its shop, as Shopify sends it.
+SHOP_FIELDS = {
+    UNINSTALLED: "myshopify_domain",
+    "customers/data_request": "shop_domain",
+    "customers/redact": "shop_domain",
+    "shop/redact": "shop_domain",
+}
+
+
+def _triggered_at(request: Request) -> datetime | None:
+    """X-Shopify-Triggered-At as an aware datetime; None when absent or malformed."""
+    value = request.headers.get("x-shopify-triggered-at", "")
+    try:
+        moment = datetime.fromisoformat(value[:64])
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else None
 
 
 async def receive(request: Request) -> Response:
     state = web_state(request)
-    body = await read_body(request, MAX_BODY_BYTES)
-    secret = state.settings.shopify_api_secret.get_secret_value()
+    settings = state.settings
+    body = await read_body(
+        request,
+        state.webhook_bodies,
+        max_bytes=settings.webhook_max_body_bytes,
+        timeout_seconds=settings.webhook_read_timeout_seconds,
+    )
+    secret = settings.shopify_api_secret.get_secret_value()
     if not verify_webhook(body, request.headers.get("x-shopify-hmac-sha256"), secret):
         state.metrics.rejected_signature("webhook")
         raise ApiError(401, "Invalid HMAC")
@@ -57,12 +91,24 @@ async def receive(request: Request) -> Response:
         raise ApiError(400, "Body must be JSON") from None
     if not isinstance(payload, dict):
         raise ApiError(400, "Body must be a JSON object")
-    outcome = await _handle(request, topic, shop, event_id, payload)
+    shop_field = SHOP_FIELDS.get(topic)
+    if shop_field is not None and payload.get(shop_field) != shop:
+        logger.warning("webhook %s for %s: payload names another shop; refused", topic, shop)
+        raise ApiError(400, f"Payload {shop_field} does not match X-Shopify-Shop-Domain")
+    triggered_at = _triggered_at(request)
+    if topic == UNINSTALLED and triggered_at is None:
+        raise ApiError(400, "Missing or invalid X-Shopify-Triggered-At")
+    outcome = await _handle(request, topic, shop, event_id, payload, triggered_at)
     return JSONResponse({"status": outcome})
 
 
 async def _handle(
-    request: Request, topic: str, shop: str, event_id: str, payload: dict[str, Any]
+    request: Request,
+    topic: str,
+    shop: str,
+    event_id: str,
+    payload: dict[str, Any],
+    triggered_at: datetime | None,
 ) -> str:
     state = web_state(request)
     database = state.database
@@ -79,7 +125,10 @@ async def _handle(
         if not fresh:
             return "duplicate"
         if topic == UNINSTALLED:
-            await store.mark_shop_uninstalled(database, shop)
+            assert triggered_at is not None  # checked by receive()
+            if not await store.mark_shop_uninstalled(database, shop, triggered_at):
+                logger.info("app/uninstalled for %s: unknown, or before its install; ignored", shop)
+                return "stale"
             state.shops.forget(shop)
             logger.info("shop %s uninstalled the app", shop)
             return "uninstalled"

@@ -227,7 +227,7 @@ def test_a_double_click_creates_one_job(page: Page, stack: Stack) -> None:
     assert len(posts) == 1
     rows = jobs_with_message(stack, SLOW_MESSAGE)[before:]
     assert len(rows) == 1 and rows[0]["status"] == "completed"
-    assert rows[0]["idempotency_key"] == posts[0].headers["idempotency-key"]
+    assert rows[0]["idempotency_key"] == "proxy:" + posts[0].headers["idempotency-key"]
 
     # Even with the button enabled again between the clicks, the second click joins the first.
     failing = block(page, "echo-fail")

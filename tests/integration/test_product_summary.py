@@ -21,12 +21,14 @@ from tests.support.jobs import HandlerContext
 SHOP = "summary-shop.myshopify.com"
 TOKEN = "shpat_summary"
 CATALOGUE = {"products": 6, "max_variants": 23, "seed": 5}
+# The same seed with a draft (product 7) and an unpublished product (9): the first six match.
+WIDE_CATALOGUE = {**CATALOGUE, "products": 10}
 
 
 @pytest.fixture
 def shopify(emulator):
     # A small bucket, quickly refilled: demand far above its size, tests still fast.
-    return emulator(shops={SHOP: TOKEN}, bucket_size=100, restore_rate=250, **CATALOGUE)
+    return emulator(shops={SHOP: TOKEN}, bucket_size=100, restore_rate=250, **WIDE_CATALOGUE)
 
 
 @pytest.fixture
@@ -39,10 +41,13 @@ async def admin(shopify, settings: Settings, database: Database, redis: ArqRedis
     await client.aclose()
 
 
-def run(admin: AdminClient, product_id: str, page_size: int = 10) -> tuple[HandlerContext, object]:
+def run(
+    admin: AdminClient, product_id: str, page_size: int = 10, *, show_inventory: bool = True
+) -> tuple[HandlerContext, object]:
     ctx = HandlerContext(shop=SHOP, job_type="product_summary", admin=admin.admin_for(SHOP))
     data = product_summary.ProductSummaryInput(product_id=product_id, page_size=page_size)
-    return ctx, product_summary.product_summary(ctx, data)
+    handler = product_summary.job_type(show_inventory=show_inventory).handler
+    return ctx, handler(ctx, data)
 
 
 async def emulator_stats(shopify) -> dict:
@@ -78,7 +83,10 @@ async def test_missing_product_is_not_retryable(admin: AdminClient) -> None:
     with pytest.raises(product_summary.ProductNotFound) as missing:
         await job
     assert isinstance(missing.value, NonRetryableError)
-    assert product_summary.ProductNotFound in product_summary.JOB_TYPE.non_retryable
+    assert (
+        product_summary.ProductNotFound
+        in product_summary.job_type(show_inventory=False).non_retryable
+    )
 
 
 def test_input_must_be_a_product_gid() -> None:
@@ -111,3 +119,28 @@ async def test_fifty_jobs_share_a_small_bucket_without_hammering_it(
     counters = await emulator_stats(shopify)
     assert counters["throttled"] <= 3, counters
     assert counters["requests"] - counters["throttled"] == sum(s["pagesRead"] for s in summaries)
+
+
+async def test_only_products_on_the_storefront_are_summarised(shopify, admin: AdminClient) -> None:
+    """A visitor must not read a draft's or an unpublished product's details with the
+    merchant's token: both look exactly like a product that does not exist."""
+    catalogue = list(build(**WIDE_CATALOGUE).values())
+    draft, unpublished = catalogue[6], catalogue[8]  # products 7 and 9
+    assert draft.status == "DRAFT" and unpublished.status == "ACTIVE" and not unpublished.published
+    for hidden in (draft, unpublished):
+        _, job = run(admin, hidden.gid)
+        with pytest.raises(product_summary.ProductNotFound) as refused:
+            await job
+        assert str(refused.value) == f"Product not found: {hidden.gid}"
+    _, shown = run(admin, catalogue[0].gid)
+    assert (await shown)["productId"] == catalogue[0].gid
+
+
+async def test_stock_counts_only_when_the_type_allows_them(admin: AdminClient) -> None:
+    product = next(iter(build(**CATALOGUE).values()))
+    _, default = run(admin, product.gid, show_inventory=False)
+    summary = await default
+    assert summary["variantCount"] == len(product.variants)
+    assert "totalInventory" not in summary and "outOfStockVariants" not in summary
+    _, allowed = run(admin, product.gid, show_inventory=True)
+    assert (await allowed)["totalInventory"] == product.total_inventory

@@ -1,6 +1,7 @@
 """The web's shop cache: trusted for SHOP_CACHE_SECONDS, forgotten at once on uninstall."""
 
 import asyncio
+from datetime import UTC, datetime
 
 from databases import Database
 
@@ -61,7 +62,7 @@ async def test_uninstall_webhook_reaches_the_proxy_at_once_with_the_cache_on(
                 "/proxy/process", params=query, json={"type": "echo", "input": {"message": "x"}}
             )
             assert ok.status_code == 200
-            body = json.dumps({"id": 1}).encode()
+            body = json.dumps({"id": 1, "myshopify_domain": shop}).encode()
             hook = await client.post(
                 "/webhooks",
                 content=body,
@@ -69,6 +70,7 @@ async def test_uninstall_webhook_reaches_the_proxy_at_once_with_the_cache_on(
                     "X-Shopify-Topic": "app/uninstalled",
                     "X-Shopify-Shop-Domain": shop,
                     "X-Shopify-Event-Id": "evt-uninstall-1",
+                    "X-Shopify-Triggered-At": datetime.now(UTC).isoformat(),
                     "X-Shopify-Hmac-Sha256": webhook_hmac(body, secret),
                     "Content-Type": "application/json",
                 },

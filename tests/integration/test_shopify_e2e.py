@@ -19,7 +19,7 @@ from tests.support.processes import web_command, worker_command
 
 SHOP = "e2e-shop.myshopify.com"
 TOKEN = "shpat_e2e"
-CATALOGUE = {"products": 6, "max_variants": 12, "seed": 3}
+CATALOGUE = {"products": 7, "max_variants": 12, "seed": 3}  # product 7 is a DRAFT
 
 
 @pytest.fixture
@@ -99,7 +99,20 @@ async def test_product_summary_end_to_end_through_the_app_proxy(stack, database:
         assert done["result"]["productId"] == product.gid
         assert done["result"]["variantCount"] == len(product.variants) == 12
         assert done["result"]["pagesRead"] == 3
-        assert done["result"]["totalInventory"] == product.total_inventory
+        assert "totalInventory" not in done["result"]  # PRODUCT_SUMMARY_SHOW_INVENTORY is off
+        draft = list(build(**CATALOGUE).values())[6]
+        assert draft.status == "DRAFT"
+        hidden = await storefront.post(
+            "/apps/jobs/process",
+            json={"type": "product_summary", "input": {"product_id": draft.gid}},
+        )
+        refused = await _finished(storefront, hidden.json()["jobId"])
+        assert refused == {
+            "jobId": hidden.json()["jobId"],
+            "status": "failed",
+            "progress": 0,
+            "error": f"Product not found: {draft.gid}",
+        }
 
         missing = await storefront.post(
             "/apps/jobs/process",
@@ -124,7 +137,7 @@ async def test_fifty_jobs_against_a_small_bucket_with_two_workers(
     second_health = free_port()
     spawn(worker_command(), {**stack_env, "WORKER_HEALTH_PORT": str(second_health)}, "worker2")
     wait_for_http(f"http://127.0.0.1:{second_health}/healthz")
-    products = [p.gid for p in build(**CATALOGUE).values()]
+    products = [p.gid for p in build(**CATALOGUE).values() if p.on_storefront]
     async with httpx.AsyncClient(base_url=shopify_url) as storefront:
         for n in range(50):
             answer = await storefront.post(
@@ -185,10 +198,13 @@ async def test_compliance_webhooks_run_through_the_worker(stack, database: Datab
 
     customer = {"id": 42, "email": "jane@example.com"}
     exported = await deliver(
-        "customers/data_request", {"customer": customer, "data_request": {"id": 1}}
+        "customers/data_request",
+        {"shop_domain": SHOP, "customer": customer, "data_request": {"id": 1}},
     )
     assert exported.status == "completed" and len(exported.result["jobs"]) == 2
-    redacted = await deliver("customers/redact", {"customer": customer, "orders_to_redact": []})
+    redacted = await deliver(
+        "customers/redact", {"shop_domain": SHOP, "customer": customer, "orders_to_redact": []}
+    )
     assert redacted.status == "completed" and redacted.result["deletedJobs"] == 2
     erased = await deliver("shop/redact", {"shop_id": 1, "shop_domain": SHOP})
     assert erased.status == "completed" and erased.result["deletedJobs"] >= 1

@@ -1,0 +1,64 @@
+"""Storefront quotas: how many jobs one shop's visitors may start per minute.
+
+`POST /proxy/process` is reachable by anyone who can load the shop's storefront, and every
+accepted request is work for the shop's Admin API bucket and for the workers that all shops
+share. Two limits per minute, counted in Redis so that every web process shares them:
+
+- `PROXY_LIMIT_SHOP_PER_MINUTE` (default 120): all of a shop's storefront requests;
+- `PROXY_LIMIT_CUSTOMER_PER_MINUTE` (default 20): one logged-in customer's
+  (`logged_in_customer_id`). Anonymous visitors cannot be told apart (the signature names no
+  visitor, and the address is Shopify's proxy), so they count against the shop's limit only.
+
+0 turns a limit off. The windows are fixed minutes (one counter key per shop, or customer,
+per minute, expiring after two): a cost of one Redis round trip (INCR + EXPIRE, pipelined) on
+the hot path, at the price of a burst of up to twice a limit across a minute's boundary.
+Jobs the app starts itself (webhooks, the dashboard) do not pass here and are not counted.
+If Redis does not answer, the request is let through: it cannot be queued anyway, and is
+refused with 503 there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+
+from redis.asyncio import Redis
+
+logger = logging.getLogger("shopjobs.web")
+
+KEY_PREFIX = "shopjobs:proxy-quota"
+WINDOW_SECONDS = 60
+TIMEOUT_SECONDS = 1.0
+
+
+class ProxyQuota:
+    def __init__(self, redis: Redis, per_shop: int, per_customer: int) -> None:
+        self.redis = redis
+        self.per_shop = per_shop
+        self.per_customer = per_customer
+
+    async def refusal(self, shop: str, customer: str | None) -> int | None:
+        """Count this request: None if it is within the limits, else the seconds to wait."""
+        now = time.time()
+        window = int(now // WINDOW_SECONDS)
+        limits: list[tuple[str, int]] = []
+        if self.per_shop:
+            limits.append((f"{KEY_PREFIX}:{window}:shop:{shop}", self.per_shop))
+        if customer is not None and self.per_customer:
+            limits.append((f"{KEY_PREFIX}:{window}:customer:{shop}:{customer}", self.per_customer))
+        if not limits:
+            return None
+        pipe = self.redis.pipeline(transaction=False)
+        for key, _ in limits:
+            pipe.incr(key)
+            pipe.expire(key, 2 * WINDOW_SECONDS)
+        try:
+            replies = await asyncio.wait_for(pipe.execute(), TIMEOUT_SECONDS)
+        except Exception as exc:  # Redis down or slow: the enqueue that follows says 503
+            logger.warning("proxy quota not counted for %s: %r", shop, exc)
+            return None
+        if all(count <= limit for count, (_, limit) in zip(replies[::2], limits, strict=True)):
+            return None
+        return max(1, math.ceil((window + 1) * WINDOW_SECONDS - now))
