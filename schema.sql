@@ -77,6 +77,13 @@ ALTER TABLE jobs ADD COLUMN IF NOT EXISTS batch jsonb;
 CREATE INDEX IF NOT EXISTS jobs_parent_status_idx ON jobs (parent_id, status)
     WHERE parent_id IS NOT NULL;
 
+-- Schedules (service/store/schedules.py): the latest tick whose runs exist, per scheduled type.
+CREATE TABLE IF NOT EXISTS schedule_ticks (
+    job_type        text PRIMARY KEY,
+    tick            timestamptz NOT NULL,
+    updated_at      timestamptz NOT NULL DEFAULT now()
+);
+
 -- Dropped: the fault suite's record of the diagnostic `echo` job's side effects, which earlier
 -- releases created here. No product code reads or writes it; the tests create their own.
 DROP TABLE IF EXISTS echo_effects;

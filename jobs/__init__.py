@@ -20,6 +20,7 @@ from jobs.types import (
     JobContext,
     JobType,
     NonRetryableError,
+    Schedule,
     WebhookJob,
 )
 
@@ -31,6 +32,7 @@ __all__ = [
     "JobContext",
     "JobType",
     "NonRetryableError",
+    "Schedule",
     "WebhookJob",
 ]
 

@@ -96,6 +96,24 @@ Handler = Callable[[JobContext, Any], Awaitable[Any]]
 
 
 @dataclass(frozen=True)
+class Schedule:
+    """Run a job type on a cron schedule (docs/starting-jobs.md).
+
+    `cron`: five fields (minute hour day month weekday), or six with seconds first, in UTC.
+    `per_shop`: one run per installed shop, spread over the interval to the next tick by a
+    hash of the shop (a thousand shops do not start in the same second); False: one run per
+    tick for the app, recorded under its first installed shop (every job belongs to a shop).
+    `input`: the input of every run. Each tick runs once however many workers run; a tick
+    missed while no worker ran runs once when one is back (only the latest); a schedule starts
+    with the first tick after a worker first sees it.
+    """
+
+    cron: str
+    per_shop: bool = True
+    input: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class JobType:
     name: str
     input_model: type[BaseModel]
@@ -107,6 +125,8 @@ class JobType:
     # May theme JavaScript create it through the app proxy? False for types only the app
     # itself starts (the compliance webhooks must never be triggered by a storefront visitor).
     proxy: bool = True
+    # Run it on a cron schedule too (None: only when something enqueues it).
+    schedule: Schedule | None = None
 
 
 @dataclass(frozen=True)

@@ -51,6 +51,7 @@ class Source(StrEnum):
     APP = "app"  # the app's own code: a route, a webhook handler (service/jobs_client.py)
     JOB = "job"  # a handler, through ctx.enqueue
     CLI = "cli"  # python -m service jobs enqueue
+    SCHEDULE = "schedule"  # a job type's cron schedule (jobs/worker/schedules.py)
 
 
 class QueueOutcome(StrEnum):

@@ -42,7 +42,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from jobs.registry import job_types
 from jobs.types import JobType
-from jobs.worker import health, looplag, maintenance, metrics
+from jobs.worker import health, looplag, maintenance, metrics, schedules
 from jobs.worker.claims import Finish, QueueClaims, Taken
 from jobs.worker.ratelimit import RateLimiter
 from jobs.worker.resources import close_resources, open_resources
@@ -422,6 +422,12 @@ def build_worker_settings(settings: Settings, types: dict[str, JobType] | None =
                     max_tries=1,
                 ),
                 cron(maintenance.retention, second={30}, max_tries=1),
+                cron(
+                    schedules.schedules,
+                    second=set(range(0, 60, schedules.SCHEDULE_SECONDS)),
+                    run_at_startup=True,
+                    max_tries=1,
+                ),
             ],
             "redis_settings": worker_redis_settings(settings.redis_url),
             "queue_name": queue.QUEUE_NAME,

@@ -56,6 +56,7 @@ from service.store.outcomes import (
     record_progress,
     schedule_retry,
 )
+from service.store.schedules import TickJob, create_tick_jobs, schedule_ticks
 from service.store.shops import (
     Shop,
     get_shop,
@@ -80,6 +81,7 @@ __all__ = [
     "JobFilter",
     "ListedJob",
     "Shop",
+    "TickJob",
     "await_children",
     "batch_counts",
     "cancel_job",
@@ -89,6 +91,7 @@ __all__ = [
     "complete_jobs",
     "count_jobs_by_status",
     "create_job",
+    "create_tick_jobs",
     "customer_jobs",
     "delete_customer_jobs",
     "delete_job",
@@ -119,6 +122,7 @@ __all__ = [
     "retry_failed_jobs",
     "retry_job",
     "schedule_retry",
+    "schedule_ticks",
     "start_batch",
     "stranded_jobs",
     "update_shop_token",
