@@ -33,6 +33,7 @@ from uuid import UUID
 
 import jinja2
 import orjson
+from databases import Database
 from starlette.datastructures import MutableHeaders
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -41,7 +42,9 @@ from starlette.routing import Mount, Route
 from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from jobs.types import JobType
 from service import store
+from service.core.schedule_times import next_tick
 from service.core.settings import Settings
 from service.core.states import JobStatus
 from service.intake import QueueOutcome, Source
@@ -266,9 +269,34 @@ async def index(request: Request) -> Response:
             "total": sum(counts.values()),
             "types": types,
             "failed_by_type": await store.failed_jobs_by_type(database),
+            "schedules": await _schedules(state.job_types, database),
             "current": _query(filters, page=page if page > 1 else None),
         },
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class ScheduleRow:
+    """A scheduled job type as the dashboard lists it."""
+
+    job_type: str
+    cron: str
+    per_shop: bool
+    last_tick: datetime | None  # the latest tick whose runs were written
+    next_tick: datetime
+
+
+async def _schedules(types: dict[str, JobType], database: Database) -> list[ScheduleRow]:
+    """Every scheduled type with its last and next tick (jobs/worker/schedules.py runs them)."""
+    scheduled = {name: t.schedule for name, t in types.items() if t.schedule is not None}
+    if not scheduled:
+        return []
+    last = await store.schedule_ticks(database)
+    now = datetime.now(UTC)
+    return [
+        ScheduleRow(name, s.cron, s.per_shop, last.get(name), next_tick(s, now))
+        for name, s in sorted(scheduled.items())
+    ]
 
 
 def _job_id(request: Request) -> UUID | None:
