@@ -161,3 +161,16 @@ async def test_cancelling_a_parent_cancels_its_unfinished_children(
     assert await database.fetch_val("SELECT count(*) FROM jobs WHERE type = 'batch_done'") == 0
     job = await store.get_job(database, parent.id)
     assert job.status == "failed" and job.error_message == "Cancelled"
+
+
+async def test_a_handler_starts_a_job_for_its_shop(
+    client: JobsClient, database: Database, spawn: Spawn, env: dict[str, str]
+) -> None:
+    await make_shop(database)
+    parent = await client.enqueue("spawn_one", shop=SHOP, input={"message": "from a handler"})
+    start_worker(spawn, env, wrap=batch_jobs_command)
+    job = await wait_for_status(database, parent.id, {"completed"})
+    spawned = await wait_for_status(database, uuid.UUID(job.result["spawned"]), {"completed"})
+    assert spawned.result == {"message": "from a handler"} and spawned.source == "job"
+    assert spawned.shop_id == job.shop_id and spawned.idempotency_key == f"from:{parent.id}"
+    assert spawned.parent_id is None  # a job it started, not a child of a batch

@@ -5,7 +5,8 @@ through this module (`python -m tests.support.batch_jobs arq jobs.WorkerSettings
 - `fan_out`: a parent that fans out `children` echo jobs in `pages` calls of
   ctx.enqueue_batch (the children listed in `fail` fail permanently), with `batch_done` as
   its follow-up unless `follow_up` is false;
-- `batch_done`: the follow-up; it returns the input the batch's end gave it.
+- `batch_done`: the follow-up; it returns the input the batch's end gave it;
+- `spawn_one`: starts one echo job with ctx.enqueue.
 """
 
 from __future__ import annotations
@@ -57,6 +58,17 @@ async def batch_done(ctx: JobContext, data: BatchDoneInput) -> dict[str, object]
     return data.model_dump(mode="json")
 
 
+class SpawnInput(BaseModel):
+    message: str
+
+
+async def spawn_one(ctx: JobContext, data: SpawnInput) -> dict[str, str]:
+    """Starts one echo job for its own shop, the same one on every run of this job."""
+    job = await ctx.enqueue("echo", {"message": data.message}, idempotency_key=f"from:{ctx.job_id}")
+    return {"spawned": str(job.id), "status": job.status}
+
+
+SPAWN_ONE = JobType(name="spawn_one", input_model=SpawnInput, handler=spawn_one)
 FAN_OUT = JobType(name="fan_out", input_model=FanOutInput, handler=fan_out)
 BATCH_DONE = JobType(name="batch_done", input_model=BatchDoneInput, handler=batch_done)
 
@@ -65,7 +77,12 @@ _product_job_types = jobs.registry.job_types
 
 def job_types(settings: Settings) -> dict[str, JobType]:
     """The deployment's job types, plus `fan_out` and `batch_done`."""
-    return {**_product_job_types(settings), "fan_out": FAN_OUT, "batch_done": BATCH_DONE}
+    return {
+        **_product_job_types(settings),
+        "fan_out": FAN_OUT,
+        "batch_done": BATCH_DONE,
+        "spawn_one": SPAWN_ONE,
+    }
 
 
 def batch_jobs_command(command: list[str]) -> list[str]:
