@@ -66,6 +66,10 @@ CREATE TABLE IF NOT EXISTS webhook_events (
 
 CREATE INDEX IF NOT EXISTS webhook_events_received_idx ON webhook_events (received_at);
 
+-- The staff member (the session token's `sub`) who started a job from the embedded admin;
+-- NULL for jobs from the storefront, webhooks and the app itself.
+ALTER TABLE jobs ADD COLUMN IF NOT EXISTS staff_user_id text;
+
 -- The per-shop concurrency cap counts a shop's running jobs at every claim.
 CREATE INDEX IF NOT EXISTS jobs_processing_shop_idx ON jobs (shop_id) WHERE status = 'processing';
 

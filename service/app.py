@@ -3,7 +3,8 @@
 `create_app(settings)` builds the Starlette app from explicit settings (tests call it
 directly); the module attribute `app` is built on first access from the environment, so a
 missing setting stops uvicorn with one line naming it. Besides the Shopify-facing routes it
-serves GET /healthz, GET /metrics (Prometheus) and the job dashboard under /admin.
+serves GET /healthz, GET /metrics (Prometheus), the job dashboard under /admin, and the
+embedded admin (the merchant's page /app and its API under /api).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from service.core.logs import configure_logging
 from service.core.settings import Settings, load_settings
 from service.intake import Intake
 from service.jobs_client import JobsClient
-from service.web import dashboard, install, metrics, proxy, webhooks
+from service.web import admin_api, dashboard, embedded, install, metrics, proxy, webhooks
 from service.web.errors import EXCEPTION_HANDLERS
 from service.web.middleware import RequestTelemetry
 from service.web.proxy_quota import ProxyQuota
@@ -93,6 +94,8 @@ def create_app(settings: Settings) -> Starlette:
         *proxy.routes,
         *install.routes,
         *webhooks.routes,
+        *admin_api.routes,
+        *embedded.routes,
         dashboard.mount(settings),
     ]
     app = Starlette(

@@ -39,7 +39,7 @@ ENQUEUE_TIMEOUT_SECONDS = 1.0
 # How long a refused creation keeps trying to delete a row it may have written after all.
 FORGET_SECONDS = 2.0
 
-NewRow = tuple[UUID, int, str, str, str | None, str | None, str]
+NewRow = tuple[UUID, int, str, str, str | None, str | None, str, str | None]
 
 
 class Source(StrEnum):
@@ -47,7 +47,7 @@ class Source(StrEnum):
 
     PROXY = "proxy"
     WEBHOOK = "webhook"
-    ADMIN = "admin"  # the dashboard queues existing jobs again; it writes no rows
+    ADMIN = "admin"  # the embedded admin's /api/jobs; the dashboard's retries (no new rows)
     APP = "app"  # the app's own code: a route, a webhook handler (service/jobs_client.py)
     JOB = "job"  # a handler, through ctx.enqueue
     CLI = "cli"  # python -m service jobs enqueue
@@ -100,6 +100,7 @@ class Intake:
         source: Source,
         idempotency_key: str | None = None,
         customer_id: str | None = None,
+        staff_user_id: str | None = None,
         run_at: datetime | None = None,
         parent_id: UUID | None = None,
     ) -> Submitted:
@@ -123,12 +124,14 @@ class Intake:
                     idempotency_key=idempotency_key,
                     source=source,
                     job_id=wanted,
+                    staff_user_id=staff_user_id,
                 )
             else:  # rare: a statement of its own rather than a share of the group commit
                 job, created = await store.create_job(
                     self.database, shop_id=shop.id, job_type=job_type.name, job_input=job_input,
                     customer_id=customer_id, idempotency_key=idempotency_key, source=source,
                     job_id=wanted, run_at=run_at, parent_id=parent_id,
+                    staff_user_id=staff_user_id,
                 )  # fmt: skip
                 job_id, existing = job.id, None if created else job
         except UNAVAILABLE_ERRORS:
@@ -195,17 +198,18 @@ class Intake:
         idempotency_key: str | None,
         source: str,
         job_id: UUID,
+        staff_user_id: str | None,
     ) -> tuple[UUID, store.Job | None]:
         """The id of the job for this request, and the job that already held its idempotency
         key (None: this call created the job)."""
         row = (job_id, shop_id, job_type, orjson.dumps(job_input).decode(), customer_id,
-               idempotency_key, source)  # fmt: skip
+               idempotency_key, source, staff_user_id)  # fmt: skip
         if await self._rows.submit(row):
             return job_id, None
         job, created = await store.create_job(
             self.database, shop_id=shop_id, job_type=job_type, job_input=job_input,
             customer_id=customer_id, idempotency_key=idempotency_key, source=source,
-            job_id=job_id,
+            job_id=job_id, staff_user_id=staff_user_id,
         )  # fmt: skip
         return job.id, None if created else job
 

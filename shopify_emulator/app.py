@@ -10,7 +10,7 @@ import httpx
 from starlette.applications import Starlette
 from starlette.routing import Route
 
-from shopify_emulator import admin_api, control, oauth, storefront, theme
+from shopify_emulator import admin_api, control, embedded, oauth, storefront, theme
 from shopify_emulator.config import EmulatorConfig
 from shopify_emulator.state import EmulatorState
 
@@ -34,7 +34,9 @@ def create_app(config: EmulatorConfig) -> Starlette:
         Route("/admin/api/{version}/graphql.json", admin_api.graphql, methods=["POST"]),
         Route("/admin/oauth/authorize", oauth.authorize, methods=["GET"]),
         Route("/admin/oauth/access_token", oauth.access_token, methods=["POST"]),
-        Route("/admin/apps/{api_key}", oauth.app_home, methods=["GET"]),
+        Route("/admin/apps/{api_key}", embedded.admin_page, methods=["GET"]),
+        Route("/cdn/shopifycloud/app-bridge.js", embedded.app_bridge, methods=["GET"]),
+        Route("/_emulator/id-token", embedded.id_token, methods=["POST"]),
         Route("/apps/{subpath}", storefront.app_proxy, methods=ALL_METHODS),
         Route("/apps/{subpath}/{rest:path}", storefront.app_proxy, methods=ALL_METHODS),
         Route("/", theme.storefront_page, methods=["GET"]),

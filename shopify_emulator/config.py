@@ -36,6 +36,8 @@ class EmulatorConfig:
     token_lifetime_seconds: float = 3600.0
     refresh_token_lifetime_seconds: float = 90 * 86_400.0
     api_version: str = "2025-10"
+    # What a Shopify-managed install grants (shopify.app.toml's [access_scopes]).
+    scopes: str = "read_products"
     # The theme app extension the storefront renders (default: extensions/shopjobs-theme).
     theme_extension_dir: str | None = None
 

@@ -25,8 +25,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from shopify_emulator import webhooks
-from shopify_emulator.oauth import SHOP_RE
-from shopify_emulator.state import FAULT_KINDS, EmulatorState, Fault
+from shopify_emulator.state import FAULT_KINDS, SHOP_RE, EmulatorState, Fault
 
 
 def _state(request: Request) -> EmulatorState:

@@ -12,8 +12,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import html
-import re
 import time
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
@@ -21,26 +19,13 @@ from urllib.parse import parse_qsl, urlencode
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
-from shopify_emulator.state import EmulatorState
-
-SHOP_RE = re.compile(r"^[a-z0-9][a-z0-9-]*\.myshopify\.com$")
+from shopify_emulator import embedded
+from shopify_emulator.state import EmulatorState, request_shop
 
 
 def callback_hmac(params: dict[str, str], secret: str) -> str:
     message = "&".join(f"{key}={params[key]}" for key in sorted(params))
     return hmac.new(secret.encode(), message.encode(), hashlib.sha256).hexdigest()
-
-
-def request_shop(request: Request, state: EmulatorState) -> str | None:
-    """Which shop a request is for: `?shop=`, else a *.myshopify.com Host, else the first shop.
-
-    Shopify knows the shop from the host name; the emulator serves every shop on one host.
-    """
-    candidates = [request.query_params.get("shop", ""), request.url.hostname or ""]
-    for candidate in candidates:
-        if SHOP_RE.fullmatch(candidate):
-            return candidate
-    return next(iter(state.shops), None)
 
 
 def _refuse(message: str) -> HTMLResponse:
@@ -97,6 +82,8 @@ async def access_token(request: Request) -> JSONResponse:
             status_code=401,
         )
     now = time.time()
+    if params.get("grant_type") == embedded.TOKEN_EXCHANGE_GRANT:
+        return embedded.exchange(state, params, now)
     if params.get("grant_type") == "refresh_token":
         shop = state.redeem_refresh_token(str(params.get("refresh_token", "")), now)
         if shop is None:
@@ -116,9 +103,3 @@ async def access_token(request: Request) -> JSONResponse:
         )
     expiring = str(params.get("expiring", "0")).lower() in ("1", "true")
     return JSONResponse(state.issue_tokens(grant.shop, now, expiring=expiring))
-
-
-async def app_home(request: Request) -> HTMLResponse:
-    """Where the app sends the merchant after installing: the app inside the admin."""
-    api_key = html.escape(request.path_params["api_key"])
-    return HTMLResponse(f"<h1>Shopify admin (emulated)</h1><p>App {api_key} is installed.</p>")

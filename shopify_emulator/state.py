@@ -6,17 +6,21 @@ time (`now` from the caller); buckets use the monotonic clock given at construct
 
 from __future__ import annotations
 
+import re
 import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from starlette.requests import Request
+
 from shopify_emulator.bucket import LeakyBucket
 from shopify_emulator.catalogue import Product, build
 from shopify_emulator.config import EmulatorConfig
 
 FAULT_KINDS = ("429", "503", "500", "slow")
+SHOP_RE = re.compile(r"^[a-z0-9][a-z0-9-]*\.myshopify\.com$")
 CODE_LIFETIME_SECONDS = 600.0
 
 
@@ -171,3 +175,15 @@ class EmulatorState:
             state.bucket = LeakyBucket.full(self.config.bucket_size, self.config.restore_rate, now)
             for key in state.counters:
                 state.counters[key] = 0
+
+
+def request_shop(request: Request, state: EmulatorState) -> str | None:
+    """Which shop a request is for: `?shop=`, else a *.myshopify.com Host, else the first shop.
+
+    Shopify knows the shop from the host name; the emulator serves every shop on one host.
+    """
+    candidates = [request.query_params.get("shop", ""), request.url.hostname or ""]
+    for candidate in candidates:
+        if SHOP_RE.fullmatch(candidate):
+            return candidate
+    return next(iter(state.shops), None)

@@ -5,11 +5,17 @@ environment, their logs are combined with a prefix each, Ctrl-C (or SIGTERM) sto
 if one dies the others are stopped and the command exits non-zero. The third process is the
 Shopify emulator (`shopify_emulator`), serving the demo shop with its seeded products; the app
 reaches its Admin API through SHOPIFY_ADMIN_URL, and a browser reaches the app through its
-storefront's app proxy.
+storefront's app proxy, and the app's embedded page (/app) through the emulator's admin.
+
+`python -m tools.dev web|worker` starts one of the same processes for Shopify CLI
+(`shopify app dev` runs it from shopify.web.toml and jobs/shopify.web.toml) with the
+environment the CLI injects: its SHOPIFY_API_KEY, SHOPIFY_API_SECRET, HOST/APP_URL, SCOPES
+and (for the web) PORT, and real Shopify instead of the emulator.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import subprocess
@@ -48,7 +54,41 @@ def dev_environment() -> dict[str, str]:
         env.setdefault(key, value)
     env.setdefault("SHOPIFY_APP_URL", f"http://127.0.0.1:{env['WEB_PORT']}")
     env.setdefault("SHOPIFY_ADMIN_URL", f"http://127.0.0.1:{env['SHOPIFY_EMULATOR_PORT']}")
+    # The embedded page loads the emulator's stand-in for App Bridge (Shopify's CDN one talks
+    # only to the real admin).
+    env.setdefault("APP_BRIDGE_URL", f"{env['SHOPIFY_ADMIN_URL']}/cdn/shopifycloud/app-bridge.js")
     return env
+
+
+def cli_environment() -> dict[str, str]:
+    """The environment of one process started by Shopify CLI: its app settings kept (HOST or
+    APP_URL is the app's URL, PORT the web's port), local servers when none are configured."""
+    env = dict(os.environ)
+    if not env.get("DATABASE_URL") or not env.get("REDIS_URL"):
+        svc = services.start(ROOT / ".dev")
+        env.setdefault("DATABASE_URL", svc.database_url)
+        env.setdefault("REDIS_URL", svc.redis_url)
+    for key, value in DEV_DEFAULTS.items():
+        env.setdefault(key, value)
+    if env.get("PORT"):
+        env["WEB_PORT"] = env["PORT"]
+    return env
+
+
+def role(name: str) -> int:
+    """Start the `web` or `worker` of Procfile.dev (exactly what `make dev` starts) for
+    Shopify CLI. Both roles start at once: the servers and the schema are set up under a file
+    lock, so they are set up once."""
+    (ROOT / ".dev").mkdir(exist_ok=True)
+    with open(ROOT / ".dev" / "cli.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        env = cli_environment()
+        run(["-m", "service", "db", "apply"], env)
+    bindir = str(Path(sys.executable).parent)
+    env["PATH"] = bindir + os.pathsep + env.get("PATH", "")
+    honcho = shutil.which("honcho", path=env["PATH"]) or "honcho"
+    os.chdir(ROOT)
+    os.execve(honcho, [honcho, "-f", str(ROOT / "Procfile.dev"), "start", name], env)
 
 
 def run(args: list[str], env: dict[str, str]) -> None:
@@ -68,6 +108,10 @@ def main() -> int:
     emulator = f"http://127.0.0.1:{env['SHOPIFY_EMULATOR_PORT']}"
     print(f"dev: local Shopify on {emulator} (Admin API for the app: {env['SHOPIFY_ADMIN_URL']})")
     print(f"dev: demo storefront of {DEMO_SHOP} (the theme's Job button block): {emulator}/")
+    print(
+        f"dev: the app in {DEMO_SHOP}'s admin (embedded /app): "
+        f"{emulator}/admin/apps/{env['SHOPIFY_API_KEY']}?shop={DEMO_SHOP}"
+    )
     bindir = str(Path(sys.executable).parent)
     env["PATH"] = bindir + os.pathsep + env.get("PATH", "")
     honcho = shutil.which("honcho", path=env["PATH"]) or "honcho"
@@ -76,4 +120,8 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    if len(sys.argv) == 2 and sys.argv[1] in ("web", "worker"):
+        raise SystemExit(role(sys.argv[1]))
+    if len(sys.argv) > 1:
+        raise SystemExit("usage: python -m tools.dev [web|worker]")
     raise SystemExit(main())

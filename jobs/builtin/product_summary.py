@@ -134,4 +134,5 @@ def job_type(*, show_inventory: bool) -> JobType:
         input_model=ProductSummaryInput,
         handler=functools.partial(product_summary, show_inventory=show_inventory),
         non_retryable=(ProductNotFound,),
+        admin=True,
     )

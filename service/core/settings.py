@@ -92,6 +92,10 @@ class Settings(DatabaseSettings):
 
     enable_diagnostic_jobs: bool = False
 
+    # Where the embedded page (/app) loads App Bridge from: Shopify's CDN, which Shopify
+    # requires; `make dev` and the tests point it at the emulator's stand-in.
+    app_bridge_url: str = "https://cdn.shopify.com/shopifycloud/app-bridge.js"
+
     # The job dashboard at /admin (HTTP basic auth): served only when ADMIN_PASSWORD is set.
     admin_username: str = Field(default="admin", min_length=1, max_length=100)
     admin_password: SecretStr | None = None

@@ -6,6 +6,8 @@ app's secret), its shop is a well-formed `*.myshopify.com` name, and its state i
 we issued to this browser for this shop (kept in a cookie signed with the same secret, so no
 server-side table is needed). The code is then exchanged for an offline token. Expiring
 offline tokens come with a refresh token, exchanged for a fresh pair before they run out.
+Embedded apps installed by Shopify (no redirect at all) get their offline token by token
+exchange instead: the admin's session token is traded for it (`exchange_session_token`).
 """
 
 from __future__ import annotations
@@ -160,6 +162,29 @@ async def exchange_code(
     http: httpx.AsyncClient, settings: Settings, shop: str, code: str
 ) -> TokenGrant:
     fields = {"code": code}
+    if settings.shopify_expiring_offline_tokens:
+        fields["expiring"] = "1"
+    return await _token_request(http, settings, shop, fields)
+
+
+# Token exchange (Shopify-managed installation): a session token becomes an offline token.
+TOKEN_EXCHANGE_GRANT = "urn:ietf:params:oauth:grant-type:token-exchange"
+ID_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:id_token"
+OFFLINE_TOKEN_TYPE = "urn:shopify:params:oauth:token-type:offline-access-token"
+
+
+async def exchange_session_token(
+    http: httpx.AsyncClient, settings: Settings, shop: str, session_token: str
+) -> TokenGrant:
+    """An offline token for the shop whose admin issued `session_token` (an App Bridge ID
+    token); OAuthError 400 when Shopify refuses it (the app is not installed there, or the
+    token is no longer good)."""
+    fields = {
+        "grant_type": TOKEN_EXCHANGE_GRANT,
+        "subject_token": session_token,
+        "subject_token_type": ID_TOKEN_TYPE,
+        "requested_token_type": OFFLINE_TOKEN_TYPE,
+    }
     if settings.shopify_expiring_offline_tokens:
         fields["expiring"] = "1"
     return await _token_request(http, settings, shop, fields)

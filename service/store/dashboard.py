@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -24,6 +25,7 @@ class JobFilter:
     status: JobStatus | None = None
     shop: str | None = None  # part of a shop's domain
     job_type: str | None = None
+    shop_id: int | None = None  # exactly this shop (the embedded admin's scope)
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,9 @@ def _job_filter(filters: JobFilter, *, with_status: bool = True) -> tuple[str, l
     if filters.job_type:
         values.append(filters.job_type)
         clauses.append(f"j.type = ${len(values)}")
+    if filters.shop_id is not None:
+        values.append(filters.shop_id)
+        clauses.append(f"j.shop_id = ${len(values)}")
     return " AND ".join(clauses), values
 
 
@@ -64,10 +69,19 @@ def _listed(row: Mapping[str, Any]) -> ListedJob:
 
 
 async def list_jobs(
-    database: Database, filters: JobFilter, *, limit: int, offset: int = 0
+    database: Database,
+    filters: JobFilter,
+    *,
+    limit: int,
+    offset: int = 0,
+    before: tuple[datetime, UUID] | None = None,
 ) -> list[ListedJob]:
-    """Jobs matching `filters`, newest first."""
+    """Jobs matching `filters`, newest first; with `before` (a listed job's created_at and
+    id), only the jobs listed after it: a cursor that new jobs do not shift."""
     where, values = _job_filter(filters)
+    if before is not None:
+        values.extend(before)
+        where += f" AND (j.created_at, j.id) < (${len(values) - 1}, ${len(values)})"
     n = len(values)
     async with connection(database) as raw:
         rows = await raw.fetch(

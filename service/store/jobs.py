@@ -37,6 +37,7 @@ class Job:
     updated_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    staff_user_id: str | None = None  # who started it in the embedded admin (session `sub`)
     parent_id: UUID | None = None  # the batch parent of a child job (store/batches.py)
     # A batch parent's spec (follow-up type, failure rule); None for every other job.
     batch: dict[str, Any] | None = None
@@ -79,6 +80,7 @@ async def create_job(
     idempotency_key: str | None = None,
     source: str = "proxy",
     job_id: UUID | None = None,
+    staff_user_id: str | None = None,
     run_at: datetime | None = None,
     parent_id: UUID | None = None,
 ) -> tuple[Job, bool]:
@@ -96,13 +98,14 @@ async def create_job(
             row = await raw.fetchrow(
                 f"""
                 INSERT INTO jobs (id, shop_id, type, input, status, customer_id,
-                                  idempotency_key, source, run_at, parent_id)
-                VALUES ($1, $2, $3, $4::jsonb, 'pending', $5, $6, $7, $8, $9)
+                                  idempotency_key, source, staff_user_id, run_at,
+                                  parent_id)
+                VALUES ($1, $2, $3, $4::jsonb, 'pending', $5, $6, $7, $8, $9, $10)
                 ON CONFLICT ON CONSTRAINT jobs_idempotency DO NOTHING
                 RETURNING {JOB_COLUMNS}
                 """,
                 job_id, shop_id, job_type, to_json(job_input), customer_id, idempotency_key,
-                source, run_at, parent_id,
+                source, staff_user_id, run_at, parent_id,
             )  # fmt: skip
             if row is not None:
                 job = job_from_row(row)
@@ -120,10 +123,11 @@ async def create_job(
 
 
 async def insert_jobs(
-    database: Database, rows: list[tuple[UUID, int, str, str, str | None, str | None, str]]
+    database: Database,
+    rows: list[tuple[UUID, int, str, str, str | None, str | None, str, str | None]],
 ) -> set[UUID]:
     """Insert many `pending` jobs (id, shop_id, type, input JSON, customer_id,
-    idempotency_key, source) in one statement; return the ids inserted.
+    idempotency_key, source, staff_user_id) in one statement; return the ids inserted.
 
     A row whose idempotency key is taken is not inserted (not even by another row of the same
     batch); its caller falls back to `create_job`, which returns the job that holds the key.
@@ -132,12 +136,12 @@ async def insert_jobs(
         inserted = await raw.fetch(
             """
             INSERT INTO jobs (id, shop_id, type, input, status, customer_id, idempotency_key,
-                              source)
+                              source, staff_user_id)
             SELECT v.id, v.shop_id, v.type, v.input::jsonb, 'pending', v.customer_id, v.key,
-                   v.source
+                   v.source, v.staff_user_id
               FROM unnest($1::uuid[], $2::bigint[], $3::text[], $4::text[], $5::text[],
-                          $6::text[], $7::text[])
-                   AS v(id, shop_id, type, input, customer_id, key, source)
+                          $6::text[], $7::text[], $8::text[])
+                   AS v(id, shop_id, type, input, customer_id, key, source, staff_user_id)
             ON CONFLICT ON CONSTRAINT jobs_idempotency DO NOTHING
             RETURNING id
             """,

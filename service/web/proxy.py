@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 from uuid import UUID
 
@@ -69,7 +70,7 @@ async def _authenticate(request: Request) -> tuple[store.Shop, str | None]:
 # -- what is asked -------------------------------------------------------------------------
 
 
-def _check_length_header(request: Request) -> None:
+def check_length_header(request: Request) -> None:
     length = request.headers.get("content-length")
     if length is None:
         return
@@ -106,12 +107,21 @@ def _field_errors(exc: ValidationError, prefix: str) -> list[dict[str, str]]:
     return details
 
 
+def _for_proxy(job_type: JobType) -> bool:
+    return job_type.proxy
+
+
 def _field_error(field: str, message: str) -> list[dict[str, str]]:
     return [{"field": field, "message": message}]
 
 
-def _parse_job_request(body: bytes, types: dict[str, JobType]) -> tuple[JobType, dict[str, Any]]:
-    """Body -> (job type, validated input as JSON-ready data), or a 400 naming the fields."""
+def parse_job_request(
+    body: bytes, types: dict[str, JobType], offered: Callable[[JobType], bool] = _for_proxy
+) -> tuple[JobType, dict[str, Any]]:
+    """Body -> (job type, validated input as JSON-ready data), or a 400 naming the fields.
+
+    Only the types `offered` to this caller exist for it (the storefront's by default; the
+    embedded admin passes its own test)."""
     try:
         payload = orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -124,7 +134,7 @@ def _parse_job_request(body: bytes, types: dict[str, JobType]) -> tuple[JobType,
     if not isinstance(name, str):
         raise ApiError(400, "Invalid request", _field_error("type", "a job type name is required"))
     job_type = types.get(name)
-    if job_type is None or not job_type.proxy:  # app-internal types look like unknown ones
+    if job_type is None or not offered(job_type):  # types not offered look like unknown ones
         raise ApiError(400, "Unknown job type", _field_error("type", "no such job type"))
     raw_input = payload.get("input")
     if not isinstance(raw_input, dict):
@@ -150,8 +160,8 @@ async def _check_quota(request: Request, shop: str, customer: str | None) -> Non
         )
 
 
-def _idempotency_key(request: Request) -> str | None:
-    """The client's Idempotency-Key, stored as `proxy:KEY`.
+def idempotency_key(request: Request, prefix: str = CLIENT_KEY_PREFIX) -> str | None:
+    """The client's Idempotency-Key, stored as `{prefix}KEY` (`proxy:KEY` by default).
 
     The prefix keeps clients out of the keys the app writes itself (`webhook:EVENT`): a
     visitor who sends `webhook:...` gets a job of their own, never a webhook's.
@@ -172,7 +182,7 @@ def _idempotency_key(request: Request) -> str | None:
             "Invalid Idempotency-Key",
             _field_error("Idempotency-Key", "one header of 1 to 255 printable ASCII characters"),
         )
-    return f"{CLIENT_KEY_PREFIX}{key}"
+    return f"{prefix}{key}"
 
 
 def _job_id(request: Request) -> UUID:
@@ -195,10 +205,10 @@ async def process(request: Request) -> Response:
     state = web_state(request)
     shop, customer = await _authenticate(request)
     await _check_quota(request, shop.domain, customer)
-    _check_length_header(request)
-    key = _idempotency_key(request)
+    check_length_header(request)
+    key = idempotency_key(request)
     body = await read_body(request, MAX_BODY_BYTES)
-    job_type, job_input = _parse_job_request(body, state.job_types)
+    job_type, job_input = parse_job_request(body, state.job_types)
     submitted = await state.intake.submit(
         job_type,
         shop=shop,

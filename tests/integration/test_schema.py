@@ -121,6 +121,7 @@ async def test_a_database_made_by_the_previous_schema_upgrades_in_place(
         finished = await store.get_job(old, done)
         assert finished is not None
         assert (finished.status, finished.result) == (JobStatus.COMPLETED, {"message": "done"})
+        assert finished.staff_user_id is None  # the embedded admin's column, added in place
         tables = {
             r._mapping["tablename"]
             for r in await old.fetch_all(

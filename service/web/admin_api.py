@@ -1,0 +1,286 @@
+"""The embedded admin's JSON API under /api: the merchant's own jobs, from inside Shopify.
+
+Every request carries an App Bridge session token (`Authorization: Bearer <JWT>`,
+service/shopify/session_tokens.py); its shop is the only shop the request can see. A token
+that fails any check is answered `401` with `X-Shopify-Retry-Invalid-Session-Request: 1`, so
+App Bridge fetches a fresh one and retries. A shop without a usable offline token (just
+installed by Shopify, or installed again) gets one by token exchange on its first request
+(service/shopify/token_exchange.py); a shop Shopify refuses it for (the app is not installed
+there) is refused the same way as a bad token.
+
+- GET  /api/job-types            the types offered here, with their input's JSON schema
+- POST /api/jobs                 {"type", "input"} (+ optional Idempotency-Key): 201 the job
+- GET  /api/jobs                 newest first, ?status=&type=&limit=&cursor=:
+                                 {"jobs", "nextCursor"}
+- GET  /api/jobs/{id}            one job
+- POST /api/jobs/{id}/cancel     a pending or retrying job becomes failed "Cancelled" (else 409)
+- POST /api/jobs/{id}/retry      a failed job starts over (else 409)
+
+Another shop's job is `404 {"error": "Job not found"}`, exactly like a job that never existed.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from redis.exceptions import RedisError
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from jobs.types import JobType
+from service import store
+from service.core.states import CANCELLED_MESSAGE, FINAL_STATUSES, JobStatus
+from service.intake import QueueOutcome, Source
+from service.shopify import oauth, session_tokens, token_exchange
+from service.web.body import read_body
+from service.web.errors import ApiError
+from service.web.proxy import (
+    MAX_BODY_BYTES,
+    check_length_header,
+    idempotency_key,
+    parse_job_request,
+)
+from service.web.state import web_state
+
+logger = logging.getLogger("shopjobs.web")
+
+RETRY_HEADER = "X-Shopify-Retry-Invalid-Session-Request"
+DEFAULT_PAGE_SIZE = 25
+MAX_PAGE_SIZE = 100
+MAX_FILTER_LENGTH = 100
+NO_STORE = {"Cache-Control": "no-store"}
+# The admin's Idempotency-Keys live apart from the storefront's (`proxy:`) and the app's own.
+ADMIN_KEY_PREFIX = "admin:"
+
+
+# -- who is asking -------------------------------------------------------------------------
+
+
+def _unauthorized(message: str) -> ApiError:
+    return ApiError(401, message, headers={RETRY_HEADER: "1"})
+
+
+async def authenticate(request: Request) -> tuple[store.Shop, session_tokens.SessionToken]:
+    """The installed shop and the session of a request's bearer token (exchanging the token
+    for an offline one first when the shop has none that works)."""
+    state = web_state(request)
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise _unauthorized("Missing bearer session token")
+    settings = state.settings
+    try:
+        session = session_tokens.verify(
+            token.strip(),
+            api_key=settings.shopify_api_key,
+            secret=settings.shopify_api_secret.get_secret_value(),
+        )
+    except session_tokens.InvalidSessionToken as exc:
+        state.metrics.rejected_signature("session_token")
+        raise _unauthorized(str(exc)) from None
+    shop = await state.shops.get(session.shop)
+    if token_exchange.usable(shop):
+        assert shop is not None
+        return shop, session
+    try:
+        shop = await token_exchange.ensure_offline_token(
+            state.database, state.redis, state.http, settings, session.shop, session.raw
+        )
+    except oauth.OAuthError as exc:
+        logger.warning("token exchange for %s refused: %s", session.shop, exc)
+        if exc.status == 400:
+            message = "Shopify refused the token exchange: is the app installed?"
+            raise _unauthorized(message) from None
+        raise ApiError(503, str(exc)) from None
+    except RedisError as exc:  # the exchange lock: nothing was exchanged, the caller may retry
+        logger.warning("token exchange for %s not attempted: %r", session.shop, exc)
+        raise ApiError(503, "Token exchange unavailable, try again") from None
+    state.shops.forget(session.shop)
+    logger.info("shop %s installed by token exchange (scopes: %s)", shop.domain, shop.scopes)
+    return shop, session
+
+
+# -- answers -------------------------------------------------------------------------------
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.isoformat()
+
+
+def job_json(job: store.Job) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "jobId": str(job.id),
+        "type": job.type,
+        "status": job.status,
+        "progress": job.progress,
+        "progressMessage": job.progress_message,
+        "input": job.input,
+        "attempts": job.attempts,
+        "retryCount": job.retry_count,
+        "source": job.source,
+        "startedBy": job.staff_user_id,
+        "createdAt": _iso(job.created_at),
+        "startedAt": _iso(job.started_at),
+        "finishedAt": _iso(job.finished_at),
+        "cancellable": job.status not in FINAL_STATUSES,
+        "retryable": job.status == JobStatus.FAILED,
+    }
+    if job.status == JobStatus.COMPLETED:
+        body["result"] = job.result
+    elif job.status == JobStatus.FAILED:
+        body["error"] = job.error_message
+        body["cancelled"] = job.error_message == CANCELLED_MESSAGE
+    elif job.status == JobStatus.RETRYING:
+        body["error"] = job.error_message  # the last attempt's failure
+    return body
+
+
+def _admin_types(request: Request) -> dict[str, JobType]:
+    return {name: t for name, t in web_state(request).job_types.items() if t.admin}
+
+
+def _encode_cursor(job: store.Job) -> str:
+    raw = f"{job.created_at.isoformat()}|{job.id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, UUID]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor[:200] + "=" * (-len(cursor) % 4)).decode()
+        moment, _, job_id = raw.partition("|")
+        created = datetime.fromisoformat(moment)
+        if created.tzinfo is None:
+            raise ValueError("naive timestamp")
+        return created, UUID(job_id)
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise ApiError(400, "Invalid cursor") from None
+
+
+def _path_job_id(request: Request) -> UUID:
+    try:
+        return UUID(str(request.path_params["job_id"])[:64])
+    except ValueError:
+        raise ApiError(400, "Malformed job id: expected a UUID") from None
+
+
+async def _own_job(request: Request, shop: store.Shop) -> store.Job:
+    job = await store.get_job_for_shop(web_state(request).database, shop.id, _path_job_id(request))
+    if job is None:
+        raise ApiError(404, "Job not found")
+    return job
+
+
+# -- endpoints -----------------------------------------------------------------------------
+
+
+async def job_types(request: Request) -> Response:
+    await authenticate(request)
+    types = [
+        {"name": name, "schema": t.input_model.model_json_schema()}
+        for name, t in sorted(_admin_types(request).items())
+    ]
+    return JSONResponse({"types": types}, headers=NO_STORE)
+
+
+async def create(request: Request) -> Response:
+    state = web_state(request)
+    shop, session = await authenticate(request)
+    check_length_header(request)
+    key = idempotency_key(request, ADMIN_KEY_PREFIX)
+    body = await read_body(request, MAX_BODY_BYTES)
+    job_type, job_input = parse_job_request(body, state.job_types, offered=lambda t: t.admin)
+    submitted = await state.intake.submit(
+        job_type,
+        shop=shop,
+        job_input=job_input,
+        source=Source.ADMIN,
+        idempotency_key=key,
+        staff_user_id=session.user,
+    )
+    if submitted.existing is not None:
+        if (submitted.existing.type, submitted.existing.input) != (job_type.name, job_input):
+            raise ApiError(422, "Idempotency-Key was already used for a different request")
+        return JSONResponse(job_json(submitted.existing), headers=NO_STORE)
+    logger.info(
+        "job %s (%s) queued for %s by staff user %s",
+        submitted.job_id, job_type.name, shop.domain, session.user,
+    )  # fmt: skip
+    job = await store.get_job_for_shop(state.database, shop.id, submitted.job_id)
+    if job is None:  # already finished and pruned: unlikely, but not an error
+        return JSONResponse({"jobId": str(submitted.job_id)}, status_code=201, headers=NO_STORE)
+    return JSONResponse(job_json(job), status_code=201, headers=NO_STORE)
+
+
+async def list_jobs(request: Request) -> Response:
+    shop, _ = await authenticate(request)
+    query = request.query_params
+    status = query.get("status") or None
+    if status is not None and status not in set(JobStatus):
+        raise ApiError(400, "Invalid status", {"allowed": [s.value for s in JobStatus]})
+    job_type = query.get("type") or None
+    if job_type is not None and len(job_type) > MAX_FILTER_LENGTH:
+        raise ApiError(400, "Invalid type")
+    limit_text = query.get("limit", str(DEFAULT_PAGE_SIZE))
+    if not (limit_text.isdigit() and 1 <= int(limit_text) <= MAX_PAGE_SIZE):
+        raise ApiError(400, f"limit must be 1 to {MAX_PAGE_SIZE}")
+    limit = int(limit_text)
+    cursor = query.get("cursor")
+    filters = store.JobFilter(
+        status=JobStatus(status) if status else None, job_type=job_type, shop_id=shop.id
+    )
+    listed = await store.list_jobs(
+        web_state(request).database,
+        filters,
+        limit=limit + 1,
+        before=_decode_cursor(cursor) if cursor else None,
+    )
+    jobs = [item.job for item in listed[:limit]]
+    next_cursor = _encode_cursor(jobs[-1]) if len(listed) > limit else None
+    return JSONResponse(
+        {"jobs": [job_json(job) for job in jobs], "nextCursor": next_cursor}, headers=NO_STORE
+    )
+
+
+async def read(request: Request) -> Response:
+    shop, _ = await authenticate(request)
+    return JSONResponse(job_json(await _own_job(request, shop)), headers=NO_STORE)
+
+
+async def cancel(request: Request) -> Response:
+    shop, session = await authenticate(request)
+    job = await _own_job(request, shop)
+    # A running job too: its handler is stopped (service/jobs_client.py, JobsClient.cancel).
+    if not await web_state(request).jobs.cancel(job.id):
+        raise ApiError(409, "Only a job that is not final can be cancelled")
+    logger.info("job %s cancelled by staff user %s of %s", job.id, session.user, shop.domain)
+    return JSONResponse(job_json(await _own_job(request, shop)), headers=NO_STORE)
+
+
+async def retry(request: Request) -> Response:
+    shop, session = await authenticate(request)
+    state = web_state(request)
+    job = await _own_job(request, shop)
+    if await store.retry_job(state.database, job.id) is None:
+        raise ApiError(409, "Only a failed job can be retried")
+    # A duplicate is fine: its entry is still queued and will run it. On an error the row is
+    # pending all the same, and the reconciler queues it.
+    outcome = await state.intake.put(job.type, job.id, shop.domain, Source.ADMIN)
+    if outcome is QueueOutcome.ERROR:
+        logger.warning("job %s retried but not queued; the reconciler will queue it", job.id)
+    logger.info("job %s retried by staff user %s of %s", job.id, session.user, shop.domain)
+    return JSONResponse(job_json(await _own_job(request, shop)), headers=NO_STORE)
+
+
+routes = [
+    Route("/api/job-types", job_types, methods=["GET"]),
+    Route("/api/jobs", create, methods=["POST"]),
+    Route("/api/jobs", list_jobs, methods=["GET"]),
+    Route("/api/jobs/{job_id}", read, methods=["GET"]),
+    Route("/api/jobs/{job_id}/cancel", cancel, methods=["POST"]),
+    Route("/api/jobs/{job_id}/retry", retry, methods=["POST"]),
+]

@@ -1,0 +1,209 @@
+// The merchant's jobs page (/app): every request goes to /api with a fresh App Bridge session
+// token. Forms are generated from each job type's JSON schema; the list is polled with backoff
+// (quickly while something moves, slower and slower while nothing does, paused when hidden).
+"use strict";
+
+const MIN_POLL_MS = 1000;
+const MAX_POLL_MS = 15000;
+const state = { types: [], status: "", jobs: [], cursor: null, delay: MIN_POLL_MS, timer: null };
+const $ = (selector) => document.querySelector(selector);
+
+async function api(path, options = {}, retried = false) {
+  const token = await shopify.idToken();
+  const answer = await fetch(path, {
+    ...options,
+    headers: { Authorization: `Bearer ${token}`, "Content-Type": "application/json" },
+  });
+  if (answer.status === 401 && answer.headers.get("X-Shopify-Retry-Invalid-Session-Request")
+      && !retried) {
+    return api(path, options, true); // a token that went stale in flight: once more, fresh
+  }
+  const body = await answer.json().catch(() => ({}));
+  if (!answer.ok) {
+    const details = Array.isArray(body.details)
+      ? ": " + body.details.map((d) => `${d.field} ${d.message}`).join("; ") : "";
+    throw new Error((body.error || `HTTP ${answer.status}`) + details);
+  }
+  return body;
+}
+
+function banner(message) {
+  const node = $("#banner");
+  node.textContent = message || "";
+  node.hidden = !message;
+}
+
+function el(tag, attributes = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attributes)) {
+    if (value === false || value === null || value === undefined) continue;
+    if (key === "text") node.textContent = value;
+    else node.setAttribute(key, value === true ? "" : value);
+  }
+  node.append(...children);
+  return node;
+}
+
+// -- forms from JSON schema ------------------------------------------------------------------
+
+function fieldFor(name, spec, required) {
+  const id = `field-${name}`;
+  const title = spec.title || name;
+  const help = spec.description ? el("div", { class: "help", text: spec.description }) : "";
+  if (spec.type === "boolean") {
+    const box = el("input", { type: "checkbox", id, name, checked: spec.default === true });
+    return el("div", {}, el("label", { class: "check", for: id }, box, title), help);
+  }
+  const numeric = spec.type === "integer" || spec.type === "number";
+  const input = el("input", {
+    type: numeric ? "number" : "text", id, name, required,
+    min: spec.minimum, max: spec.maximum, step: spec.type === "integer" ? 1 : null,
+    maxlength: spec.maxLength, pattern: spec.pattern,
+    value: spec.default !== undefined ? String(spec.default) : null,
+    placeholder: spec.pattern && spec.description ? spec.description : null,
+  });
+  return el("div", {}, el("label", { for: id, text: title + (required ? "" : " (optional)") }),
+            input, help);
+}
+
+function renderForm() {
+  const form = $("#job-form");
+  form.replaceChildren();
+  const type = state.types.find((t) => t.name === $("#job-type").value);
+  if (!type) return;
+  const required = new Set(type.schema.required || []);
+  for (const [name, spec] of Object.entries(type.schema.properties || {})) {
+    form.append(fieldFor(name, spec, required.has(name)));
+  }
+  form.append(el("div", { class: "form-actions" },
+                 el("button", { type: "submit", class: "primary", text: "Start job" })));
+}
+
+function formInput(type) {
+  const input = {};
+  for (const [name, spec] of Object.entries(type.schema.properties || {})) {
+    const field = document.getElementById(`field-${name}`);
+    if (spec.type === "boolean") input[name] = field.checked;
+    else if (field.value === "") continue; // optional and left empty: the default applies
+    else if (spec.type === "integer" || spec.type === "number") input[name] = Number(field.value);
+    else input[name] = field.value;
+  }
+  return input;
+}
+
+async function submitJob(event) {
+  event.preventDefault();
+  const type = state.types.find((t) => t.name === $("#job-type").value);
+  const button = event.target.querySelector("button[type=submit]");
+  button.disabled = true;
+  try {
+    await api("/api/jobs", { method: "POST", body: JSON.stringify({ type: type.name, input: formInput(type) }) });
+    banner("");
+    await refresh(true);
+  } catch (error) {
+    banner(error.message);
+  } finally {
+    button.disabled = false;
+  }
+}
+
+// -- the list ----------------------------------------------------------------------------------
+
+function row(job) {
+  const details = el("td");
+  if (job.status === "processing" || job.progress > 0) {
+    details.append(el("div", { text: `${job.progress}%` + (job.progressMessage ? ` · ${job.progressMessage}` : "") }),
+                   el("div", { class: "bar" }, el("i", { style: `width: ${job.progress}%` })));
+  }
+  if (job.error) details.append(el("div", { class: "error", text: job.error }));
+  if (job.status === "completed") {
+    details.append(el("code", { text: JSON.stringify(job.result).slice(0, 200) }));
+  }
+  const actions = el("td");
+  if (job.cancellable) actions.append(el("button", { type: "button", class: "small", "data-action": "cancel", text: "Cancel" }));
+  if (job.retryable) actions.append(el("button", { type: "button", class: "small", "data-action": "retry", text: "Retry" }));
+  const created = new Date(job.createdAt).toLocaleString();
+  return el("tr", { "data-job-id": job.jobId, "data-status": job.status },
+    el("td", {}, el("div", { text: job.type }), el("div", { class: "muted", text: created })),
+    el("td", {}, el("span", { class: `badge ${job.status}`, text: job.cancelled ? "cancelled" : job.status })),
+    details, actions);
+}
+
+function renderJobs() {
+  $("#jobs tbody").replaceChildren(...state.jobs.map(row));
+  $("#empty").hidden = state.jobs.length > 0;
+  $("#more").hidden = !state.cursor;
+}
+
+function query(cursor) {
+  const params = new URLSearchParams();
+  if (state.status) params.set("status", state.status);
+  if (cursor) params.set("cursor", cursor);
+  return `/api/jobs?${params}`;
+}
+
+// Reload the first page; a change (or an action: `urgent`) resets the poll to its quickest.
+async function refresh(urgent = false) {
+  const page = await api(query(null));
+  const before = JSON.stringify(state.jobs.slice(0, page.jobs.length));
+  const changed = before !== JSON.stringify(page.jobs);
+  state.jobs = page.jobs;
+  state.cursor = page.nextCursor;
+  renderJobs();
+  const active = state.jobs.some((j) => ["pending", "processing", "retrying"].includes(j.status));
+  state.delay = urgent || (changed && active) ? MIN_POLL_MS : Math.min(state.delay * 2, MAX_POLL_MS);
+  schedule();
+}
+
+function schedule() {
+  clearTimeout(state.timer);
+  if (document.hidden) return; // resumed by visibilitychange
+  state.timer = setTimeout(() => refresh().catch((e) => { banner(e.message); schedule(); }), state.delay);
+}
+
+async function act(event) {
+  const button = event.target.closest("button[data-action]");
+  if (!button) return;
+  const id = button.closest("tr").dataset.jobId;
+  button.disabled = true;
+  try {
+    await api(`/api/jobs/${id}/${button.dataset.action}`, { method: "POST" });
+    banner("");
+  } catch (error) {
+    banner(error.message);
+  }
+  await refresh(true).catch((e) => banner(e.message));
+}
+
+async function start() {
+  try {
+    state.types = (await api("/api/job-types")).types;
+  } catch (error) {
+    banner(error.message);
+    return;
+  }
+  $("#job-type").replaceChildren(...state.types.map((t) => el("option", { value: t.name, text: t.name })));
+  renderForm();
+  $("#job-type").addEventListener("change", renderForm);
+  $("#job-form").addEventListener("submit", submitJob);
+  $("#jobs").addEventListener("click", act);
+  $("#status-tabs").addEventListener("click", (event) => {
+    const tab = event.target.closest("button[data-status]");
+    if (!tab) return;
+    for (const other of document.querySelectorAll("#status-tabs button")) {
+      other.setAttribute("aria-pressed", String(other === tab));
+    }
+    state.status = tab.dataset.status;
+    refresh(true).catch((e) => banner(e.message));
+  });
+  $("#more").addEventListener("click", async () => {
+    const page = await api(query(state.cursor));
+    state.jobs = state.jobs.concat(page.jobs);
+    state.cursor = page.nextCursor;
+    renderJobs();
+  });
+  document.addEventListener("visibilitychange", () => { if (!document.hidden) refresh(true).catch(() => schedule()); });
+  await refresh(true).catch((e) => { banner(e.message); schedule(); });
+}
+
+start();
