@@ -32,6 +32,8 @@ ROOT = Path(__file__).resolve().parent.parent
 SHOP = "bench-shop.myshopify.com"
 API_KEY = "bench-api-key"
 API_SECRET = "bench-api-secret"
+# A throwaway key for TOKEN_ENCRYPTION_KEYS: benchmarks store no real token.
+TOKEN_KEYS = "ZmVYpGQqgm3pY9xW0qG8YvQ0cH2vV6H4y7k2n8N5mGE="
 
 
 @dataclass
@@ -61,6 +63,7 @@ class Stack:
             "REDIS_URL": self.redis_url,
             "SHOPIFY_API_KEY": API_KEY,
             "SHOPIFY_API_SECRET": API_SECRET,
+            "TOKEN_ENCRYPTION_KEYS": TOKEN_KEYS,
             "SHOPIFY_APP_URL": "http://127.0.0.1:8000",
             "ENABLE_DIAGNOSTIC_JOBS": "true",
             "RATE_LIMIT_MAX": "0",

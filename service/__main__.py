@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 import time
 from typing import Any
@@ -25,8 +26,8 @@ import orjson
 from jobs.registry import job_types
 from service import store
 from service.core import queue
-from service.core.db import apply_schema, create_database
-from service.core.settings import DatabaseSettings, Settings, load_settings
+from service.core.db import DatabaseTlsError, apply_schema, create_database
+from service.core.settings import DatabaseSettings, Settings, TokenSettings, load_settings
 from service.intake import Source
 from service.jobs_client import EnqueueError, InvalidInput, JobsClient
 from service.shopify import shop_domain
@@ -34,10 +35,13 @@ from service.shopify.proxy_url import signed_proxy_url
 
 
 async def _shops_add(domain: str, token: str, scopes: str) -> None:
-    database = create_database(load_settings(DatabaseSettings).database_url, min_size=1, max_size=1)
+    settings = load_settings(TokenSettings)
+    database = create_database(settings.database_url, min_size=1, max_size=1)
     await database.connect()
     try:
-        shop = await store.upsert_shop(database, domain, token, scopes)
+        shop = await store.upsert_shop(
+            database, domain, settings.token_cipher.encrypt(token), scopes
+        )
     finally:
         await database.disconnect()
     print(f"shop {shop.domain} registered (id {shop.id})")
@@ -45,12 +49,19 @@ async def _shops_add(domain: str, token: str, scopes: str) -> None:
 
 async def _db_apply() -> None:
     database = create_database(load_settings(DatabaseSettings).database_url, min_size=1, max_size=1)
-    await database.connect()
+    try:
+        await database.connect()
+    except DatabaseTlsError as exc:
+        raise SystemExit(f"shopjobs: {exc}") from None
     try:
         await apply_schema(database)
+        keys = load_settings(TokenSettings) if os.environ.get("TOKEN_ENCRYPTION_KEYS") else None
+        encrypted = (
+            0 if keys is None else await store.encrypt_stored_tokens(database, keys.token_cipher)
+        )
     finally:
         await database.disconnect()
-    print("schema applied")
+    print("schema applied" + (f"; {encrypted} shops' tokens encrypted" if encrypted else ""))
 
 
 class CliError(Exception):

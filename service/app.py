@@ -10,6 +10,8 @@ embedded admin (the merchant's page /app and its API under /api).
 from __future__ import annotations
 
 import asyncio
+import logging
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -20,10 +22,11 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from jobs.registry import job_types, webhook_jobs
 from service.core import queue
-from service.core.db import create_database
+from service.core.db import DatabaseTlsError, create_database
 from service.core.logs import configure_logging
 from service.core.settings import Settings, load_settings
 from service.intake import Intake
@@ -37,18 +40,50 @@ from service.web.state import WebState, web_state
 from service.web.webhook_body import BodyBudget
 
 HEALTH_TIMEOUT_SECONDS = 2.0
+logger = logging.getLogger("shopjobs.web")
 
 
 async def healthz(request: Request) -> JSONResponse:
+    """200, or 503 naming the dependency that failed. The exception itself goes to the log
+    only: this port is public, and a driver's error text can carry host names and addresses."""
     state = web_state(request)
-    try:
-        await asyncio.wait_for(state.database.fetch_val("SELECT 1"), HEALTH_TIMEOUT_SECONDS)
-        await queue.ping(state.redis, HEALTH_TIMEOUT_SECONDS)
-    except Exception as exc:  # a dependency is down: report it, never crash
-        return JSONResponse(
-            {"status": "error", "message": f"{exc.__class__.__name__}: {exc}"}, status_code=503
-        )
+    checks = (
+        ("postgres", lambda: state.database.fetch_val("SELECT 1")),
+        ("redis", lambda: state.redis.ping()),
+    )
+    for name, check in checks:
+        try:
+            await asyncio.wait_for(check(), HEALTH_TIMEOUT_SECONDS)
+        except Exception as exc:  # a dependency is down: report it, never crash
+            logger.warning("healthz: %s failing: %s: %s", name, exc.__class__.__name__, exc)
+            return JSONResponse({"status": "error", "failing": name}, status_code=503)
     return JSONResponse({"status": "ok"})
+
+
+class StartupFailureInOneLine:
+    """Report a refused start (a setting that cannot work) as its one line, not a traceback.
+
+    Starlette hands uvicorn the whole formatted traceback when the lifespan fails; for a
+    DatabaseTlsError the cause is the message itself, so only the message is passed on.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "lifespan":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_one_line(message: Message) -> None:
+            failure = sys.exc_info()[1]  # Starlette sends this from inside its except block
+            if message["type"] == "lifespan.startup.failed" and isinstance(
+                failure, DatabaseTlsError
+            ):
+                message = {**message, "message": f"shopjobs: {failure}"}
+            await send(message)
+
+        await self.app(scope, receive, send_one_line)
 
 
 def create_app(settings: Settings) -> Starlette:
@@ -102,7 +137,10 @@ def create_app(settings: Settings) -> Starlette:
         routes=routes,
         lifespan=lifespan,
         exception_handlers=EXCEPTION_HANDLERS,
-        middleware=[Middleware(RequestTelemetry, metrics=web_metrics)],
+        middleware=[
+            Middleware(StartupFailureInOneLine),
+            Middleware(RequestTelemetry, metrics=web_metrics),
+        ],
     )
     return app
 

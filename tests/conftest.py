@@ -21,7 +21,7 @@ from service.core import queue
 from service.core.db import apply_schema, create_database
 from service.core.settings import Settings
 from tests.support.breakable import RedisServer
-from tests.support.config import TEST_API_KEY, TEST_SECRET
+from tests.support.config import TEST_API_KEY, TEST_SECRET, TEST_TOKEN_KEYS
 from tests.support.effects import create_effects_table
 from tests.support.net import ServedApp, free_port
 from tests.support.processes import Process, Spawn
@@ -67,6 +67,7 @@ def settings(servers: local_services.Services) -> Settings:
         redis_url=servers.redis_url,
         shopify_api_key=TEST_API_KEY,
         shopify_api_secret=TEST_SECRET,
+        token_encryption_keys=TEST_TOKEN_KEYS,
         shopify_app_url="http://testserver",
         enable_diagnostic_jobs=True,
         worker_health_port=free_port(),
@@ -88,6 +89,7 @@ def env(settings: Settings) -> dict[str, str]:
         "REDIS_URL": settings.redis_url,
         "SHOPIFY_API_KEY": settings.shopify_api_key,
         "SHOPIFY_API_SECRET": settings.shopify_api_secret.get_secret_value(),
+        "TOKEN_ENCRYPTION_KEYS": settings.token_encryption_keys.get_secret_value(),
         "SHOPIFY_APP_URL": settings.shopify_app_url,
         "ENABLE_DIAGNOSTIC_JOBS": "true",
         "WORKER_HEALTH_PORT": str(settings.worker_health_port),

@@ -22,6 +22,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from cryptography.fernet import Fernet
+
 from tools import services
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -52,6 +54,8 @@ def dev_environment() -> dict[str, str]:
         print(f"dev: local Postgres on :{svc.pg_port}, Redis on :{svc.redis_port} (data in .dev/)")
     for key, value in DEV_DEFAULTS.items():
         env.setdefault(key, value)
+    if not env.get("TOKEN_ENCRYPTION_KEYS"):
+        env["TOKEN_ENCRYPTION_KEYS"] = dev_token_key(ROOT / ".dev" / "token-encryption-key")
     env.setdefault("SHOPIFY_APP_URL", f"http://127.0.0.1:{env['WEB_PORT']}")
     env.setdefault("SHOPIFY_ADMIN_URL", f"http://127.0.0.1:{env['SHOPIFY_EMULATOR_PORT']}")
     # The embedded page loads the emulator's stand-in for App Bridge (Shopify's CDN one talks
@@ -70,6 +74,8 @@ def cli_environment() -> dict[str, str]:
         env.setdefault("REDIS_URL", svc.redis_url)
     for key, value in DEV_DEFAULTS.items():
         env.setdefault(key, value)
+    if not env.get("TOKEN_ENCRYPTION_KEYS"):
+        env["TOKEN_ENCRYPTION_KEYS"] = dev_token_key(ROOT / ".dev" / "token-encryption-key")
     if env.get("PORT"):
         env["WEB_PORT"] = env["PORT"]
     return env
@@ -89,6 +95,16 @@ def role(name: str) -> int:
     honcho = shutil.which("honcho", path=env["PATH"]) or "honcho"
     os.chdir(ROOT)
     os.execve(honcho, [honcho, "-f", str(ROOT / "Procfile.dev"), "start", name], env)
+
+
+def dev_token_key(path: Path) -> str:
+    """This checkout's own key, made once and kept: a new key at every start would leave the
+    tokens stored by the last run unreadable."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(Fernet.generate_key().decode())
+        path.chmod(0o600)
+    return path.read_text().strip()
 
 
 def run(args: list[str], env: dict[str, str]) -> None:

@@ -100,7 +100,9 @@ async def customers_data_request(ctx: JobContext, data: CustomerDataRequest) -> 
 
 async def customers_redact(ctx: JobContext, data: CustomerRedact) -> dict[str, Any]:
     shop = await _shop(ctx)
-    deleted = await store.delete_customer_jobs(ctx.database, shop.id, data.customer_id)
+    deleted = await store.delete_customer_jobs(
+        ctx.database, shop.id, data.customer_id, data_request_type=CUSTOMERS_DATA_REQUEST.name
+    )
     return {"customerId": data.customer_id, "deletedJobs": deleted}
 
 

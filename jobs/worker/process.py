@@ -50,7 +50,7 @@ from jobs.worker.runner import Incoming, Runtime, later, start_batch
 from service import store
 from service.core import cancel, queue
 from service.core.batch import GroupCommit
-from service.core.db import create_database
+from service.core.db import DatabaseTlsError, create_database
 from service.core.logs import adopt, configure_logging
 from service.core.settings import Settings, load_settings
 from service.core.states import QueueFinish
@@ -314,6 +314,9 @@ async def _connect(database: Database) -> None:
         try:
             await database.connect()
             return
+        except DatabaseTlsError as exc:  # configuration, not an outage: retrying cannot help
+            logger.critical("%s", exc)
+            raise SystemExit(2) from None
         except Exception as exc:  # Postgres not up yet: wait for it rather than exit
             logger.warning("postgres unavailable at start (%s), retrying", exc)
             await asyncio.sleep(STARTUP_RETRY_SECONDS)
@@ -375,6 +378,10 @@ def build_worker_settings(settings: Settings, types: dict[str, JobType] | None =
         logger.info("health server on :%d", settings.worker_health_port)
         await _connect(database)
         closing.push_async_callback(database.disconnect)
+        # Tokens an earlier version stored in clear, or under a key no longer first.
+        encrypted = await store.encrypt_stored_tokens(database, settings.token_cipher)
+        if encrypted:
+            logger.info("encrypted the stored tokens of %d shops", encrypted)
         resources = await open_resources(settings, database, redis)
         closing.push_async_callback(close_resources, resources)
         ctx["runtime"] = Runtime(

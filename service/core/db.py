@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 from pathlib import Path
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 import databases
@@ -50,6 +52,22 @@ class Database(databases.Database):
     a fresh one.
     """
 
+    tls_required = False
+
+    async def connect(self) -> None:
+        """Connect, naming a TLS failure in one line (DatabaseTlsError) when TLS was required."""
+        try:
+            await super().connect()
+        except (ssl.SSLError, ssl.CertificateError) as exc:
+            raise DatabaseTlsError(f"postgres: TLS handshake failed: {_reason(exc)}") from None
+        except ConnectionError as exc:
+            if self.tls_required and "SSL" in str(exc):
+                raise DatabaseTlsError(
+                    "postgres: the server does not offer TLS, which DATABASE_URL's sslmode "
+                    "requires; no connection was made"
+                ) from None
+            raise
+
     def connection(self) -> Connection:
         connection = super().connection()
         if not connection._transaction_stack and _stranded(connection):
@@ -65,6 +83,10 @@ class Database(databases.Database):
 
 
 _returning: set[asyncio.Future[object]] = set()
+
+
+def _reason(exc: Exception) -> str:
+    return getattr(exc, "verify_message", None) or getattr(exc, "reason", None) or str(exc)
 
 
 def _returned(task: asyncio.Future[object]) -> None:
@@ -85,10 +107,61 @@ def _stranded(connection: Connection) -> bool:
     return bool(held.is_closed())
 
 
+class DatabaseTlsError(Exception):
+    """The connection's TLS, as DATABASE_URL's sslmode asks for it, could not be had.
+
+    A configuration problem, not an outage: the web and the worker stop with this one line
+    rather than retry, and nothing was sent in plaintext.
+    """
+
+
+SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+# Our own names for what `databases` would otherwise drop without a word (only its own
+# `ssl`, `min_size` and `max_size` reach asyncpg).
+_TLS_PARAMETERS = ("sslmode", "sslrootcert")
+
+
+def tls_argument(url: str) -> tuple[str, ssl.SSLContext | str | None]:
+    """DATABASE_URL without its sslmode/sslrootcert, and asyncpg's `ssl=` for them.
+
+    Modes follow libpq: `disable`, `allow` and `prefer` may end in plaintext; `require`
+    encrypts without checking the certificate; `verify-ca` checks it against `sslrootcert`
+    (or the system's roots) but not the host name; `verify-full` checks both. No sslmode
+    leaves asyncpg's own default (`prefer`). None: the URL says nothing.
+    """
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    options = {key: value for key, value in query if key in _TLS_PARAMETERS}
+    rest = urlencode([(key, value) for key, value in query if key not in _TLS_PARAMETERS])
+    stripped = urlunsplit(parts._replace(query=rest))
+    mode = options.get("sslmode")
+    if mode is None:
+        if "sslrootcert" in options:
+            raise ValueError("sslrootcert needs sslmode=verify-ca or verify-full")
+        return stripped, None
+    if mode not in SSLMODES:
+        raise ValueError(f"sslmode must be one of {', '.join(SSLMODES)}, not {mode!r}")
+    if not mode.startswith("verify-"):
+        return stripped, mode
+    context = ssl.create_default_context(cafile=options.get("sslrootcert") or None)
+    context.check_hostname = mode == "verify-full"
+    context.verify_mode = ssl.CERT_REQUIRED
+    return stripped, context
+
+
 def create_database(url: str, *, min_size: int = 1, max_size: int = 10) -> Database:
-    return Database(
-        url, min_size=min_size, max_size=max_size, command_timeout=30, reset=_keep_session
+    stripped, tls = tls_argument(url)
+    options: dict[str, object] = {} if tls is None else {"ssl": tls}
+    database = Database(
+        stripped,
+        min_size=min_size,
+        max_size=max_size,
+        command_timeout=30,
+        reset=_keep_session,
+        **options,
     )
+    database.tls_required = tls not in (None, "disable", "allow", "prefer")
+    return database
 
 
 async def apply_schema(database: Database, schema_path: Path = SCHEMA_PATH) -> None:

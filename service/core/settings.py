@@ -6,11 +6,17 @@ the process with one line naming it, instead of a traceback that buries the caus
 
 from __future__ import annotations
 
+import ssl
 import sys
+from functools import cached_property
 from typing import Annotated, Literal, TypeVar
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from service.core.db import tls_argument
+from service.core.queue import tls_options
+from service.core.token_cipher import TokenCipher, parse_keys
 
 PositiveFloat = Annotated[float, Field(gt=0)]
 NonNegativeInt = Annotated[int, Field(ge=0)]
@@ -29,10 +35,33 @@ class DatabaseSettings(BaseSettings):
     def _postgres_url(cls, value: str) -> str:
         if not value.startswith(("postgresql://", "postgres://")):
             raise ValueError("must start with postgresql://")
+        try:
+            tls_argument(value)  # a bad sslmode or an unreadable sslrootcert: say so now
+        except ssl.SSLError as exc:
+            raise ValueError(f"sslrootcert holds no usable certificate ({exc.reason})") from None
+        except OSError as exc:
+            raise ValueError(f"sslrootcert cannot be read ({exc.strerror or exc})") from None
         return value.replace("postgres://", "postgresql://", 1)
 
 
-class Settings(DatabaseSettings):
+class TokenSettings(DatabaseSettings):
+    """What writes or reads shops' tokens needs besides the database (`shops add`)."""
+
+    # Comma-separated Fernet keys: the first encrypts, all decrypt (service/core/token_cipher.py).
+    token_encryption_keys: SecretStr
+
+    @field_validator("token_encryption_keys")
+    @classmethod
+    def _token_keys(cls, value: SecretStr) -> SecretStr:
+        parse_keys(value.get_secret_value())
+        return value
+
+    @cached_property
+    def token_cipher(self) -> TokenCipher:
+        return TokenCipher(self.token_encryption_keys.get_secret_value())
+
+
+class Settings(TokenSettings):
     redis_url: str
     shopify_api_key: str
     shopify_api_secret: SecretStr
@@ -108,6 +137,7 @@ class Settings(DatabaseSettings):
     def _redis_url(cls, value: str) -> str:
         if not value.startswith(("redis://", "rediss://")):
             raise ValueError("must start with redis:// or rediss://")
+        tls_options(value)  # a bad TLS parameter: say so now
         return value
 
     @field_validator("admin_username")

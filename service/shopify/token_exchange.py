@@ -29,12 +29,12 @@ EXCHANGE_LOCK_MARGIN_SECONDS = 30
 def usable(shop: store.Shop | None, now: datetime | None = None) -> bool:
     """Whether the worker can call the Admin API for this shop without a new grant: installed,
     with a token that is still good or that its refresh token can renew."""
-    if shop is None or not shop.installed or not shop.access_token:
+    if shop is None or not shop.installed or not shop.has_access_token:
         return False
     now = now or datetime.now(UTC)
     if shop.token_expires_at is None or shop.token_expires_at > now:
         return True
-    return bool(shop.refresh_token) and (
+    return shop.has_refresh_token and (
         shop.refresh_token_expires_at is None or shop.refresh_token_expires_at > now
     )
 
@@ -60,12 +60,13 @@ async def ensure_offline_token(
             assert shop is not None
             return shop  # another request exchanged while this one waited
         grant = await oauth.exchange_session_token(http, settings, domain, session_token)
+        cipher = settings.token_cipher
         return await store.upsert_shop(
             database,
             domain,
-            grant.access_token,
+            cipher.encrypt(grant.access_token),
             grant.scopes,
             token_expires_at=grant.expires_at,
-            refresh_token=grant.refresh_token,
+            refresh_token=cipher.encrypt_optional(grant.refresh_token),
             refresh_token_expires_at=grant.refresh_token_expires_at,
         )

@@ -7,6 +7,7 @@ whoever gets it second re-reads the shop and finds the fresh token already store
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -16,6 +17,7 @@ from redis.asyncio import Redis
 from jobs.types import NonRetryableError
 from service import store
 from service.core.settings import Settings
+from service.core.token_cipher import TokenCipher, TokenDecryptError
 from service.shopify import oauth
 
 REFRESH_MARGIN = timedelta(seconds=60)
@@ -45,11 +47,26 @@ def refresh_lock_seconds(settings: Settings) -> float:
     return settings.shopify_admin_timeout_seconds + REFRESH_LOCK_MARGIN_SECONDS
 
 
-async def _load(database: Database, domain: str) -> store.Shop:
-    shop = await store.get_shop(database, domain)
+class TokenUnreadable(NonRetryableError):
+    """No key of TOKEN_ENCRYPTION_KEYS opens the stored token (a key was dropped too soon)."""
+
+
+async def _load(database: Database, cipher: TokenCipher, domain: str) -> store.Shop:
+    """The shop with its tokens decrypted (a token stored in clear by an earlier version is
+    read as it is; the worker encrypts those at start-up)."""
+    shop = await store.get_shop(database, domain, tokens=True)
     if shop is None or not shop.installed or not shop.access_token:
         raise ShopNotInstalled(f"Shop not installed: {domain}")
-    return shop
+    try:
+        return replace(
+            shop,
+            access_token=cipher.decrypt(shop.access_token),
+            refresh_token=cipher.decrypt(shop.refresh_token),
+        )
+    except TokenDecryptError:
+        raise TokenUnreadable(
+            f"The token of {domain} cannot be decrypted with TOKEN_ENCRYPTION_KEYS"
+        ) from None
 
 
 async def offline_token(
@@ -62,14 +79,15 @@ async def offline_token(
     force_refresh: bool = False,
 ) -> store.Shop:
     """The shop with a token good for at least REFRESH_MARGIN (refreshing it if need be)."""
-    shop = await _load(database, domain)
+    cipher = settings.token_cipher
+    shop = await _load(database, cipher, domain)
     if not (force_refresh or expiring(shop, datetime.now(UTC))):
         return shop
     lock_seconds = refresh_lock_seconds(settings)
     async with redis.lock(
         f"shopify:token-refresh:{domain}", timeout=lock_seconds, blocking_timeout=lock_seconds
     ):
-        fresh = await _load(database, domain)
+        fresh = await _load(database, cipher, domain)
         if fresh.access_token != shop.access_token or not (
             force_refresh or expiring(fresh, datetime.now(UTC))
         ):
@@ -91,9 +109,9 @@ async def offline_token(
         await store.update_shop_token(
             database,
             domain,
-            grant.access_token,
+            cipher.encrypt(grant.access_token),
             grant.expires_at,
-            grant.refresh_token or fresh.refresh_token,
+            cipher.encrypt_optional(grant.refresh_token or fresh.refresh_token),
             grant.refresh_token_expires_at or fresh.refresh_token_expires_at,
         )
-        return await _load(database, domain)
+        return await _load(database, cipher, domain)

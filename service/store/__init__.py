@@ -59,6 +59,7 @@ from service.store.outcomes import (
 from service.store.schedules import TickJob, create_tick_jobs, schedule_ticks
 from service.store.shops import (
     Shop,
+    encrypt_stored_tokens,
     get_shop,
     mark_shop_uninstalled,
     update_shop_token,
@@ -96,6 +97,7 @@ __all__ = [
     "delete_customer_jobs",
     "delete_job",
     "delete_old_jobs",
+    "encrypt_stored_tokens",
     "fail_job",
     "fail_unclaimed_job",
     "failed_jobs_by_type",

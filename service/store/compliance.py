@@ -25,13 +25,23 @@ async def customer_jobs(database: Database, shop_id: int, customer_id: str) -> l
     return [job for row in rows if (job := job_from_row(row)) is not None]
 
 
-async def delete_customer_jobs(database: Database, shop_id: int, customer_id: str) -> int:
-    """customers/redact: the customer's jobs (inputs, results) are all we hold about them."""
+async def delete_customer_jobs(
+    database: Database, shop_id: int, customer_id: str, data_request_type: str
+) -> int:
+    """customers/redact: the customer's jobs (inputs, results) are all we hold about them,
+    and the earlier data requests about them (`data_request_type` jobs naming the customer in
+    their input), whose results are copies of those jobs."""
     async with connection(database) as raw:
         rows = await raw.fetch(
-            "DELETE FROM jobs WHERE shop_id = $1 AND customer_id = $2 RETURNING id",
+            """
+            DELETE FROM jobs
+             WHERE shop_id = $1
+               AND (customer_id = $2 OR (type = $3 AND input ->> 'customer_id' = $2))
+            RETURNING id
+            """,
             shop_id,
             customer_id,
+            data_request_type,
         )
     return len(rows)
 

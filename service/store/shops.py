@@ -9,7 +9,8 @@ from typing import Any
 
 from databases import Database
 
-from service.store.sql import SHOP_COLUMNS, connection
+from service.core.token_cipher import TokenCipher, TokenDecryptError
+from service.store.sql import SHOP_COLUMNS, SHOP_COLUMNS_WITHOUT_TOKENS, connection
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,8 @@ class Shop:
     token_expires_at: datetime | None = None  # None: a non-expiring offline token
     refresh_token: str | None = None
     refresh_token_expires_at: datetime | None = None
+    has_access_token: bool = False  # stored, whether or not this read fetched it
+    has_refresh_token: bool = False
 
     @property
     def installed(self) -> bool:
@@ -45,7 +48,10 @@ async def upsert_shop(
     refresh_token: str | None = None,
     refresh_token_expires_at: datetime | None = None,
 ) -> Shop:
-    """Register (or re-install) a shop with an offline Admin API token (expiring or not)."""
+    """Register (or re-install) a shop with an offline Admin API token (expiring or not).
+
+    The tokens are stored as given: callers pass them encrypted (`TokenCipher.encrypt`).
+    """
     async with connection(database) as raw:
         row = await raw.fetchrow(
             f"""
@@ -59,7 +65,7 @@ async def upsert_shop(
                     refresh_token_expires_at = EXCLUDED.refresh_token_expires_at,
                     installed_at = now(),
                     uninstalled_at = NULL, updated_at = now()
-            RETURNING {SHOP_COLUMNS}
+            RETURNING {SHOP_COLUMNS_WITHOUT_TOKENS}
             """,
             domain, access_token, scopes, token_expires_at, refresh_token,
             refresh_token_expires_at,
@@ -69,10 +75,46 @@ async def upsert_shop(
     return shop
 
 
-async def get_shop(database: Database, domain: str) -> Shop | None:
+async def get_shop(database: Database, domain: str, *, tokens: bool = False) -> Shop | None:
+    """The shop; its token columns (still encrypted) only when `tokens` asks for them."""
+    columns = SHOP_COLUMNS if tokens else SHOP_COLUMNS_WITHOUT_TOKENS
     async with connection(database) as raw:
-        row = await raw.fetchrow(f"SELECT {SHOP_COLUMNS} FROM shops WHERE domain = $1", domain)
+        row = await raw.fetchrow(f"SELECT {columns} FROM shops WHERE domain = $1", domain)
     return _shop(row)
+
+
+async def encrypt_stored_tokens(database: Database, cipher: TokenCipher) -> int:
+    """Encrypt, under the first key, every token stored in clear (by an earlier version) or
+    under an older key; returns how many shops were rewritten.
+
+    Each row is rewritten only if its tokens are still what was read, so a token refreshed
+    meanwhile by another worker is never overwritten with an older one.
+    """
+    rewritten = 0
+    async with connection(database) as raw:
+        rows = await raw.fetch(
+            "SELECT id, access_token, refresh_token FROM shops "
+            "WHERE access_token IS NOT NULL OR refresh_token IS NOT NULL"
+        )
+        for row in rows:
+            old_access, old_refresh = row["access_token"], row["refresh_token"]
+            if cipher.current(old_access) and cipher.current(old_refresh):
+                continue
+            try:
+                access = cipher.encrypt_optional(cipher.decrypt(old_access))
+                refresh = cipher.encrypt_optional(cipher.decrypt(old_refresh))
+            except TokenDecryptError:
+                continue  # no key opens it: its jobs fail saying so (service/shopify/tokens.py)
+            status = await raw.execute(
+                """
+                UPDATE shops SET access_token = $2, refresh_token = $3
+                 WHERE id = $1 AND access_token IS NOT DISTINCT FROM $4
+                   AND refresh_token IS NOT DISTINCT FROM $5
+                """,
+                row["id"], access, refresh, old_access, old_refresh,
+            )  # fmt: skip
+            rewritten += status == "UPDATE 1"
+    return rewritten
 
 
 async def update_shop_token(
@@ -83,7 +125,8 @@ async def update_shop_token(
     refresh_token: str | None,
     refresh_token_expires_at: datetime | None,
 ) -> None:
-    """Store a refreshed token pair; a shop uninstalled meanwhile stays uninstalled."""
+    """Store a refreshed token pair (encrypted by the caller); a shop uninstalled meanwhile
+    stays uninstalled."""
     async with connection(database) as raw:
         await raw.execute(
             """

@@ -40,9 +40,19 @@ def to_json(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
+# Whether a token is stored, told without reading it (the web decides on token exchange so).
+_TOKEN_PRESENCE = (
+    "access_token IS NOT NULL AS has_access_token, refresh_token IS NOT NULL AS has_refresh_token"
+)
 SHOP_COLUMNS = (
     "id, domain, access_token, scopes, uninstalled_at, "
-    "token_expires_at, refresh_token, refresh_token_expires_at"
+    f"token_expires_at, refresh_token, refresh_token_expires_at, {_TOKEN_PRESENCE}"
+)
+# The same without the token columns (read as NULL): what the web reads. Only the worker, which
+# calls the Admin API, ever reads a token (service/shopify/tokens.py decrypts it).
+SHOP_COLUMNS_WITHOUT_TOKENS = (
+    "id, domain, NULL::text AS access_token, scopes, uninstalled_at, "
+    f"token_expires_at, NULL::text AS refresh_token, refresh_token_expires_at, {_TOKEN_PRESENCE}"
 )
 
 JOB_COLUMNS = (

@@ -66,10 +66,10 @@ async def callback(request: Request) -> Response:
     await store.upsert_shop(
         state.database,
         shop,
-        grant.access_token,
+        state.settings.token_cipher.encrypt(grant.access_token),
         grant.scopes,
         token_expires_at=grant.expires_at,
-        refresh_token=grant.refresh_token,
+        refresh_token=state.settings.token_cipher.encrypt_optional(grant.refresh_token),
         refresh_token_expires_at=grant.refresh_token_expires_at,
     )
     state.shops.forget(shop)

@@ -78,6 +78,6 @@ async def test_start_watch_and_cancel_jobs_from_the_admin_and_screenshot(  # typ
         await browser.close()
 
     shop = await store.get_shop(database, SHOP)
-    assert shop is not None and shop.installed and shop.access_token  # by token exchange
+    assert shop is not None and shop.installed and shop.has_access_token  # by token exchange
     rows = await database.fetch_all("SELECT staff_user_id, source FROM jobs")
     assert {(r._mapping["staff_user_id"], r._mapping["source"]) for r in rows} == {("7", "admin")}

@@ -32,7 +32,7 @@ from tests.support.browser import (
     item_failed,
     save_screenshot,
 )
-from tests.support.config import ROOT, TEST_API_KEY, TEST_SECRET
+from tests.support.config import ROOT, TEST_API_KEY, TEST_SECRET, TEST_TOKEN_KEYS
 from tests.support.net import free_port, wait_for_http
 from tests.support.processes import Process, web_command, worker_command
 
@@ -62,6 +62,7 @@ def stack(servers, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         "REDIS_URL": servers.redis_url,
         "SHOPIFY_API_KEY": TEST_API_KEY,
         "SHOPIFY_API_SECRET": TEST_SECRET,
+        "TOKEN_ENCRYPTION_KEYS": TEST_TOKEN_KEYS,
         "SHOPIFY_APP_URL": web_url,
         "SHOPIFY_ADMIN_URL": shopify_url,
         "ENABLE_DIAGNOSTIC_JOBS": "true",

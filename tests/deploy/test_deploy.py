@@ -40,7 +40,13 @@ from tests.support.net import free_port, wait_for_http
 WEB = tomllib.loads((ROOT / "fly.web.toml").read_text())
 WORKER = tomllib.loads((ROOT / "fly.worker.toml").read_text())
 # Set with `fly secrets set` (or `fly postgres attach`) on both apps; never in a TOML file.
-SECRETS = ("DATABASE_URL", "REDIS_URL", "SHOPIFY_API_KEY", "SHOPIFY_API_SECRET")
+SECRETS = (
+    "DATABASE_URL",
+    "REDIS_URL",
+    "SHOPIFY_API_KEY",
+    "SHOPIFY_API_SECRET",
+    "TOKEN_ENCRYPTION_KEYS",
+)
 # Secrets an app may have: the job dashboard's password (the dashboard is off without it).
 OPTIONAL_SECRETS = ("ADMIN_PASSWORD",)
 # Read by uvicorn or the image's CMD rather than by Settings.
@@ -84,6 +90,7 @@ def settings_from(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Setti
         "REDIS_URL": "redis://default:pw@fly-shopjobs-redis.upstash.io:6379",
         "SHOPIFY_API_KEY": "key",
         "SHOPIFY_API_SECRET": "secret",
+        "TOKEN_ENCRYPTION_KEYS": "SbWnXPTgVyC2NRlqsFNcGhqXKYm9dNn4ZWsZ-E2OTKA=",
     }
     for name, value in {**secrets, **env}.items():
         monkeypatch.setenv(name, value)

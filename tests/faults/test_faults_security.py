@@ -21,9 +21,9 @@ from databases import Database
 
 from service import store
 from service.core import queue
-from tests.support.config import TEST_API_KEY, TEST_SECRET
+from tests.support.config import TEST_API_KEY, TEST_SECRET, TEST_TOKEN_KEYS
 from tests.support.faults import record, signed, wait_until
-from tests.support.jobs import add_job, make_shop, wait_for_status
+from tests.support.jobs import add_job, make_shop, shop_with_tokens, wait_for_status
 from tests.support.net import free_port, wait_for_http
 from tests.support.processes import start_worker, web_command
 
@@ -238,7 +238,7 @@ async def test_no_secret_token_or_signature_reaches_any_log(
     wait_for_http(f"{web_url}/healthz", timeout=30)
     worker = start_worker(spawn, env)
     await store.upsert_shop(database, CUSTOM_SHOP, CUSTOM_TOKEN, "read_products")
-    seen: set[str] = {TEST_SECRET, CUSTOM_TOKEN}
+    seen: set[str] = {TEST_SECRET, TEST_TOKEN_KEYS, CUSTOM_TOKEN}
 
     async with httpx.AsyncClient(timeout=20) as client:
         # Install through OAuth: a code, an hmac, a state nonce and its cookie cross the logs'
@@ -252,7 +252,7 @@ async def test_no_secret_token_or_signature_reaches_any_log(
                 if key in ("code", "hmac", "state", "signature"):
                     seen.add(value)
             seen.update(c.value for c in hop.cookies.jar if c.value)
-        installed = await store.get_shop(database, INSTALLED_SHOP)
+        installed = await shop_with_tokens(database, INSTALLED_SHOP)
         assert installed is not None and installed.access_token and installed.refresh_token
         seen |= {installed.access_token, installed.refresh_token}
 
@@ -307,10 +307,10 @@ async def test_no_secret_token_or_signature_reaches_any_log(
         await wait_for_status(database, row._mapping["id"], {"completed", "failed"}, 60)
 
     for shop in (INSTALLED_SHOP, CUSTOM_SHOP):
-        stored = await store.get_shop(database, shop)
+        stored = await shop_with_tokens(database, shop)
         assert stored is not None and stored.access_token
         seen |= {stored.access_token, stored.refresh_token or stored.access_token}
-    refreshed = await store.get_shop(database, INSTALLED_SHOP)
+    refreshed = await shop_with_tokens(database, INSTALLED_SHOP)
     assert refreshed is not None and refreshed.access_token != installed.access_token
 
     for proc in (worker, web, shopify):

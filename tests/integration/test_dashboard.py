@@ -21,7 +21,7 @@ from service.app import create_app
 from service.core import queue
 from service.core.settings import Settings
 from service.web.dashboard import credentials_match, csrf_token
-from tests.support.config import TEST_API_KEY, TEST_SECRET
+from tests.support.config import TEST_API_KEY, TEST_SECRET, TEST_TOKEN_KEYS
 from tests.support.jobs import add_job, make_shop
 
 USER, PASSWORD = "ops", "correct horse battery"
@@ -132,6 +132,7 @@ def test_admin_settings_are_checked() -> None:
         "redis_url": "redis://x",
         "shopify_api_key": TEST_API_KEY,
         "shopify_api_secret": TEST_SECRET,
+        "token_encryption_keys": TEST_TOKEN_KEYS,
     }
     assert Settings(**base, admin_password="").admin_password is None
     with pytest.raises(ValidationError, match="at least 12 characters"):

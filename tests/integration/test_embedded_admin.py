@@ -24,7 +24,7 @@ from service.web.admin_api import RETRY_HEADER
 from shopify_emulator.config import EmulatorConfig
 from shopify_emulator.embedded import session_claims, sign
 from tests.support.config import TEST_API_KEY, TEST_SECRET
-from tests.support.jobs import make_shop
+from tests.support.jobs import make_shop, shop_with_tokens
 
 ALPINE, HARBOR, NEW = "alpine.myshopify.com", "harbor.myshopify.com", "fresh.myshopify.com"
 
@@ -195,7 +195,9 @@ async def test_first_requests_exchange_the_session_token_once(admin, database) -
     async with httpx.AsyncClient() as http:
         stats = (await http.get(f"{shopify.url}/_emulator/stats")).json()
     assert stats["shops"][NEW]["token_exchanges"] == 1
-    shop = await store.get_shop(database, NEW)
+    stored = await store.get_shop(database, NEW, tokens=True)
+    assert stored is not None and stored.access_token.startswith("fernet:")  # encrypted at rest
+    shop = await shop_with_tokens(database, NEW)
     assert shop is not None and shop.installed and shop.access_token
     assert shop.token_expires_at is not None and shop.refresh_token  # expiring, as asked
     # The stored token is one the Admin API accepts.

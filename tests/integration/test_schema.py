@@ -15,6 +15,7 @@ from service import store
 from service.core.db import apply_schema, create_database
 from service.core.states import ClaimResult, JobStatus
 from tests.support.config import ROOT
+from tests.support.jobs import shop_with_tokens
 
 # schema.sql as the release before the fault suite's echo_effects table left it (commit 6981a7e).
 PREVIOUS_SCHEMA = ROOT / "tests" / "support" / "fixtures" / "schema_previous.sql"
@@ -116,7 +117,7 @@ async def test_a_database_made_by_the_previous_schema_upgrades_in_place(
         )
         assert applied.returncode == 0, applied.stderr
 
-        shop = await store.get_shop(old, "old-shop.myshopify.com")
+        shop = await shop_with_tokens(old, "old-shop.myshopify.com")  # decrypted if encrypted
         assert shop is not None and shop.id == shop_id and shop.access_token == "tok"
         finished = await store.get_job(old, done)
         assert finished is not None

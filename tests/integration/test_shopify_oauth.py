@@ -16,6 +16,7 @@ from service.shopify import oauth
 from service.shopify.admin import AdminClient
 from service.shopify.signatures import oauth_hmac
 from tests.support.config import TEST_API_KEY, TEST_SECRET
+from tests.support.jobs import shop_with_tokens
 from tests.support.net import free_port
 
 NEW_SHOP = "new-shop.myshopify.com"
@@ -71,7 +72,10 @@ async def test_install_round_trip_stores_a_working_expiring_token(
         f"{app.url}/auth/callback",
     ]
 
-    shop = await store.get_shop(database, NEW_SHOP)
+    stored = await store.get_shop(database, NEW_SHOP, tokens=True)
+    assert stored is not None and stored.access_token and stored.refresh_token
+    assert stored.access_token.startswith("fernet:") and stored.refresh_token.startswith("fernet:")
+    shop = await shop_with_tokens(database, NEW_SHOP)
     assert shop is not None and shop.installed and shop.scopes == configured.shopify_scopes
     assert shop.access_token and shop.access_token.startswith("shpat_")
     assert shop.refresh_token and shop.token_expires_at and shop.refresh_token_expires_at

@@ -13,6 +13,7 @@ from databases import Database
 from service import store
 from service.shopify.signatures import webhook_hmac
 from tests.support.config import TEST_SECRET
+from tests.support.jobs import shop_with_tokens
 from tests.support.net import free_port, wait_for_http
 from tests.support.processes import web_command
 
@@ -73,7 +74,7 @@ async def test_a_signed_body_retargeted_at_another_shop_changes_nothing(
         answer = await deliver(base, topic, VICTIM, body)
         assert answer.status_code == 400, (topic, answer.text)
         assert "does not match X-Shopify-Shop-Domain" in answer.json()["error"]
-    victim = await store.get_shop(database, VICTIM)
+    victim = await shop_with_tokens(database, VICTIM)
     assert victim is not None and victim.installed and victim.access_token == "shpat_victim"
     assert await jobs_of(database, VICTIM) == 0
     assert await database.fetch_val("SELECT count(*) FROM webhook_events") == 0
@@ -99,7 +100,7 @@ async def test_a_late_uninstall_does_not_revoke_a_reinstall(
     await store.upsert_shop(database, VICTIM, "shpat_second", "read_products")
     late = await deliver(base, "app/uninstalled", VICTIM, body, triggered_at=triggered)
     assert late.status_code == 200 and late.json() == {"status": "stale"}
-    shop = await store.get_shop(database, VICTIM)
+    shop = await shop_with_tokens(database, VICTIM)
     assert shop is not None and shop.installed and shop.access_token == "shpat_second"
 
     async with httpx.AsyncClient(base_url=base) as client:

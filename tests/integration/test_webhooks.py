@@ -6,6 +6,7 @@ import asyncio
 import uuid
 
 import httpx
+import orjson
 import pytest
 from arq.connections import ArqRedis
 from databases import Database
@@ -220,12 +221,27 @@ async def test_compliance_topics_become_jobs_on_our_own_data(site, database: Dat
     exported = await _run(request, database)
     assert exported["customerId"] == "42" and exported["dataRequestId"] == "9"
     assert sorted(j["id"] for j in exported["jobs"]) == sorted(str(j.id) for j in mine)
+    # The export is kept as the request job's result (as the worker records it): a copy of
+    # the customer's data, which the redaction must delete too.
+    await database.execute(
+        "UPDATE jobs SET status = 'completed', result = CAST(:result AS jsonb) WHERE id = :id",
+        {"result": orjson.dumps(exported).decode(), "id": request.id},
+    )
+    other_request, _ = await store.create_job(
+        database,
+        shop_id=shop.id,
+        job_type="customers_data_request",
+        job_input={"customer_id": "7", "data_request_id": "10"},
+        source="webhook",
+    )
 
-    assert (await _run(redact, database))["deletedJobs"] == 2
+    assert (await _run(redact, database))["deletedJobs"] == 3  # 2 jobs + the data request
     remaining = {r._mapping["id"] for r in await database.fetch_all("SELECT id FROM jobs")}
-    assert {theirs.id, anonymous.id} <= remaining and not {j.id for j in mine} & remaining
+    assert {theirs.id, anonymous.id, other_request.id, redact.id, shop_redact.id} == remaining
+    stored = await database.fetch_all("SELECT result::text AS r FROM jobs WHERE result IS NOT NULL")
+    assert not [row for row in stored if "from 42" in row._mapping["r"]]
 
-    assert (await _run(shop_redact, database))["deletedJobs"] == 4  # 2 jobs + 2 compliance
+    assert (await _run(shop_redact, database))["deletedJobs"] == 4  # 3 jobs + the redaction job
     left = await database.fetch_all("SELECT id FROM jobs")
     assert [r._mapping["id"] for r in left] == [shop_redact.id]
     gone = await store.get_shop(database, SHOP)

@@ -4,6 +4,7 @@ a handler is called with when a test calls it directly."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 import uuid
 from typing import Any
@@ -14,10 +15,25 @@ from databases import Database
 
 from service import store
 from service.core import queue
+from service.core.token_cipher import TokenCipher
+from tests.support.config import TEST_TOKEN_KEYS
 
 
 async def make_shop(database: Database, domain: str = "test-shop.myshopify.com") -> store.Shop:
     return await store.upsert_shop(database, domain, "shpat_test", "read_products")
+
+
+async def shop_with_tokens(database: Database, domain: str) -> store.Shop | None:
+    """The shop with its tokens as the worker sees them: read and decrypted."""
+    shop = await store.get_shop(database, domain, tokens=True)
+    if shop is None:
+        return None
+    cipher = TokenCipher(TEST_TOKEN_KEYS)
+    return dataclasses.replace(
+        shop,
+        access_token=cipher.decrypt(shop.access_token),
+        refresh_token=cipher.decrypt(shop.refresh_token),
+    )
 
 
 async def add_job(

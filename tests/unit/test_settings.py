@@ -11,6 +11,7 @@ REQUIRED = {
     "REDIS_URL": "redis://127.0.0.1:6379/0",
     "SHOPIFY_API_KEY": "key",
     "SHOPIFY_API_SECRET": "secret",
+    "TOKEN_ENCRYPTION_KEYS": "SbWnXPTgVyC2NRlqsFNcGhqXKYm9dNn4ZWsZ-E2OTKA=",
 }
 
 
