@@ -33,7 +33,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     source          text NOT NULL DEFAULT 'proxy',
     lease_owner     text,
     lease_expires_at timestamptz,
-    run_at          timestamptz,                  -- when a retrying job is due again
+    run_at          timestamptz,                  -- when a retrying or delayed job is due
     created_at      timestamptz NOT NULL DEFAULT now(),
     updated_at      timestamptz NOT NULL DEFAULT now(),
     started_at      timestamptz,
@@ -76,6 +76,21 @@ CREATE INDEX IF NOT EXISTS jobs_processing_shop_idx ON jobs (shop_id) WHERE stat
 -- The Shopify bulk operation a job started (service/shopify/bulk.py): a run interrupted while
 -- waiting for it resumes that operation instead of starting another.
 ALTER TABLE jobs ADD COLUMN IF NOT EXISTS bulk_operation_id text;
+
+-- Batches (service/batches.py): a child names its parent; a parent's `batch` holds what its
+-- handler asked for (follow-up type, fail on a child's failure) and is NULL for other jobs.
+-- A parent's progress and completion are counted from its children's rows, by status.
+ALTER TABLE jobs ADD COLUMN IF NOT EXISTS parent_id uuid REFERENCES jobs (id) ON DELETE CASCADE;
+ALTER TABLE jobs ADD COLUMN IF NOT EXISTS batch jsonb;
+CREATE INDEX IF NOT EXISTS jobs_parent_status_idx ON jobs (parent_id, status)
+    WHERE parent_id IS NOT NULL;
+
+-- Schedules (service/store/schedules.py): the latest tick whose runs exist, per scheduled type.
+CREATE TABLE IF NOT EXISTS schedule_ticks (
+    job_type        text PRIMARY KEY,
+    tick            timestamptz NOT NULL,
+    updated_at      timestamptz NOT NULL DEFAULT now()
+);
 
 -- Dropped: the fault suite's record of the diagnostic `echo` job's side effects, which earlier
 -- releases created here. No product code reads or writes it; the tests create their own.

@@ -15,20 +15,24 @@ from typing import Any
 from jobs.types import (
     AdminAPI,
     CompletionWrite,
+    EnqueuedJob,
     Handler,
     JobContext,
     JobType,
     NonRetryableError,
+    Schedule,
     WebhookJob,
 )
 
 __all__ = [
     "AdminAPI",
     "CompletionWrite",
+    "EnqueuedJob",
     "Handler",
     "JobContext",
     "JobType",
     "NonRetryableError",
+    "Schedule",
     "WebhookJob",
 ]
 

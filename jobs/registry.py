@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from jobs.builtin import compliance, echo, inventory_report, product_summary
+from jobs.builtin import catalogue_audit, compliance, echo, inventory_report, product_summary
 from jobs.types import JobType, WebhookJob
 from service.core.settings import Settings
 
@@ -15,6 +15,8 @@ def job_types(settings: Settings) -> dict[str, JobType]:
         compliance.CUSTOMERS_DATA_REQUEST,
         compliance.CUSTOMERS_REDACT,
         compliance.SHOP_REDACT,
+        catalogue_audit.JOB_TYPE,
+        catalogue_audit.PAGE_JOB_TYPE,
     ]
     if settings.enable_diagnostic_jobs:
         types.append(echo.JOB_TYPE)

@@ -6,9 +6,18 @@ A type is declared once and used by both processes: the web validates input agai
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Sequence,
+)
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
+from uuid import UUID
 
 from pydantic import BaseModel
 
@@ -72,6 +81,17 @@ class AdminAPI(Protocol):
     ) -> BulkMutationResults: ...
 
 
+@dataclass(frozen=True)
+class EnqueuedJob:
+    """A job an enqueue stands for: its id, status and due time (None: due at once).
+    `created` is False when its idempotency key already named a job (that one is returned)."""
+
+    id: UUID
+    status: str  # a JobStatus value: pending, processing, retrying, completed, failed
+    run_at: datetime | None
+    created: bool = True
+
+
 class JobContext(Protocol):
     """What a handler gets besides its input."""
 
@@ -92,8 +112,52 @@ class JobContext(Protocol):
     # exactly once per completed job (see jobs/worker/context.py).
     def on_completion(self, write: CompletionWrite) -> None: ...
 
+    # Start another job, for this job's shop unless `shop` is given (docs/starting-jobs.md).
+    async def enqueue(
+        self,
+        job_type: str,
+        input: BaseModel | dict[str, Any] | None = None,
+        *,
+        shop: str | None = None,
+        delay: float | timedelta | None = None,
+        run_at: datetime | None = None,
+        idempotency_key: str | None = None,
+    ) -> EnqueuedJob: ...
+
+    # Fan out children of this job, one per input, created in bulk. This job becomes final
+    # only when every child is final: completed with {"completed": n, "failed": m, "result":
+    # what the handler returned}, or failed if `fail_parent_on_child_failure` and one failed.
+    # `on_complete` names a job type run once when the batch is done. Returns how many
+    # children this call added; call it again to add more (a page at a time, say).
+    async def enqueue_batch(
+        self,
+        job_type: str,
+        inputs: Sequence[BaseModel | dict[str, Any]],
+        *,
+        on_complete: str | None = None,
+        fail_parent_on_child_failure: bool = False,
+    ) -> int: ...
+
 
 Handler = Callable[[JobContext, Any], Awaitable[Any]]
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Run a job type on a cron schedule (docs/starting-jobs.md).
+
+    `cron`: five fields (minute hour day month weekday), or six with seconds first, in UTC.
+    `per_shop`: one run per installed shop, spread over the interval to the next tick by a
+    hash of the shop (a thousand shops do not start in the same second); False: one run per
+    tick for the app, recorded under its first installed shop (every job belongs to a shop).
+    `input`: the input of every run. Each tick runs once however many workers run; a tick
+    missed while no worker ran runs once when one is back (only the latest); a schedule starts
+    with the first tick after a worker first sees it.
+    """
+
+    cron: str
+    per_shop: bool = True
+    input: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -110,6 +174,8 @@ class JobType:
     proxy: bool = True
     # May the merchant start it from the embedded admin (POST /api/jobs, a form on /app)?
     admin: bool = False
+    # Run it on a cron schedule too (None: only when something enqueues it).
+    schedule: Schedule | None = None
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,14 @@
-"""Command-line tools: `python -m service shops add | db apply | sign`.
+"""Command-line tools: `python -m service shops add | db apply | sign | jobs enqueue | jobs show`.
 
 python -m service shops add DOMAIN --token TOKEN [--scopes read_products,...]
 python -m service db apply
 python -m service sign --shop DOMAIN [--customer ID] [--base URL] PATH[?QUERY]
+python -m service jobs enqueue TYPE --shop DOMAIN [--input JSON] [--delay SECONDS]
+                                    [--idempotency-key KEY]
+python -m service jobs show ID
+
+`jobs enqueue` prints `{"jobId": ..., "status": ...}` as JSON on its last line; `jobs show`
+prints the job as JSON. A refusal is one line on stderr and exit code 2.
 """
 
 from __future__ import annotations
@@ -12,10 +18,18 @@ import asyncio
 import os
 import sys
 import time
+from typing import Any
+from uuid import UUID
 
+import orjson
+
+from jobs.registry import job_types
 from service import store
+from service.core import queue
 from service.core.db import DatabaseTlsError, apply_schema, create_database
 from service.core.settings import DatabaseSettings, Settings, TokenSettings, load_settings
+from service.intake import Source
+from service.jobs_client import EnqueueError, InvalidInput, JobsClient
 from service.shopify import shop_domain
 from service.shopify.proxy_url import signed_proxy_url
 
@@ -50,6 +64,76 @@ async def _db_apply() -> None:
     print("schema applied" + (f"; {encrypted} shops' tokens encrypted" if encrypted else ""))
 
 
+class CliError(Exception):
+    """A refusal the CLI prints as one line, exiting 2."""
+
+
+def _job_json(job: store.Job) -> dict[str, Any]:
+    return {
+        "jobId": str(job.id),
+        "type": job.type,
+        "status": job.status,
+        "progress": job.progress,
+        "progressMessage": job.progress_message,
+        "input": job.input,
+        "result": job.result,
+        "error": job.error_message,
+        "attempts": job.attempts,
+        "source": job.source,
+        "idempotencyKey": job.idempotency_key,
+        "runAt": job.run_at.isoformat() if job.run_at else None,
+        "parentId": str(job.parent_id) if job.parent_id else None,
+        "createdAt": job.created_at.isoformat(),
+        "startedAt": job.started_at.isoformat() if job.started_at else None,
+        "finishedAt": job.finished_at.isoformat() if job.finished_at else None,
+    }
+
+
+async def _jobs(args: argparse.Namespace) -> dict[str, Any]:
+    """`jobs enqueue` / `jobs show` through the app's own JobsClient; CliError on a refusal."""
+    settings = load_settings(Settings)
+    database = create_database(settings.database_url, min_size=1, max_size=2)
+    redis = queue.connect(settings.redis_url)
+    await database.connect()
+    try:
+        client = JobsClient(database, redis, job_types(settings))
+        if args.command == "show":
+            try:
+                job = await client.get(UUID(args.job_id))
+            except ValueError:
+                raise CliError("malformed job id: expected a UUID") from None
+            if job is None:
+                raise CliError(f"job {args.job_id} not found")
+            return _job_json(job)
+        try:
+            job_input = orjson.loads(args.input)
+        except orjson.JSONDecodeError:
+            raise CliError("--input is not JSON") from None
+        if not isinstance(job_input, dict):
+            raise CliError("--input must be a JSON object")
+        try:
+            domain = shop_domain.normalize(args.shop)
+            enqueued = await client.enqueue(
+                args.type,
+                shop=domain,
+                input=job_input,
+                delay=args.delay,
+                idempotency_key=args.idempotency_key,
+                source=Source.CLI,
+            )
+        except InvalidInput as exc:
+            raise CliError(f"{exc.message}: " + orjson.dumps(exc.details).decode()) from None
+        except (EnqueueError, ValueError) as exc:
+            raise CliError(str(exc)) from None
+        answer: dict[str, Any] = {"jobId": str(enqueued.id), "status": enqueued.status}
+        if enqueued.run_at is not None:
+            answer["runAt"] = enqueued.run_at.isoformat()
+        return answer
+    finally:
+        await redis.aclose()
+        await database.disconnect()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m service")
     commands = parser.add_subparsers(dest="area", required=True)
@@ -72,7 +156,29 @@ def main(argv: list[str] | None = None) -> int:
     sign.add_argument("--base", default=None, help="app URL (default SHOPIFY_APP_URL)")
     sign.add_argument("--path-prefix", default="/apps/jobs")
 
+    jobs = commands.add_parser("jobs", help="start and inspect jobs")
+    jobs_cmd = jobs.add_subparsers(dest="command", required=True)
+    enqueue = jobs_cmd.add_parser("enqueue", help="create a job, as the app's own code does")
+    enqueue.add_argument("type")
+    enqueue.add_argument("--shop", required=True)
+    enqueue.add_argument("--input", default="{}", help="the job's input, a JSON object")
+    enqueue.add_argument("--delay", type=float, default=None, help="seconds before it is due")
+    enqueue.add_argument("--idempotency-key", default=None)
+    show = jobs_cmd.add_parser("show", help="print a job as JSON")
+    show.add_argument("job_id")
+
     args = parser.parse_args(argv)
+    if args.area == "jobs":
+        try:
+            answer = asyncio.run(_jobs(args))
+        except CliError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        except Exception as exc:  # Postgres or Redis unreachable: one line, not a traceback
+            print(f"error: {exc.__class__.__name__}: {exc}", file=sys.stderr)
+            return 2
+        print(orjson.dumps(answer).decode())
+        return 0
     if args.area == "shops":
         try:
             domain = shop_domain.normalize(args.domain)

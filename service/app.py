@@ -30,6 +30,7 @@ from service.core.db import DatabaseTlsError, create_database
 from service.core.logs import configure_logging
 from service.core.settings import Settings, load_settings
 from service.intake import Intake
+from service.jobs_client import JobsClient
 from service.web import admin_api, dashboard, embedded, install, metrics, proxy, webhooks
 from service.web.errors import EXCEPTION_HANDLERS
 from service.web.middleware import RequestTelemetry
@@ -95,14 +96,17 @@ def create_app(settings: Settings) -> Starlette:
         await database.connect()
         redis = queue.connect(settings.redis_url)
         http = httpx.AsyncClient(timeout=settings.shopify_admin_timeout_seconds)
+        intake = Intake(database, redis, web_metrics.observe_enqueue)
+        types = job_types(settings)
         app.state.web = WebState(
             settings=settings,
             database=database,
             redis=redis,
-            intake=Intake(database, redis, web_metrics.observe_enqueue),
+            intake=intake,
+            jobs=JobsClient(database, redis, types, intake=intake),
             shops=ShopCache(database, settings.shop_cache_seconds),
             metrics=web_metrics,
-            job_types=job_types(settings),
+            job_types=types,
             webhook_jobs=webhook_jobs(settings),
             http=http,
             webhook_bodies=BodyBudget(settings.webhook_body_budget_bytes),

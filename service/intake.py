@@ -17,6 +17,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 from uuid import UUID, uuid4
@@ -47,6 +48,10 @@ class Source(StrEnum):
     PROXY = "proxy"
     WEBHOOK = "webhook"
     ADMIN = "admin"  # the embedded admin's /api/jobs; the dashboard's retries (no new rows)
+    APP = "app"  # the app's own code: a route, a webhook handler (service/jobs_client.py)
+    JOB = "job"  # a handler, through ctx.enqueue
+    CLI = "cli"  # python -m service jobs enqueue
+    SCHEDULE = "schedule"  # a job type's cron schedule (jobs/worker/schedules.py)
 
 
 class QueueOutcome(StrEnum):
@@ -96,47 +101,86 @@ class Intake:
         idempotency_key: str | None = None,
         customer_id: str | None = None,
         staff_user_id: str | None = None,
+        run_at: datetime | None = None,
+        parent_id: UUID | None = None,
     ) -> Submitted:
         """Write a `pending` job and queue it; `job_input` is already validated, JSON-ready.
+
+        With `run_at` (timezone-aware) the job waits until then: the row says when (`run_at`)
+        and the queue entry's score is that time, so no worker takes it earlier. `parent_id`
+        makes it a child of a batch (service/batches.py writes batches in bulk; this is for one).
 
         Raises NotQueued if the queue did not take it, and the database's own error if Postgres
         is unreachable (after deleting the row, which may have committed all the same).
         """
         wanted = uuid4()
         try:
-            job_id, existing = await self._create(
-                shop_id=shop.id,
-                job_type=job_type.name,
-                job_input=job_input,
-                customer_id=customer_id,
-                idempotency_key=idempotency_key,
-                source=source,
-                job_id=wanted,
-                staff_user_id=staff_user_id,
-            )
+            if run_at is None and parent_id is None:
+                job_id, existing = await self._create(
+                    shop_id=shop.id,
+                    job_type=job_type.name,
+                    job_input=job_input,
+                    customer_id=customer_id,
+                    idempotency_key=idempotency_key,
+                    source=source,
+                    job_id=wanted,
+                    staff_user_id=staff_user_id,
+                )
+            else:  # rare: a statement of its own rather than a share of the group commit
+                job, created = await store.create_job(
+                    self.database, shop_id=shop.id, job_type=job_type.name, job_input=job_input,
+                    customer_id=customer_id, idempotency_key=idempotency_key, source=source,
+                    job_id=wanted, run_at=run_at, parent_id=parent_id,
+                    staff_user_id=staff_user_id,
+                )  # fmt: skip
+                job_id, existing = job.id, None if created else job
         except UNAVAILABLE_ERRORS:
             await self._forget(wanted)
             raise
         if existing is not None:
             return Submitted(existing.id, existing)
-        await self.queue(job_type.name, job_id, shop.domain, source)
+        await self.queue(job_type.name, job_id, shop.domain, source, run_at=run_at)
         return Submitted(job_id, None)
 
-    async def queue(self, job_type: str, job_id: UUID, shop: str, source: Source) -> None:
+    async def queue(
+        self,
+        job_type: str,
+        job_id: UUID,
+        shop: str,
+        source: Source,
+        *,
+        run_at: datetime | None = None,
+    ) -> None:
         """Queue the job of a row just written; if the queue does not take it, delete the row
         and raise NotQueued."""
-        if await self.put(job_type, job_id, shop, source) is not QueueOutcome.QUEUED:
+        if await self.put(job_type, job_id, shop, source, run_at=run_at) is not QueueOutcome.QUEUED:
             await store.delete_job(self.database, job_id)
             raise NotQueued(job_id)
 
-    async def put(self, job_type: str, job_id: UUID, shop: str, source: Source) -> QueueOutcome:
-        """Put a job's entry on the queue, timed; never raises (a failure is ERROR)."""
+    async def put(
+        self,
+        job_type: str,
+        job_id: UUID,
+        shop: str,
+        source: Source,
+        *,
+        run_at: datetime | None = None,
+    ) -> QueueOutcome:
+        """Put a job's entry on the queue (due at `run_at`, else now), timed; never raises (a
+        failure is ERROR)."""
         started = time.perf_counter()
         outcome = QueueOutcome.ERROR
         try:
-            queued = await asyncio.wait_for(
-                self._queue.submit((job_type, str(job_id), shop)), ENQUEUE_TIMEOUT_SECONDS
-            )
+            if run_at is None:
+                entry = self._queue.submit((job_type, str(job_id), shop))
+            else:
+                # The score is whole milliseconds from a clock read again: 2 ms more, so the
+                # entry is never due before `run_at`.
+                entry = queue.enqueue(
+                    self.redis, job_type, str(job_id), shop=shop,
+                    defer_seconds=max(0.0, run_at.timestamp() - time.time() + 0.002),
+                )  # fmt: skip
+            queued = await asyncio.wait_for(entry, ENQUEUE_TIMEOUT_SECONDS)
             outcome = QueueOutcome.QUEUED if queued else QueueOutcome.DUPLICATE
         except Exception as exc:  # Redis down, slow or refusing: the caller decides what it means
             logger.warning("job %s could not be queued: %r", job_id, exc)

@@ -1,4 +1,5 @@
-"""The diagnostic `echo` job: exercises retries, failures, timeouts and progress end to end.
+"""The diagnostic `echo` job: exercises retries, failures, timeouts, progress and batches end
+to end.
 
 Enabled only with ENABLE_DIAGNOSTIC_JOBS (on in `make dev` and the tests, off in production).
 """
@@ -21,6 +22,9 @@ class EchoInput(BaseModel):
     sleep_ms: int = Field(default=0, ge=0, le=3_600_000)
     fail_times: int = Field(default=0, ge=0, le=1_000)
     fail_permanently: bool = False
+    # Fan out this many child echo jobs as one batch (docs/starting-jobs.md): each echoes
+    # "{message} #{n}" and sleeps `sleep_ms`; this job ends when they all have.
+    children: int = Field(default=0, ge=0, le=1_000)
 
 
 async def echo(ctx: JobContext, data: EchoInput) -> dict[str, str]:
@@ -28,6 +32,13 @@ async def echo(ctx: JobContext, data: EchoInput) -> dict[str, str]:
         raise NonRetryableError("echo: asked to fail permanently")
     if ctx.attempt <= data.fail_times:
         raise RuntimeError(f"echo: planned failure {ctx.attempt} of {data.fail_times}")
+    if data.children:
+        inputs = [
+            {"message": f"{data.message} #{n}", "sleep_ms": data.sleep_ms}
+            for n in range(1, data.children + 1)
+        ]
+        await ctx.enqueue_batch("echo", inputs)
+        return {"message": data.message}
     if data.sleep_ms:
         step = data.sleep_ms / 1000 / PROGRESS_STEPS
         for done in range(1, PROGRESS_STEPS + 1):

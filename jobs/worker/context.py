@@ -13,14 +13,19 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
 from databases import Database
+from pydantic import BaseModel
 
-from jobs.types import CompletionWrite
+from jobs.types import CompletionWrite, EnqueuedJob
 from service import store
+from service.intake import Source
+from service.jobs_client import JobsClient
 from service.shopify.admin import AdminClient, ShopAdmin
 from service.shopify.bulk import JobLink
 
@@ -39,7 +44,11 @@ class RunContext:
     database: Database
     owner: str
     resources: dict[str, Any] = field(default_factory=dict)
+    jobs: JobsClient | None = None  # how a handler starts jobs (None: a context without one)
     completion_writes: list[CompletionWrite] = field(default_factory=list)
+    # The spec of the batch this run started (store.start_batch), None if it started none.
+    batch: dict[str, Any] | None = None
+    _next_child: int = 0
     _last_write: float = 0.0
     _last_message: str | None = None
     _admin: ShopAdmin | None = None
@@ -56,6 +65,58 @@ class RunContext:
                 self.shop, JobLink(UUID(self.job_id), self.report_progress)
             )
         return self._admin
+
+    def _client(self) -> JobsClient:
+        if self.jobs is None:
+            raise RuntimeError("this context cannot start jobs")
+        return self.jobs
+
+    async def enqueue(
+        self,
+        job_type: str,
+        input: BaseModel | dict[str, Any] | None = None,
+        *,
+        shop: str | None = None,
+        delay: float | timedelta | None = None,
+        run_at: datetime | None = None,
+        idempotency_key: str | None = None,
+    ) -> EnqueuedJob:
+        """Start a job (for this job's shop unless `shop` is given), as JobsClient.enqueue."""
+        return await self._client().enqueue(
+            job_type,
+            shop=shop or self.shop,
+            input=input,
+            delay=delay,
+            run_at=run_at,
+            idempotency_key=idempotency_key,
+            source=Source.JOB,
+        )
+
+    async def enqueue_batch(
+        self,
+        job_type: str,
+        inputs: Sequence[BaseModel | dict[str, Any]],
+        *,
+        on_complete: str | None = None,
+        fail_parent_on_child_failure: bool = False,
+    ) -> int:
+        """Add children to this job's batch (store/batches.py): this job ends when they all
+        have. Every call of one run must ask for the same `on_complete` and failure rule."""
+        client = self._client()
+        client.job_type(job_type)  # UnknownJobType before anything is written
+        if on_complete is not None:
+            client.job_type(on_complete)
+        spec = {"on_complete": on_complete, "fail_on_child_failure": fail_parent_on_child_failure}
+        if self.batch is None:
+            if not await store.start_batch(self.database, UUID(self.job_id), self.owner, spec):
+                raise RuntimeError(f"job {self.job_id} is no longer held by this run")
+            self.batch = spec
+        elif self.batch != spec:
+            raise ValueError("a job has one batch: every call must give the same options")
+        shop = await client.installed_shop(self.shop)
+        first = self._next_child
+        self._next_child += len(inputs)
+        return await client.enqueue_children(UUID(self.job_id), shop, job_type, inputs, first)
 
     def on_completion(self, write: CompletionWrite) -> None:
         """Commit `write` together with this job's completion, or not at all."""

@@ -8,6 +8,9 @@
   A row whose type no worker knows any more (renamed or removed in a deploy) is failed with
   "Unknown job type NAME" instead: queued, it would only be dropped again, and such rows,
   always the oldest, would fill every tick's batch and starve real orphans.
+- `reconcile` also ends batches whose children are all final but whose parent is still
+  waiting (the worker that finished the last child died before it looked), and queues their
+  follow-ups: see service/store/batches.py.
 - `retention`: completed jobs are kept 1 day and at most 1,000, failed ones 7 days and at most
   5,000 (settings), so the table stays the size of what someone may still look at. Recorded
   webhook events are kept a week (Shopify stops retrying an event after 4 hours).
@@ -24,6 +27,7 @@ from arq.connections import ArqRedis
 from arq.constants import in_progress_key_prefix, job_key_prefix
 from databases import Database
 
+from jobs.worker.runner import end_batches
 from service import store
 from service.core import queue
 from service.core.settings import Settings
@@ -96,6 +100,8 @@ async def delete_expired(database: Database, settings: Settings) -> int:
 
 async def reconcile(ctx: dict[str, Any]) -> int:
     runtime = ctx["runtime"]
+    # Batches whose last child ended where no one looked (its worker died just after) end here.
+    await end_batches(runtime, None)
     try:
         return await requeue_stranded(
             runtime.database,

@@ -42,18 +42,19 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from jobs.registry import job_types
 from jobs.types import JobType
-from jobs.worker import health, looplag, maintenance, metrics
+from jobs.worker import health, looplag, maintenance, metrics, schedules
 from jobs.worker.claims import Finish, QueueClaims, Taken
 from jobs.worker.ratelimit import RateLimiter
 from jobs.worker.resources import close_resources, open_resources
 from jobs.worker.runner import Incoming, Runtime, later, start_batch
 from service import store
-from service.core import queue
+from service.core import cancel, queue
 from service.core.batch import GroupCommit
 from service.core.db import DatabaseTlsError, create_database
 from service.core.logs import adopt, configure_logging
 from service.core.settings import Settings, load_settings
 from service.core.states import QueueFinish
+from service.jobs_client import JobsClient
 
 logger = logging.getLogger("shopjobs.worker")
 
@@ -101,13 +102,21 @@ class ShopjobsWorker(arq.worker.Worker):
             listener.cancel()
 
     async def _listen_for_wake_ups(self) -> None:
-        """Poll as soon as a job is enqueued (service/core/queue.py publishes on every enqueue)."""
+        """Poll as soon as a job is enqueued (service/core/queue.py publishes on every enqueue),
+        and stop the handler of a job cancelled while it runs here (service/core/cancel.py)."""
+        runtime: Runtime = self.ctx["runtime"]
         while True:
             try:
                 async with self.pool.pubsub() as pubsub:
-                    await pubsub.subscribe(queue.WAKE_CHANNEL)
+                    await pubsub.subscribe(queue.WAKE_CHANNEL, cancel.CANCEL_CHANNEL)
                     async for message in pubsub.listen():
-                        if message["type"] == "message":
+                        if message["type"] != "message":
+                            continue
+                        if _text(message["channel"]) == cancel.CANCEL_CHANNEL:
+                            job_id = _text(message["data"])
+                            if runtime.request_stop(job_id):
+                                logger.info("job %s cancelled: stopping its handler", job_id)
+                        else:
                             self._wake.set()
             except asyncio.CancelledError:
                 raise
@@ -255,6 +264,10 @@ async def _until_cancelled(run: Any) -> None:
         await run
 
 
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
 def _decode(taken: Taken) -> str | None:
     """The function a queue entry calls, or None for one that cannot run.
 
@@ -387,6 +400,7 @@ def build_worker_settings(settings: Settings, types: dict[str, JobType] | None =
             resources=resources,
             metrics=worker_metrics,
             abandoned=abandoned,
+            jobs=JobsClient(database, redis, types),
         )
         lag_watch = asyncio.create_task(looplag.watch(worker_metrics, settings.job_lease_seconds))
         closing.callback(lag_watch.cancel)
@@ -415,6 +429,12 @@ def build_worker_settings(settings: Settings, types: dict[str, JobType] | None =
                     max_tries=1,
                 ),
                 cron(maintenance.retention, second={30}, max_tries=1),
+                cron(
+                    schedules.schedules,
+                    second=set(range(0, 60, schedules.SCHEDULE_SECONDS)),
+                    run_at_startup=True,
+                    max_tries=1,
+                ),
             ],
             "redis_settings": worker_redis_settings(settings.redis_url),
             "queue_name": queue.QUEUE_NAME,

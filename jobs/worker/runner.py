@@ -41,7 +41,8 @@ from service import store
 from service.core import logs, queue
 from service.core.batch import GroupCommit
 from service.core.settings import Settings
-from service.core.states import ClaimResult, QueueFinish, RunOutcome
+from service.core.states import CANCELLED_MESSAGE, ClaimResult, QueueFinish, RunOutcome
+from service.jobs_client import JobsClient
 
 logger = logging.getLogger("shopjobs.worker")
 
@@ -52,6 +53,8 @@ SHOP_BUSY_DEFER_SECONDS = 0.5
 # A job whose worker keeps dying under it (it crashes the process, say) is failed after this
 # many starts beyond its attempts, instead of taking workers down forever.
 EXTRA_STARTS_ALLOWED = 3
+# Outcomes after which a batch child is final: its parent's batch may be over.
+CHILD_ENDS = frozenset({RunOutcome.COMPLETED, RunOutcome.FAILED, RunOutcome.ABANDONED})
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,27 @@ class Runtime:
     # Handlers that did not stop when cancelled at their timeout, still going: their jobs have
     # been given up on and their slots freed (see `_call`); /healthz counts them.
     abandoned: set[asyncio.Task[Any]] = field(default_factory=set)
+    # A future per running handler, by job id, set when the job is cancelled (a message on
+    # service/core/cancel.py's channel): `_call` then stops the handler.
+    stop_requests: dict[str, asyncio.Future[None]] = field(default_factory=dict)
+    # How handlers start jobs (ctx.enqueue, ctx.enqueue_batch); None: they cannot.
+    jobs: JobsClient | None = None
+
+    def request_stop(self, job_id: str) -> bool:
+        """Stop the handler of a cancelled job if this process runs it; False if it does not."""
+        request = self.stop_requests.get(job_id)
+        if request is None or request.done():
+            return False
+        request.set_result(None)
+        return True
+
+
+class JobCancelled(NonRetryableError):
+    """The job was cancelled while it ran (dashboard, JobsClient.cancel); its row already
+    says failed CANCELLED_MESSAGE."""
+
+    def __init__(self) -> None:
+        super().__init__(CANCELLED_MESSAGE)
 
 
 class RunAbandoned(TimeoutError):
@@ -127,9 +151,16 @@ def _describe(error: BaseException, timeout: float) -> str:
 
 
 async def _call(
-    runtime: Runtime, job_type: str, handler: Coroutine[Any, Any, Any], timeout: float
+    runtime: Runtime,
+    job_id: str,
+    job_type: str,
+    handler: Coroutine[Any, Any, Any],
+    timeout: float,
 ) -> Any:
     """Run a handler under its timeout, in a task of its own so that it can be left behind.
+
+    A cancel of the job (Runtime.request_stop) cancels the handler at its next await and
+    raises JobCancelled, whether or not the handler stops within the grace.
 
     A handler that swallows its cancellation (or keeps awaiting in a `finally`) would otherwise
     hold its slot, its lease and its job for ever, and shutdown would wait on it. At the
@@ -138,11 +169,17 @@ async def _call(
     returns (RunAbandoned at the timeout) and the job's outcome is decided without it.
     """
     task: asyncio.Task[Any] = asyncio.ensure_future(handler)
+    stop = runtime.stop_requests[job_id] = asyncio.get_running_loop().create_future()
     try:
-        await asyncio.wait({task}, timeout=timeout)
+        await asyncio.wait({task, stop}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
     except asyncio.CancelledError:
         await _stop(runtime, job_type, task)
         raise
+    finally:
+        runtime.stop_requests.pop(job_id, None)
+    if stop.done() and not task.done():
+        await _stop(runtime, job_type, task)
+        raise JobCancelled
     if task.done():
         return task.result()
     if await _stop(runtime, job_type, task):
@@ -293,6 +330,8 @@ async def execute(runtime: Runtime, job_type: JobType, claim: store.Claim) -> No
         # Every line logged during the run, by whatever code, carries the job's fields.
         with logs.bind(job_id=str(claim.id), type=job_type.name, shop=claim.shop):
             outcome, finish = await _run(runtime, job_type, claim)
+            if claim.parent_id is not None and outcome in CHILD_ENDS:
+                await end_batches(runtime, [claim.parent_id])
     except asyncio.CancelledError:
         await asyncio.shield(runtime.claims.finish(Finish(str(claim.id), QueueFinish.GIVE_BACK)))
         raise
@@ -342,6 +381,7 @@ async def _run(
         database=database,
         owner=owner,
         resources=runtime.resources,
+        jobs=runtime.jobs,
     )
     started = time.monotonic()
     try:
@@ -350,7 +390,9 @@ async def _run(
                 data = job_type.input_model.model_validate(claim.input)
             except ValidationError as exc:
                 raise NonRetryableError(f"Invalid input: {exc.errors(include_url=False)}") from exc
-            result = await _call(runtime, job_type.name, job_type.handler(context, data), timeout)
+            result = await _call(
+                runtime, job_id, job_type.name, job_type.handler(context, data), timeout
+            )
             encoded = encode_result(result, settings.job_result_max_bytes).decode()
     except asyncio.CancelledError:
         await persist_shielded(
@@ -363,6 +405,8 @@ async def _run(
     except Exception as exc:
         return await _failed(runtime, job_type, claim, exc, timeout)
 
+    if context.batch is not None:
+        return await _await_children(runtime, job_type, claim, context, encoded, started)
     completions = runtime.completions
     try:
         if context.completion_writes:
@@ -392,6 +436,57 @@ async def _run(
         return RunOutcome.COMPLETED, Finish(job_id, QueueFinish.DONE)
     logger.warning("%s finished in %.3fs but its lease was lost; result not recorded", tag, elapsed)
     return RunOutcome.LEASE_LOST, Finish(job_id, QueueFinish.DONE)
+
+
+async def _await_children(
+    runtime: Runtime,
+    job_type: JobType,
+    claim: store.Claim,
+    context: RunContext,
+    encoded: str,
+    started: float,
+) -> tuple[RunOutcome, Finish]:
+    """A batch parent's handler returned: it waits, unheld, for its children (and may be done
+    already, if they all were)."""
+    job_id = str(claim.id)
+    tag = f"job {job_id} type={job_type.name} shop={claim.shop}"
+    writes = context.completion_writes
+    try:
+        written = await _record(
+            runtime,
+            job_id,
+            f"{tag} await batch",
+            lambda: store.await_children(
+                runtime.database, claim.id, runtime.owner, encoded, writes
+            ),
+        )
+    except Exception as exc:  # Postgres refused this result (not unavailable)
+        refused = NonRetryableError(f"Result could not be recorded: {exc}")
+        return await _failed(runtime, job_type, claim, refused, 0)
+    if not written:
+        logger.warning("%s: its lease was lost before it could wait for its batch", tag)
+        return RunOutcome.LEASE_LOST, Finish(job_id, QueueFinish.DONE)
+    logger.info("%s handler done in %.3fs; waiting for its batch", tag, time.monotonic() - started)
+    await end_batches(runtime, [claim.id])
+    return RunOutcome.WAITING, Finish(job_id, QueueFinish.DONE)
+
+
+async def end_batches(runtime: Runtime, parent_ids: list[UUID] | None) -> int:
+    """Make final the batches (of `parent_ids`, or any) whose children are all final, and queue
+    their follow-ups. Never raises: the reconciler's tick looks again (a follow-up not queued is
+    a pending row it queues)."""
+    try:
+        finished, follow_ups = await store.finish_batches(runtime.database, parent_ids)
+        if follow_ups:
+            await queue.enqueue_many(
+                runtime.redis, [(f.type, str(f.id), f.shop) for f in follow_ups]
+            )
+    except Exception as exc:
+        logger.warning("batches not ended now (the reconciler will): %r", exc)
+        return 0
+    if finished:
+        logger.info("%d batch(es) ended, %d follow-up job(s) queued", finished, len(follow_ups))
+    return int(finished)
 
 
 async def _failed(

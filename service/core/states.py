@@ -52,6 +52,7 @@ class RunOutcome(StrEnum):
     ABANDONED = "abandoned"  # failed at its claim without running: it kept killing its workers
     LEASE_LOST = "lease_lost"  # another worker took the job over; this run's result is dropped
     INTERRUPTED = "interrupted"  # shutdown cancelled it: given back to the queue, not counted
+    WAITING = "waiting"  # a batch parent's handler returned: it ends when its children have
 
 
 # The message a cancelled job ends failed with (dashboard, admin API).

@@ -9,6 +9,14 @@ below.
 from __future__ import annotations
 
 from service.core.states import CANCELLED_MESSAGE
+from service.store.batches import (
+    FollowUp,
+    await_children,
+    batch_counts,
+    finish_batches,
+    insert_children,
+    start_batch,
+)
 from service.store.bulk import bulk_operation_of, job_is_final, keep_bulk_operation
 from service.store.claims import (
     Claim,
@@ -49,6 +57,7 @@ from service.store.outcomes import (
     record_progress,
     schedule_retry,
 )
+from service.store.schedules import TickJob, create_tick_jobs, schedule_ticks
 from service.store.shops import (
     Shop,
     encrypt_stored_tokens,
@@ -69,10 +78,14 @@ __all__ = [
     "CANCELLED_MESSAGE",
     "JOB_COLUMNS",
     "Claim",
+    "FollowUp",
     "Job",
     "JobFilter",
     "ListedJob",
     "Shop",
+    "TickJob",
+    "await_children",
+    "batch_counts",
     "bulk_operation_of",
     "cancel_job",
     "claim_job",
@@ -81,6 +94,7 @@ __all__ = [
     "complete_jobs",
     "count_jobs_by_status",
     "create_job",
+    "create_tick_jobs",
     "customer_jobs",
     "delete_customer_jobs",
     "delete_job",
@@ -89,11 +103,13 @@ __all__ = [
     "fail_job",
     "fail_unclaimed_job",
     "failed_jobs_by_type",
+    "finish_batches",
     "forget_webhook_event",
     "get_job",
     "get_job_for_shop",
     "get_listed_job",
     "get_shop",
+    "insert_children",
     "insert_jobs",
     "job_from_row",
     "job_is_final",
@@ -112,6 +128,8 @@ __all__ = [
     "retry_failed_jobs",
     "retry_job",
     "schedule_retry",
+    "schedule_ticks",
+    "start_batch",
     "stranded_jobs",
     "update_shop_token",
     "upsert_shop",

@@ -36,6 +36,7 @@ class Claim:
     retry_count: int
     shop: str
     recovered: bool = False  # it was processing under an expired lease: its worker died
+    parent_id: UUID | None = None  # a batch child: its end may end its parent's batch
 
 
 def _claim(row: Mapping[str, Any]) -> Claim:
@@ -47,6 +48,7 @@ def _claim(row: Mapping[str, Any]) -> Claim:
         retry_count=row["retry_count"],
         shop=row["shop"],
         recovered=row["recovered"],
+        parent_id=row["parent_id"],
     )
 
 

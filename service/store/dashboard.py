@@ -175,19 +175,33 @@ async def retry_failed_jobs(database: Database, job_type: str) -> list[tuple[UUI
     return [(row["id"], row["type"], row["domain"]) for row in rows]
 
 
-async def cancel_job(database: Database, job_id: UUID) -> bool:
-    """Cancel a job no worker is running (pending or retrying); False for any other status.
+async def cancel_job(database: Database, job_id: UUID) -> list[UUID] | None:
+    """Cancel a job that is not final, and its batch's unfinished children: they become failed
+    CANCELLED_MESSAGE. None if the job is final or gone; else the ids among them that a worker
+    is running, whose handlers the caller asks to stop (service/core/cancel.py).
 
-    A processing job cannot be cancelled: its handler may be half-way through changes in
-    Shopify, and only the handler knows how to stop cleanly.
+    Failed is final: every write of the worker running it is guarded by the lease and the
+    `processing` status (sql.HELD_BY_OWNER), so the run that is stopped records nothing.
     """
-    async with connection(database) as raw:
-        row = await raw.fetchrow(
-            """UPDATE jobs SET status = 'failed', error_message = $2, run_at = NULL,
+    async with connection(database) as raw, raw.transaction():
+        rows = await raw.fetch(
+            """WITH target AS (
+                   SELECT id, status FROM jobs
+                    WHERE (id = $1 OR parent_id = $1)
+                      AND status IN ('pending', 'retrying', 'processing')
+                    FOR UPDATE
+               )
+               UPDATE jobs SET status = 'failed', error_message = $2, run_at = NULL,
+                      lease_owner = NULL, lease_expires_at = NULL,
                       finished_at = now(), updated_at = now()
-                WHERE id = $1 AND status IN ('pending', 'retrying')
-               RETURNING id""",
+                 FROM target
+                WHERE jobs.id = target.id
+                  AND (target.id = $1 OR EXISTS (
+                       SELECT 1 FROM target AS parent WHERE parent.id = $1))
+               RETURNING jobs.id, target.status = 'processing' AS was_running""",
             job_id,
             CANCELLED_MESSAGE,
         )
-    return row is not None
+    if not any(row["id"] == job_id for row in rows):
+        return None
+    return [row["id"] for row in rows if row["was_running"]]

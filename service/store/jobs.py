@@ -38,6 +38,9 @@ class Job:
     started_at: datetime | None
     finished_at: datetime | None
     staff_user_id: str | None = None  # who started it in the embedded admin (session `sub`)
+    parent_id: UUID | None = None  # the batch parent of a child job (store/batches.py)
+    # A batch parent's spec (follow-up type, failure rule); None for every other job.
+    batch: dict[str, Any] | None = None
 
 
 def job_from_row(row: Mapping[str, Any] | None) -> Job | None:
@@ -47,6 +50,7 @@ def job_from_row(row: Mapping[str, Any] | None) -> Job | None:
     fields = dict(row)
     fields["input"] = from_json(fields["input"])
     fields["result"] = from_json(fields["result"])
+    fields["batch"] = from_json(fields["batch"])
     fields["status"] = JobStatus(fields["status"])
     return Job(**fields)
 
@@ -77,6 +81,8 @@ async def create_job(
     source: str = "proxy",
     job_id: UUID | None = None,
     staff_user_id: str | None = None,
+    run_at: datetime | None = None,
+    parent_id: UUID | None = None,
 ) -> tuple[Job, bool]:
     """Write a `pending` job (with `job_id`, or a new id); return it and whether this call
     created it.
@@ -92,13 +98,14 @@ async def create_job(
             row = await raw.fetchrow(
                 f"""
                 INSERT INTO jobs (id, shop_id, type, input, status, customer_id,
-                                  idempotency_key, source, staff_user_id)
-                VALUES ($1, $2, $3, $4::jsonb, 'pending', $5, $6, $7, $8)
+                                  idempotency_key, source, staff_user_id, run_at,
+                                  parent_id)
+                VALUES ($1, $2, $3, $4::jsonb, 'pending', $5, $6, $7, $8, $9, $10)
                 ON CONFLICT ON CONSTRAINT jobs_idempotency DO NOTHING
                 RETURNING {JOB_COLUMNS}
                 """,
                 job_id, shop_id, job_type, to_json(job_input), customer_id, idempotency_key,
-                source, staff_user_id,
+                source, staff_user_id, run_at, parent_id,
             )  # fmt: skip
             if row is not None:
                 job = job_from_row(row)

@@ -31,21 +31,29 @@ async def stranded_jobs(
     return [(row["id"], row["type"], row["domain"]) for row in rows]
 
 
+# A child whose batch is still open is kept: its parent's end is counted from its row.
+_NOT_IN_OPEN_BATCH = """
+    (parent_id IS NULL OR NOT EXISTS (
+        SELECT 1 FROM jobs AS parent WHERE parent.id = jobs.parent_id
+           AND parent.status IN ('pending', 'retrying', 'processing')))
+"""
+
+
 async def delete_old_jobs(
     database: Database, status: JobStatus, max_age_seconds: float, keep: int
 ) -> int:
     """Retention of one final status: drop jobs finished more than `max_age_seconds` ago, and
-    all but the newest `keep`."""
+    all but the newest `keep` (children of a batch still open excepted)."""
     async with connection(database) as raw:
         aged = await raw.fetch(
-            """DELETE FROM jobs WHERE status = $1
+            f"""DELETE FROM jobs WHERE status = $1 AND {_NOT_IN_OPEN_BATCH}
                   AND finished_at < now() - make_interval(secs => $2) RETURNING 1""",
             status,
             max_age_seconds,
         )
         extra = await raw.fetch(
-            """DELETE FROM jobs WHERE id IN (
-                   SELECT id FROM jobs WHERE status = $1
+            f"""DELETE FROM jobs WHERE id IN (
+                   SELECT id FROM jobs WHERE status = $1 AND {_NOT_IN_OPEN_BATCH}
                     ORDER BY finished_at DESC NULLS LAST, id OFFSET $2) RETURNING 1""",
             status,
             keep,

@@ -58,7 +58,7 @@ SHOP_COLUMNS_WITHOUT_TOKENS = (
 JOB_COLUMNS = (
     "id, shop_id, type, input, status, progress, progress_message, result, error_message, "
     "attempts, retry_count, customer_id, idempotency_key, source, lease_owner, lease_expires_at, "
-    "run_at, created_at, updated_at, started_at, finished_at, staff_user_id"
+    "run_at, created_at, updated_at, started_at, finished_at, staff_user_id, parent_id, batch"
 )
 
 # A job a worker may take: waiting (pending, retrying), or held under a lease that has expired
@@ -76,7 +76,7 @@ CLAIM_SET = """
            started_at = COALESCE(started_at, now()), run_at = NULL, updated_at = now()
 """
 CLAIM_RETURNING = """
-    RETURNING jobs.id, jobs.type, jobs.input, jobs.attempts, jobs.retry_count,
+    RETURNING jobs.id, jobs.type, jobs.input, jobs.attempts, jobs.retry_count, jobs.parent_id,
               (SELECT domain FROM shops WHERE shops.id = jobs.shop_id) AS shop,
               before.was = 'processing' AS recovered
 """

@@ -35,7 +35,7 @@ from starlette.routing import Route
 
 from jobs.types import JobType
 from service import store
-from service.core.states import CANCELLED_MESSAGE, JobStatus
+from service.core.states import CANCELLED_MESSAGE, FINAL_STATUSES, JobStatus
 from service.intake import QueueOutcome, Source
 from service.shopify import oauth, session_tokens, token_exchange
 from service.web.body import read_body
@@ -127,7 +127,7 @@ def job_json(job: store.Job) -> dict[str, Any]:
         "createdAt": _iso(job.created_at),
         "startedAt": _iso(job.started_at),
         "finishedAt": _iso(job.finished_at),
-        "cancellable": job.status in (JobStatus.PENDING, JobStatus.RETRYING),
+        "cancellable": job.status not in FINAL_STATUSES,
         "retryable": job.status == JobStatus.FAILED,
     }
     if job.status == JobStatus.COMPLETED:
@@ -253,10 +253,10 @@ async def read(request: Request) -> Response:
 
 async def cancel(request: Request) -> Response:
     shop, session = await authenticate(request)
-    database = web_state(request).database
     job = await _own_job(request, shop)
-    if not await store.cancel_job(database, job.id):
-        raise ApiError(409, "Only a pending or retrying job can be cancelled")
+    # A running job too: its handler is stopped (service/jobs_client.py, JobsClient.cancel).
+    if not await web_state(request).jobs.cancel(job.id):
+        raise ApiError(409, "Only a job that is not final can be cancelled")
     logger.info("job %s cancelled by staff user %s of %s", job.id, session.user, shop.domain)
     return JSONResponse(job_json(await _own_job(request, shop)), headers=NO_STORE)
 

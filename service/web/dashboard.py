@@ -8,7 +8,8 @@ ADMIN_USERNAME / ADMIN_PASSWORD; without ADMIN_PASSWORD the dashboard does not e
                                         status, shop and type, paged; failed jobs per type
 - GET  /admin/jobs/{job_id}             one job: input, result, error, attempts, timings
 - POST /admin/jobs/{job_id}/retry       a failed job starts over (pending, counters at 0)
-- POST /admin/jobs/{job_id}/cancel      a pending or retrying job becomes failed "Cancelled"
+- POST /admin/jobs/{job_id}/cancel      a job not yet final (a running one too: its handler is
+                                        stopped) becomes failed "Cancelled", with its batch
 - POST /admin/retry-failed              every failed job of one type starts over
 
 Browsers send basic-auth credentials with any request to the site, including a form another
@@ -32,6 +33,7 @@ from uuid import UUID
 
 import jinja2
 import orjson
+from databases import Database
 from starlette.datastructures import MutableHeaders
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -40,7 +42,9 @@ from starlette.routing import Mount, Route
 from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from jobs.types import JobType
 from service import store
+from service.core.schedule_times import next_tick
 from service.core.settings import Settings
 from service.core.states import JobStatus
 from service.intake import QueueOutcome, Source
@@ -73,10 +77,14 @@ NOTICES = {
         "Job is pending again, but the queue did not answer: the reconciler will queue it.",
     ),
     "not-failed": ("error", "Only a failed job can be retried."),
-    "cancelled": ("ok", "Job cancelled: a worker that takes it from the queue skips it."),
+    "cancelled": (
+        "ok",
+        "Job cancelled: a running handler is stopped, a waiting job is skipped, and a batch's "
+        "unfinished children are cancelled with it.",
+    ),
     "not-cancellable": (
         "error",
-        "Only a pending or retrying job can be cancelled; this one is running or finished.",
+        "Only a job that is not final can be cancelled; this one has finished.",
     ),
     "bulk-retried": ("ok", "{n} failed {type} job(s) queued again."),
 }
@@ -261,9 +269,34 @@ async def index(request: Request) -> Response:
             "total": sum(counts.values()),
             "types": types,
             "failed_by_type": await store.failed_jobs_by_type(database),
+            "schedules": await _schedules(state.job_types, database),
             "current": _query(filters, page=page if page > 1 else None),
         },
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class ScheduleRow:
+    """A scheduled job type as the dashboard lists it."""
+
+    job_type: str
+    cron: str
+    per_shop: bool
+    last_tick: datetime | None  # the latest tick whose runs were written
+    next_tick: datetime
+
+
+async def _schedules(types: dict[str, JobType], database: Database) -> list[ScheduleRow]:
+    """Every scheduled type with its last and next tick (jobs/worker/schedules.py runs them)."""
+    scheduled = {name: t.schedule for name, t in types.items() if t.schedule is not None}
+    if not scheduled:
+        return []
+    last = await store.schedule_ticks(database)
+    now = datetime.now(UTC)
+    return [
+        ScheduleRow(name, s.cron, s.per_shop, last.get(name), next_tick(s, now))
+        for name, s in sorted(scheduled.items())
+    ]
 
 
 def _job_id(request: Request) -> UUID | None:
@@ -279,10 +312,11 @@ async def job_page(request: Request) -> Response:
     listed = None if job_id is None else await store.get_listed_job(database, job_id)
     if listed is None:
         raise ApiError(404, "Job not found")
+    job = listed.job
+    batch = None if job.batch is None else await store.batch_counts(database, job.id)
+    back = request.query_params.get("back", "")[:1000]
     return _render(
-        request,
-        "job.html",
-        {"listed": listed, "job": listed.job, "back": request.query_params.get("back", "")[:1000]},
+        request, "job.html", {"listed": listed, "job": job, "back": back, "batch": batch}
     )
 
 
@@ -341,10 +375,11 @@ async def cancel(request: Request) -> Response:
     job_id = _job_id(request)
     if job_id is None:
         raise ApiError(404, "Job not found")
-    database = web_state(request).database
+    state = web_state(request)
+    database = state.database
     base = request.scope.get("root_path", "")
     page = f"{base}/jobs/{job_id}"
-    if await store.cancel_job(database, job_id):
+    if await state.jobs.cancel(job_id):
         logger.info("admin cancelled job %s", job_id)
         return _back(form, page, notice="cancelled")
     if await store.get_job(database, job_id) is None:

@@ -25,7 +25,7 @@ from starlette.routing import Route
 
 from jobs.types import JobType
 from service import store
-from service.core.states import JobStatus
+from service.core.states import FINAL_STATUSES, JobStatus
 from service.intake import Source
 from service.shopify.shop_domain import is_shop_domain
 from service.shopify.signatures import ProxySignatureError, verify_app_proxy
@@ -244,6 +244,14 @@ async def status(request: Request) -> Response:
     body: dict[str, Any] = {"jobId": str(job.id), "status": job.status, "progress": job.progress}
     if job.progress_message:
         body["progressMessage"] = job.progress_message
+    if job.run_at is not None and job.status == JobStatus.PENDING:
+        body["runAt"] = job.run_at.isoformat()  # a delayed job, waiting until then
+    if job.batch is not None:  # a batch parent: its children by status, counted in SQL
+        counts = await store.batch_counts(web_state(request).database, job.id)
+        body["batch"] = counts
+        if job.status not in FINAL_STATUSES and counts["total"]:
+            done = counts[JobStatus.COMPLETED] + counts[JobStatus.FAILED]
+            body["progress"] = done * 100 // counts["total"]
     if job.status == JobStatus.COMPLETED:
         body["result"] = job.result
     elif job.status == JobStatus.FAILED:

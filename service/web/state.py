@@ -12,6 +12,7 @@ from starlette.requests import Request
 from jobs.types import JobType, WebhookJob
 from service.core.settings import Settings
 from service.intake import Intake
+from service.jobs_client import JobsClient
 from service.web.metrics import WebMetrics
 from service.web.proxy_quota import ProxyQuota
 from service.web.shop_cache import ShopCache
@@ -24,6 +25,9 @@ class WebState:
     database: Database
     redis: ArqRedis
     intake: Intake
+    # The app's own routes and webhook handlers start jobs with
+    # `await web_state(request).jobs.enqueue(...)` (service/jobs_client.py, docs/starting-jobs.md).
+    jobs: JobsClient
     shops: ShopCache
     metrics: WebMetrics
     job_types: dict[str, JobType]

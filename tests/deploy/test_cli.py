@@ -1,9 +1,15 @@
 import subprocess
 import sys
+import uuid
 
+import orjson
+from arq.connections import ArqRedis
 from databases import Database
 
 from service import store
+from service.core import queue
+from tests.support.jobs import make_shop, wait_for_status
+from tests.support.processes import Spawn, start_worker
 
 
 def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -62,3 +68,69 @@ def test_sign_prints_a_verifiable_url(env: dict[str, str]) -> None:
     import time
 
     assert verify_app_proxy(pairs, env["SHOPIFY_API_SECRET"], time.time()) == "demo.myshopify.com"
+
+
+async def test_jobs_enqueue_and_show(
+    env: dict[str, str], database: Database, redis: ArqRedis, spawn: Spawn
+) -> None:
+    await make_shop(database)
+    created = _cli(
+        env, "jobs", "enqueue", "echo", "--shop", "Test-Shop.myshopify.com",
+        "--input", '{"message": "from the cli"}', "--idempotency-key", "cli-1",
+    )  # fmt: skip
+    assert created.returncode == 0, created.stderr
+    answer = orjson.loads(created.stdout.strip().splitlines()[-1])
+    assert answer["status"] == "pending" and set(answer) == {"jobId", "status"}
+    again = _cli(
+        env, "jobs", "enqueue", "echo", "--shop", "test-shop.myshopify.com",
+        "--input", '{"message": "from the cli"}', "--idempotency-key", "cli-1",
+    )  # fmt: skip
+    assert orjson.loads(again.stdout.strip().splitlines()[-1])["jobId"] == answer["jobId"]
+    delayed = _cli(
+        env, "jobs", "enqueue", "echo", "--shop", "test-shop.myshopify.com",
+        "--input", '{"message": "later"}', "--delay", "3600",
+    )  # fmt: skip
+    later = orjson.loads(delayed.stdout.strip().splitlines()[-1])
+    assert later["status"] == "pending" and "runAt" in later
+    assert await redis.zscore(queue.QUEUE_NAME, later["jobId"]) is not None
+
+    start_worker(spawn, env)
+    await wait_for_status(database, uuid.UUID(answer["jobId"]), {"completed"})
+    shown = _cli(env, "jobs", "show", answer["jobId"])
+    assert shown.returncode == 0, shown.stderr
+    job = orjson.loads(shown.stdout)
+    assert job["status"] == "completed" and job["result"] == {"message": "from the cli"}
+    assert job["source"] == "cli" and job["idempotencyKey"] == "cli-1"
+    waiting = orjson.loads(_cli(env, "jobs", "show", later["jobId"]).stdout)
+    assert waiting["status"] == "pending" and waiting["runAt"] == later["runAt"]
+
+
+async def test_jobs_cli_refusals_are_one_line_and_exit_2(
+    env: dict[str, str], database: Database
+) -> None:
+    await make_shop(database)
+    shop = ("--shop", "test-shop.myshopify.com")
+    cases = {
+        "Unknown job type": ("jobs", "enqueue", "nope", *shop),
+        "Invalid input": ("jobs", "enqueue", "echo", *shop, "--input", '{"message": 1}'),
+        "not JSON": ("jobs", "enqueue", "echo", *shop, "--input", "{"),
+        "not installed": (
+            "jobs",
+            "enqueue",
+            "echo",
+            "--shop",
+            "x.myshopify.com",
+            "--input",
+            '{"message": "m"}',
+        ),
+        "not a shop domain": ("jobs", "enqueue", "echo", "--shop", "evil.example.com"),
+        "not found": ("jobs", "show", "00000000-0000-0000-0000-000000000000"),
+        "malformed job id": ("jobs", "show", "abc"),
+    }
+    for expected, args in cases.items():
+        result = _cli(env, *args)
+        assert result.returncode == 2, (args, result.stdout, result.stderr)
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and expected in lines[0], (args, result.stderr)
+    assert "input.message" in _cli(env, *cases["Invalid input"]).stderr
+    assert await database.fetch_val("SELECT count(*) FROM jobs") == 0

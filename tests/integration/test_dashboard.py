@@ -281,7 +281,7 @@ async def test_retry_puts_a_failed_job_back_in_the_queue(
     assert missing.status_code == 404
 
 
-async def test_cancel_only_touches_pending_and_retrying_jobs(
+async def test_cancel_touches_every_job_not_yet_final(
     admin: httpx.AsyncClient, admin_settings: Settings, database: Database, redis: ArqRedis
 ) -> None:
     shop = await make_shop(database)
@@ -297,14 +297,14 @@ async def test_cancel_only_touches_pending_and_retrying_jobs(
     assert outcomes == {
         "pending": ("cancelled", "failed"),
         "retrying": ("cancelled", "failed"),
-        "processing": ("not-cancellable", "processing"),
+        "processing": ("cancelled", "failed"),
         "completed": ("not-cancellable", "completed"),
         "failed": ("not-cancellable", "failed"),
     }
     cancelled = await database.fetch_all(
         "SELECT error_message, finished_at FROM jobs WHERE error_message = 'Cancelled'"
     )
-    assert len(cancelled) == 2 and all(row._mapping["finished_at"] for row in cancelled)
+    assert len(cancelled) == 3 and all(row._mapping["finished_at"] for row in cancelled)
 
 
 async def test_retry_all_failed_jobs_of_a_type(

@@ -115,6 +115,7 @@ async def test_process_writes_a_pending_row_then_queues_it(
         "sleep_ms": 0,
         "fail_times": 0,
         "fail_permanently": False,
+        "children": 0,
     }
     # Queue contract: arq function = the type, one argument = the job id, _job_id = the job id.
     assert await redis.zcard(queue.QUEUE_NAME) == 1

@@ -4,6 +4,7 @@ import re
 import subprocess
 import sys
 import uuid
+from datetime import UTC, datetime
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -128,7 +129,7 @@ async def test_a_database_made_by_the_previous_schema_upgrades_in_place(
                 "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
             )
         }
-        assert tables == {"shops", "jobs", "webhook_events"}
+        assert tables == {"shops", "jobs", "webhook_events", "schedule_ticks"}
         assert not await store.record_webhook_event(
             old,
             event_id="ev-1",
@@ -147,6 +148,18 @@ async def test_a_database_made_by_the_previous_schema_upgrades_in_place(
         assert await store.complete_jobs(old, [(waiting, "upgrade-test", '{"ok": true}')]) == [True]
         ran = await store.get_job(old, waiting)
         assert ran is not None and (ran.status, ran.result) == (JobStatus.COMPLETED, {"ok": True})
+        # The old rows have no parent and are no batch; the new columns and table take rows.
+        assert (ran.parent_id, ran.batch, finished.parent_id, finished.batch) == (None,) * 4
+        child, created = await store.create_job(
+            old, shop_id=shop_id, job_type="echo", job_input={}, parent_id=waiting
+        )
+        assert created and child.parent_id == waiting
+        assert (await store.batch_counts(old, waiting))["total"] == 1
+        assert await store.create_tick_jobs(
+            old, "echo", datetime(2030, 1, 1, tzinfo=UTC), per_shop=True, input_json="{}",
+            interval_seconds=60,
+        ) == []  # fmt: skip
+        assert await store.schedule_ticks(old) == {"echo": datetime(2030, 1, 1, tzinfo=UTC)}
     finally:
         await old.disconnect()
         await database.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")

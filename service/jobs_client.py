@@ -1,0 +1,273 @@
+"""Starting jobs from the app's own code: `await jobs.enqueue(type, shop=..., input=...)`.
+
+One client serves a route, a webhook handler, a handler (ctx.enqueue) and the CLI; it is the
+app proxy's path (service/intake.py: row first, then queue, no orphan row, idempotency key
+enforced by Postgres) with checks a caller gets as exceptions, not HTTP answers:
+
+    UnknownJobType     no enabled job type of that name
+    InvalidInput       the type's model refused the input (`details`: pydantic's field errors)
+    ShopNotInstalled   no such shop, or it uninstalled the app
+    QueueUnavailable   Redis did not take the job; its row has been deleted again
+
+Postgres being down raises the database's own error (as for the proxy, nothing is left).
+
+The web builds one in its lifespan (`web_state(request).jobs`); the worker builds one for its
+handlers (`ctx.enqueue`); anywhere else, `JobsClient(database, redis, job_types(settings))`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+from arq.connections import ArqRedis
+from databases import Database
+from pydantic import BaseModel, ValidationError
+
+from jobs.types import EnqueuedJob, JobType
+from service import store
+from service.core import cancel, queue
+from service.core.states import JobStatus
+from service.intake import (
+    ENQUEUE_TIMEOUT_SECONDS,
+    Intake,
+    NotQueued,
+    ObserveEnqueue,
+    QueueOutcome,
+    Source,
+)
+from service.store.sql import to_json
+
+logger = logging.getLogger("shopjobs.jobs")
+
+MAX_IDEMPOTENCY_KEY_LENGTH = 255
+# Children of a batch are written and queued this many at a time: one INSERT and one Redis
+# pipeline per chunk.
+CHILD_CHUNK = 1_000
+# A delay longer than this is surely a unit mistake (milliseconds for seconds, say).
+MAX_DELAY_SECONDS = 366 * 86_400
+
+
+class EnqueueError(Exception):
+    """Why a job was not created; every subclass leaves no row behind."""
+
+
+class UnknownJobType(EnqueueError):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"Unknown job type {name[:200]!r}")
+        self.name = name
+
+
+class InvalidInput(EnqueueError):
+    """`details`: one `{field, message, type}` per problem, as the proxy answers them."""
+
+    def __init__(self, message: str, details: list[dict[str, str]]) -> None:
+        super().__init__(f"{message}: {details}")
+        self.message = message
+        self.details = details
+
+
+class ShopNotInstalled(EnqueueError):
+    def __init__(self, shop: str) -> None:
+        super().__init__(f"Shop {shop[:300]!r} is not installed")
+        self.shop = shop
+
+
+class QueueUnavailable(EnqueueError):
+    def __init__(self) -> None:
+        super().__init__("The queue (Redis) did not take the job; nothing was created")
+
+
+def field_errors(exc: ValidationError, prefix: str = "input") -> list[dict[str, str]]:
+    """Pydantic's errors as `{field, message, type}`, without the input they complain about."""
+    return [
+        {
+            "field": ".".join(str(part) for part in (prefix, *item["loc"])),
+            "message": item["msg"],
+            "type": item["type"],
+        }
+        for item in exc.errors(include_url=False, include_input=False, include_context=False)
+    ]
+
+
+def due_time(delay: float | timedelta | None, run_at: datetime | None) -> datetime | None:
+    """When a job asked for with `delay` (seconds) or `run_at` is due; None: now."""
+    if delay is not None and run_at is not None:
+        raise ValueError("give delay or run_at, not both")
+    if isinstance(delay, timedelta):
+        delay = delay.total_seconds()
+    if delay is not None:
+        if not 0 <= delay <= MAX_DELAY_SECONDS:
+            raise ValueError(f"delay must be between 0 and {MAX_DELAY_SECONDS} seconds")
+        return datetime.fromtimestamp(time.time() + delay, UTC) if delay > 0 else None
+    if run_at is not None and run_at.tzinfo is None:
+        raise ValueError("run_at must be timezone-aware")
+    if run_at is not None and run_at.timestamp() <= time.time():
+        return None  # already due: queued for now
+    return run_at
+
+
+class JobsClient:
+    def __init__(
+        self,
+        database: Database,
+        redis: ArqRedis,
+        job_types: dict[str, JobType],
+        *,
+        intake: Intake | None = None,
+        observe: ObserveEnqueue | None = None,
+    ) -> None:
+        self.database = database
+        self.redis = redis
+        self.job_types = job_types
+        self.intake = intake or Intake(database, redis, observe or _ignore)
+
+    def job_type(self, name: str) -> JobType:
+        job_type = self.job_types.get(name)
+        if job_type is None:
+            raise UnknownJobType(name)
+        return job_type
+
+    def validate(self, job_type: JobType, job_input: BaseModel | dict[str, Any] | None) -> dict:
+        """The input as the type's model accepts it, JSON-ready; InvalidInput otherwise."""
+        if isinstance(job_input, BaseModel):
+            job_input = job_input.model_dump(mode="json")
+        try:
+            validated = job_type.input_model.model_validate(job_input or {})
+        except ValidationError as exc:
+            raise InvalidInput("Invalid input", field_errors(exc)) from None
+        data: dict[str, Any] = validated.model_dump(mode="json")
+        if not store.jsonb_safe(data):
+            raise InvalidInput(
+                "Invalid input", [{"field": "input", "message": "contains a NUL character"}]
+            )
+        return data
+
+    async def installed_shop(self, domain: str) -> store.Shop:
+        shop = await store.get_shop(self.database, domain)
+        if shop is None or not shop.installed:
+            raise ShopNotInstalled(domain)
+        return shop
+
+    async def enqueue(
+        self,
+        job_type: str,
+        *,
+        shop: str,
+        input: BaseModel | dict[str, Any] | None = None,
+        delay: float | timedelta | None = None,
+        run_at: datetime | None = None,
+        idempotency_key: str | None = None,
+        source: Source = Source.APP,
+        parent_id: UUID | None = None,
+    ) -> EnqueuedJob:
+        """Create a job of `job_type` for `shop`, due now, after `delay` seconds, or at
+        `run_at`; with `idempotency_key`, a second call returns the first call's job."""
+        kind = self.job_type(job_type)
+        data = self.validate(kind, input)
+        if idempotency_key is not None and not (
+            0 < len(idempotency_key) <= MAX_IDEMPOTENCY_KEY_LENGTH and idempotency_key.isprintable()
+        ):
+            raise InvalidInput(
+                "Invalid idempotency key",
+                [{"field": "idempotency_key", "message": "1 to 255 printable characters"}],
+            )
+        try:
+            due = due_time(delay, run_at)
+        except ValueError as exc:
+            raise InvalidInput("Invalid time", [{"field": "delay", "message": str(exc)}]) from None
+        found = await self.installed_shop(shop)
+        try:
+            submitted = await self.intake.submit(
+                kind,
+                shop=found,
+                job_input=data,
+                source=source,
+                idempotency_key=idempotency_key,
+                run_at=due,
+                parent_id=parent_id,
+            )
+        except NotQueued:
+            raise QueueUnavailable() from None
+        existing = submitted.existing
+        if existing is not None:
+            return EnqueuedJob(existing.id, existing.status, existing.run_at, created=False)
+        return EnqueuedJob(submitted.job_id, JobStatus.PENDING, due)
+
+    async def enqueue_children(
+        self,
+        parent_id: UUID,
+        shop: store.Shop,
+        job_type: str,
+        inputs: Sequence[BaseModel | dict[str, Any]],
+        first_index: int = 0,
+    ) -> int:
+        """Create a batch's children (the parent is already marked, store.start_batch), in
+        chunks of CHILD_CHUNK: one INSERT and one Redis pipeline each. Every input is validated
+        first (InvalidInput names `inputs[i].field`), so a bad one creates none. Children an
+        earlier run of the parent created already are not created again (their keys are
+        `batch:{parent}:{index}`). Returns how many were created.
+
+        If Redis refuses a chunk, QueueUnavailable is raised and its rows stay: they belong to
+        their parent's batch, and the reconciler queues them (RECONCILE_AFTER_SECONDS).
+        """
+        kind = self.job_type(job_type)
+        encoded: list[str] = []
+        for index, item in enumerate(inputs):
+            try:
+                encoded.append(to_json(self.validate(kind, item)))
+            except InvalidInput as exc:
+                details = [{**d, "field": f"inputs[{index}]." + d["field"]} for d in exc.details]
+                raise InvalidInput(exc.message, details) from None
+        created = 0
+        for start in range(0, len(encoded), CHILD_CHUNK):
+            ids = await store.insert_children(
+                self.database,
+                parent_id,
+                shop.id,
+                kind.name,
+                encoded[start : start + CHILD_CHUNK],
+                first_index + start,
+            )
+            created += len(ids)
+            if not ids:
+                continue
+            try:
+                await asyncio.wait_for(
+                    queue.enqueue_many(
+                        self.redis, [(kind.name, str(job_id), shop.domain) for job_id in ids]
+                    ),
+                    ENQUEUE_TIMEOUT_SECONDS * 5,
+                )
+            except Exception as exc:
+                logger.warning("batch %s: %d children not queued: %r", parent_id, len(ids), exc)
+                raise QueueUnavailable() from None
+        return created
+
+    async def get(self, job_id: UUID) -> store.Job | None:
+        return await store.get_job(self.database, job_id)
+
+    async def cancel(self, job_id: UUID) -> bool:
+        """Cancel a job that is not final, running or not, with its batch's unfinished
+        children: they end failed "Cancelled". False if it is final or unknown.
+
+        A running handler is cancelled at its next await; if Redis cannot carry the request,
+        its worker notices at its next lease renewal (jobs/worker/lease.py).
+        """
+        running = await store.cancel_job(self.database, job_id)
+        if running is None:
+            return False
+        try:
+            await cancel.request_stop(self.redis, running)
+        except Exception as exc:  # the cancel holds in Postgres; the lease renewal stops the run
+            logger.warning("job %s cancelled, but its worker was not told: %r", job_id, exc)
+        return True
+
+
+def _ignore(source: Source, outcome: QueueOutcome, seconds: float) -> None:
+    """No metrics: a client outside the web (the CLI, a script)."""
