@@ -41,7 +41,7 @@ async def main() -> None:
     try:
         await apply_schema(database)
         shop = await store.upsert_shop(database, SHOP, "shpat_bench", "")
-        client = JobsClient(database, redis, job_types(settings))
+        client = JobsClient(database, redis, job_types(settings), fairness=settings.queue_fairness)
         inputs = [{"message": f"child {n}"} for n in range(CHILDREN)]
         timings = []
         for _ in range(3):

@@ -96,7 +96,7 @@ async def _jobs(args: argparse.Namespace) -> dict[str, Any]:
     redis = queue.connect(settings.redis_url)
     await database.connect()
     try:
-        client = JobsClient(database, redis, job_types(settings))
+        client = JobsClient(database, redis, job_types(settings), fairness=settings.queue_fairness)
         if args.command == "show":
             try:
                 job = await client.get(UUID(args.job_id))

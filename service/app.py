@@ -96,7 +96,9 @@ def create_app(settings: Settings) -> Starlette:
         await database.connect()
         redis = queue.connect(settings.redis_url)
         http = httpx.AsyncClient(timeout=settings.shopify_admin_timeout_seconds)
-        intake = Intake(database, redis, web_metrics.observe_enqueue)
+        intake = Intake(
+            database, redis, web_metrics.observe_enqueue, fairness=settings.queue_fairness
+        )
         types = job_types(settings)
         app.state.web = WebState(
             settings=settings,

@@ -31,6 +31,7 @@ from service import store
 from service.core import queue
 from service.core.batch import GroupCommit
 from service.core.db import UNAVAILABLE_ERRORS
+from service.core.fair import QueueFairness
 
 logger = logging.getLogger("shopjobs.intake")
 
@@ -84,9 +85,18 @@ class Submitted:
 
 
 class Intake:
-    def __init__(self, database: Database, redis: ArqRedis, observe: ObserveEnqueue) -> None:
+    def __init__(
+        self,
+        database: Database,
+        redis: ArqRedis,
+        observe: ObserveEnqueue,
+        *,
+        fairness: QueueFairness = QueueFairness.SHOP,
+    ) -> None:
+        """`fairness`: QUEUE_FAIRNESS, where jobs are queued (service/core/fair.py)."""
         self.database = database
         self.redis = redis
+        self.fairness = fairness
         self._observe = observe
         self._rows: GroupCommit[NewRow, bool] = GroupCommit(self._insert)
         self._queue: GroupCommit[tuple[str, str, str | None], bool] = GroupCommit(self._enqueue)
@@ -179,6 +189,7 @@ class Intake:
                 entry = queue.enqueue(
                     self.redis, job_type, str(job_id), shop=shop,
                     defer_seconds=max(0.0, run_at.timestamp() - time.time() + 0.002),
+                    fairness=self.fairness,
                 )  # fmt: skip
             queued = await asyncio.wait_for(entry, ENQUEUE_TIMEOUT_SECONDS)
             outcome = QueueOutcome.QUEUED if queued else QueueOutcome.DUPLICATE
@@ -237,4 +248,4 @@ class Intake:
         return [row[0] in inserted for row in rows]
 
     async def _enqueue(self, jobs: list[tuple[str, str, str | None]]) -> list[bool]:
-        return await queue.enqueue_many(self.redis, jobs)
+        return await queue.enqueue_many(self.redis, jobs, fairness=self.fairness)

@@ -32,6 +32,7 @@ from pydantic import BaseModel, ValidationError
 from jobs.types import EnqueuedJob, JobType
 from service import store
 from service.core import cancel, queue
+from service.core.fair import QueueFairness
 from service.core.states import JobStatus
 from service.intake import (
     ENQUEUE_TIMEOUT_SECONDS,
@@ -121,11 +122,15 @@ class JobsClient:
         *,
         intake: Intake | None = None,
         observe: ObserveEnqueue | None = None,
+        fairness: QueueFairness = QueueFairness.SHOP,
     ) -> None:
+        """`fairness`: the deployment's QUEUE_FAIRNESS (settings.queue_fairness), which says
+        where jobs are queued; ignored when an `intake` is given (it has its own)."""
         self.database = database
         self.redis = redis
         self.job_types = job_types
-        self.intake = intake or Intake(database, redis, observe or _ignore)
+        self.intake = intake or Intake(database, redis, observe or _ignore, fairness=fairness)
+        self.fairness = self.intake.fairness
 
     def job_type(self, name: str) -> JobType:
         job_type = self.job_types.get(name)
@@ -240,7 +245,9 @@ class JobsClient:
             try:
                 await asyncio.wait_for(
                     queue.enqueue_many(
-                        self.redis, [(kind.name, str(job_id), shop.domain) for job_id in ids]
+                        self.redis,
+                        [(kind.name, str(job_id), shop.domain) for job_id in ids],
+                        fairness=self.fairness,
                     ),
                     ENQUEUE_TIMEOUT_SECONDS * 5,
                 )

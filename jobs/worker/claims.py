@@ -6,19 +6,26 @@ load. Here one Lua script takes a whole batch of due jobs atomically: for each i
 one holds it, sets arq's in-progress key for one lease, counts the try, and returns the payload.
 Keys, payloads and scores stay arq's own, so arq's enqueue, cron and tooling keep working.
 
-With a per-shop cap, the same pass pushes back the jobs of shops already at their cap here.
-Finishing is batched too (service/core/batch.py): done, run-again-later, or given back.
+That is QUEUE_FAIRNESS=fifo. With `shop` (the default) the take is service/core/fair.py's
+script: arq's queue first (cron ticks, entries from before an upgrade), then the shops'
+rotation, one shop per slot, with SHOP_CONCURRENCY_LIMIT held across all workers at the take.
+In fifo, a per-shop cap pushes back, in the same pass, the jobs of shops at their cap here.
+Finishing is batched too (service/core/batch.py): done, run-again-later, or given back; the
+one finish script serves both layouts (a job knows which it was taken from).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from arq.constants import in_progress_key_prefix, job_key_prefix, retry_key_prefix
+from arq.constants import in_progress_key_prefix, job_key_prefix
 from redis.asyncio import Redis
 
+from service.core import fair
 from service.core.batch import GroupCommit
+from service.core.fair import QueueFairness
 from service.core.states import QueueFinish
 
 # KEYS[1]: the queue. ARGV: now (ms), how many to take, lease (ms), how far to look, the
@@ -75,6 +82,8 @@ class Taken:
 
 
 SHOP_BUSY_PUSH_BACK_MS = 500
+# Lapsed leases to look at, and delayed shops to bring into the rotation, per take at most.
+CHORES_PER_TAKE = 32
 
 
 @dataclass(frozen=True)
@@ -90,12 +99,19 @@ class QueueClaims:
         redis: Redis,
         queue_name: str,
         on_push_back: Callable[[str], None] | None = None,
+        *,
+        fairness: QueueFairness = QueueFairness.SHOP,
+        shop_cap: int = 0,
     ) -> None:
-        """`on_push_back(job_type)` hears of each job pushed back for its shop's cap."""
+        """`on_push_back(job_type)` hears of each job pushed back for its shop's cap (fifo)."""
         self.redis = redis
         self.queue_name = queue_name
         self.on_push_back = on_push_back
+        self.fairness = fairness
+        self.shop_cap = shop_cap
         self._take = redis.register_script(TAKE_LUA)
+        self._fair_take = redis.register_script(fair.TAKE_LUA)
+        self._finish = redis.register_script(fair.FINISH_LUA)
         self._finishes: GroupCommit[Finish, None] = GroupCommit(self._finish_batch)
 
     async def take(
@@ -104,20 +120,31 @@ class QueueClaims:
         lease_ms: int,
         now_ms: int,
         look_ahead: int,
-        shop_cap: int = 0,
         running_by_shop: Mapping[str, int] | None = None,
     ) -> list[Taken]:
-        """Take up to `count` due jobs. With a shop cap, a job of a shop that already runs
-        `shop_cap` jobs here is pushed back by SHOP_BUSY_PUSH_BACK_MS instead, in the same
-        pass, so one shop's backlog cannot stand in front of every other shop's jobs."""
-        running = [str(v) for pair in (running_by_shop or {}).items() for v in pair]
-        flat, pushed = await self._take(
-            keys=[self.queue_name],
-            args=[now_ms, count, lease_ms, look_ahead, shop_cap, SHOP_BUSY_PUSH_BACK_MS, *running],
-        )
-        if self.on_push_back is not None:
-            for job_type in pushed:
-                self.on_push_back(job_type.decode())
+        """Take up to `count` due jobs, in one round trip.
+
+        Fair: shop by shop, a shop at its cap skipped until one of its jobs finishes. FIFO: a
+        job of a shop that already runs `shop_cap` jobs here (`running_by_shop`) is pushed back
+        by SHOP_BUSY_PUSH_BACK_MS instead, in the same pass.
+        """
+        if self.fairness == QueueFairness.SHOP:
+            flat = await self._fair_take(
+                keys=[self.queue_name],
+                args=[now_ms, count, lease_ms, look_ahead, self.shop_cap, CHORES_PER_TAKE],
+            )
+        else:
+            running = [str(v) for pair in (running_by_shop or {}).items() for v in pair]
+            flat, pushed = await self._take(
+                keys=[self.queue_name],
+                args=[
+                    now_ms, count, lease_ms, look_ahead, self.shop_cap, SHOP_BUSY_PUSH_BACK_MS,
+                    *running,
+                ],
+            )  # fmt: skip
+            if self.on_push_back is not None:
+                for job_type in pushed:
+                    self.on_push_back(job_type.decode())
         return [
             Taken(
                 job_id=flat[i].decode(),
@@ -131,16 +158,8 @@ class QueueClaims:
         await self._finishes.submit(finish)
 
     async def _finish_batch(self, finishes: list[Finish]) -> list[None]:
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for f in finishes:
-                held = in_progress_key_prefix + f.job_id
-                if f.how == QueueFinish.DONE:
-                    pipe.zrem(self.queue_name, f.job_id)
-                    pipe.delete(job_key_prefix + f.job_id, retry_key_prefix + f.job_id, held)
-                elif f.how == QueueFinish.LATER:
-                    pipe.zadd(self.queue_name, {f.job_id: f.run_at_ms}, xx=True)
-                    pipe.delete(held)
-                else:
-                    pipe.delete(held)
-            await pipe.execute()
+        args: list[str | int] = [int(time.time() * 1000), self.shop_cap]
+        for f in finishes:
+            args += [f.job_id, f.how.value, f.run_at_ms]
+        await self._finish(keys=[self.queue_name], args=args)
         return [None] * len(finishes)

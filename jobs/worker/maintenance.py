@@ -4,7 +4,11 @@
   for longer than RECONCILE_AFTER_SECONDS with no queue entry (Redis lost it: a restart
   without persistence, an enqueue that died half-way), or that is processing under a lease that
   expired that long ago (its worker died after arq dropped it), is queued again. Queuing
-  twice is harmless: `_job_id` dedups in Redis and the claim dedups in Postgres.
+  twice is harmless: `_job_id` dedups in Redis and the claim dedups in Postgres. A job goes
+  back where QUEUE_FAIRNESS puts new ones: its shop's set, or arq's queue (fifo); it counts
+  as queued in either.
+- `reconcile` also rebuilds the per-shop running counts of fair scheduling from the jobs
+  taken (service/core/fair.py), so a count that went wrong cannot keep a shop capped.
   A row whose type no worker knows any more (renamed or removed in a deploy) is failed with
   "Unknown job type NAME" instead: queued, it would only be dropped again, and such rows,
   always the oldest, would fill every tick's batch and starve real orphans.
@@ -19,6 +23,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Collection
 from typing import Any
 from uuid import UUID
@@ -29,7 +34,8 @@ from databases import Database
 
 from jobs.worker.runner import end_batches
 from service import store
-from service.core import queue
+from service.core import fair, queue
+from service.core.fair import QueueFairness
 from service.core.settings import Settings
 from service.core.states import JobStatus
 
@@ -46,7 +52,11 @@ async def fail_unknown_type(database: Database, job_id: str, job_type: str) -> b
 
 
 async def requeue_stranded(
-    database: Database, redis: ArqRedis, older_than_seconds: float, known: Collection[str]
+    database: Database,
+    redis: ArqRedis,
+    older_than_seconds: float,
+    known: Collection[str],
+    fairness: QueueFairness = QueueFairness.SHOP,
 ) -> int:
     stranded = await store.stranded_jobs(database, older_than_seconds)
     unknown = [(job_id, job_type) for job_id, job_type, _ in stranded if job_type not in known]
@@ -62,18 +72,19 @@ async def requeue_stranded(
     if not stranded:
         return 0
     async with redis.pipeline(transaction=False) as pipe:
-        for job_id, _, _ in stranded:
+        for job_id, _, shop in stranded:
             pipe.zscore(queue.QUEUE_NAME, str(job_id))
+            pipe.zscore(fair.shop_queue(shop), str(job_id))
             pipe.exists(in_progress_key_prefix + str(job_id))
         answers = await pipe.execute()
     requeued = 0
     for index, (job_id, job_type, shop) in enumerate(stranded):
-        queued, running = answers[2 * index], answers[2 * index + 1]
-        if queued is not None or running:
+        queued, fair_queued, running = answers[3 * index : 3 * index + 3]
+        if queued is not None or fair_queued is not None or running:
             continue
         # A job key without a queue entry is a leftover that would block `_job_id` dedup.
         await redis.delete(job_key_prefix + str(job_id))
-        if await queue.enqueue(redis, job_type, str(job_id), shop=shop):
+        if await queue.enqueue(redis, job_type, str(job_id), shop=shop, fairness=fairness):
             requeued += 1
     if requeued:
         logger.warning("reconciler: re-queued %d stranded job(s)", requeued)
@@ -102,12 +113,19 @@ async def reconcile(ctx: dict[str, Any]) -> int:
     runtime = ctx["runtime"]
     # Batches whose last child ended where no one looked (its worker died just after) end here.
     await end_batches(runtime, None)
+    settings = runtime.settings
     try:
+        wrong = await fair.repair(
+            runtime.redis, int(time.time() * 1000), settings.shop_concurrency_limit
+        )
+        if wrong:
+            logger.warning("reconciler: repaired the running counts of %d shop(s)", wrong)
         return await requeue_stranded(
             runtime.database,
             runtime.redis,
-            runtime.settings.reconcile_after_seconds,
+            settings.reconcile_after_seconds,
             runtime.types,
+            settings.queue_fairness,
         )
     except Exception as exc:  # a dependency is down: the next tick will try again
         logger.warning("reconciler skipped: %s", exc)

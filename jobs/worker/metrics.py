@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
@@ -106,14 +105,14 @@ class WorkerMetrics:
         )
         self.queue_depth = Gauge(
             "shopjobs_queue_depth",
-            "Entries in the arq queue: due, deferred (retries, backoff) and arq's next cron "
-            "ticks; read at scrape (NaN: Redis down).",
+            "Entries in the queue (arq's and every shop's): due, running, deferred (retries, "
+            "backoff) and arq's next cron ticks; read at scrape (NaN: Redis down).",
             registry=r,
         )
         self.queue_due = Gauge(
             "shopjobs_queue_due",
-            "Entries in the arq queue that are due now: the backlog no worker has taken yet; "
-            "read at scrape (NaN: Redis down).",
+            "Entries in the queue (arq's and every shop's) that are due now, running ones "
+            "included: the backlog; read at scrape (NaN: Redis down).",
             registry=r,
         )
 
@@ -149,14 +148,8 @@ class WorkerMetrics:
             counter.labels(job_type).inc()
 
     async def read_queue_depth(self, redis: Redis) -> None:
-        async def read() -> list[int]:
-            async with redis.pipeline(transaction=False) as pipe:
-                pipe.zcard(queue.QUEUE_NAME)
-                pipe.zcount(queue.QUEUE_NAME, "-inf", int(time.time() * 1000))  # arq: ms scores
-                return await pipe.execute()
-
         try:
-            depth, due = await asyncio.wait_for(read(), DEPTH_TIMEOUT_SECONDS)
+            depth, due = await asyncio.wait_for(queue.depth(redis), DEPTH_TIMEOUT_SECONDS)
         except Exception as exc:  # Redis down: say "unknown" rather than a stale number
             logger.debug("queue depth unavailable: %r", exc)
             depth = due = float("nan")

@@ -133,7 +133,6 @@ class ShopjobsWorker(arq.worker.Worker):
                 int(runtime.settings.job_lease_seconds * 1000),
                 timestamp_ms(),
                 self.queue_read_limit,
-                runtime.settings.shop_concurrency_limit,
                 runtime.running_by_shop,
             )
             if taken:
@@ -395,12 +394,14 @@ def build_worker_settings(settings: Settings, types: dict[str, JobType] | None =
                 redis,
                 queue.QUEUE_NAME,
                 on_push_back=lambda job_type: worker_metrics.deferred(job_type, metrics.SHOP_CAP),
+                fairness=settings.queue_fairness,
+                shop_cap=settings.shop_concurrency_limit,
             ),
             completions=GroupCommit(lambda done: store.complete_jobs(database, done)),
             resources=resources,
             metrics=worker_metrics,
             abandoned=abandoned,
-            jobs=JobsClient(database, redis, types),
+            jobs=JobsClient(database, redis, types, fairness=settings.queue_fairness),
         )
         lag_watch = asyncio.create_task(looplag.watch(worker_metrics, settings.job_lease_seconds))
         closing.callback(lag_watch.cancel)

@@ -6,7 +6,7 @@ Every outcome is decided here, by the project's own attempt count (`retry_count`
 not arq's `job_try`, which also counts crash re-runs and deferrals):
 
 - admit: a start over the rate limit is deferred without using an attempt (a shop already at
-  its cap in this process was pushed back before it was even taken, jobs/worker/claims.py);
+  its cap was skipped, or in fifo pushed back, before it was even taken, jobs/worker/claims.py);
 - claim: one Postgres statement claims the batch (jobs/…store.claim_jobs), so a job runs only
   if it is pending, retrying, or processing under an expired lease;
 - execute: the handler runs under a renewed lease and a timeout; its outcome is written to
@@ -40,6 +40,7 @@ from jobs.worker.results import encode_result, storable_error
 from service import store
 from service.core import logs, queue
 from service.core.batch import GroupCommit
+from service.core.fair import QueueFairness
 from service.core.settings import Settings
 from service.core.states import CANCELLED_MESSAGE, ClaimResult, QueueFinish, RunOutcome
 from service.jobs_client import JobsClient
@@ -72,8 +73,9 @@ class Runtime:
     completions: GroupCommit[tuple[UUID, str, str], bool]
     resources: dict[str, Any]
     metrics: WorkerMetrics
-    # Jobs of each shop running in this process: a job of a shop already at its cap here is
-    # pushed back when taken (jobs/worker/claims.py); the claim enforces the cap across workers.
+    # Jobs of each shop running in this process. In fifo, a job of a shop already at its cap
+    # here is pushed back when taken (jobs/worker/claims.py) and the claim enforces the cap
+    # across workers; fair scheduling counts in Redis instead, at the take.
     running_by_shop: Counter[str] = field(default_factory=Counter)
     # Handlers that did not stop when cancelled at their timeout, still going: their jobs have
     # been given up on and their slots freed (see `_call`); /healthz counts them.
@@ -249,7 +251,9 @@ async def _claim(
     by_id = {UUID(i.taken.job_id): i for i in admitted}
     claimed: list[tuple[Incoming, store.Claim]] = []
     outcome: dict[UUID, str] = {}
-    if settings.shop_concurrency_limit:
+    # Fair scheduling holds the cap at the take, across workers (service/core/fair.py); FIFO
+    # pushes back only what this process runs, so there the claim counts all workers' runs.
+    if settings.shop_concurrency_limit and settings.queue_fairness == QueueFairness.FIFO:
         for job_id, incoming in by_id.items():
             state, claim = await store.claim_job(
                 runtime.database,
@@ -479,7 +483,9 @@ async def end_batches(runtime: Runtime, parent_ids: list[UUID] | None) -> int:
         finished, follow_ups = await store.finish_batches(runtime.database, parent_ids)
         if follow_ups:
             await queue.enqueue_many(
-                runtime.redis, [(f.type, str(f.id), f.shop) for f in follow_ups]
+                runtime.redis,
+                [(f.type, str(f.id), f.shop) for f in follow_ups],
+                fairness=runtime.settings.queue_fairness,
             )
     except Exception as exc:
         logger.warning("batches not ended now (the reconciler will): %r", exc)

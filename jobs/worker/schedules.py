@@ -22,6 +22,7 @@ from databases import Database
 from jobs.types import JobType
 from service import store
 from service.core import queue
+from service.core.fair import QueueFairness
 from service.core.schedule_times import latest_tick, next_tick
 
 logger = logging.getLogger("shopjobs.worker")
@@ -31,7 +32,12 @@ QUEUE_CHUNK = 200  # queue entries put concurrently
 
 
 async def run_schedules(
-    database: Database, redis: ArqRedis, types: dict[str, JobType], now: datetime | None = None
+    database: Database,
+    redis: ArqRedis,
+    types: dict[str, JobType],
+    now: datetime | None = None,
+    *,
+    fairness: QueueFairness = QueueFairness.SHOP,
 ) -> int:
     """Write and queue the runs of every scheduled type's latest tick at `now` (default: the
     clock) that has none yet; how many runs were created."""
@@ -63,6 +69,7 @@ async def run_schedules(
                         str(run.id),
                         shop=run.shop,
                         defer_seconds=max(0.0, run.run_at.timestamp() - time.time() + 0.002),
+                        fairness=fairness,
                     )
                     for run in runs[start : start + QUEUE_CHUNK]
                 )
@@ -78,7 +85,12 @@ async def schedules(ctx: dict[str, Any]) -> int:
     """The arq cron job."""
     runtime = ctx["runtime"]
     try:
-        return await run_schedules(runtime.database, runtime.redis, runtime.types)
+        return await run_schedules(
+            runtime.database,
+            runtime.redis,
+            runtime.types,
+            fairness=runtime.settings.queue_fairness,
+        )
     except Exception as exc:  # a dependency is down: the next look tries again
         logger.warning("schedules skipped: %s", exc)
         return 0

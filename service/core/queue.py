@@ -15,6 +15,10 @@ from urllib.parse import parse_qsl, urlsplit
 import orjson
 from arq.connections import ArqRedis, RedisSettings
 from arq.constants import job_key_prefix, result_key_prefix
+from redis.asyncio import Redis
+
+from service.core import fair
+from service.core.fair import QueueFairness
 
 QUEUE_NAME = "arq:queue"
 
@@ -140,40 +144,81 @@ redis.call('PUBLISH', '"""
 return 1
 """
 )
+# The same with QUEUE_FAIRNESS=shop: the entry goes on its shop's own set (service/core/fair.py),
+# and the shop joins the rotation if it was not in it. KEYS: job key, result key, the shop's
+# set. ARGV: job id, payload, score, expiry in ms, the shop (or fair.APP_BUCKET), now (ms).
+FAIR_ENQUEUE_LUA = (
+    fair.PRELUDE
+    + """
+if redis.call('EXISTS', KEYS[1], KEYS[2]) > 0 then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[4])
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
+joined(ARGV[5], tonumber(ARGV[3]), tonumber(ARGV[6]))
+redis.call('PUBLISH', '"""
+    + WAKE_CHANNEL
+    + """', '1')
+return 1
+"""
+)
 EXPIRES_EXTRA_MS = 86_400_000  # arq's default: a queued job's key outlives its due time by a day
 
 
 def _enqueue_call(
-    job_type: str, job_id: str, shop: str | None, defer_seconds: float
-) -> tuple[list[str], list[Any]]:
-    """Keys and arguments of ENQUEUE_LUA for one job."""
+    job_type: str, job_id: str, shop: str | None, defer_seconds: float, fairness: QueueFairness
+) -> tuple[str, list[str], list[Any]]:
+    """The script, keys and arguments that queue one job."""
     now_ms = int(time.time() * 1000)
     defer_ms = int(defer_seconds * 1000) if defer_seconds > 0 else 0
     args = [job_id] if shop is None else [job_id, shop]
     payload = serialize({"t": None, "f": job_type, "a": args, "k": {}, "et": now_ms})
-    keys = [job_key_prefix + job_id, result_key_prefix + job_id, QUEUE_NAME]
-    return keys, [job_id, payload, now_ms + defer_ms, defer_ms + EXPIRES_EXTRA_MS]
+    argv = [job_id, payload, now_ms + defer_ms, defer_ms + EXPIRES_EXTRA_MS]
+    keys = [job_key_prefix + job_id, result_key_prefix + job_id]
+    if fairness == QueueFairness.FIFO:
+        return ENQUEUE_LUA, [*keys, QUEUE_NAME], argv
+    bucket = shop or fair.APP_BUCKET
+    return FAIR_ENQUEUE_LUA, [*keys, fair.shop_queue(shop)], [*argv, bucket, now_ms]
 
 
-async def enqueue_many(pool: ArqRedis, jobs: list[tuple[str, str, str | None]]) -> list[bool]:
+async def enqueue_many(
+    pool: ArqRedis,
+    jobs: list[tuple[str, str, str | None]],
+    *,
+    fairness: QueueFairness = QueueFairness.SHOP,
+) -> list[bool]:
     """`enqueue` for many (job type, job id, shop) in one round trip (a pipeline)."""
-    script = pool.register_script(ENQUEUE_LUA)
+    scripts: dict[str, Any] = {}
     async with pool.pipeline(transaction=False) as pipe:
         for job_type, job_id, shop in jobs:
-            keys, args = _enqueue_call(job_type, job_id, shop, 0)
+            lua, keys, args = _enqueue_call(job_type, job_id, shop, 0, fairness)
+            script = scripts.get(lua) or scripts.setdefault(lua, pool.register_script(lua))
             await script(keys=keys, args=args, client=pipe)
         answers = await pipe.execute()
     return [bool(answer) for answer in answers]
 
 
 async def enqueue(
-    pool: ArqRedis, job_type: str, job_id: str, *, shop: str | None = None, defer_seconds: float = 0
+    pool: ArqRedis,
+    job_type: str,
+    job_id: str,
+    *,
+    shop: str | None = None,
+    defer_seconds: float = 0,
+    fairness: QueueFairness = QueueFairness.SHOP,
 ) -> bool:
     """Queue a job for the worker: arq function = the job type; arguments = id and shop.
 
-    The shop domain rides along only so a worker can tell, without asking Postgres, that the
-    shop is already at its concurrency cap. `_job_id` semantics are arq's: the same job is
-    never queued twice while it waits or runs; that case returns False.
+    The shop domain rides along so a worker knows the job's shop without asking Postgres.
+    With QUEUE_FAIRNESS=shop (`fairness`) the entry goes on its shop's set, taken round-robin
+    by shop (service/core/fair.py); with fifo, on arq's one queue. `_job_id` semantics are
+    arq's either way: the same job is never queued twice while it waits or runs; that case
+    returns False.
     """
-    keys, args = _enqueue_call(job_type, job_id, shop, defer_seconds)
-    return bool(await pool.register_script(ENQUEUE_LUA)(keys=keys, args=args))
+    lua, keys, args = _enqueue_call(job_type, job_id, shop, defer_seconds, fairness)
+    return bool(await pool.register_script(lua)(keys=keys, args=args))
+
+
+async def depth(pool: Redis) -> tuple[int, int]:
+    """(entries, due now) in the queue, whichever the fairness: waiting and running jobs."""
+    return await fair.depth(pool, QUEUE_NAME, int(time.time() * 1000))

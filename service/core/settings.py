@@ -15,6 +15,7 @@ from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_vali
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from service.core.db import tls_argument
+from service.core.fair import QueueFairness
 from service.core.queue import tls_options
 from service.core.token_cipher import TokenCipher, parse_keys
 
@@ -95,6 +96,9 @@ class Settings(TokenSettings):
     job_lease_seconds: PositiveFloat = 10
     rate_limit_max: NonNegativeInt = 10
     rate_limit_window_seconds: PositiveFloat = 60
+    # How workers choose among due jobs: round-robin by shop (`shop`), or arq's FIFO (`fifo`);
+    # service/core/fair.py. The cap counts one shop's running jobs across all worker processes.
+    queue_fairness: QueueFairness = QueueFairness.SHOP
     shop_concurrency_limit: NonNegativeInt = 0
     reconcile_after_seconds: PositiveFloat = 30
     shop_cache_seconds: Annotated[float, Field(ge=0)] = 2.0

@@ -1,5 +1,6 @@
-"""The Redis take script (jobs/worker/claims.py) against the real Redis: what it takes, in what
-order, what it leaves, and that two takers never take the same job."""
+"""The FIFO take script (jobs/worker/claims.py, QUEUE_FAIRNESS=fifo) against the real Redis:
+what it takes, in what order, what it leaves, and that two takers never take the same job.
+The fair take has its own tests (test_fair_take.py)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from arq.constants import in_progress_key_prefix, job_key_prefix
 
 from jobs.worker.claims import SHOP_BUSY_PUSH_BACK_MS, Finish, QueueClaims
 from service.core import queue
+from service.core.fair import QueueFairness
 from service.core.settings import Settings
 from service.core.states import QueueFinish
 
@@ -22,13 +24,13 @@ LOOK_AHEAD = 1000
 
 @pytest.fixture
 def claims(redis: ArqRedis) -> QueueClaims:
-    return QueueClaims(redis, queue.QUEUE_NAME)
+    return QueueClaims(redis, queue.QUEUE_NAME, fairness=QueueFairness.FIFO)
 
 
 async def put(redis: ArqRedis, score: int, shop: str = "claims-shop.myshopify.com") -> str:
     """A queue entry as the web writes it (arq's payload and key), due at `score` (ms)."""
     job_id = str(uuid.uuid4())
-    assert await queue.enqueue(redis, "echo", job_id, shop=shop)
+    assert await queue.enqueue(redis, "echo", job_id, shop=shop, fairness=QueueFairness.FIFO)
     await redis.zadd(queue.QUEUE_NAME, {job_id: score}, xx=True)
     return job_id
 
@@ -95,8 +97,9 @@ async def test_a_shop_at_its_cap_is_pushed_back_not_taken(
     claims.on_push_back = pushed.append
     busy = await put(redis, NOW_MS - 2, shop="busy.myshopify.com")
     other = await put(redis, NOW_MS - 1, shop="calm.myshopify.com")
+    claims.shop_cap = 2
     taken = await claims.take(
-        5, LEASE_MS, NOW_MS, LOOK_AHEAD, shop_cap=2, running_by_shop={"busy.myshopify.com": 2}
+        5, LEASE_MS, NOW_MS, LOOK_AHEAD, running_by_shop={"busy.myshopify.com": 2}
     )
     assert [t.job_id for t in taken] == [other]
     assert pushed == ["echo"]
@@ -109,7 +112,9 @@ async def test_two_takers_racing_never_take_the_same_job(
 ) -> None:
     ids = {await put(redis, NOW_MS - i) for i in range(60)}
     clients = [queue.connect(settings.redis_url) for _ in range(2)]
-    takers = [QueueClaims(client, queue.QUEUE_NAME) for client in clients]
+    takers = [
+        QueueClaims(client, queue.QUEUE_NAME, fairness=QueueFairness.FIFO) for client in clients
+    ]
     taken: list[list[str]] = [[], []]
 
     async def take_all(index: int) -> None:
