@@ -26,7 +26,7 @@ DEPTH_TIMEOUT_SECONDS = 1.0
 
 # Why a run was put back in the queue without running (`deferred`):
 RATE_LIMIT = "rate_limit"  # the global start rate was used up
-SHOP_CAP = "shop_cap"  # the job's shop already runs SHOP_CONCURRENCY_LIMIT jobs
+SHOP_CAP = "shop_cap"  # fifo: the job's shop already runs SHOP_CONCURRENCY_LIMIT jobs
 LEASE_HELD = "lease_held"  # another live worker holds the job
 DATABASE_DOWN = "database_unavailable"  # the claim could not reach Postgres
 

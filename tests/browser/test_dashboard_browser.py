@@ -26,6 +26,7 @@ from service.core.settings import Settings
 from tests.support.browser import ARTIFACTS, CHROMIUM_ARGS, chromium_executable, save_screenshot
 from tests.support.jobs import add_job, make_shop, wait_all, wait_for_status
 from tests.support.processes import start_worker
+from tests.support.queue_entries import queued_score
 
 USER, PASSWORD = "ops", "a long admin password"
 SHOPS = ("alpine-outfitters.myshopify.com", "harbor-coffee.myshopify.com")
@@ -194,7 +195,7 @@ async def test_cancel_is_honoured_and_retry_runs_the_job_again(
         shop = SHOPS[0]
         assert await queue.enqueue(redis, "echo", str(ids["pending"]), shop=shop)
         deadline = time.monotonic() + 20
-        while await redis.zscore(queue.QUEUE_NAME, str(ids["pending"])) is not None:
+        while await queued_score(redis, str(ids["pending"])) is not None:
             assert time.monotonic() < deadline, "the worker never took the entry"
             await asyncio.sleep(0.05)
         await asyncio.sleep(0.3)  # it would have claimed the job by now

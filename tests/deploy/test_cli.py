@@ -7,9 +7,9 @@ from arq.connections import ArqRedis
 from databases import Database
 
 from service import store
-from service.core import queue
 from tests.support.jobs import make_shop, wait_for_status
 from tests.support.processes import Spawn, start_worker
+from tests.support.queue_entries import queued_score
 
 
 def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -92,7 +92,7 @@ async def test_jobs_enqueue_and_show(
     )  # fmt: skip
     later = orjson.loads(delayed.stdout.strip().splitlines()[-1])
     assert later["status"] == "pending" and "runAt" in later
-    assert await redis.zscore(queue.QUEUE_NAME, later["jobId"]) is not None
+    assert await queued_score(redis, later["jobId"]) is not None
 
     start_worker(spawn, env)
     await wait_for_status(database, uuid.UUID(answer["jobId"]), {"completed"})

@@ -12,7 +12,6 @@ from arq.connections import ArqRedis
 from databases import Database
 
 from service import store
-from service.core import queue
 from tests.support.faults import (
     check_effects,
     effects_by_job,
@@ -23,6 +22,7 @@ from tests.support.faults import (
 )
 from tests.support.jobs import add_job, make_shop, wait_all
 from tests.support.net import free_port
+from tests.support.queue_entries import queue_entries
 
 LEASE_SECONDS = 2
 
@@ -61,7 +61,7 @@ async def committed_effects_repeated(database: Database) -> int:
 
 
 async def queued_job_ids(redis: ArqRedis) -> set[str]:
-    members = {m.decode() for m in await redis.zrange(queue.QUEUE_NAME, 0, -1)}
+    members = set(await queue_entries(redis))
     return {m for m in members if not m.startswith("cron:")}
 
 

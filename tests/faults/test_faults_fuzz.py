@@ -35,10 +35,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from service import store
-from service.core import queue
 from service.shopify.signatures import UNIQUE_PROXY_PARAMS, app_proxy_signature
 from tests.support.config import TEST_SECRET
 from tests.support.faults import record, sized
+from tests.support.queue_entries import queue_entries, queued_score
 
 SHOP_A = "fuzz-a.myshopify.com"
 SHOP_B = "fuzz-b.myshopify.com"
@@ -396,7 +396,7 @@ async def counts(database: Database, redis: ArqRedis) -> tuple[int, int, int, in
     )
     assert row is not None
     m = row._mapping
-    return m["jobs"], m["shops"], m["events"], await redis.zcard(queue.QUEUE_NAME)
+    return m["jobs"], m["shops"], m["events"], len(await queue_entries(redis))
 
 
 @pytest.fixture
@@ -493,7 +493,7 @@ async def test_generated_requests_get_no_5xx_and_write_only_what_they_were_answe
         assert signed_shop is not None and job.shop_id == signed_shop.id
         if after[0] == before[0] + 1:  # a new job: one row and one queue entry, nothing else
             assert after[1:] == (before[1], before[2], before[3] + 1), (before, after)
-            assert await redis.zscore(queue.QUEUE_NAME, str(job_id)) is not None
+            assert await queued_score(redis, str(job_id)) is not None
             tally["jobs created"] += 1
         else:  # the same Idempotency-Key again: the same job, nothing written
             assert after == before, (before, after)

@@ -27,6 +27,7 @@ from tests.support.faults import (
     wait_completed,
 )
 from tests.support.jobs import add_job, make_shop, wait_all
+from tests.support.queue_entries import queued_score
 
 ECHO = {"type": "echo", "input": {"message": "hello"}}
 
@@ -162,7 +163,7 @@ async def test_web_while_redis_is_down_is_503_and_leaves_no_row(
         assert retried.status_code == 200, retried.text
     redis = queue.connect(server.url)
     try:
-        assert await redis.zscore(queue.QUEUE_NAME, retried.json()["jobId"]) is not None
+        assert await queued_score(redis, retried.json()["jobId"]) is not None
     finally:
         await redis.aclose()
         server.stop()

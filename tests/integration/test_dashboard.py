@@ -18,11 +18,11 @@ from pydantic import SecretStr, ValidationError
 
 from service import store
 from service.app import create_app
-from service.core import queue
 from service.core.settings import Settings
 from service.web.dashboard import credentials_match, csrf_token
 from tests.support.config import TEST_API_KEY, TEST_SECRET, TEST_TOKEN_KEYS
 from tests.support.jobs import add_job, make_shop
+from tests.support.queue_entries import queue_entries, queued_score
 
 USER, PASSWORD = "ops", "correct horse battery"
 
@@ -268,7 +268,7 @@ async def test_retry_puts_a_failed_job_back_in_the_queue(
     job = await store.get_job(database, job_id)
     assert (job.status, job.attempts, job.retry_count, job.error_message) == ("pending", 0, 0, None)
     assert job.finished_at is None and job.started_at is None
-    assert await redis.zscore(queue.QUEUE_NAME, str(job_id)) is not None
+    assert await queued_score(redis, str(job_id)) is not None
     shown = (await admin.get(answer.headers["location"], headers=AUTH)).text
     assert "Job queued again" in shown and 'href="/admin/?status=failed"' in shown
 
@@ -333,7 +333,7 @@ async def test_retry_all_failed_jobs_of_a_type(
         "cancelled": "failed",
         "other-type": "failed",
     }
-    queued = {m.decode() for m in await redis.zrange(queue.QUEUE_NAME, 0, -1)}
+    queued = set(await queue_entries(redis))
     assert queued == {str(ids["failed-1"]), str(ids["failed-2"])}
     shown = (await admin.get(answer.headers["location"], headers=AUTH)).text
     assert "2 failed echo job(s) queued again." in shown

@@ -24,6 +24,7 @@ from service.jobs_client import (
 from tests.support.jobs import make_shop, wait_for_status
 from tests.support.net import free_port
 from tests.support.processes import Spawn, start_worker
+from tests.support.queue_entries import queued_score
 
 
 @pytest.fixture
@@ -91,7 +92,7 @@ async def test_a_delayed_job_waits_until_due_and_can_be_cancelled(
     soon = await client.enqueue("echo", shop=shop, input={"message": "soon"}, delay=1.5)
     assert far.run_at is not None and soon.run_at is not None
     # The queue entry's score is the due time.
-    assert await redis.zscore(queue.QUEUE_NAME, str(far.id)) >= far.run_at.timestamp() * 1000
+    assert await queued_score(redis, str(far.id)) >= far.run_at.timestamp() * 1000
     start_worker(spawn, env)
     now = await client.enqueue("echo", shop=shop, input={"message": "now"})
     await wait_for_status(database, now.id, {"completed"})

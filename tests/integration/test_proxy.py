@@ -21,6 +21,7 @@ from service.web.proxy import MAX_BODY_BYTES
 from tests.support.breakable import RedisServer, Relay
 from tests.support.config import TEST_SECRET
 from tests.support.net import free_port
+from tests.support.queue_entries import drop_entry, queue_entries
 from tools.services import Services
 
 SHOP = "proxy-test.myshopify.com"
@@ -118,8 +119,7 @@ async def test_process_writes_a_pending_row_then_queues_it(
         "children": 0,
     }
     # Queue contract: arq function = the type, one argument = the job id, _job_id = the job id.
-    assert await redis.zcard(queue.QUEUE_NAME) == 1
-    assert await redis.zscore(queue.QUEUE_NAME, body["jobId"]) is not None
+    assert list(await queue_entries(redis)) == [body["jobId"]]
     queued = queue.deserialize(await redis.get(f"arq:job:{body['jobId']}"))
     assert queued["f"] == "echo" and queued["a"] == [body["jobId"], "proxy-test.myshopify.com"]
 
@@ -149,11 +149,11 @@ async def test_the_same_key_returns_the_same_job_without_a_second_enqueue(
     headers = {"Idempotency-Key": "order-1001"}
     first = await _create(client, headers=headers)
     await redis.delete(f"arq:job:{first}")  # a second enqueue would now succeed: it must not
-    await redis.zrem(queue.QUEUE_NAME, first)
+    await drop_entry(redis, first)
     second = await _create(client, headers=headers)
     assert second == first
     assert await _job_count(database) == 1
-    assert await redis.zcard(queue.QUEUE_NAME) == 0
+    assert await queue_entries(redis) == {}
     other = await _create(client, headers={"Idempotency-Key": "order-1002"})
     assert other != first and await _job_count(database) == 2
 
@@ -223,7 +223,7 @@ async def test_twenty_concurrent_duplicates_give_one_row_and_one_queue_entry(
     assert [r.status_code for r in responses] == [200] * 20
     assert len({r.json()["jobId"] for r in responses}) == 1
     assert await _job_count(database) == 1
-    assert await redis.zcard(queue.QUEUE_NAME) == 1
+    assert len(await queue_entries(redis)) == 1
 
 
 # -- 401 -----------------------------------------------------------------------------------
@@ -330,7 +330,7 @@ async def test_input_failing_the_types_model_names_the_fields(
         "input.bogus": "extra_forbidden",
     }
     assert await _job_count(database) == 0
-    assert await redis.zcard(queue.QUEUE_NAME) == 0
+    assert await queue_entries(redis) == {}
 
 
 async def test_validation_errors_do_not_echo_huge_input(client: httpx.AsyncClient) -> None:

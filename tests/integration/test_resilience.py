@@ -16,6 +16,7 @@ from tests.support.breakable import PostgresControl
 from tests.support.jobs import add_job, make_shop, wait_all
 from tests.support.net import wait_for_http
 from tests.support.processes import start_worker
+from tests.support.queue_entries import queue_entries
 
 
 def health(env: dict[str, str]) -> httpx.Response:
@@ -97,7 +98,7 @@ async def test_reconciler_requeues_stranded_jobs(database: Database, redis: ArqR
     )
     await database.execute("UPDATE jobs SET status = 'completed' WHERE id = :id", {"id": finished})
     assert await maintenance.requeue_stranded(database, redis, 30, {"echo"}) == 2
-    members = {m.decode() for m in await redis.zrange(queue.QUEUE_NAME, 0, -1)}
+    members = set(await queue_entries(redis))
     assert members == {str(lost), str(queued), str(dead)}
     assert await maintenance.requeue_stranded(database, redis, 30, {"echo"}) == 0  # idempotent
 
@@ -118,7 +119,7 @@ async def test_reconciler_fails_rows_of_unknown_types_instead_of_requeueing_them
         {"o": orphan},
     )
     assert await maintenance.requeue_stranded(database, redis, 30, {"echo"}) == 1
-    assert {m.decode() for m in await redis.zrange(queue.QUEUE_NAME, 0, -1)} == {str(orphan)}
+    assert set(await queue_entries(redis)) == {str(orphan)}
     rows = await database.fetch_all(
         "SELECT status, error_message FROM jobs WHERE id = ANY(:ids)", {"ids": gone}
     )

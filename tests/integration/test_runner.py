@@ -28,6 +28,7 @@ from service.core import queue
 from service.core.batch import GroupCommit
 from service.core.settings import Settings
 from tests.support.jobs import add_job, make_shop, wait_for_status
+from tests.support.queue_entries import queued_score
 
 OWNER = "runner-test-worker"
 
@@ -77,7 +78,7 @@ def outcomes(runtime: Runtime, job_type: str = "echo") -> dict[str, int]:
 
 async def queued_at(redis: ArqRedis, job_id: uuid.UUID) -> float | None:
     """When the job's queue entry is due, in seconds from now (None: not queued)."""
-    score = await redis.zscore(queue.QUEUE_NAME, str(job_id))
+    score = await queued_score(redis, str(job_id))
     return None if score is None else score / 1000 - time.time()
 
 

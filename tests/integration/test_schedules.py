@@ -16,12 +16,12 @@ from pydantic import BaseModel
 from jobs.types import JobContext, JobType, Schedule
 from jobs.worker.schedules import run_schedules
 from service import store
-from service.core import queue
 from service.core.db import create_database
 from service.core.schedule_times import latest_tick, next_tick, spread_offset
 from service.core.settings import Settings
 from tests.support.net import free_port
 from tests.support.processes import Spawn, start_worker
+from tests.support.queue_entries import queued_score
 from tests.support.scheduled_jobs import scheduled_jobs_command
 
 
@@ -112,9 +112,7 @@ async def test_each_tick_runs_once_per_shop_spread_with_one_catch_up(
         job_id = await database.fetch_val(
             "SELECT id FROM jobs WHERE idempotency_key = :k", {"k": first["idempotency_key"]}
         )
-        assert (
-            await redis.zscore(queue.QUEUE_NAME, str(job_id)) >= first["run_at"].timestamp() * 1000
-        )
+        assert await queued_score(redis, str(job_id)) >= first["run_at"].timestamp() * 1000
 
         # No worker from 01:20 to 05:10: the ticks of 02:00 to 05:00 were missed; only the
         # latest runs, once (and the app-wide schedule's 03:00, missed too).

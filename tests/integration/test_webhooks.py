@@ -14,12 +14,12 @@ from databases import Database
 from jobs.builtin import compliance
 from service import store
 from service.app import create_app
-from service.core import queue
 from service.core.settings import Settings
 from service.shopify.signatures import webhook_hmac
 from tests.support.config import TEST_SECRET
 from tests.support.jobs import HandlerContext
 from tests.support.net import free_port
+from tests.support.queue_entries import queue_entries
 
 SHOP = "hooks-shop.myshopify.com"
 TOKEN = "shpat_hooks"
@@ -56,7 +56,7 @@ async def webhook_jobs(database: Database) -> list[store.Job]:
 
 
 async def queued(redis: ArqRedis) -> int:
-    return await redis.zcard(queue.QUEUE_NAME)
+    return len(await queue_entries(redis))
 
 
 PRODUCT = {"id": 8000000001, "admin_graphql_api_id": "gid://shopify/Product/8000000001"}
