@@ -1,4 +1,4 @@
-"""`python -m bench` (`make bench`, `make bench-quick`): every measurement of issue 7 in one run.
+"""`python -m bench` (`make bench`, `make bench-quick`): every benchmark in one run.
 
 1. worker throughput on no-op jobs at concurrency 10 and 50: shopjobs (with Postgres status
    mirroring), raw arq at each poll_delay tried, SAQ, and BullMQ when Node is there;
@@ -6,7 +6,10 @@
 3. the enqueue endpoint's requests per second against a bare route of the same process;
 4. one against two worker processes on 20 ms jobs;
 5. `inventory_report` over a whole catalogue through one bulk query (bench/bulk.py): worker
-   memory growth, Admin API points against paging, rows/s.
+   memory growth, Admin API points against paging, rows/s;
+6. fairness across shops (bench/fairness.py, issue 14): small shops' wait beside one shop's
+   big backlog against an idle system, fair against FIFO jobs/s, the take's Redis cost per
+   job at three backlogs.
 
 Sizes: `full` (default, under 10 minutes), `quick` (BENCH_QUICK=1 or --quick, under 2) and
 `tiny` (the test suite's, seconds). JSON goes to bench/results/ (timestamped + latest.json),
@@ -29,7 +32,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import bulk, report, throughput, web
+from bench import bulk, fairness, report, throughput, web
 from bench.stack import ROOT, Proc, Stack, connect, disconnect, servers, wait_for_http
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -63,6 +66,18 @@ class Plan:
     # The inventory_report scenario's catalogue (products, up to max variants each).
     bulk_products: int = 3_000
     bulk_max_variants: int = 60
+    # The fairness scenario (bench/fairness.py): Zipf traffic of `fair_shops` shops at
+    # `fair_rate` jobs/s for `fair_seconds` beside one shop's backlog of `fair_backlog`, jobs of
+    # `fair_sleep_ms`, workers at `fair_concurrency`; the take's cost at each of
+    # `fair_cost_backlogs`, over `fair_cost_jobs` no-op jobs.
+    fair_shops: int = 1_000
+    fair_backlog: int = 100_000
+    fair_rate: float = 40.0
+    fair_seconds: float = 20.0
+    fair_sleep_ms: int = 20
+    fair_concurrency: int = 10
+    fair_cost_backlogs: tuple[int, ...] = (1_000, 10_000, 100_000)
+    fair_cost_jobs: int = 500
 
 
 PLANS = {
@@ -77,14 +92,15 @@ PLANS = {
         run_timeout=15, sweep_timeout=3, latency_jobs=100, latency_warmup=5, latency_poll_ms=2,
         enqueue_connections=50, enqueue_seconds=2, enqueue_warmup=0.5, scaling_jobs=1_000,
         scaling_concurrency=10, scaling_sleep_ms=20, profile=False, profile_seconds=5,
-        bulk_products=500,
+        bulk_products=500, fair_backlog=10_000, fair_seconds=6,
     ),
     "tiny": Plan(
         name="tiny", jobs=40, concurrencies=(10, 50), arq_poll_delays=(0.01,),
         run_timeout=15, sweep_timeout=15, latency_jobs=5, latency_warmup=1, latency_poll_ms=2,
         enqueue_connections=10, enqueue_seconds=0.5, enqueue_warmup=0.2, scaling_jobs=40,
         scaling_concurrency=10, scaling_sleep_ms=20, profile=True, profile_seconds=0.5,
-        bulk_products=20, bulk_max_variants=5,
+        bulk_products=20, bulk_max_variants=5, fair_shops=20, fair_backlog=300, fair_rate=20,
+        fair_seconds=1, fair_cost_backlogs=(100, 300), fair_cost_jobs=50,
     ),
 }  # fmt: skip
 
@@ -154,9 +170,9 @@ class Bar:
 
 def step_count(plan: Plan, bullmq: bool, profile: bool) -> int:
     per_concurrency = 2 + len(plan.arq_poll_delays) + (1 if bullmq else 0)
-    # + latency, enqueue, scaling with one and with two processes, inventory_report
+    # + latency, enqueue, scaling with one and with two processes, inventory_report, fairness
     scaling = 2 * plan.scaling_repeats
-    return len(plan.concurrencies) * per_concurrency + 3 + scaling + (2 if profile else 0)
+    return len(plan.concurrencies) * per_concurrency + 4 + scaling + (2 if profile else 0)
 
 
 def machine() -> dict[str, Any]:
@@ -282,6 +298,12 @@ async def measure(plan: Plan, stack: Stack, bar: Bar, profile_dir: Path | None) 
     results["bulk"] = await bulk.inventory_report(
         stack, products=plan.bulk_products, max_variants=plan.bulk_max_variants
     )
+    bar.done()
+
+    progress = bar.step(
+        f"fairness: {plan.fair_shops} shops beside a backlog of {plan.fair_backlog}"
+    )
+    results["fairness"] = await fairness.fairness(stack, plan, progress)
     bar.done()
     return results
 

@@ -1,4 +1,5 @@
-"""What a run leaves behind: the ratios against issue 7's targets, a table, JSON and a chart."""
+"""What a run leaves behind: the ratios against the targets (issues 7 and 14), a table, JSON and
+a chart."""
 
 from __future__ import annotations
 
@@ -16,6 +17,10 @@ TARGETS = [
     ("scaling_two_vs_one", "2 worker processes / 1 (20 ms jobs)", ">=", 1.5),
     ("bulk_memory_growth_mb", "inventory_report: worker memory growth (MB)", "<=", 60.0),
     ("bulk_points_vs_paging", "inventory_report: Admin points / paging's", "<=", 0.01),
+    ("fair_p99_vs_limit", "fairness: small p99 / (2x idle p99 + 50 ms)", "<=", 1.0),
+    ("fair_work_conservation", "fairness: jobs/s fair / fifo, same work", ">=", 0.9),
+    ("fair_commands_spread", "fairness: Redis commands/job, spread", "<=", 0.2),
+    ("fair_cpu_spread", "fairness: Redis CPU/job, spread", "<=", 0.2),
 ]
 
 
@@ -54,6 +59,10 @@ def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
         "scaling_two_vs_one": results["scaling"]["ratio"],
         "bulk_memory_growth_mb": results["bulk"]["memory_growth_mb"],
         "bulk_points_vs_paging": results["bulk"]["points_vs_paging"],
+        "fair_p99_vs_limit": results["fairness"]["p99_vs_limit"],
+        "fair_work_conservation": results["fairness"]["work_conservation"],
+        "fair_commands_spread": results["fairness"]["commands_spread"],
+        "fair_cpu_spread": results["fairness"]["cpu_spread"],
     }
     rows = []
     for key, what, op, target in TARGETS:
@@ -161,6 +170,8 @@ def table(results: dict[str, Any]) -> str:
         f"  Admin API points {bk['points_spent']:,} in {bk['admin_requests']} requests; "
         f"paging the same data: {bk['paging_points']:,} ({bk['points_vs_paging']:.3%})",
         "",
+        *fairness_lines(results["fairness"]),
+        "",
         "Targets",
     ]
     lines.append(f"  {'what':<46}{'measured':>10}{'target':>10}   result")
@@ -171,6 +182,43 @@ def table(results: dict[str, Any]) -> str:
     if results.get("profile"):
         lines += ["", f"Profiles (py-spy) of the worker and the web: {results['profile']['file']}"]
     return "\n".join(lines)
+
+
+def fairness_lines(fair: dict[str, Any]) -> list[str]:
+    """The fairness scenario (bench/fairness.py): waits, jobs/s, and the take's cost."""
+    lines = [
+        f"Fairness: {fair['shops']:,} shops, Zipf traffic {fair['rate_per_second']:g} jobs/s of "
+        f"{fair['sleep_ms']} ms, beside one shop's backlog of {fair['backlog']:,}",
+        f"  {'scenario':<28}{'p50 wait':>10}{'p99 wait':>10}{'started':>12}{'jobs/s':>9}",
+    ]
+    for key, name in (
+        ("idle", "idle (no backlog), fair"),
+        ("fair", "backlog, fair, 1 process"),
+        ("fair_two_processes", "backlog, fair, 2 processes"),
+        ("fifo", "backlog, fifo, 1 process"),
+    ):
+        run = fair[key]
+        started = f"{run['small_jobs_started']}/{run['small_jobs']}"
+        lines.append(
+            f"  {name:<28}{_fmt(run['small_wait_p50_ms'], 1):>10}"
+            f"{_fmt(run['small_wait_p99_ms'], 1):>10}{started:>12}"
+            f"{_fmt(run['jobs_per_second'], 0):>9}"
+        )
+    lines.append(
+        f"  small shops' p99 limit (2x idle + 50 ms): {_fmt(fair['p99_limit_ms'], 1)} ms; "
+        f"work conservation (fair / fifo jobs/s): {_fmt(fair['work_conservation'])}"
+    )
+    lines.append("  take cost, no-op jobs:  backlog   commands/job   Redis CPU us/job   jobs/s")
+    for cost in fair["cost"]:
+        lines.append(
+            f"  {'':<22}{cost['backlog']:>9,}{cost['commands_per_job']:>15.2f}"
+            f"{cost['redis_cpu_us_per_job']:>19.1f}{cost['jobs_per_second']:>9,.0f}"
+        )
+    lines.append(
+        f"  spread across backlogs: commands {_fmt(fair['commands_spread'], 3)}, "
+        f"CPU {_fmt(fair['cpu_spread'], 3)}"
+    )
+    return lines
 
 
 def write_json(results: dict[str, Any], directory: Path, stamp: str) -> Path:

@@ -13,8 +13,9 @@ and the rate it reached (arq at a long poll_delay would otherwise take minutes).
 
 shopjobs runs are real `arq jobs.WorkerSettings` processes doing everything they do in
 production, including claiming each job in Postgres and mirroring its outcome there; the run is
-over when arq's queue is empty, which (the runner writes the outcome before it returns to arq)
-means every row is `completed`, and the harness checks that it is.
+over when the queue (the shop's set, service/core/fair.py) is empty, which (the runner writes
+the outcome before it returns to arq) means every row is `completed`, and the harness checks
+that it is.
 """
 
 from __future__ import annotations
@@ -103,7 +104,8 @@ def echo_input(sleep_ms: int = 0) -> dict[str, Any]:
 
 
 async def add_shopjobs_jobs(stack: Stack, n: int, job_input: dict[str, Any]) -> None:
-    """N pending `echo` rows and their queue entries, as `POST /proxy/process` leaves them."""
+    """N pending `echo` rows and their queue entries, as `POST /proxy/process` leaves them (on
+    the bench shop's own set: fair scheduling, the default)."""
     assert stack.pg is not None and stack.redis is not None
     ids = [uuid.uuid4() for _ in range(n)]
     await stack.pg.execute(
@@ -113,10 +115,9 @@ async def add_shopjobs_jobs(stack: Stack, n: int, job_input: dict[str, Any]) -> 
         stack.shop_id,
         orjson.dumps(job_input).decode(),
     )
-    names = [str(i) for i in ids]
-    await arq_enqueue_many(
-        stack.redis, queue.QUEUE_NAME, "echo", [(i, SHOP) for i in names], names, queue.serialize
-    )
+    for start in range(0, n, ENQUEUE_CHUNK):
+        chunk = [("echo", str(job_id), SHOP) for job_id in ids[start : start + ENQUEUE_CHUNK]]
+        await queue.enqueue_many(stack.redis, chunk)
 
 
 # -- watching a run -------------------------------------------------------------------------
@@ -261,8 +262,8 @@ async def shopjobs(
         if profile is not None:
             profilers.append(profile(procs[0]))
 
-    async def count_done() -> int:
-        return n - int(await redis.zcard(queue.QUEUE_NAME))
+    async def count_done() -> int:  # queued and running entries, wherever fairness put them
+        return n - (await queue.depth(redis))[0]
 
     async def rows_processing() -> int:
         return int(await pg.fetchval("SELECT count(*) FROM jobs WHERE status = 'processing'"))

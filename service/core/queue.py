@@ -182,7 +182,7 @@ def _enqueue_call(
 
 
 async def enqueue_many(
-    pool: ArqRedis,
+    pool: Redis,
     jobs: list[tuple[str, str, str | None]],
     *,
     fairness: QueueFairness = QueueFairness.SHOP,
