@@ -208,11 +208,13 @@ def fairness_lines(fair: dict[str, Any]) -> list[str]:
         f"  small shops' p99 limit (2x idle + 50 ms): {_fmt(fair['p99_limit_ms'], 1)} ms; "
         f"work conservation (fair / fifo jobs/s): {_fmt(fair['work_conservation'])}"
     )
-    lines.append("  take cost, no-op jobs:  backlog   commands/job   Redis CPU us/job   jobs/s")
+    lines.append(
+        "  cost, no-op jobs (median window):  backlog  commands/job  Redis CPU us/job  jobs/s"
+    )
     for cost in fair["cost"]:
         lines.append(
-            f"  {'':<22}{cost['backlog']:>9,}{cost['commands_per_job']:>15.2f}"
-            f"{cost['redis_cpu_us_per_job']:>19.1f}{cost['jobs_per_second']:>9,.0f}"
+            f"  {'':<33}{cost['backlog']:>9,}{cost['commands_per_job']:>14.2f}"
+            f"{cost['redis_cpu_us_per_job']:>18.1f}{cost['jobs_per_second']:>8,.0f}"
         )
     lines.append(
         f"  spread across backlogs: commands {_fmt(fair['commands_spread'], 3)}, "

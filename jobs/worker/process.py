@@ -59,6 +59,8 @@ from service.jobs_client import JobsClient
 logger = logging.getLogger("shopjobs.worker")
 
 POLL_DELAY_SECONDS = 0.1
+# arq names its cron jobs' entries "cron:{function}:{time}".
+CRON_PREFIX = "cron:"
 # Attempts are counted in Postgres; arq's own count also grows with every deferral, so its
 # limit must never be the one that stops a job.
 ARQ_MAX_TRIES = 1_000_000
@@ -128,13 +130,14 @@ class ShopjobsWorker(arq.worker.Worker):
         runtime: Runtime = self.ctx["runtime"]
         free = self.max_jobs - self.job_counter
         if self.allow_pick_jobs and free > 0:
-            taken = await runtime.claims.take(
-                free,
-                int(runtime.settings.job_lease_seconds * 1000),
-                timestamp_ms(),
-                self.queue_read_limit,
-                runtime.running_by_shop,
-            )
+            taken = await self._take(runtime, free)
+            # Cron ticks run beside the slots (_spawn_beside): fill the places they took now,
+            # so that this batch is not split in two.
+            ticks = sum(t.job_id.startswith(CRON_PREFIX) for t in taken)
+            while ticks:
+                more = await self._take(runtime, ticks)
+                taken += more
+                ticks = sum(t.job_id.startswith(CRON_PREFIX) for t in more)
             if taken:
                 await self._start(runtime, taken)
         for job_id, task in list(self.tasks.items()):
@@ -142,6 +145,15 @@ class ShopjobsWorker(arq.worker.Worker):
                 del self.tasks[job_id]
                 task.result()
         await self.heart_beat()
+
+    async def _take(self, runtime: Runtime, count: int) -> list[Taken]:
+        return await runtime.claims.take(
+            count,
+            int(runtime.settings.job_lease_seconds * 1000),
+            timestamp_ms(),
+            self.queue_read_limit,
+            runtime.running_by_shop,
+        )
 
     async def _start(self, runtime: Runtime, taken: list[Taken]) -> None:
         ours: list[Incoming] = []
@@ -157,7 +169,7 @@ class ShopjobsWorker(arq.worker.Worker):
             elif decoded in runtime.types:
                 ours.append(Incoming(item, runtime.types[decoded]))
             elif decoded in self.functions:  # cron jobs: arq's own run_job (already claimed)
-                self._spawn(item.job_id, self.run_job(item.job_id, item.score))
+                self._spawn_beside(item.job_id, self.run_job(item.job_id, item.score))
             else:
                 await _fail_unknown(runtime, item.job_id, decoded)
         if not ours:
@@ -171,6 +183,16 @@ class ShopjobsWorker(arq.worker.Worker):
         task = self.loop.create_task(_until_cancelled(run))
         task.add_done_callback(self._slot_freed)
         self.tasks[job_id] = task
+
+    def _spawn_beside(self, job_id: str, run: Any) -> None:
+        """Run a cron tick beside the job slots, not in one.
+
+        A tick (the reconciler, say) takes its own time; in a slot it would free that slot
+        apart from the batch it was taken with, and the slots, once split, go on being taken,
+        claimed and finished in two smaller batches: more round trips per job for as long as
+        the worker runs.
+        """
+        self.tasks[job_id] = self.loop.create_task(_until_cancelled(run))
 
     def _slot_freed(self, _: asyncio.Task[Any]) -> None:
         self.job_counter -= 1

@@ -163,23 +163,30 @@ while wanted > 0 and visits > 0 do
   if cap > 0 and running(shop) >= cap then
     redis.call('SADD', CAPPED, shop)
   else
-    local head = redis.call('ZPOPMIN', P .. shop)
-    if #head > 0 then
-      local id, score = head[1], head[2]
+    -- One job per turn; with no other shop waiting, as many as there are slots (the same
+    -- order a turn at a time would give, in one step).
+    local n = 1
+    if redis.call('ZCARD', READY) == 0 then n = wanted end
+    if cap > 0 then n = math.min(n, cap - running(shop)) end
+    local popped = redis.call('ZPOPMIN', P .. shop, n)
+    local took = 0
+    for i = 1, #popped, 2 do
+      local id, score = popped[i], popped[i + 1]
       if tonumber(score) > now then
         redis.call('ZADD', P .. shop, score, id)
       elseif redis.call('EXISTS', HELD .. id) == 0 then
         redis.call('SET', HELD .. id, '1', 'PX', lease)
         redis.call('ZADD', RUNNING, now + lease, id)
         redis.call('HSET', TAKEN, id, score .. ' ' .. shop)
-        redis.call('HINCRBY', COUNTS, shop, 1)
         taken[#taken + 1] = id
         taken[#taken + 1] = redis.call('GET', JOB .. id)
         taken[#taken + 1] = score
-        wanted = wanted - 1
+        took = took + 1
       end
-      place(shop, now, cap)
     end
+    if took > 0 then redis.call('HINCRBY', COUNTS, shop, took) end
+    wanted = wanted - took
+    if #popped > 0 then place(shop, now, cap) end
   end
 end
 return taken
