@@ -77,9 +77,28 @@ def test_the_harness_runs_at_a_tiny_size_and_reports_everything(tmp_path: Path) 
     assert 0 < bulk["points_spent"] < bulk["paging_points"]
     assert "inventory_report, one bulk query" in result.stdout
 
+    fair = data["fairness"]  # bench/fairness.py: small shops beside a backlog, and the cost
+    assert fair["shops"] == 20 and fair["backlog"] == 300
+    for key, mode, processes in (
+        ("idle", "shop", 1), ("fair", "shop", 1), ("fair_two_processes", "shop", 2),
+        ("fifo", "fifo", 1),
+    ):  # fmt: skip
+        run = fair[key]
+        assert (run["fairness"], run["processes"]) == (mode, processes)
+        assert run["small_jobs"] > 0 and run["jobs_per_second"] > 0
+    for key in ("idle", "fair", "fair_two_processes"):  # fair: every small job ran
+        assert fair[key]["small_jobs_started"] == fair[key]["small_jobs"]
+        assert 0 <= fair[key]["small_wait_p50_ms"] <= fair[key]["small_wait_p99_ms"]
+    assert [cost["backlog"] for cost in fair["cost"]] == [100, 300]
+    for cost in fair["cost"]:
+        assert cost["commands_per_job"] > 0 and cost["redis_cpu_us_per_job"] > 0
+    assert "Fairness: 20 shops" in result.stdout
+
     assert [row["key"] for row in data["targets"]] == [key for key, *_ in TARGETS]
     for row in data["targets"]:
-        assert row["value"] is not None and row["value"] > 0 and row["met"] in (True, False)
+        assert row["value"] is not None and row["met"] in (True, False)
+        # A spread (how far apart the cost at each backlog is) may be 0; the rest are rates.
+        assert row["value"] >= 0 if row["key"].endswith("spread") else row["value"] > 0
     assert "Targets" in result.stdout and "end-to-end p99" in result.stdout
 
     # The tiny size profiles too (briefly). Where py-spy may not attach (no root, ptrace
