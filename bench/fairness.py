@@ -322,12 +322,15 @@ def spread(values: list[float]) -> float | None:
 async def fairness(stack: Stack, plan: Any, progress: Progress | None = None) -> dict[str, Any]:
     """Every scenario of this module; see the module's docstring."""
     shops = await small_shops(stack, plan.fair_shops)
-    steps = [
-        ("idle", 0, QueueFairness.SHOP, 1),
-        ("fair", plan.fair_backlog, QueueFairness.SHOP, 1),
-        ("fifo", plan.fair_backlog, QueueFairness.FIFO, 1),
-        ("fair_two_processes", plan.fair_backlog, QueueFairness.SHOP, 2),
-    ]
+    # Fair and fifo alternate `fair_repeats` times: jobs/s is the best of each (noise on a
+    # shared machine only ever lowers it), the small shops' p99 the worst of the fair ones.
+    steps = [("idle", 0, QueueFairness.SHOP, 1)]
+    for _ in range(plan.fair_repeats):
+        steps += [
+            ("fair", plan.fair_backlog, QueueFairness.SHOP, 1),
+            ("fifo", plan.fair_backlog, QueueFairness.FIFO, 1),
+        ]
+    steps.append(("fair_two_processes", plan.fair_backlog, QueueFairness.SHOP, 2))
     total = len(steps) + len(plan.fair_cost_backlogs)
     result: dict[str, Any] = {
         "shops": len(shops),
@@ -335,13 +338,17 @@ async def fairness(stack: Stack, plan: Any, progress: Progress | None = None) ->
         "rate_per_second": plan.fair_rate,
         "sleep_ms": plan.fair_sleep_ms,
         "backlog": plan.fair_backlog,
+        "repeats": plan.fair_repeats,
     }
+    runs: dict[str, list[dict[str, Any]]] = {}
     for index, (name, backlog, mode, processes) in enumerate(steps):
         if progress is not None:
             progress(index, total)
-        result[name] = await window(
-            stack, plan, shops, backlog=backlog, fairness=mode, processes=processes
-        )
+        run = await window(stack, plan, shops, backlog=backlog, fairness=mode, processes=processes)
+        runs.setdefault(name, []).append(run)
+    for name, windows in runs.items():
+        result[name] = max(windows, key=lambda run: run["jobs_per_second"])
+        result[f"{name}_runs"] = windows
     costs = []
     for index, backlog in enumerate(plan.fair_cost_backlogs):
         if progress is not None:
@@ -350,7 +357,10 @@ async def fairness(stack: Stack, plan: Any, progress: Progress | None = None) ->
     result["cost"] = costs
     result["commands_spread"] = spread([c["commands_per_job"] for c in costs])
     result["cpu_spread"] = spread([c["redis_cpu_us_per_job"] for c in costs])
-    idle_p99, fair_p99 = result["idle"]["small_wait_p99_ms"], result["fair"]["small_wait_p99_ms"]
+    idle_p99 = result["idle"]["small_wait_p99_ms"]
+    fair_p99s = [run["small_wait_p99_ms"] for run in runs["fair"]]
+    fair_p99 = None if None in fair_p99s else max(fair_p99s)
+    result["fair_p99_worst_ms"] = fair_p99
     result["p99_limit_ms"] = None if idle_p99 is None else round(2 * idle_p99 + 50, 1)
     result["p99_vs_limit"] = (
         None if fair_p99 is None or idle_p99 is None else round(fair_p99 / (2 * idle_p99 + 50), 3)

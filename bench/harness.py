@@ -73,11 +73,12 @@ class Plan:
     fair_shops: int = 1_000
     fair_backlog: int = 100_000
     fair_rate: float = 40.0
-    fair_seconds: float = 20.0
+    fair_seconds: float = 15.0
     fair_sleep_ms: int = 20
     fair_concurrency: int = 10
     fair_cost_backlogs: tuple[int, ...] = (1_000, 10_000, 100_000)
     fair_cost_jobs: int = 500
+    fair_repeats: int = 2
 
 
 PLANS = {
@@ -92,7 +93,7 @@ PLANS = {
         run_timeout=15, sweep_timeout=3, latency_jobs=100, latency_warmup=5, latency_poll_ms=2,
         enqueue_connections=50, enqueue_seconds=2, enqueue_warmup=0.5, scaling_jobs=1_000,
         scaling_concurrency=10, scaling_sleep_ms=20, profile=False, profile_seconds=5,
-        bulk_products=500, fair_backlog=10_000, fair_seconds=6,
+        bulk_products=500, fair_backlog=10_000, fair_seconds=6, fair_repeats=1,
     ),
     "tiny": Plan(
         name="tiny", jobs=40, concurrencies=(10, 50), arq_poll_delays=(0.01,),
@@ -100,7 +101,7 @@ PLANS = {
         enqueue_connections=10, enqueue_seconds=0.5, enqueue_warmup=0.2, scaling_jobs=40,
         scaling_concurrency=10, scaling_sleep_ms=20, profile=True, profile_seconds=0.5,
         bulk_products=20, bulk_max_variants=5, fair_shops=20, fair_backlog=300, fair_rate=20,
-        fair_seconds=1, fair_cost_backlogs=(100, 300), fair_cost_jobs=50,
+        fair_seconds=1, fair_cost_backlogs=(100, 300), fair_cost_jobs=50, fair_repeats=1,
     ),
 }  # fmt: skip
 

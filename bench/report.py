@@ -205,8 +205,9 @@ def fairness_lines(fair: dict[str, Any]) -> list[str]:
             f"{_fmt(run['jobs_per_second'], 0):>9}"
         )
     lines.append(
-        f"  small shops' p99 limit (2x idle + 50 ms): {_fmt(fair['p99_limit_ms'], 1)} ms; "
-        f"work conservation (fair / fifo jobs/s): {_fmt(fair['work_conservation'])}"
+        f"  small shops' p99 limit (2x idle + 50 ms): {_fmt(fair['p99_limit_ms'], 1)} ms, worst "
+        f"fair p99 {_fmt(fair['fair_p99_worst_ms'], 1)} ms; work conservation (fair / fifo "
+        f"jobs/s, best of {fair['repeats']}): {_fmt(fair['work_conservation'])}"
     )
     lines.append(
         "  cost, no-op jobs (median window):  backlog  commands/job  Redis CPU us/job  jobs/s"
