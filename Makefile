@@ -34,7 +34,7 @@ screenshot: install
 bench: install
 	$(PY) -m bench $(BENCH_ARGS)
 
-## The same, smaller (under 2 minutes)
+## The same, smaller (about 3 minutes)
 bench-quick: install
 	BENCH_QUICK=1 $(PY) -m bench $(BENCH_ARGS)
 

@@ -11,7 +11,7 @@
    big backlog against an idle system, fair against FIFO jobs/s, the take's Redis cost per
    job at three backlogs.
 
-Sizes: `full` (default, under 10 minutes), `quick` (BENCH_QUICK=1 or --quick, under 2) and
+Sizes: `full` (default, under 10 minutes), `quick` (BENCH_QUICK=1 or --quick, about 3) and
 `tiny` (the test suite's, seconds). JSON goes to bench/results/ (timestamped + latest.json),
 the chart to latest.png, and the table with the ratios to stdout.
 """

@@ -5,8 +5,8 @@
   without persistence, an enqueue that died half-way), or that is processing under a lease that
   expired that long ago (its worker died after arq dropped it), is queued again. Queuing
   twice is harmless: `_job_id` dedups in Redis and the claim dedups in Postgres. A job goes
-  back where QUEUE_FAIRNESS puts new ones: its shop's set, or arq's queue (fifo); it counts
-  as queued in either.
+  back where QUEUE_FAIRNESS puts new ones: its shop's set, or arq's queue (fifo); with fifo,
+  a job left on its shop's set (fairness turned off) is moved to arq's queue.
 - `reconcile` also rebuilds the per-shop running counts of fair scheduling from the jobs
   taken (service/core/fair.py), so a count that went wrong cannot keep a shop capped.
   A row whose type no worker knows any more (renamed or removed in a deploy) is failed with
@@ -80,8 +80,14 @@ async def requeue_stranded(
     requeued = 0
     for index, (job_id, job_type, shop) in enumerate(stranded):
         queued, fair_queued, running = answers[3 * index : 3 * index + 3]
-        if queued is not None or fair_queued is not None or running:
+        if queued is not None or running:
             continue
+        if fair_queued is not None:
+            if fairness == QueueFairness.SHOP:
+                continue
+            # Queued on its shop's set, where fifo workers never look (fairness was turned
+            # off since): it moves to arq's queue.
+            await redis.zrem(fair.shop_queue(shop), str(job_id))
         # A job key without a queue entry is a leftover that would block `_job_id` dedup.
         await redis.delete(job_key_prefix + str(job_id))
         if await queue.enqueue(redis, job_type, str(job_id), shop=shop, fairness=fairness):

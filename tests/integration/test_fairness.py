@@ -16,6 +16,7 @@ import orjson
 from arq.connections import ArqRedis
 from databases import Database
 
+from jobs.worker import maintenance
 from service import store
 from service.core import fair, queue
 from service.core.fair import QueueFairness
@@ -172,3 +173,19 @@ async def test_a_killed_workers_job_runs_again_and_its_shop_is_not_left_capped(
     assert rerun is not None and rerun.attempts == 2
     assert await redis.hgetall(fair.COUNTS) == {}
     assert await redis.scard(fair.CAPPED) == 0
+
+
+async def test_turning_fairness_off_moves_waiting_jobs_to_arqs_queue(
+    database: Database, redis: ArqRedis
+) -> None:
+    """fifo workers never look at the shops' sets: the reconciler moves what waits there."""
+    shop = await make_shop(database)
+    (job_id,) = await add_jobs(database, redis, shop, 1, sleep_ms=0)
+    await database.execute(
+        "UPDATE jobs SET updated_at = now() - interval '5 minutes' WHERE id = :id", {"id": job_id}
+    )
+    assert await maintenance.requeue_stranded(database, redis, 30, {"echo"}) == 0  # fair: queued
+    fifo = QueueFairness.FIFO
+    assert await maintenance.requeue_stranded(database, redis, 30, {"echo"}, fifo) == 1
+    assert await redis.zscore(queue.QUEUE_NAME, str(job_id)) is not None
+    assert await redis.zcard(fair.shop_queue(shop.domain)) == 0
