@@ -57,6 +57,7 @@ async def requeue_stranded(
     older_than_seconds: float,
     known: Collection[str],
     fairness: QueueFairness = QueueFairness.SHOP,
+    shop_cap: int = 0,
 ) -> int:
     stranded = await store.stranded_jobs(database, older_than_seconds)
     unknown = [(job_id, job_type) for job_id, job_type, _ in stranded if job_type not in known]
@@ -78,12 +79,14 @@ async def requeue_stranded(
             pipe.exists(in_progress_key_prefix + str(job_id))
         answers = await pipe.execute()
     requeued = 0
+    waiting: set[str] = set()  # shops with a job long waiting in their set
     for index, (job_id, job_type, shop) in enumerate(stranded):
         queued, fair_queued, running = answers[3 * index : 3 * index + 3]
         if queued is not None or running:
             continue
         if fair_queued is not None:
             if fairness == QueueFairness.SHOP:
+                waiting.add(shop)
                 continue
             # Queued on its shop's set, where fifo workers never look (fairness was turned
             # off since): it moves to arq's queue.
@@ -94,6 +97,11 @@ async def requeue_stranded(
             requeued += 1
     if requeued:
         logger.warning("reconciler: re-queued %d stranded job(s)", requeued)
+    misplaced = await fair.place_shops(redis, waiting, int(time.time() * 1000), shop_cap)
+    if misplaced:
+        logger.warning(
+            "reconciler: %d shop(s) with waiting jobs were out of the rotation", misplaced
+        )
     return requeued
 
 
@@ -132,6 +140,7 @@ async def reconcile(ctx: dict[str, Any]) -> int:
             settings.reconcile_after_seconds,
             runtime.types,
             settings.queue_fairness,
+            settings.shop_concurrency_limit,
         )
     except Exception as exc:  # a dependency is down: the next tick will try again
         logger.warning("reconciler skipped: %s", exc)

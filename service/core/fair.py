@@ -253,6 +253,25 @@ return wrong
 """
 )
 
+# Shops with a job waiting in their set, put back in the rotation (or delayed, or capped) if a
+# script cut short (Redis out of memory, say) left them in none. ARGV: now (ms), the cap, then
+# the shops. Returns how many were out of place.
+PLACE_LUA = (
+    PRELUDE
+    + """
+local now, cap, placed = tonumber(ARGV[1]), tonumber(ARGV[2]), 0
+for i = 3, #ARGV do
+  local shop = ARGV[i]
+  if not redis.call('ZSCORE', READY, shop) and not redis.call('ZSCORE', DELAYED, shop)
+     and redis.call('SISMEMBER', CAPPED, shop) == 0 then
+    place(shop, now, cap)
+    placed = placed + 1
+  end
+end
+return placed
+"""
+)
+
 # KEYS[1]: arq's queue. ARGV: now (ms). Returns {entries, due}: arq's queue plus every shop's
 # set plus the jobs taken and running (arq's queue keeps those too), as the depth gauges count.
 DEPTH_LUA = (
@@ -277,6 +296,15 @@ async def depth(redis: Redis, queue_name: str, now_ms: int) -> tuple[int, int]:
     """(entries, due now) over arq's queue and every shop's set, running jobs included."""
     total, due = await redis.register_script(DEPTH_LUA)(keys=[queue_name], args=[now_ms])
     return int(total), int(due)
+
+
+async def place_shops(redis: Redis, shops: set[str], now_ms: int, shop_cap: int) -> int:
+    """Make sure these shops, whose sets hold waiting jobs, are where the take will find them;
+    how many were not."""
+    if not shops:
+        return 0
+    script = redis.register_script(PLACE_LUA)
+    return int(await script(args=[now_ms, shop_cap, *sorted(shops)]))
 
 
 async def repair(redis: Redis, now_ms: int, shop_cap: int) -> int:

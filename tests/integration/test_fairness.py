@@ -17,6 +17,7 @@ from arq.connections import ArqRedis
 from databases import Database
 
 from jobs.worker import maintenance
+from jobs.worker.claims import QueueClaims
 from service import store
 from service.core import fair, queue
 from service.core.fair import QueueFairness
@@ -189,3 +190,22 @@ async def test_turning_fairness_off_moves_waiting_jobs_to_arqs_queue(
     assert await maintenance.requeue_stranded(database, redis, 30, {"echo"}, fifo) == 1
     assert await redis.zscore(queue.QUEUE_NAME, str(job_id)) is not None
     assert await redis.zcard(fair.shop_queue(shop.domain)) == 0
+
+
+async def test_the_reconciler_puts_a_shop_left_out_of_the_rotation_back(
+    database: Database, redis: ArqRedis
+) -> None:
+    shop = await make_shop(database)
+    (job_id,) = await add_jobs(database, redis, shop, 1, sleep_ms=0)
+    await redis.zrem(fair.READY, shop.domain)  # as a script cut short (out of memory) could
+    await database.execute(
+        "UPDATE jobs SET updated_at = now() - interval '5 minutes' WHERE id = :id", {"id": job_id}
+    )
+    claims = QueueClaims(redis, queue.QUEUE_NAME)
+
+    async def take() -> list[str]:
+        return [t.job_id for t in await claims.take(5, 5000, int(time.time() * 1000), 100)]
+
+    assert await take() == []  # queued, but where no take looks
+    assert await maintenance.requeue_stranded(database, redis, 30, {"echo"}) == 0
+    assert await take() == [str(job_id)]
