@@ -199,7 +199,7 @@ async def enqueue_many(
 
 
 async def enqueue(
-    pool: ArqRedis,
+    pool: Redis,
     job_type: str,
     job_id: str,
     *,

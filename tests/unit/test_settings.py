@@ -4,6 +4,7 @@ import sys
 import pytest
 from pydantic import ValidationError
 
+from service.core.fair import QueueFairness
 from service.core.settings import DatabaseSettings, Settings, describe_error, load_settings
 
 REQUIRED = {
@@ -32,6 +33,18 @@ def test_defaults_match_the_contract(clean_env: pytest.MonkeyPatch) -> None:
     assert s.enable_diagnostic_jobs is False
     assert (s.completed_retention_seconds, s.completed_retention_count) == (86_400, 1_000)
     assert (s.failed_retention_seconds, s.failed_retention_count) == (604_800, 5_000)
+
+
+def test_queue_fairness_is_by_shop_unless_fifo_and_nothing_else(
+    clean_env: pytest.MonkeyPatch,
+) -> None:
+    clean_env.delenv("QUEUE_FAIRNESS", raising=False)
+    assert Settings().queue_fairness == QueueFairness.SHOP
+    clean_env.setenv("QUEUE_FAIRNESS", "fifo")
+    assert Settings().queue_fairness == QueueFairness.FIFO
+    clean_env.setenv("QUEUE_FAIRNESS", "round-robin")
+    with pytest.raises(ValidationError, match="queue_fairness"):
+        Settings()
 
 
 def test_app_url_prefers_shopify_app_url(clean_env: pytest.MonkeyPatch) -> None:
