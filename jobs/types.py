@@ -34,7 +34,7 @@ class NonRetryableError(Exception):
 
 
 class BulkRows(Protocol):
-    """A completed bulk query's JSONL rows, streamed once (service/shopify/bulk.py).
+    """A completed bulk query's JSONL rows, streamed once (service/shopify/bulk_rows.py).
 
     `async for row in rows`: each row a dict; rows of a nested connection carry `__parentId`.
     `async for parent, children in rows.grouped()`: each top-level row with its descendants.
