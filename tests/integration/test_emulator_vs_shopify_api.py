@@ -295,6 +295,29 @@ def test_token_exchange_with_the_library_returns_a_working_session(node: Path, e
     assert "expires" not in offline["session"] and "refreshToken" not in offline["session"]
 
 
+def test_token_exchange_for_an_online_token_returns_the_staff_members_session(
+    node: Path, emulator
+) -> None:
+    shopify = emulator(shops={SHOP: TOKEN})
+    client = judge(node, shopify)
+    done = client.run("tokenExchange", shop=SHOP, sessionToken=id_token(shopify), online=True)
+    session = done["session"]
+    # The library keys an embedded app's online session by shop and staff member (`sub`: 7).
+    assert session["isOnline"] is True and session["id"] == f"{SHOP}_7"
+    assert session["accessToken"].startswith("shpua_") and session["expires"]
+    info = session["onlineAccessInfo"]
+    assert info["associated_user"]["id"] == 7 and info["expires_in"] == 86_399
+    assert info["associated_user_scope"] == shopify.config.scopes
+    answer = client.run(
+        "graphql",
+        shop=SHOP,
+        accessToken=session["accessToken"],
+        query=PRODUCTS,
+        variables={"first": 1},
+    )
+    assert answer["data"]["shop"]["name"]
+
+
 def test_token_exchange_for_an_uninstalled_shop_is_refused(node: Path, emulator) -> None:
     shopify = emulator(shops={SHOP: TOKEN})
     token = id_token(shopify)
