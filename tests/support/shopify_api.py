@@ -30,8 +30,10 @@ def pinned_version() -> str:
 
 
 def installed_version() -> str | None:
+    """The library's version in node_modules, None unless an install finished there (npm
+    writes node_modules/.package-lock.json last: an interrupted install does not count)."""
     manifest = CHECK_DIR / "node_modules" / PACKAGE / "package.json"
-    if not manifest.is_file():
+    if not (manifest.is_file() and (CHECK_DIR / "node_modules" / ".package-lock.json").is_file()):
         return None
     return str(json.loads(manifest.read_text()).get("version"))
 
