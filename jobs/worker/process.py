@@ -63,14 +63,28 @@ POLL_DELAY_SECONDS = 0.1
 # limit must never be the one that stops a job.
 ARQ_MAX_TRIES = 1_000_000
 STARTUP_RETRY_SECONDS = 1.0
-# How long each step of shutdown that needs Redis or Postgres may take before it is skipped.
-CLOSE_STEP_SECONDS = 5.0
+# How long the steps of shutdown that need Redis or Postgres may take, all together, before
+# what is left is skipped.
+CLOSE_SECONDS = 5.0
+# arq names the runs of cron functions (our maintenance) "cron:NAME:TIMESTAMP".
+CRON_PREFIX = "cron:"
 
 
 class ShopjobsWorker(arq.worker.Worker):
     # No __init__ here: arq's CLI filters WorkerSettings by the signature of `Worker.__init__`.
 
     async def main(self) -> None:
+        """The poll loop in a task of its own: arq stops the worker by cancelling this one,
+        and a cancellation lost inside a Redis retry must not keep the loop (and the process)
+        going, so it is sent again until the loop ends."""
+        loop = asyncio.ensure_future(self._poll_loop())
+        try:
+            await asyncio.shield(loop)
+        except asyncio.CancelledError:
+            await _cancel_until_done(loop, CLOSE_SECONDS)
+            raise
+
+    async def _poll_loop(self) -> None:
         """arq's main loop, with our way of taking jobs and waking up.
 
         arq sleeps `poll_delay` between polls and starts at most the free slots on each; here
@@ -199,12 +213,21 @@ class ShopjobsWorker(arq.worker.Worker):
             self.handle_sig(signal.SIGUSR1)
         if not self._pool:
             return
-        await _bounded("running jobs", asyncio.gather(*self.tasks.values()))
-        await _bounded("health key", self.pool.delete(self.health_check_key))
+        deadline = asyncio.get_running_loop().time() + CLOSE_SECONDS
+        await _bounded("running jobs", asyncio.gather(*self.tasks.values()), deadline)
+        await _bounded("health key", self.pool.delete(self.health_check_key), deadline)
         if self.on_shutdown:  # a connection held by an abandoned run would stall the pool's close
-            await _bounded("closing connections", self.on_shutdown(self.ctx))
-        await _bounded("Redis connections", self.pool.close(close_connection_pool=True))
+            await _bounded("closing connections", self.on_shutdown(self.ctx), deadline)
+        await _bounded("Redis connections", self.pool.close(close_connection_pool=True), deadline)
         self._pool = None
+
+    async def _sleep_until_tasks_complete(self) -> None:
+        """Until every run has ended. arq counts the runs not yet swept from `tasks`, which the
+        poll loop does; with Redis down that loop waits on Redis, and a worker with nothing left
+        to run waited out the whole shutdown grace."""
+        running = [task for task in self.tasks.values() if not task.done()]
+        if running:  # none start now: allow_pick_jobs is off
+            await asyncio.wait(running)
 
     def run(self) -> None:
         """arq's run; then, if abandoned runs are still going, the process ends without them.
@@ -226,6 +249,12 @@ class ShopjobsWorker(arq.worker.Worker):
     def handle_sig_wait_for_completion(self, signum: Signals) -> None:
         self._begin_shutdown(signum)
         super().handle_sig_wait_for_completion(signum)
+        # Maintenance (reconcile, retention, schedules) is idempotent and runs again on the next
+        # worker: it is stopped at once, not given the jobs' grace (with Redis down it would
+        # wait for Redis until the grace ran out).
+        for job_id, task in self.tasks.items():
+            if job_id.startswith(CRON_PREFIX) and not task.done():
+                task.cancel()
 
 
 async def _fail_unknown(runtime: Runtime, job_id: str, job_type: str) -> None:
@@ -245,13 +274,34 @@ async def _fail_unknown(runtime: Runtime, job_id: str, job_type: str) -> None:
     await runtime.claims.finish(Finish(job_id, QueueFinish.DONE))
 
 
-async def _bounded(what: str, step: Awaitable[Any]) -> None:
-    try:
-        await asyncio.wait_for(step, CLOSE_STEP_SECONDS)
-    except TimeoutError:
-        logger.warning(
-            "shutdown: %s skipped after %gs (Redis or Postgres down)", what, CLOSE_STEP_SECONDS
-        )
+async def _bounded(what: str, step: Awaitable[Any], deadline: float) -> None:
+    """Await a shutdown step until `deadline` (loop time); past it, the step is skipped.
+
+    Not `wait_for`: it waits for the step to end once cancelled, and a Redis command retrying
+    a dead server can lose its cancellation (redis-py's connect timeout), so the worker hung.
+    """
+    left = max(0.1, deadline - asyncio.get_running_loop().time())
+    task = asyncio.ensure_future(step)
+    await asyncio.wait({task}, timeout=left)
+    if task.done():
+        task.result()
+        return
+    task.cancel()
+    logger.warning(
+        "shutdown: %s skipped, %gs of shutdown spent (Redis or Postgres down)", what, CLOSE_SECONDS
+    )
+
+
+async def _cancel_until_done(task: asyncio.Task[Any], bound: float) -> None:
+    """Cancel `task` until it ends, for at most `bound` seconds; a cancellation it loses (see
+    `_bounded`) is sent again."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + bound
+    while not task.done() and loop.time() < deadline:
+        task.cancel()
+        await asyncio.wait({task}, timeout=0.1)
+    if not task.done():
+        logger.warning("shutdown: the poll loop did not stop within %gs; left behind", bound)
 
 
 async def _until_cancelled(run: Any) -> None:

@@ -24,7 +24,7 @@ from tests.support.net import wait_for_http
 SHUTDOWN_GRACE = 1.0
 ABANDON_GRACE = 0.5
 # What SIGTERM may take beyond WORKER_SHUTDOWN_GRACE_SECONDS and the abandon grace: the bounded
-# shutdown steps (jobs/worker/process.py CLOSE_STEP_SECONDS each). A deadline, not a speed goal:
+# shutdown steps (jobs/worker/process.py CLOSE_SECONDS in all). A deadline, not a speed goal:
 # before, the process never exited.
 EXIT_BOUND = 20.0
 
