@@ -367,9 +367,11 @@ def build_worker_settings(settings: Settings, types: dict[str, JobType] | None =
 
         health_state = ctx["health_state"] = health.HealthState(
             checks={
-                "postgres": check_postgres,
-                "redis": check_redis,
-                "abandoned_runs": check_abandoned_runs,
+                "postgres": health.Check(check_postgres, "postgres unreachable"),
+                "redis": health.Check(check_redis, "redis unreachable"),
+                "abandoned_runs": health.Check(
+                    check_abandoned_runs, "too many abandoned runs: restart this process"
+                ),
             },
             extra_routes=metrics.routes(worker_metrics, health_redis),
         )

@@ -85,7 +85,11 @@ async def test_hostile_handlers_end_final_while_the_job_behind_them_runs(
     async with httpx.AsyncClient() as client:
         health = await client.get(f"http://127.0.0.1:{port}/healthz")
         assert health.status_code == 503
-        assert "abandoned_runs" in health.json()["message"]
+        assert health.json() == {
+            "status": "error",
+            "failing": "abandoned_runs",
+            "message": "too many abandoned runs: restart this process",
+        }
         metrics = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
     assert 'shopjobs_runs_abandoned_total{type="swallows_cancel"} 1.0' in metrics
     assert "shopjobs_abandoned_runs_running 1.0" in metrics
