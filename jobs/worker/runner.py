@@ -36,7 +36,7 @@ from jobs.worker.context import RunContext
 from jobs.worker.metrics import DATABASE_DOWN, LEASE_HELD, RATE_LIMIT, SHOP_CAP, WorkerMetrics
 from jobs.worker.mirror import persist, persist_shielded
 from jobs.worker.ratelimit import RateLimiter
-from jobs.worker.results import encode_result, storable_error
+from jobs.worker.results import UnstorableResult, encode_result, storable_error
 from service import store
 from service.core import logs, queue
 from service.core.batch import GroupCommit
@@ -103,6 +103,30 @@ class JobCancelled(NonRetryableError):
 
 class RunAbandoned(TimeoutError):
     """A run past its timeout that did not stop when cancelled: it is left behind."""
+
+
+class InvalidStoredInput(NonRetryableError):
+    """A row's input no longer fits its type's model (the model changed since it was queued)."""
+
+
+class ResultNotRecorded(NonRetryableError):
+    """Postgres refused a run's result (not unavailable: refused), so retrying cannot help."""
+
+
+# Failures that end a job at once but whose text is about the app's code or its database, for
+# its developer: the storefront and the merchant see the generic message (_is_public).
+_PRIVATE_FAILURES = (UnstorableResult, InvalidStoredInput, ResultNotRecorded)
+
+
+def _is_public(error: BaseException) -> bool:
+    """Whether a failure's message may be shown to the storefront and the merchant
+    (jobs.error_public): a handler's NonRetryableError, whose text its author wrote for them,
+    and what the worker says itself (cancelled, timed out). An unexpected exception's text can
+    hold anything (a driver's error with host names, a customer's data, a stack's innards):
+    only the dashboard and the logs show it."""
+    if isinstance(error, _PRIVATE_FAILURES):
+        return False
+    return isinstance(error, (NonRetryableError, TimeoutError))
 
 
 @dataclass(frozen=True)
@@ -363,7 +387,7 @@ async def _run(
             runtime,
             job_id,
             f"{tag} fail",
-            lambda: store.fail_job(database, claim.id, owner, failures, message),
+            lambda: store.fail_job(database, claim.id, owner, failures, message, public=True),
         )
         logger.error("%s failed: %s", tag, message)
         return RunOutcome.ABANDONED, Finish(job_id, QueueFinish.DONE)
@@ -389,7 +413,7 @@ async def _run(
             try:
                 data = job_type.input_model.model_validate(claim.input)
             except ValidationError as exc:
-                raise NonRetryableError(f"Invalid input: {exc.errors(include_url=False)}") from exc
+                raise InvalidStoredInput(f"Invalid input: {exc.errors(include_url=False)}") from exc
             result = await _call(
                 runtime, job_id, job_type.name, job_type.handler(context, data), timeout
             )
@@ -428,7 +452,7 @@ async def _run(
                 lambda: completions.submit((claim.id, owner, encoded)),
             )
     except Exception as exc:  # Postgres refused this result (not unavailable): retrying won't do
-        refused = NonRetryableError(f"Result could not be recorded: {exc}")
+        refused = ResultNotRecorded(f"Result could not be recorded: {exc}")
         return await _failed(runtime, job_type, claim, refused, timeout)
     elapsed = time.monotonic() - started
     if written:
@@ -461,7 +485,7 @@ async def _await_children(
             ),
         )
     except Exception as exc:  # Postgres refused this result (not unavailable)
-        refused = NonRetryableError(f"Result could not be recorded: {exc}")
+        refused = ResultNotRecorded(f"Result could not be recorded: {exc}")
         return await _failed(runtime, job_type, claim, refused, 0)
     if not written:
         logger.warning("%s: its lease was lost before it could wait for its batch", tag)
@@ -506,6 +530,7 @@ async def _failed(
     )
     failures = claim.retry_count + 1
     message = _describe(exc, timeout)
+    public = _is_public(exc)
     decision = retry.decide(exc, failures, max_attempts, backoff, job_type.non_retryable)
     try:
         if decision.retry:
@@ -514,7 +539,7 @@ async def _failed(
                 job_id,
                 f"{tag} retry",
                 lambda: store.schedule_retry(
-                    database, claim.id, owner, failures, message, decision.delay
+                    database, claim.id, owner, failures, message, decision.delay, public
                 ),
             )
             logger.warning(
@@ -525,7 +550,7 @@ async def _failed(
             runtime,
             job_id,
             f"{tag} fail",
-            lambda: store.fail_job(database, claim.id, owner, failures, message),
+            lambda: store.fail_job(database, claim.id, owner, failures, message, public),
         )
     except Exception as refused:  # not even the failure can be written: leave it to the lease
         logger.error("%s: its outcome could not be recorded: %r", tag, refused)
