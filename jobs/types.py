@@ -30,7 +30,11 @@ CompletionWrite = Callable[["asyncpg.Connection"], Awaitable[None]]
 
 
 class NonRetryableError(Exception):
-    """Raise from a handler to fail the job at once: retrying cannot help (bad input, gone)."""
+    """Raise from a handler to fail the job at once: retrying cannot help (bad input, gone).
+
+    Its message is shown to the storefront and the merchant (any other exception's is not:
+    they see "The job failed"), so write it for them, without secrets.
+    """
 
 
 class BulkRows(Protocol):

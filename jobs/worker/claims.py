@@ -12,6 +12,7 @@ Finishing is batched too (service/core/batch.py): done, run-again-later, or give
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -82,6 +83,11 @@ class Finish:
     job_id: str
     how: QueueFinish
     run_at_ms: int = 0
+
+
+def later(job_id: str, seconds: float) -> Finish:
+    """Finish a queue entry by putting it back, due `seconds` from now."""
+    return Finish(job_id, QueueFinish.LATER, int((time.time() + seconds) * 1000))
 
 
 class QueueClaims:

@@ -27,7 +27,7 @@ from arq.connections import ArqRedis
 from arq.constants import in_progress_key_prefix, job_key_prefix
 from databases import Database
 
-from jobs.worker.runner import end_batches
+from jobs.worker.outcomes import end_batches
 from service import store
 from service.core import queue
 from service.core.settings import Settings

@@ -43,10 +43,11 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from jobs.registry import job_types
 from jobs.types import JobType
 from jobs.worker import health, looplag, maintenance, metrics, schedules
-from jobs.worker.claims import Finish, QueueClaims, Taken
+from jobs.worker.claims import Finish, QueueClaims, Taken, later
 from jobs.worker.ratelimit import RateLimiter
 from jobs.worker.resources import close_resources, open_resources
-from jobs.worker.runner import Incoming, Runtime, later, start_batch
+from jobs.worker.runner import start_batch
+from jobs.worker.runtime import Incoming, Runtime
 from service import store
 from service.core import cancel, queue
 from service.core.batch import GroupCommit
@@ -384,7 +385,7 @@ def build_worker_settings(settings: Settings, types: dict[str, JobType] | None =
     types = job_types(settings) if types is None else types
     owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
     worker_metrics = metrics.WorkerMetrics()
-    # Handlers that did not stop when cancelled (jobs/worker/runner.py `_call`), shared with
+    # Handlers that did not stop when cancelled (jobs/worker/abandon.py), shared with
     # the Runtime built at start-up.
     abandoned: set[asyncio.Task[Any]] = set()
     closing = contextlib.AsyncExitStack()
@@ -417,9 +418,11 @@ def build_worker_settings(settings: Settings, types: dict[str, JobType] | None =
 
         health_state = ctx["health_state"] = health.HealthState(
             checks={
-                "postgres": check_postgres,
-                "redis": check_redis,
-                "abandoned_runs": check_abandoned_runs,
+                "postgres": health.Check(check_postgres, "postgres unreachable"),
+                "redis": health.Check(check_redis, "redis unreachable"),
+                "abandoned_runs": health.Check(
+                    check_abandoned_runs, "too many abandoned runs: restart this process"
+                ),
             },
             extra_routes=metrics.routes(worker_metrics, health_redis),
         )
