@@ -1,6 +1,6 @@
 """What every run of a worker process shares (Runtime), and a job taken off the queue (Incoming).
 
-The worker process builds one Runtime at start-up (jobs/worker/process.py), fully, before it
+The worker process builds one Runtime at start-up (jobs/worker/startup.py), fully, before it
 takes its first job; the runner (jobs/worker/runner.py), the handler calls
 (jobs/worker/abandon.py) and the outcome writes (jobs/worker/outcomes.py) all read it.
 """
@@ -28,7 +28,7 @@ from service.jobs_client import JobsClient
 
 @dataclass(frozen=True)
 class Runtime:
-    """What a worker process builds at start-up (jobs/worker/process.py), fully, before it
+    """What a worker process builds at start-up (jobs/worker/startup.py), fully, before it
     takes its first job; every run shares it."""
 
     settings: Settings

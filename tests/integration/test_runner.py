@@ -37,7 +37,7 @@ OWNER = "runner-test-worker"
 async def runtime(
     settings: Settings, database: Database, redis: ArqRedis
 ) -> AsyncIterator[Runtime]:
-    """What the worker builds at start-up (jobs/worker/process.py: on_startup)."""
+    """What the worker builds at start-up (jobs/worker/startup.py: on_startup)."""
     yield Runtime(
         settings=settings,
         types={ECHO.name: ECHO},
