@@ -85,6 +85,23 @@ ALTER TABLE jobs ADD COLUMN IF NOT EXISTS batch jsonb;
 CREATE INDEX IF NOT EXISTS jobs_parent_status_idx ON jobs (parent_id, status)
     WHERE parent_id IS NOT NULL;
 
+-- Whether `error_message` may be shown to a storefront and the merchant (the app proxy's
+-- status, the embedded admin): true for a handler's NonRetryableError and for messages the
+-- worker writes itself ("Cancelled", timeouts); false for an unexpected exception, whose text
+-- (a driver's error, a stack's innards) only the dashboard and the logs show. Rows failed
+-- before this column existed read false (the generic text), except cancelled ones, marked once,
+-- by the upgrade that adds the column.
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM information_schema.columns
+                    WHERE table_schema = current_schema() AND table_name = 'jobs'
+                      AND column_name = 'error_public') THEN
+        ALTER TABLE jobs ADD COLUMN error_public boolean NOT NULL DEFAULT false;
+        UPDATE jobs SET error_public = true WHERE status = 'failed' AND error_message = 'Cancelled';
+    END IF;
+END
+$$;
+
 -- Schedules (service/store/schedules.py): the latest tick whose runs exist, per scheduled type.
 CREATE TABLE IF NOT EXISTS schedule_ticks (
     job_type        text PRIMARY KEY,

@@ -70,6 +70,7 @@ class Stack:
             "PROXY_LIMIT_SHOP_PER_MINUTE": "1000000000",
             "PROXY_LIMIT_CUSTOMER_PER_MINUTE": "1000000000",
             "COMPLETED_RETENTION_COUNT": "100000000",
+            "WEB_METRICS_PORT": "0",  # the bench scrapes nothing; its webs need no second port
             "PYTHONUNBUFFERED": "1",
         }
         values.update({k.upper(): str(v) for k, v in overrides.items()})

@@ -39,7 +39,7 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     if name == "WorkerSettings":
-        from jobs.worker.process import worker_settings_from_environment
+        from jobs.worker.startup import worker_settings_from_environment
 
         return worker_settings_from_environment()
     raise AttributeError(f"module 'jobs' has no attribute {name!r}")

@@ -30,11 +30,15 @@ CompletionWrite = Callable[["asyncpg.Connection"], Awaitable[None]]
 
 
 class NonRetryableError(Exception):
-    """Raise from a handler to fail the job at once: retrying cannot help (bad input, gone)."""
+    """Raise from a handler to fail the job at once: retrying cannot help (bad input, gone).
+
+    Its message is shown to the storefront and the merchant (any other exception's is not:
+    they see "The job failed"), so write it for them, without secrets.
+    """
 
 
 class BulkRows(Protocol):
-    """A completed bulk query's JSONL rows, streamed once (service/shopify/bulk.py).
+    """A completed bulk query's JSONL rows, streamed once (service/shopify/bulk_rows.py).
 
     `async for row in rows`: each row a dict; rows of a nested connection carry `__parentId`.
     `async for parent, children in rows.grouped()`: each top-level row with its descendants.

@@ -3,8 +3,9 @@
 `create_app(settings)` builds the Starlette app from explicit settings (tests call it
 directly); the module attribute `app` is built on first access from the environment, so a
 missing setting stops uvicorn with one line naming it. Besides the Shopify-facing routes it
-serves GET /healthz, GET /metrics (Prometheus), the job dashboard under /admin, and the
-embedded admin (the merchant's page /app and its API under /api).
+serves GET /healthz, the job dashboard under /admin, and the embedded admin (the merchant's
+page /app and its API under /api). Its Prometheus metrics are on a port of their own
+(WEB_METRICS_PORT, service/web/metrics.py): GET /metrics here is 404 like any unknown path.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import asyncio
 import logging
 import sys
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 import httpx
@@ -64,7 +65,8 @@ class StartupFailureInOneLine:
     """Report a refused start (a setting that cannot work) as its one line, not a traceback.
 
     Starlette hands uvicorn the whole formatted traceback when the lifespan fails; for a
-    DatabaseTlsError the cause is the message itself, so only the message is passed on.
+    DatabaseTlsError or a MetricsPortError the cause is the message itself, so only the
+    message is passed on.
     """
 
     def __init__(self, app: ASGIApp) -> None:
@@ -78,7 +80,7 @@ class StartupFailureInOneLine:
         async def send_one_line(message: Message) -> None:
             failure = sys.exc_info()[1]  # Starlette sends this from inside its except block
             if message["type"] == "lifespan.startup.failed" and isinstance(
-                failure, DatabaseTlsError
+                failure, (DatabaseTlsError, metrics.MetricsPortError)
             ):
                 message = {**message, "message": f"shopjobs: {failure}"}
             await send(message)
@@ -92,42 +94,45 @@ def create_app(settings: Settings) -> Starlette:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        database = create_database(settings.database_url)
-        await database.connect()
-        redis = queue.connect(settings.redis_url)
-        http = httpx.AsyncClient(timeout=settings.shopify_admin_timeout_seconds)
-        intake = Intake(
-            database, redis, web_metrics.observe_enqueue, fairness=settings.queue_fairness
-        )
-        types = job_types(settings)
-        app.state.web = WebState(
-            settings=settings,
-            database=database,
-            redis=redis,
-            intake=intake,
-            jobs=JobsClient(database, redis, types, intake=intake),
-            shops=ShopCache(database, settings.shop_cache_seconds),
-            metrics=web_metrics,
-            job_types=types,
-            webhook_jobs=webhook_jobs(settings),
-            http=http,
-            webhook_bodies=BodyBudget(settings.webhook_body_budget_bytes),
-            proxy_quota=ProxyQuota(
-                redis,
-                settings.proxy_limit_shop_per_minute,
-                settings.proxy_limit_customer_per_minute,
-            ),
-        )
-        try:
+        # Whatever was opened is closed, in reverse, whether start-up finished or not.
+        async with AsyncExitStack() as closing:
+            database = create_database(settings.database_url)
+            await database.connect()
+            closing.push_async_callback(database.disconnect)
+            if settings.web_metrics_port:
+                server = await metrics.serve(web_metrics, settings.web_metrics_port)
+                closing.push_async_callback(server.cleanup)
+                logger.info("metrics on :%d/metrics", settings.web_metrics_port)
+            redis = queue.connect(settings.redis_url)
+            closing.push_async_callback(redis.aclose)
+            http = httpx.AsyncClient(timeout=settings.shopify_admin_timeout_seconds)
+            closing.push_async_callback(http.aclose)
+            intake = Intake(
+                database, redis, web_metrics.observe_enqueue, fairness=settings.queue_fairness
+            )
+            types = job_types(settings)
+            app.state.web = WebState(
+                settings=settings,
+                database=database,
+                redis=redis,
+                intake=intake,
+                jobs=JobsClient(database, redis, types, intake=intake),
+                shops=ShopCache(database, settings.shop_cache_seconds),
+                metrics=web_metrics,
+                job_types=types,
+                webhook_jobs=webhook_jobs(settings),
+                http=http,
+                webhook_bodies=BodyBudget(settings.webhook_body_budget_bytes),
+                proxy_quota=ProxyQuota(
+                    redis,
+                    settings.proxy_limit_shop_per_minute,
+                    settings.proxy_limit_customer_per_minute,
+                ),
+            )
             yield
-        finally:
-            await http.aclose()
-            await redis.aclose()
-            await database.disconnect()
 
     routes = [
         Route("/healthz", healthz, methods=["GET"]),
-        Route("/metrics", metrics.endpoint(web_metrics), methods=["GET"]),
         *proxy.routes,
         *install.routes,
         *webhooks.routes,

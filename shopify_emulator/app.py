@@ -10,7 +10,15 @@ import httpx
 from starlette.applications import Starlette
 from starlette.routing import Route
 
-from shopify_emulator import admin_api, bulk, control, embedded, oauth, storefront, theme
+from shopify_emulator import (
+    admin_api,
+    bulk_routes,
+    control,
+    embedded,
+    oauth,
+    storefront,
+    theme,
+)
 from shopify_emulator.config import EmulatorConfig
 from shopify_emulator.state import EmulatorState
 
@@ -44,11 +52,11 @@ def create_app(config: EmulatorConfig) -> Starlette:
         Route("/apps/{subpath}/{rest:path}", storefront.app_proxy, methods=ALL_METHODS),
         Route("/", theme.storefront_page, methods=["GET"]),
         Route("/cdn/extensions/{extension}/assets/{name}", theme.asset, methods=["GET"]),
-        Route("/bulk-results/{name}", bulk.result, methods=["GET"]),
-        Route("/staged-uploads", bulk.upload, methods=["POST"]),
-        Route("/_emulator/bulk", bulk.control_list, methods=["GET"]),
-        Route("/_emulator/bulk/faults", bulk.control_fault, methods=["POST"]),
-        Route("/_emulator/bulk/{id:int}/expire", bulk.control_expire, methods=["POST"]),
+        Route("/bulk-results/{name}", bulk_routes.result, methods=["GET"]),
+        Route("/staged-uploads", bulk_routes.upload, methods=["POST"]),
+        Route("/_emulator/bulk", bulk_routes.control_list, methods=["GET"]),
+        Route("/_emulator/bulk/faults", bulk_routes.control_fault, methods=["POST"]),
+        Route("/_emulator/bulk/{id:int}/expire", bulk_routes.control_expire, methods=["POST"]),
         Route("/_emulator/login", storefront.login, methods=["GET"]),
         Route("/_emulator/stats", control.stats, methods=["GET"]),
         Route("/_emulator/reset", control.reset, methods=["POST"]),

@@ -16,13 +16,15 @@ Concurrency is Shopify's, by the API version in the request's path: before 2026-
 query and one bulk mutation at a time per shop (OPERATION_IN_PROGRESS); from 2026-01 five of
 each (LIMIT_REACHED). When the app subscribed to `bulk_operations/finish`, the emulator
 delivers it when an operation ends.
+
+Here: the operations and their life, and the Admin API's bulk fields (`resolvers`). The JSONL
+is written by bulk_jsonl.py; the result and upload URLs and the test controls are served by
+bulk_routes.py.
 """
 
 from __future__ import annotations
 
 import asyncio
-import email.parser
-import email.policy
 import itertools
 import json
 import logging
@@ -33,25 +35,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from graphql import (
-    FieldNode,
-    GraphQLError,
-    GraphQLNamedType,
-    GraphQLObjectType,
-    OperationDefinitionNode,
-    OperationType,
-    execute,
-    get_named_type,
-    get_operation_ast,
-    is_leaf_type,
-    parse,
-    validate,
-)
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from graphql import GraphQLError, OperationType, get_operation_ast, parse, validate
 
 from shopify_emulator import webhooks
-from shopify_emulator.admin_schema import MAX_PAGE_SIZE, SCHEMA, parse_gid
+from shopify_emulator.admin_schema import SCHEMA, parse_gid
+from shopify_emulator.bulk_jsonl import bulk_query_problem, count, mutation_line, query_lines
 
 if TYPE_CHECKING:
     from shopify_emulator.state import EmulatorState
@@ -64,10 +52,6 @@ CONCURRENT_FROM_VERSION = "2026-01"
 CONCURRENT_LIMIT = 5
 CANCEL_SECONDS = 0.05  # CANCELING lasts this long before CANCELED
 FINAL = ("COMPLETED", "FAILED", "CANCELED", "EXPIRED")
-EXPIRED_BODY = (
-    '<?xml version="1.0" encoding="UTF-8"?><Error><Code>ExpiredToken</Code>'
-    "<Message>The provided token has expired.</Message></Error>"
-)
 LINES_PER_CHUNK = 500
 
 
@@ -120,127 +104,6 @@ class BulkOperation:
 
 def _iso(moment: datetime | None) -> str | None:
     return None if moment is None else moment.isoformat().replace("+00:00", "Z")
-
-
-# -- the JSONL of a bulk query ----------------------------------------------------------------
-
-
-def _selected(field: FieldNode) -> list[FieldNode]:
-    if field.selection_set is None:
-        return []
-    return [s for s in field.selection_set.selections if isinstance(s, FieldNode)]
-
-
-def _type_of(parent: GraphQLNamedType, field: FieldNode) -> GraphQLNamedType | None:
-    if not isinstance(parent, GraphQLObjectType):
-        return None
-    definition = parent.fields.get(field.name.value)
-    return None if definition is None else get_named_type(definition.type)
-
-
-def _node_type(connection: GraphQLNamedType) -> GraphQLNamedType:
-    assert isinstance(connection, GraphQLObjectType)
-    return get_named_type(connection.fields["nodes"].type)
-
-
-def _node_selection(field: FieldNode) -> list[FieldNode]:
-    """What a connection selects on each item, through `nodes` or `edges { node }`."""
-    chosen: list[FieldNode] = []
-    for item in _selected(field):
-        if item.name.value == "nodes":
-            chosen += _selected(item)
-        elif item.name.value == "edges":
-            chosen += [f for e in _selected(item) if e.name.value == "node" for f in _selected(e)]
-    return chosen
-
-
-def _all_items(resolver: Callable[..., dict[str, Any]]) -> Iterator[dict[str, Any]]:
-    """Every item of a connection, page by page through its own resolver."""
-    after: str | None = None
-    while True:
-        page = resolver(None, first=MAX_PAGE_SIZE, after=after)
-        yield from page["nodes"]
-        if not page["pageInfo"]["hasNextPage"]:
-            return
-        after = page["pageInfo"]["endCursor"]
-
-
-def _value(value: Any, fields: list[FieldNode], named: GraphQLNamedType) -> Any:
-    if callable(value):
-        value = value(None)
-    if value is None or is_leaf_type(named):
-        return value
-    return {
-        (f.alias or f.name).value: _value(value.get(f.name.value), _selected(f), sub)
-        for f in fields
-        if (sub := _type_of(named, f)) is not None and not sub.name.endswith("Connection")
-    }
-
-
-def _object_lines(
-    item: dict[str, Any], fields: list[FieldNode], named: GraphQLNamedType, parent: str | None
-) -> Iterator[dict[str, Any]]:
-    """One object's line, then its nested connections' lines (each with `__parentId`)."""
-    line: dict[str, Any] = {}
-    nested: list[tuple[FieldNode, GraphQLNamedType]] = []
-    for f in fields:
-        if f.name.value == "__typename":
-            line[(f.alias or f.name).value] = named.name
-            continue
-        sub = _type_of(named, f)
-        if sub is None:
-            continue
-        if sub.name.endswith("Connection"):
-            nested.append((f, sub))
-        else:
-            line[(f.alias or f.name).value] = _value(item.get(f.name.value), _selected(f), sub)
-    if parent is not None:
-        line["__parentId"] = parent
-    yield line
-    for f, connection in nested:
-        for child in _all_items(item[f.name.value]):
-            yield from _object_lines(
-                child, _node_selection(f), _node_type(connection), item.get("id")
-            )
-
-
-def query_lines(query: str, root: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    """The JSONL lines of a bulk query, generated lazily from the catalogue."""
-    operation = get_operation_ast(parse(query))
-    assert operation is not None and SCHEMA.query_type is not None
-    for f in _selected_root(operation):
-        named = _type_of(SCHEMA.query_type, f)
-        if named is None or not named.name.endswith("Connection"):
-            continue
-        for item in _all_items(root[f.name.value]):
-            yield from _object_lines(item, _node_selection(f), _node_type(named), None)
-
-
-def _selected_root(operation: OperationDefinitionNode) -> list[FieldNode]:
-    return [s for s in operation.selection_set.selections if isinstance(s, FieldNode)]
-
-
-def bulk_query_problem(query: str) -> str | None:
-    """Why Shopify would refuse this bulk query, or None."""
-    try:
-        document = parse(query)
-    except GraphQLError as exc:
-        return f"Invalid bulk query: {exc.message}"
-    problems = validate(SCHEMA, document)
-    if problems:
-        return f"Invalid bulk query: {problems[0].message}"
-    operation = get_operation_ast(document)
-    if operation is None or operation.operation is not OperationType.QUERY:
-        return "Invalid bulk query: it must be a query"
-    assert SCHEMA.query_type is not None
-    roots = [
-        f
-        for f in _selected_root(operation)
-        if (t := _type_of(SCHEMA.query_type, f)) is not None and t.name.endswith("Connection")
-    ]
-    if not roots:
-        return "Bulk queries must contain at least one connection."
-    return None
 
 
 # -- the operations ---------------------------------------------------------------------------
@@ -352,7 +215,7 @@ class BulkOperations:
         op.started_at = time.monotonic()
         root = root_value(op.shop, self.state.catalogue)
         if op.type == "QUERY":
-            op.total, op.roots = await asyncio.to_thread(_count, op.query, root)
+            op.total, op.roots = await asyncio.to_thread(count, op.query, root)
         else:
             op.total = op.roots = len(op.rows)
         deadline = op.started_at + op.run_seconds
@@ -367,7 +230,7 @@ class BulkOperations:
             await self._finish(op, "FAILED")
             return
         if op.type == "MUTATION":
-            op.results = [_mutation_line(op.query, row, n, root) for n, row in enumerate(op.rows)]
+            op.results = [mutation_line(op.query, row, n, root) for n, row in enumerate(op.rows)]
         await self._finish(op, "COMPLETED")
 
     async def _finish(self, op: BulkOperation, status: str) -> None:
@@ -402,27 +265,6 @@ class BulkOperations:
             source = itertools.islice(source, op.object_count(time.monotonic()))
         while chunk := b"".join(itertools.islice(source, LINES_PER_CHUNK)):
             yield chunk
-
-
-def _count(query: str, root: dict[str, Any]) -> tuple[int, int]:
-    total = roots = 0
-    for line in query_lines(query, root):
-        total += 1
-        roots += "__parentId" not in line
-    return total, roots
-
-
-def _mutation_line(mutation: str, variables: Any, number: int, root: dict[str, Any]) -> bytes:
-    result = execute(
-        SCHEMA,
-        parse(mutation),
-        root_value=root,
-        variable_values=variables if isinstance(variables, dict) else {},
-    )
-    line: dict[str, Any] = {"data": result.data, "__lineNumber": number}  # type: ignore[union-attr]
-    if result.errors:  # type: ignore[union-attr]
-        line["errors"] = [e.formatted for e in result.errors]  # type: ignore[union-attr]
-    return json.dumps(line, separators=(",", ":")).encode() + b"\n"
 
 
 # -- resolvers ---------------------------------------------------------------------------------
@@ -518,75 +360,3 @@ def resolvers(
         "bulkOperationCancel": cancel,
         "stagedUploadsCreate": staged_uploads_create,
     }
-
-
-# -- routes Shopify's storage serves -----------------------------------------------------------
-
-
-async def result(request: Request) -> Response:
-    """GET /bulk-results/{name}: a result file, streamed; 403 once expired, like S3/GCS."""
-    state: EmulatorState = request.app.state.emulator
-    name = request.path_params["name"].removesuffix(".jsonl")
-    token, partial = name.removesuffix("-partial"), name.endswith("-partial")
-    op = next((o for o in state.bulk.operations.values() if o.token == token), None)
-    if op is None:
-        return Response("<Error><Code>NoSuchKey</Code></Error>", status_code=404)
-    state.bulk.refresh(op)
-    if op.status == "EXPIRED" or (op.expires_at and op.expires_at <= time.time()):
-        return Response(EXPIRED_BODY, status_code=403, media_type="application/xml")
-    if op.status not in ("COMPLETED", "FAILED"):
-        return Response("<Error><Code>NoSuchKey</Code></Error>", status_code=404)
-    return StreamingResponse(state.bulk.lines(op, partial), media_type="application/jsonl")
-
-
-async def upload(request: Request) -> Response:
-    """POST /staged-uploads: the multipart form a staged upload target takes (key + file)."""
-    state: EmulatorState = request.app.state.emulator
-    body = await request.body()
-    header = f"Content-Type: {request.headers.get('content-type', '')}\r\n\r\n".encode()
-    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(header + body)
-    fields: dict[str, bytes] = {}
-    if message.is_multipart():
-        for part in message.iter_parts():
-            name = part.get_param("name", header="content-disposition")
-            payload = part.get_payload(decode=True)
-            if isinstance(name, str) and isinstance(payload, bytes):
-                fields[name] = payload
-    key, content = fields.get("key"), fields.get("file")
-    if not key or content is None:
-        return JSONResponse({"error": "key and file are required"}, status_code=400)
-    state.bulk.uploads[key.decode()] = content
-    return Response(status_code=201)
-
-
-# -- test controls ------------------------------------------------------------------------------
-
-
-async def control_fault(request: Request) -> JSONResponse:
-    """POST /_emulator/bulk/faults {"error_code", "partial"?, "shop"?}."""
-    state: EmulatorState = request.app.state.emulator
-    try:
-        body = await request.json()
-        fault = BulkFault(str(body["error_code"]), bool(body.get("partial")), body.get("shop"))
-    except (ValueError, KeyError, TypeError):
-        return JSONResponse({"error": "error_code is required"}, status_code=400)
-    state.bulk.faults.append(fault)
-    return JSONResponse({"status": "ok"}, status_code=201)
-
-
-async def control_list(request: Request) -> JSONResponse:
-    """GET /_emulator/bulk: every operation (id, shop, type, status, objectCount)."""
-    state: EmulatorState = request.app.state.emulator
-    return JSONResponse(
-        [{**state.bulk.render(o), "shop": o.shop} for o in state.bulk.operations.values()]
-    )
-
-
-async def control_expire(request: Request) -> JSONResponse:
-    """POST /_emulator/bulk/{id}/expire: its result URL expires now (403 from then on)."""
-    state: EmulatorState = request.app.state.emulator
-    op = state.bulk.operations.get(int(request.path_params["id"]))
-    if op is None:
-        return JSONResponse({"error": "Unknown operation"}, status_code=404)
-    op.expires_at = time.time()
-    return JSONResponse(state.bulk.render(op))

@@ -13,7 +13,7 @@ POST /_emulator/webhooks/send              {"topic", "shop", "payload", "event_i
                                             "wait"?}: sign and deliver (202, or 200 once
                                             finished when "wait" is true)
 GET  /_emulator/webhooks                   every delivery and its attempts
-GET  /_emulator/bulk                       every bulk operation (shopify_emulator/bulk.py)
+GET  /_emulator/bulk                       every bulk operation (shopify_emulator/bulk_routes.py)
 POST /_emulator/bulk/faults                {"error_code", "partial"?, "shop"?}: the next bulk
                                             operation ends FAILED (with partial data)
 POST /_emulator/bulk/{id}/expire           its result URL expires now (403, status EXPIRED)

@@ -7,7 +7,9 @@
   by postMessage) for a fresh session token.
 - POST /_emulator/id-token {"shop", "user"?} a session token (emulator-only; the admin page and
   the tests use it).
-- token exchange: `oauth.access_token` hands `grant_type=...token-exchange` to `exchange` here.
+- token exchange: `oauth.access_token` hands `grant_type=...token-exchange` to `exchange` here:
+  an offline token (expiring or not), or an online one for the token's staff member (24 hours,
+  `associated_user` and `associated_user_scope`, as Shopify answers).
 
 Session tokens are HS256 JWTs signed with the app's secret, built here by hand (not with the
 app's library) so that the app's verification is checked against an independent signer. They
@@ -36,6 +38,7 @@ SESSION_TOKEN_SECONDS = 60
 TOKEN_EXCHANGE_GRANT = "urn:ietf:params:oauth:grant-type:token-exchange"
 ID_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:id_token"
 OFFLINE_TOKEN_TYPE = "urn:shopify:params:oauth:token-type:offline-access-token"
+ONLINE_TOKEN_TYPE = "urn:shopify:params:oauth:token-type:online-access-token"
 DEFAULT_STAFF_USER = "42"
 
 
@@ -74,8 +77,8 @@ def session_token(config: EmulatorConfig, shop: str, user: str, now: float) -> s
     return sign(session_claims(config, shop, user, now), config.api_secret)
 
 
-def token_shop(token: str, config: EmulatorConfig, now: float) -> str | None:
-    """The shop of a session token Shopify itself would accept back, else None."""
+def token_claims(token: str, config: EmulatorConfig, now: float) -> dict[str, Any] | None:
+    """The claims of a session token Shopify itself would accept back, else None."""
     try:
         head, body, mac = token.split(".")
         header = json.loads(_unb64(head))
@@ -92,24 +95,28 @@ def token_shop(token: str, config: EmulatorConfig, now: float) -> str | None:
         )
     except (ValueError, TypeError, AttributeError):
         return None
-    return str(claims["dest"]).removeprefix("https://") if good else None
+    return claims if good and isinstance(claims, dict) else None
 
 
 def exchange(state: EmulatorState, params: dict[str, Any], now: float) -> JSONResponse:
-    """The token-exchange grant: a session token for an offline token of its shop."""
+    """The token-exchange grant: a session token for an offline or online token of its shop."""
     if params.get("subject_token_type") != ID_TOKEN_TYPE:
         return _grant_error("invalid_request", "subject_token_type must be an id_token")
-    if params.get("requested_token_type") != OFFLINE_TOKEN_TYPE:
-        return _grant_error("invalid_request", "only offline access tokens are emulated")
-    shop = token_shop(str(params.get("subject_token", "")), state.config, now)
-    if shop is None:
+    wanted = params.get("requested_token_type")
+    if wanted not in (OFFLINE_TOKEN_TYPE, ONLINE_TOKEN_TYPE):
+        return _grant_error("invalid_request", "requested_token_type is not supported")
+    claims = token_claims(str(params.get("subject_token", "")), state.config, now)
+    if claims is None:
         return _grant_error("invalid_subject_token", "The session token is not valid")
+    shop = str(claims["dest"]).removeprefix("https://")
     known = state.shops.get(shop)
     if known is None or not known.installed:
         return _grant_error("invalid_subject_token", "The app is not installed on this shop")
     known.counters["token_exchanges"] = known.counters.get("token_exchanges", 0) + 1
     if not known.scopes:
         known.scopes = state.config.scopes
+    if wanted == ONLINE_TOKEN_TYPE:
+        return JSONResponse(state.issue_online_token(shop, str(claims.get("sub", "")), now))
     expiring = str(params.get("expiring", "0")).lower() in ("1", "true")
     return JSONResponse(state.issue_tokens(shop, now, expiring=expiring))
 

@@ -24,6 +24,8 @@ from shopify_emulator.config import EmulatorConfig
 FAULT_KINDS = ("429", "503", "500", "slow")
 SHOP_RE = re.compile(r"^[a-z0-9][a-z0-9-]*\.myshopify\.com$")
 CODE_LIFETIME_SECONDS = 600.0
+# An online token lives as long as the staff member's admin session: Shopify says a day.
+ONLINE_TOKEN_SECONDS = 86_399
 
 
 @dataclass
@@ -127,6 +129,29 @@ class EmulatorState:
             refresh_token_expires_in=int(refresh_lifetime),
         )
         return answer
+
+    def issue_online_token(self, shop: str, user: str, now: float) -> dict[str, Any]:
+        """An online token for staff member `user` of `shop`, answered as Shopify answers it."""
+        state = self.shop(shop)
+        access = "shpua_" + secrets.token_hex(16)
+        self.tokens[access] = Token(shop, now + ONLINE_TOKEN_SECONDS)
+        user_id = int(user) if user.isdigit() else 0
+        return {
+            "access_token": access,
+            "scope": state.scopes,
+            "expires_in": ONLINE_TOKEN_SECONDS,
+            "associated_user_scope": state.scopes,
+            "associated_user": {
+                "id": user_id,
+                "first_name": "Staff",
+                "last_name": f"Member {user_id}",
+                "email": f"staff-{user_id}@{shop}",
+                "email_verified": True,
+                "account_owner": False,
+                "locale": "en",
+                "collaborator": False,
+            },
+        }
 
     def redeem_refresh_token(self, refresh: str, now: float) -> str | None:
         """The shop of a valid refresh token, which is used up (Shopify rotates them)."""

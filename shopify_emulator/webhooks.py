@@ -4,8 +4,10 @@ Headers as Shopify sends them: X-Shopify-Topic, X-Shopify-Hmac-Sha256 (base64 HM
 the raw body with the app's secret, computed here independently of the app's code),
 X-Shopify-Shop-Domain, X-Shopify-API-Version, X-Shopify-Webhook-Id (one per delivery of a
 subscription), X-Shopify-Event-Id (one per event: the same on every duplicate) and
-X-Shopify-Triggered-At. Anything but a 2xx within the timeout is retried after each of the
-configured delays (Shopify: 8 retries over about 4 hours; tests use short ones).
+X-Shopify-Triggered-At. The body is compact JSON in UTF-8, non-ASCII characters as they are
+(`"Crème"`, not `"Cr\\u00e8me"`), as Shopify sends it; the HMAC covers those bytes. Anything
+but a 2xx within the timeout is retried after each of the configured delays (Shopify: 8
+retries over about 4 hours; tests use short ones).
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ def new_delivery(
     event_id: str | None = None,
     secret: str | None = None,
 ) -> dict[str, Any]:
-    body = json.dumps(payload, separators=(",", ":")).encode()
+    body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
     headers = {
         "Content-Type": "application/json",
         "X-Shopify-Topic": topic,

@@ -71,6 +71,7 @@ def settings(servers: local_services.Services) -> Settings:
         shopify_app_url="http://testserver",
         enable_diagnostic_jobs=True,
         worker_health_port=free_port(),
+        web_metrics_port=0,  # off: tests/integration/test_metrics.py gives each web its own
         job_backoff_seconds=0.2,
         job_lease_seconds=3,
         rate_limit_max=0,  # tests of the limiter turn it on
@@ -93,6 +94,7 @@ def env(settings: Settings) -> dict[str, str]:
         "SHOPIFY_APP_URL": settings.shopify_app_url,
         "ENABLE_DIAGNOSTIC_JOBS": "true",
         "WORKER_HEALTH_PORT": str(settings.worker_health_port),
+        "WEB_METRICS_PORT": str(settings.web_metrics_port),
         "JOB_BACKOFF_SECONDS": str(settings.job_backoff_seconds),
         "JOB_LEASE_SECONDS": str(settings.job_lease_seconds),
         "RATE_LIMIT_MAX": str(settings.rate_limit_max),

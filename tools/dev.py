@@ -38,6 +38,7 @@ DEV_DEFAULTS = {
     "ADMIN_PASSWORD": "dev-admin-password",
     "WEB_PORT": "8000",
     "WORKER_HEALTH_PORT": "3001",
+    "WEB_METRICS_PORT": "9091",
     "SHOPIFY_EMULATOR_PORT": "8081",
     "DEMO_SHOP": DEMO_SHOP,
     "DEMO_TOKEN": DEMO_TOKEN,
@@ -118,9 +119,12 @@ def main() -> int:
     print(f"dev: web on {env['SHOPIFY_APP_URL']}, worker health on :{env['WORKER_HEALTH_PORT']}")
     print(
         f"dev: job dashboard on {env['SHOPIFY_APP_URL']}/admin/ "
-        f"(user {env['ADMIN_USERNAME']!r}, password from ADMIN_PASSWORD); "
-        f"metrics on /metrics and :{env['WORKER_HEALTH_PORT']}/metrics"
+        f"(user {env['ADMIN_USERNAME']!r}, password from ADMIN_PASSWORD)"
     )
+    web_metrics = (
+        f"web :{env['WEB_METRICS_PORT']}/metrics, " if env["WEB_METRICS_PORT"] != "0" else ""
+    )
+    print(f"dev: metrics on {web_metrics}worker :{env['WORKER_HEALTH_PORT']}/metrics")
     emulator = f"http://127.0.0.1:{env['SHOPIFY_EMULATOR_PORT']}"
     print(f"dev: local Shopify on {emulator} (Admin API for the app: {env['SHOPIFY_ADMIN_URL']})")
     print(f"dev: demo storefront of {DEMO_SHOP} (the theme's Job button block): {emulator}/")

@@ -93,6 +93,11 @@ class Finish:
     run_at_ms: int = 0
 
 
+def later(job_id: str, seconds: float) -> Finish:
+    """Finish a queue entry by putting it back, due `seconds` from now."""
+    return Finish(job_id, QueueFinish.LATER, int((time.time() + seconds) * 1000))
+
+
 class QueueClaims:
     def __init__(
         self,

@@ -1,21 +1,35 @@
 """The worker's health server (aiohttp) on WORKER_HEALTH_PORT.
 
 GET /healthz answers 200 {"status": "ok"} when Postgres answers `SELECT 1` and Redis answers
-PING, 503 {"status": "error", "message": ...} when either fails, and 503
-{"status": "shutting_down"} once shutdown has begun, so a platform stops routing to, and
+PING, 503 {"status": "error", "failing": NAME, "message": FIXED TEXT} when a check fails, and
+503 {"status": "shutting_down"} once shutdown has begun, so a platform stops routing to, and
 stops waiting on, a worker that is leaving. Any other path is 404.
+
+A failing check answers with its own fixed text ("postgres unreachable"), never the
+exception's: a driver's error names hosts, ports and users, and whoever reaches this port
+should learn which dependency failed, nothing more. The exception goes to the log.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from aiohttp import web
 
-Check = Callable[[], Awaitable[None]]
+logger = logging.getLogger("shopjobs.worker.health")
+
 CHECK_TIMEOUT_SECONDS = 2.0
+
+
+class Check(NamedTuple):
+    """A probe that raises when its dependency fails, and what /healthz then says."""
+
+    probe: Callable[[], Awaitable[None]]
+    failure: str
 
 
 @dataclass
@@ -31,10 +45,11 @@ async def _healthz(request: web.Request) -> web.Response:
         return web.json_response({"status": "shutting_down"}, status=503)
     for name, check in state.checks.items():
         try:
-            await asyncio.wait_for(check(), CHECK_TIMEOUT_SECONDS)
+            await asyncio.wait_for(check.probe(), CHECK_TIMEOUT_SECONDS)
         except Exception as exc:  # any failure of a dependency is a 503, never a crash
-            message = f"{name}: {exc.__class__.__name__}: {exc}".strip()
-            return web.json_response({"status": "error", "message": message}, status=503)
+            logger.warning("healthz: %s failing: %s: %s", name, exc.__class__.__name__, exc)
+            body = {"status": "error", "failing": name, "message": check.failure}
+            return web.json_response(body, status=503)
     return web.json_response({"status": "ok"})
 
 

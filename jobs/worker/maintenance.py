@@ -32,7 +32,7 @@ from arq.connections import ArqRedis
 from arq.constants import in_progress_key_prefix, job_key_prefix
 from databases import Database
 
-from jobs.worker.runner import end_batches
+from jobs.worker.outcomes import end_batches
 from service import store
 from service.core import fair, queue
 from service.core.fair import QueueFairness

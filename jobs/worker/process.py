@@ -1,4 +1,4 @@
-"""The worker process: `arq jobs.WorkerSettings`, built from settings.
+"""The worker class that `arq jobs.WorkerSettings` runs (its settings: jobs/worker/startup.py).
 
 arq's CLI instantiates `arq.worker.Worker`; `install()` points that name at `ShopjobsWorker`,
 a small subclass that closes arq's gaps we cannot close from hooks:
@@ -23,56 +23,46 @@ import contextlib
 import logging
 import os
 import signal
-import socket
-import uuid
 from collections.abc import Awaitable
 from signal import Signals
 from typing import Any
 
 import arq.worker
-from arq import cron
-from arq.connections import ArqRedis, RedisSettings, create_pool
+from arq.connections import create_pool
 from arq.utils import timestamp_ms
-from arq.worker import Function, func
-from databases import Database
-from redis.asyncio.retry import Retry as RedisRetry
-from redis.backoff import ExponentialBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from jobs.registry import job_types
-from jobs.types import JobType
-from jobs.worker import health, looplag, maintenance, metrics, schedules
-from jobs.worker.claims import Finish, QueueClaims, Taken
-from jobs.worker.ratelimit import RateLimiter
-from jobs.worker.resources import close_resources, open_resources
-from jobs.worker.runner import Incoming, Runtime, later, start_batch
-from service import store
+from jobs.worker import health, maintenance
+from jobs.worker.claims import Finish, Taken, later
+from jobs.worker.runner import start_batch
+from jobs.worker.runtime import Incoming, Runtime
 from service.core import cancel, queue
-from service.core.batch import GroupCommit
-from service.core.db import DatabaseTlsError, create_database
-from service.core.logs import adopt, configure_logging
-from service.core.settings import Settings, load_settings
 from service.core.states import QueueFinish
-from service.jobs_client import JobsClient
 
 logger = logging.getLogger("shopjobs.worker")
 
-POLL_DELAY_SECONDS = 0.1
-# arq names its cron jobs' entries "cron:{function}:{time}".
-CRON_PREFIX = "cron:"
-# Attempts are counted in Postgres; arq's own count also grows with every deferral, so its
-# limit must never be the one that stops a job.
-ARQ_MAX_TRIES = 1_000_000
 STARTUP_RETRY_SECONDS = 1.0
-# How long each step of shutdown that needs Redis or Postgres may take before it is skipped.
-CLOSE_STEP_SECONDS = 5.0
+# How long the steps of shutdown that need Redis or Postgres may take, all together, before
+# what is left is skipped.
+CLOSE_SECONDS = 5.0
+# arq names the runs of cron functions (our maintenance) "cron:NAME:TIMESTAMP".
+CRON_PREFIX = "cron:"
 
 
 class ShopjobsWorker(arq.worker.Worker):
     # No __init__ here: arq's CLI filters WorkerSettings by the signature of `Worker.__init__`.
 
     async def main(self) -> None:
+        """The poll loop in a task of its own: arq stops the worker by cancelling this one,
+        and a cancellation lost inside a Redis retry must not keep the loop (and the process)
+        going, so it is sent again until the loop ends."""
+        loop = asyncio.ensure_future(self._poll_loop())
+        try:
+            await asyncio.shield(loop)
+        except asyncio.CancelledError:
+            await _cancel_until_done(loop, CLOSE_SECONDS)
+            raise
+
+    async def _poll_loop(self) -> None:
         """arq's main loop, with our way of taking jobs and waking up.
 
         arq sleeps `poll_delay` between polls and starts at most the free slots on each; here
@@ -220,12 +210,21 @@ class ShopjobsWorker(arq.worker.Worker):
             self.handle_sig(signal.SIGUSR1)
         if not self._pool:
             return
-        await _bounded("running jobs", asyncio.gather(*self.tasks.values()))
-        await _bounded("health key", self.pool.delete(self.health_check_key))
+        deadline = asyncio.get_running_loop().time() + CLOSE_SECONDS
+        await _bounded("running jobs", asyncio.gather(*self.tasks.values()), deadline)
+        await _bounded("health key", self.pool.delete(self.health_check_key), deadline)
         if self.on_shutdown:  # a connection held by an abandoned run would stall the pool's close
-            await _bounded("closing connections", self.on_shutdown(self.ctx))
-        await _bounded("Redis connections", self.pool.close(close_connection_pool=True))
+            await _bounded("closing connections", self.on_shutdown(self.ctx), deadline)
+        await _bounded("Redis connections", self.pool.close(close_connection_pool=True), deadline)
         self._pool = None
+
+    async def _sleep_until_tasks_complete(self) -> None:
+        """Until every run has ended. arq counts the runs not yet swept from `tasks`, which the
+        poll loop does; with Redis down that loop waits on Redis, and a worker with nothing left
+        to run waited out the whole shutdown grace."""
+        running = [task for task in self.tasks.values() if not task.done()]
+        if running:  # none start now: allow_pick_jobs is off
+            await asyncio.wait(running)
 
     def run(self) -> None:
         """arq's run; then, if abandoned runs are still going, the process ends without them.
@@ -247,6 +246,12 @@ class ShopjobsWorker(arq.worker.Worker):
     def handle_sig_wait_for_completion(self, signum: Signals) -> None:
         self._begin_shutdown(signum)
         super().handle_sig_wait_for_completion(signum)
+        # Maintenance (reconcile, retention, schedules) is idempotent and runs again on the next
+        # worker: it is stopped at once, not given the jobs' grace (with Redis down it would
+        # wait for Redis until the grace ran out).
+        for job_id, task in self.tasks.items():
+            if job_id.startswith(CRON_PREFIX) and not task.done():
+                task.cancel()
 
 
 async def _fail_unknown(runtime: Runtime, job_id: str, job_type: str) -> None:
@@ -266,13 +271,34 @@ async def _fail_unknown(runtime: Runtime, job_id: str, job_type: str) -> None:
     await runtime.claims.finish(Finish(job_id, QueueFinish.DONE))
 
 
-async def _bounded(what: str, step: Awaitable[Any]) -> None:
-    try:
-        await asyncio.wait_for(step, CLOSE_STEP_SECONDS)
-    except TimeoutError:
-        logger.warning(
-            "shutdown: %s skipped after %gs (Redis or Postgres down)", what, CLOSE_STEP_SECONDS
-        )
+async def _bounded(what: str, step: Awaitable[Any], deadline: float) -> None:
+    """Await a shutdown step until `deadline` (loop time); past it, the step is skipped.
+
+    Not `wait_for`: it waits for the step to end once cancelled, and a Redis command retrying
+    a dead server can lose its cancellation (redis-py's connect timeout), so the worker hung.
+    """
+    left = max(0.1, deadline - asyncio.get_running_loop().time())
+    task = asyncio.ensure_future(step)
+    await asyncio.wait({task}, timeout=left)
+    if task.done():
+        task.result()
+        return
+    task.cancel()
+    logger.warning(
+        "shutdown: %s skipped, %gs of shutdown spent (Redis or Postgres down)", what, CLOSE_SECONDS
+    )
+
+
+async def _cancel_until_done(task: asyncio.Task[Any], bound: float) -> None:
+    """Cancel `task` until it ends, for at most `bound` seconds; a cancellation it loses (see
+    `_bounded`) is sent again."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + bound
+    while not task.done() and loop.time() < deadline:
+        task.cancel()
+        await asyncio.wait({task}, timeout=0.1)
+    if not task.done():
+        logger.warning("shutdown: the poll loop did not stop within %gs; left behind", bound)
 
 
 async def _until_cancelled(run: Any) -> None:
@@ -307,175 +333,3 @@ def _decode(taken: Taken) -> str | None:
 def install() -> None:
     """Make `arq jobs.WorkerSettings` build a ShopjobsWorker instead of arq's stock Worker."""
     arq.worker.Worker = ShopjobsWorker  # type: ignore[misc]
-
-
-def worker_redis_settings(url: str) -> RedisSettings:
-    settings = queue.redis_settings(url)
-    settings.retry = RedisRetry(ExponentialBackoff(cap=2.0, base=0.05), retries=-1)
-    settings.retry_on_error = [RedisConnectionError, RedisTimeoutError, OSError]
-    settings.conn_retries = 1_000_000
-    settings.conn_retry_delay = 1
-    return settings
-
-
-def arq_function(job_type: JobType, settings: Settings) -> Function:
-    async def run(ctx: dict[str, Any], job_id: str, shop: str | None = None) -> None:
-        raise RuntimeError(
-            "job types run through ShopjobsWorker (jobs/worker/runner.py), not arq's run_job"
-        )
-
-    run.__qualname__ = run.__name__ = job_type.name
-    # arq's own timeout only backs ours up (jobs/worker/runner.py times out first and retries).
-    timeout = (job_type.timeout_seconds or settings.job_timeout_seconds) + 60
-    return func(run, name=job_type.name, timeout=timeout, max_tries=ARQ_MAX_TRIES, keep_result=0)
-
-
-async def _connect(database: Database) -> None:
-    while True:
-        try:
-            await database.connect()
-            return
-        except DatabaseTlsError as exc:  # configuration, not an outage: retrying cannot help
-            logger.critical("%s", exc)
-            raise SystemExit(2) from None
-        except Exception as exc:  # Postgres not up yet: wait for it rather than exit
-            logger.warning("postgres unavailable at start (%s), retrying", exc)
-            await asyncio.sleep(STARTUP_RETRY_SECONDS)
-
-
-def build_worker_settings(settings: Settings, types: dict[str, JobType] | None = None) -> type:
-    """arq's WorkerSettings for `types` (by default the deployment's, jobs/registry.py).
-
-    arq builds them before the event loop and its Redis pool exist: everything asynchronous
-    (Postgres, the health server, the Runtime) is built in `on_startup`, and each piece, once
-    built, registers its closing on one exit stack, which `on_shutdown` unwinds in reverse: what
-    a startup cut short (a signal while Postgres is down) had built is closed, nothing more.
-    """
-    configure_logging(settings.log_format)
-    types = job_types(settings) if types is None else types
-    owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-    worker_metrics = metrics.WorkerMetrics()
-    # Handlers that did not stop when cancelled (jobs/worker/runner.py `_call`), shared with
-    # the Runtime built at start-up.
-    abandoned: set[asyncio.Task[Any]] = set()
-    closing = contextlib.AsyncExitStack()
-
-    async def on_startup(ctx: dict[str, Any]) -> None:
-        if settings.log_format == "json":
-            adopt("arq")  # arq's CLI configured its logger after importing these settings
-        redis: ArqRedis = ctx["redis"]
-        health_redis = queue.connect(settings.redis_url, timeout=1.0)
-        closing.push_async_callback(health_redis.aclose)
-        database = create_database(
-            settings.database_url, min_size=1, max_size=max(4, settings.worker_concurrency + 2)
-        )
-
-        async def check_postgres() -> None:
-            await database.fetch_val("SELECT 1")
-
-        async def check_redis() -> None:
-            await health_redis.ping()
-
-        async def check_abandoned_runs() -> None:
-            # Abandoned runs hold memory, connections, perhaps threads, for ever: past the limit
-            # only a restart gets them back, and a 503 is how the platform learns it must restart.
-            stuck = len(abandoned)
-            if stuck > settings.worker_max_abandoned_runs:
-                raise RuntimeError(
-                    f"{stuck} abandoned runs still going, over WORKER_MAX_ABANDONED_RUNS="
-                    f"{settings.worker_max_abandoned_runs}: restart this process"
-                )
-
-        health_state = ctx["health_state"] = health.HealthState(
-            checks={
-                "postgres": check_postgres,
-                "redis": check_redis,
-                "abandoned_runs": check_abandoned_runs,
-            },
-            extra_routes=metrics.routes(worker_metrics, health_redis),
-        )
-        health_runner = await health.start(health_state, settings.worker_health_port)
-        closing.push_async_callback(health_runner.cleanup)
-        logger.info("health server on :%d", settings.worker_health_port)
-        await _connect(database)
-        closing.push_async_callback(database.disconnect)
-        # Tokens an earlier version stored in clear, or under a key no longer first.
-        encrypted = await store.encrypt_stored_tokens(database, settings.token_cipher)
-        if encrypted:
-            logger.info("encrypted the stored tokens of %d shops", encrypted)
-        resources = await open_resources(settings, database, redis)
-        closing.push_async_callback(close_resources, resources)
-        ctx["runtime"] = Runtime(
-            settings=settings,
-            types=types,
-            owner=owner,
-            database=database,
-            redis=redis,
-            limiter=RateLimiter(redis, settings.rate_limit_max, settings.rate_limit_window_seconds),
-            claims=QueueClaims(
-                redis,
-                queue.QUEUE_NAME,
-                on_push_back=lambda job_type: worker_metrics.deferred(job_type, metrics.SHOP_CAP),
-                fairness=settings.queue_fairness,
-                shop_cap=settings.shop_concurrency_limit,
-            ),
-            completions=GroupCommit(lambda done: store.complete_jobs(database, done)),
-            resources=resources,
-            metrics=worker_metrics,
-            abandoned=abandoned,
-            jobs=JobsClient(database, redis, types, fairness=settings.queue_fairness),
-        )
-        lag_watch = asyncio.create_task(looplag.watch(worker_metrics, settings.job_lease_seconds))
-        closing.callback(lag_watch.cancel)
-        logger.info(
-            "worker %s ready: types=%s concurrency=%d",
-            owner,
-            ",".join(types) or "-",
-            settings.worker_concurrency,
-        )
-
-    async def on_shutdown(ctx: dict[str, Any]) -> None:
-        await closing.aclose()
-        logger.info("worker %s stopped", owner)
-
-    reconcile_seconds = set(range(0, 60, settings.reconcile_interval_seconds))
-    return type(
-        "WorkerSettings",
-        (),
-        {
-            "functions": [arq_function(t, settings) for t in types.values()],
-            "cron_jobs": [
-                cron(
-                    maintenance.reconcile,
-                    second=reconcile_seconds,
-                    run_at_startup=True,
-                    max_tries=1,
-                ),
-                cron(maintenance.retention, second={30}, max_tries=1),
-                cron(
-                    schedules.schedules,
-                    second=set(range(0, 60, schedules.SCHEDULE_SECONDS)),
-                    run_at_startup=True,
-                    max_tries=1,
-                ),
-            ],
-            "redis_settings": worker_redis_settings(settings.redis_url),
-            "queue_name": queue.QUEUE_NAME,
-            "job_serializer": queue.serialize,
-            "job_deserializer": queue.deserialize,
-            "max_jobs": settings.worker_concurrency,
-            "poll_delay": POLL_DELAY_SECONDS,
-            "keep_result": 0,
-            "max_tries": ARQ_MAX_TRIES,
-            "job_completion_wait": settings.worker_shutdown_grace_seconds,
-            "on_startup": on_startup,
-            "on_shutdown": on_shutdown,
-        },
-    )
-
-
-def worker_settings_from_environment() -> type:
-    """What `arq jobs.WorkerSettings` resolves to: settings read, our Worker installed."""
-    settings = load_settings()
-    install()
-    return build_worker_settings(settings)

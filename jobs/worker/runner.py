@@ -1,4 +1,4 @@
-"""Running jobs: admit, claim, run the handler, mirror the outcome, finish the queue entry.
+"""Running jobs: admit, claim, run the handler, record the outcome, finish the queue entry.
 
 The worker loop (jobs/worker/process.py) takes due jobs off the queue in batches and hands
 them here.
@@ -9,8 +9,11 @@ not arq's `job_try`, which also counts crash re-runs and deferrals):
   its cap was skipped, or in fifo pushed back, before it was even taken, jobs/worker/claims.py);
 - claim: one Postgres statement claims the batch (jobs/…store.claim_jobs), so a job runs only
   if it is pending, retrying, or processing under an expired lease;
-- execute: the handler runs under a renewed lease and a timeout; its outcome is written to
-  Postgres (completions in group commits) before the queue entry is finished.
+- execute: the handler runs under a renewed lease and a timeout (jobs/worker/abandon.py); its
+  outcome is written to Postgres (completions in group commits, failures as the retry policy
+  decides: jobs/worker/outcomes.py) before the queue entry is finished.
+
+What a run shares with the others is the process's Runtime (jobs/worker/runtime.py).
 """
 
 from __future__ import annotations
@@ -19,35 +22,35 @@ import asyncio
 import logging
 import random
 import time
-from collections import Counter
-from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from collections.abc import Coroutine
+from typing import Any
 from uuid import UUID
 
-from arq.connections import ArqRedis
-from databases import Database
 from pydantic import ValidationError
 
-from jobs.types import JobType, NonRetryableError
-from jobs.worker import lease, retry
-from jobs.worker.claims import Finish, QueueClaims, Taken
+from jobs.types import JobType
+from jobs.worker import lease
+from jobs.worker.abandon import call
+from jobs.worker.claims import Finish, later
 from jobs.worker.context import RunContext
-from jobs.worker.metrics import DATABASE_DOWN, LEASE_HELD, RATE_LIMIT, SHOP_CAP, WorkerMetrics
-from jobs.worker.mirror import persist, persist_shielded
-from jobs.worker.ratelimit import RateLimiter
-from jobs.worker.results import encode_result, storable_error
+from jobs.worker.metrics import DATABASE_DOWN, LEASE_HELD, RATE_LIMIT, SHOP_CAP
+from jobs.worker.mirror import persist_shielded
+from jobs.worker.outcomes import (
+    InvalidStoredInput,
+    ResultNotRecorded,
+    await_children,
+    end_batches,
+    failed,
+    record,
+)
+from jobs.worker.results import encode_result
+from jobs.worker.runtime import Incoming, Runtime
 from service import store
-from service.core import logs, queue
-from service.core.batch import GroupCommit
+from service.core import logs
 from service.core.fair import QueueFairness
-from service.core.settings import Settings
-from service.core.states import CANCELLED_MESSAGE, ClaimResult, QueueFinish, RunOutcome
-from service.jobs_client import JobsClient
+from service.core.states import ClaimResult, QueueFinish, RunOutcome
 
 logger = logging.getLogger("shopjobs.worker")
-
-T = TypeVar("T")
 
 DB_UNAVAILABLE_DEFER_SECONDS = 1.0
 SHOP_BUSY_DEFER_SECONDS = 0.5
@@ -56,75 +59,6 @@ SHOP_BUSY_DEFER_SECONDS = 0.5
 EXTRA_STARTS_ALLOWED = 3
 # Outcomes after which a batch child is final: its parent's batch may be over.
 CHILD_ENDS = frozenset({RunOutcome.COMPLETED, RunOutcome.FAILED, RunOutcome.ABANDONED})
-
-
-@dataclass(frozen=True)
-class Runtime:
-    """What a worker process builds at start-up (jobs/worker/process.py), fully, before it
-    takes its first job; every run shares it."""
-
-    settings: Settings
-    types: dict[str, JobType]
-    owner: str
-    database: Database
-    redis: ArqRedis
-    limiter: RateLimiter
-    claims: QueueClaims
-    completions: GroupCommit[tuple[UUID, str, str], bool]
-    resources: dict[str, Any]
-    metrics: WorkerMetrics
-    # Jobs of each shop running in this process. In fifo, a job of a shop already at its cap
-    # here is pushed back when taken (jobs/worker/claims.py) and the claim enforces the cap
-    # across workers; fair scheduling counts in Redis instead, at the take.
-    running_by_shop: Counter[str] = field(default_factory=Counter)
-    # Handlers that did not stop when cancelled at their timeout, still going: their jobs have
-    # been given up on and their slots freed (see `_call`); /healthz counts them.
-    abandoned: set[asyncio.Task[Any]] = field(default_factory=set)
-    # A future per running handler, by job id, set when the job is cancelled (a message on
-    # service/core/cancel.py's channel): `_call` then stops the handler.
-    stop_requests: dict[str, asyncio.Future[None]] = field(default_factory=dict)
-    # How handlers start jobs (ctx.enqueue, ctx.enqueue_batch); None: they cannot.
-    jobs: JobsClient | None = None
-
-    def request_stop(self, job_id: str) -> bool:
-        """Stop the handler of a cancelled job if this process runs it; False if it does not."""
-        request = self.stop_requests.get(job_id)
-        if request is None or request.done():
-            return False
-        request.set_result(None)
-        return True
-
-
-class JobCancelled(NonRetryableError):
-    """The job was cancelled while it ran (dashboard, JobsClient.cancel); its row already
-    says failed CANCELLED_MESSAGE."""
-
-    def __init__(self) -> None:
-        super().__init__(CANCELLED_MESSAGE)
-
-
-class RunAbandoned(TimeoutError):
-    """A run past its timeout that did not stop when cancelled: it is left behind."""
-
-
-@dataclass(frozen=True)
-class Incoming:
-    """A job taken off the queue, with its type."""
-
-    taken: Taken
-    job_type: JobType
-
-    def log_fields(self) -> dict[str, Any]:
-        """job_id, type and shop (as the enqueuer named it), for lines logged before a claim."""
-        try:
-            shop = queue.deserialize(self.taken.payload or b"{}")["a"][1]
-        except Exception:  # an entry without a shop (enqueued by hand, say)
-            shop = None
-        return {"job_id": self.taken.job_id, "type": self.job_type.name, "shop": shop}
-
-
-def _ms_from_now(seconds: float) -> int:
-    return int((time.time() + seconds) * 1000)
 
 
 def _jitter(seconds: float) -> float:
@@ -137,97 +71,6 @@ def _is_job_id(job_id: str) -> bool:
     except ValueError:
         return False
     return True
-
-
-def later(job_id: str, seconds: float) -> Finish:
-    """Finish a queue entry by putting it back, due `seconds` from now."""
-    return Finish(job_id, QueueFinish.LATER, _ms_from_now(seconds))
-
-
-def _describe(error: BaseException, timeout: float) -> str:
-    if isinstance(error, RunAbandoned):
-        return str(error)
-    if isinstance(error, TimeoutError):
-        return f"Timed out after {timeout:g}s"
-    return storable_error(str(error) or error.__class__.__name__)
-
-
-async def _call(
-    runtime: Runtime,
-    job_id: str,
-    job_type: str,
-    handler: Coroutine[Any, Any, Any],
-    timeout: float,
-) -> Any:
-    """Run a handler under its timeout, in a task of its own so that it can be left behind.
-
-    A cancel of the job (Runtime.request_stop) cancels the handler at its next await and
-    raises JobCancelled, whether or not the handler stops within the grace.
-
-    A handler that swallows its cancellation (or keeps awaiting in a `finally`) would otherwise
-    hold its slot, its lease and its job for ever, and shutdown would wait on it. At the
-    timeout, and when the run itself is cancelled (shutdown, lease lost), the handler is
-    cancelled and given JOB_ABANDON_GRACE_SECONDS to stop; past that it is abandoned: this
-    returns (RunAbandoned at the timeout) and the job's outcome is decided without it.
-    """
-    task: asyncio.Task[Any] = asyncio.ensure_future(handler)
-    stop = runtime.stop_requests[job_id] = asyncio.get_running_loop().create_future()
-    try:
-        await asyncio.wait({task, stop}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-    except asyncio.CancelledError:
-        await _stop(runtime, job_type, task)
-        raise
-    finally:
-        runtime.stop_requests.pop(job_id, None)
-    if stop.done() and not task.done():
-        await _stop(runtime, job_type, task)
-        raise JobCancelled
-    if task.done():
-        return task.result()
-    if await _stop(runtime, job_type, task):
-        raise TimeoutError
-    grace = runtime.settings.job_abandon_grace_seconds
-    raise RunAbandoned(
-        f"Timed out after {timeout:g}s and did not stop within {grace:g}s of being "
-        "cancelled: abandoned"
-    )
-
-
-async def _stop(runtime: Runtime, job_type: str, task: asyncio.Task[Any]) -> bool:
-    """Cancel a handler's task; True if it stops within the grace, else it is abandoned."""
-    task.cancel()
-    grace = runtime.settings.job_abandon_grace_seconds
-    try:
-        await asyncio.wait({task}, timeout=grace)
-    finally:
-        if not task.done():
-            runtime.abandoned.add(task)
-            task.add_done_callback(lambda t: _abandoned_ended(runtime, t))
-            runtime.metrics.run_abandoned(job_type, len(runtime.abandoned))
-            logger.error(
-                "run abandoned: its handler did not stop within %gs of being cancelled "
-                "(%d abandoned run(s) still going in this process)",
-                grace,
-                len(runtime.abandoned),
-            )
-    if task.done() and not task.cancelled():
-        task.exception()  # retrieved: the outcome no longer depends on it
-    return task.done()
-
-
-def _abandoned_ended(runtime: Runtime, task: asyncio.Task[Any]) -> None:
-    runtime.abandoned.discard(task)
-    runtime.metrics.abandoned_running.set(len(runtime.abandoned))
-    if not task.cancelled():
-        task.exception()
-    logger.warning("an abandoned run ended (%d still going)", len(runtime.abandoned))
-
-
-async def _record(runtime: Runtime, job_id: str, what: str, write: Callable[[], Awaitable[T]]) -> T:
-    """`persist` a run's outcome, keeping the job's in-progress key alive until it is written:
-    until then the job is this run's, and no worker may take it off the queue again."""
-    async with lease.in_progress(runtime.redis, job_id, runtime.settings.job_lease_seconds):
-        return await persist(what, write)
 
 
 async def _admit(runtime: Runtime, incoming: Incoming) -> Finish | None:
@@ -363,11 +206,11 @@ async def _run(
 
     if claim.attempts > max_attempts + EXTRA_STARTS_ALLOWED:
         message = f"Abandoned: started {claim.attempts - 1} times without finishing"
-        await _record(
+        await record(
             runtime,
             job_id,
             f"{tag} fail",
-            lambda: store.fail_job(database, claim.id, owner, failures, message),
+            lambda: store.fail_job(database, claim.id, owner, failures, message, public=True),
         )
         logger.error("%s failed: %s", tag, message)
         return RunOutcome.ABANDONED, Finish(job_id, QueueFinish.DONE)
@@ -393,8 +236,8 @@ async def _run(
             try:
                 data = job_type.input_model.model_validate(claim.input)
             except ValidationError as exc:
-                raise NonRetryableError(f"Invalid input: {exc.errors(include_url=False)}") from exc
-            result = await _call(
+                raise InvalidStoredInput(f"Invalid input: {exc.errors(include_url=False)}") from exc
+            result = await call(
                 runtime, job_id, job_type.name, job_type.handler(context, data), timeout
             )
             encoded = encode_result(result, settings.job_result_max_bytes).decode()
@@ -407,10 +250,10 @@ async def _run(
         )
         raise
     except Exception as exc:
-        return await _failed(runtime, job_type, claim, exc, timeout)
+        return await failed(runtime, job_type, claim, exc, timeout)
 
     if context.batch is not None:
-        return await _await_children(runtime, job_type, claim, context, encoded, started)
+        return await await_children(runtime, job_type, claim, context, encoded, started)
     completions = runtime.completions
     try:
         if context.completion_writes:
@@ -418,123 +261,25 @@ async def _run(
             # (store.complete_job) rather than a share of the group commit, whose one statement
             # completes many jobs.
             writes = context.completion_writes
-            written = await _record(
+            written = await record(
                 runtime,
                 job_id,
                 f"{tag} complete",
                 lambda: store.complete_job(database, claim.id, owner, encoded, writes),
             )
         else:
-            written = await _record(
+            written = await record(
                 runtime,
                 job_id,
                 f"{tag} complete",
                 lambda: completions.submit((claim.id, owner, encoded)),
             )
     except Exception as exc:  # Postgres refused this result (not unavailable): retrying won't do
-        refused = NonRetryableError(f"Result could not be recorded: {exc}")
-        return await _failed(runtime, job_type, claim, refused, timeout)
+        refused = ResultNotRecorded(f"Result could not be recorded: {exc}")
+        return await failed(runtime, job_type, claim, refused, timeout)
     elapsed = time.monotonic() - started
     if written:
         logger.info("%s completed in %.3fs", tag, elapsed)
         return RunOutcome.COMPLETED, Finish(job_id, QueueFinish.DONE)
     logger.warning("%s finished in %.3fs but its lease was lost; result not recorded", tag, elapsed)
     return RunOutcome.LEASE_LOST, Finish(job_id, QueueFinish.DONE)
-
-
-async def _await_children(
-    runtime: Runtime,
-    job_type: JobType,
-    claim: store.Claim,
-    context: RunContext,
-    encoded: str,
-    started: float,
-) -> tuple[RunOutcome, Finish]:
-    """A batch parent's handler returned: it waits, unheld, for its children (and may be done
-    already, if they all were)."""
-    job_id = str(claim.id)
-    tag = f"job {job_id} type={job_type.name} shop={claim.shop}"
-    writes = context.completion_writes
-    try:
-        written = await _record(
-            runtime,
-            job_id,
-            f"{tag} await batch",
-            lambda: store.await_children(
-                runtime.database, claim.id, runtime.owner, encoded, writes
-            ),
-        )
-    except Exception as exc:  # Postgres refused this result (not unavailable)
-        refused = NonRetryableError(f"Result could not be recorded: {exc}")
-        return await _failed(runtime, job_type, claim, refused, 0)
-    if not written:
-        logger.warning("%s: its lease was lost before it could wait for its batch", tag)
-        return RunOutcome.LEASE_LOST, Finish(job_id, QueueFinish.DONE)
-    logger.info("%s handler done in %.3fs; waiting for its batch", tag, time.monotonic() - started)
-    await end_batches(runtime, [claim.id])
-    return RunOutcome.WAITING, Finish(job_id, QueueFinish.DONE)
-
-
-async def end_batches(runtime: Runtime, parent_ids: list[UUID] | None) -> int:
-    """Make final the batches (of `parent_ids`, or any) whose children are all final, and queue
-    their follow-ups. Never raises: the reconciler's tick looks again (a follow-up not queued is
-    a pending row it queues)."""
-    try:
-        finished, follow_ups = await store.finish_batches(runtime.database, parent_ids)
-        if follow_ups:
-            await queue.enqueue_many(
-                runtime.redis,
-                [(f.type, str(f.id), f.shop) for f in follow_ups],
-                fairness=runtime.settings.queue_fairness,
-            )
-    except Exception as exc:
-        logger.warning("batches not ended now (the reconciler will): %r", exc)
-        return 0
-    if finished:
-        logger.info("%d batch(es) ended, %d follow-up job(s) queued", finished, len(follow_ups))
-    return int(finished)
-
-
-async def _failed(
-    runtime: Runtime, job_type: JobType, claim: store.Claim, exc: Exception, timeout: float
-) -> tuple[RunOutcome, Finish]:
-    """Record a failed attempt as the retry policy decides: retrying, or failed for good."""
-    settings = runtime.settings
-    database = runtime.database
-    job_id = str(claim.id)
-    owner = runtime.owner
-    tag = f"job {job_id} type={job_type.name} shop={claim.shop}"
-    max_attempts = job_type.max_attempts or settings.job_max_attempts
-    backoff = (
-        job_type.backoff_seconds
-        if job_type.backoff_seconds is not None
-        else settings.job_backoff_seconds
-    )
-    failures = claim.retry_count + 1
-    message = _describe(exc, timeout)
-    decision = retry.decide(exc, failures, max_attempts, backoff, job_type.non_retryable)
-    try:
-        if decision.retry:
-            await _record(
-                runtime,
-                job_id,
-                f"{tag} retry",
-                lambda: store.schedule_retry(
-                    database, claim.id, owner, failures, message, decision.delay
-                ),
-            )
-            logger.warning(
-                "%s attempt %d failed, retry in %.2fs: %s", tag, failures, decision.delay, message
-            )
-            return RunOutcome.RETRIED, later(job_id, decision.delay)
-        await _record(
-            runtime,
-            job_id,
-            f"{tag} fail",
-            lambda: store.fail_job(database, claim.id, owner, failures, message),
-        )
-    except Exception as refused:  # not even the failure can be written: leave it to the lease
-        logger.error("%s: its outcome could not be recorded: %r", tag, refused)
-        return RunOutcome.LEASE_LOST, Finish(job_id, QueueFinish.DONE)
-    logger.error("%s failed after %d attempt(s): %s", tag, failures, message)
-    return RunOutcome.FAILED, Finish(job_id, QueueFinish.DONE)

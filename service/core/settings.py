@@ -83,6 +83,9 @@ class Settings(TokenSettings):
     )
 
     worker_health_port: Annotated[int, Field(ge=0, le=65535)] = 3001
+    # The web's Prometheus metrics are served on this port of their own, never on the public
+    # one (service/web/metrics.py); 0 turns them off.
+    web_metrics_port: Annotated[int, Field(ge=0, le=65535)] = 9091
     worker_concurrency: Annotated[int, Field(ge=1)] = 2
     worker_shutdown_grace_seconds: Annotated[float, Field(ge=0)] = 25
     job_max_attempts: Annotated[int, Field(ge=1)] = 3

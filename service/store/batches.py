@@ -137,6 +137,7 @@ WITH ready AS (
                                      AND counts.failed > 0
                                 THEN counts.failed || ' of ' || (counts.completed + counts.failed)
                                      || ' children failed' END,
+           error_public = (p.batch ->> 'fail_on_child_failure')::boolean AND counts.failed > 0,
            result = jsonb_build_object('completed', counts.completed, 'failed', counts.failed,
                                        'result', p.result),
            progress = 100, progress_message = NULL, finished_at = now(), updated_at = now()

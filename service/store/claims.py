@@ -160,10 +160,11 @@ async def release_job(database: Database, job_id: UUID, owner: str) -> bool:
 
 async def fail_unclaimed_job(database: Database, job_id: UUID, error: str) -> bool:
     """Fail a job no worker can run (its type is unknown) without claiming it; only one that
-    is waiting, or processing under an expired lease, so a live run is never touched."""
+    is waiting, or processing under an expired lease, so a live run is never touched. The
+    message is the worker's own ("Unknown job type NAME"): public (schema.sql, error_public)."""
     async with connection(database) as raw:
         done = await raw.fetchval(
-            f"""UPDATE jobs SET status = 'failed', error_message = $2,
+            f"""UPDATE jobs SET status = 'failed', error_message = $2, error_public = true,
                       lease_owner = NULL, lease_expires_at = NULL,
                       finished_at = now(), updated_at = now()
                 WHERE id = $1 AND {CLAIMABLE} RETURNING true""",

@@ -142,7 +142,8 @@ async def job_types_in_use(database: Database) -> list[str]:
 # gets its full attempts again (and the abandoned-job guard counts from zero).
 _RESET_TO_PENDING = """
     status = 'pending', attempts = 0, retry_count = 0, progress = 0, progress_message = NULL,
-    result = NULL, error_message = NULL, run_at = NULL, started_at = NULL, finished_at = NULL,
+    result = NULL, error_message = NULL, error_public = false,
+    run_at = NULL, started_at = NULL, finished_at = NULL,
     lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
 """
 
@@ -191,7 +192,8 @@ async def cancel_job(database: Database, job_id: UUID) -> list[UUID] | None:
                       AND status IN ('pending', 'retrying', 'processing')
                     FOR UPDATE
                )
-               UPDATE jobs SET status = 'failed', error_message = $2, run_at = NULL,
+               UPDATE jobs SET status = 'failed', error_message = $2, error_public = true,
+                      run_at = NULL,
                       lease_owner = NULL, lease_expires_at = NULL,
                       finished_at = now(), updated_at = now()
                  FROM target

@@ -10,7 +10,7 @@ from uuid import UUID, uuid4
 
 from databases import Database
 
-from service.core.states import JobStatus
+from service.core.states import GENERIC_FAILURE_MESSAGE, JobStatus
 from service.store.sql import JOB_COLUMNS, connection, from_json, to_json
 
 
@@ -41,6 +41,16 @@ class Job:
     parent_id: UUID | None = None  # the batch parent of a child job (store/batches.py)
     # A batch parent's spec (follow-up type, failure rule); None for every other job.
     batch: dict[str, Any] | None = None
+    # Whether error_message may be shown outside the operator's dashboard (schema.sql).
+    error_public: bool = False
+
+    @property
+    def shown_error(self) -> str | None:
+        """The failure as the storefront and the merchant see it: the message when it is
+        public (a NonRetryableError's, the worker's own), else GENERIC_FAILURE_MESSAGE."""
+        if self.error_message is None:
+            return None
+        return self.error_message if self.error_public else GENERIC_FAILURE_MESSAGE
 
 
 def job_from_row(row: Mapping[str, Any] | None) -> Job | None:

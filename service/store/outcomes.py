@@ -31,7 +31,7 @@ async def record_progress(
 
 _COMPLETE = f"""
     UPDATE jobs SET status = 'completed', result = $3::jsonb, progress = 100,
-           error_message = NULL, lease_owner = NULL, lease_expires_at = NULL,
+           error_message = NULL, error_public = false, lease_owner = NULL, lease_expires_at = NULL,
            finished_at = now(), updated_at = now()
      WHERE {HELD_BY_OWNER} RETURNING true
 """
@@ -69,7 +69,8 @@ async def complete_jobs(database: Database, done: list[tuple[UUID, str, str]]) -
     async with connection(database) as raw:
         rows = await raw.fetch(
             """UPDATE jobs SET status = 'completed', result = v.result::jsonb, progress = 100,
-                      error_message = NULL, lease_owner = NULL, lease_expires_at = NULL,
+                      error_message = NULL, error_public = false,
+                      lease_owner = NULL, lease_expires_at = NULL,
                       finished_at = now(), updated_at = now()
                  FROM unnest($1::uuid[], $2::text[], $3::text[]) AS v(id, owner, result)
                 WHERE jobs.id = v.id AND jobs.lease_owner = v.owner AND jobs.status = 'processing'
@@ -83,13 +84,20 @@ async def complete_jobs(database: Database, done: list[tuple[UUID, str, str]]) -
 
 
 async def schedule_retry(
-    database: Database, job_id: UUID, owner: str, failures: int, error: str, delay: float
+    database: Database,
+    job_id: UUID,
+    owner: str,
+    failures: int,
+    error: str,
+    delay: float,
+    public: bool = False,
 ) -> bool:
-    """A failed attempt with attempts left: `retrying`, due again in `delay` seconds."""
+    """A failed attempt with attempts left: `retrying`, due again in `delay` seconds. `public`:
+    the error may be shown to the storefront and the merchant (schema.sql, error_public)."""
     async with connection(database) as raw:
         done = await raw.fetchval(
             f"""UPDATE jobs SET status = 'retrying', retry_count = $3, error_message = $4,
-                       run_at = now() + make_interval(secs => $5),
+                       error_public = $6, run_at = now() + make_interval(secs => $5),
                        lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
                  WHERE {HELD_BY_OWNER} RETURNING true""",
             job_id,
@@ -97,20 +105,25 @@ async def schedule_retry(
             failures,
             error,
             delay,
+            public,
         )
     return bool(done)
 
 
-async def fail_job(database: Database, job_id: UUID, owner: str, failures: int, error: str) -> bool:
+async def fail_job(
+    database: Database, job_id: UUID, owner: str, failures: int, error: str, public: bool = False
+) -> bool:
+    """A job failed for good; `public` as in schedule_retry."""
     async with connection(database) as raw:
         done = await raw.fetchval(
             f"""UPDATE jobs SET status = 'failed', retry_count = $3, error_message = $4,
-                       lease_owner = NULL, lease_expires_at = NULL,
+                       error_public = $5, lease_owner = NULL, lease_expires_at = NULL,
                        finished_at = now(), updated_at = now()
                  WHERE {HELD_BY_OWNER} RETURNING true""",
             job_id,
             owner,
             failures,
             error,
+            public,
         )
     return bool(done)

@@ -58,7 +58,8 @@ SHOP_COLUMNS_WITHOUT_TOKENS = (
 JOB_COLUMNS = (
     "id, shop_id, type, input, status, progress, progress_message, result, error_message, "
     "attempts, retry_count, customer_id, idempotency_key, source, lease_owner, lease_expires_at, "
-    "run_at, created_at, updated_at, started_at, finished_at, staff_user_id, parent_id, batch"
+    "run_at, created_at, updated_at, started_at, finished_at, staff_user_id, parent_id, batch, "
+    "error_public"
 )
 
 # A job a worker may take: waiting (pending, retrying), or held under a lease that has expired

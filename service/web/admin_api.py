@@ -132,11 +132,13 @@ def job_json(job: store.Job) -> dict[str, Any]:
     }
     if job.status == JobStatus.COMPLETED:
         body["result"] = job.result
+    # The merchant is not the app's developer: an unexpected exception's text (which may name
+    # hosts, or another customer's data) stays in the dashboard; they see the generic message.
     elif job.status == JobStatus.FAILED:
-        body["error"] = job.error_message
+        body["error"] = job.shown_error
         body["cancelled"] = job.error_message == CANCELLED_MESSAGE
     elif job.status == JobStatus.RETRYING:
-        body["error"] = job.error_message  # the last attempt's failure
+        body["error"] = job.shown_error  # the last attempt's failure
     return body
 
 

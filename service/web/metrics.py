@@ -1,4 +1,10 @@
-"""The web's Prometheus metrics, served at GET /metrics.
+"""The web's Prometheus metrics, served at GET /metrics on a port of their own.
+
+The public port (Shopify's app proxy, webhooks, OAuth) never serves them: request counts by
+route and status, enqueue latencies and signature rejections tell an outsider how the app is
+used and attacked. `serve` starts a small aiohttp server on WEB_METRICS_PORT (9091 by default,
+the port Fly's `[metrics]` section scrapes on the private network; 0 turns it off) from the
+web's lifespan, and stops it with the app.
 
 Each app gets its own registry (`WebMetrics()` in `create_app`), so building several apps in
 one process (the tests do) never registers a metric twice, and nothing is registered at import.
@@ -8,16 +14,15 @@ series stays fixed whatever URLs clients invent.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import os
 
+from aiohttp import web
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     Counter,
     Histogram,
     generate_latest,
 )
-from starlette.requests import Request
-from starlette.responses import Response
 
 from service.core.metrics import LATENCY_BUCKETS, process_registry
 from service.intake import QueueOutcome, Source
@@ -77,10 +82,30 @@ class WebMetrics:
         self.enqueue_seconds.labels(source, outcome).observe(seconds)
 
 
-def endpoint(metrics: WebMetrics) -> Callable[[Request], Awaitable[Response]]:
-    """GET /metrics of one app's registry (built with the app, before its lifespan)."""
+class MetricsPortError(RuntimeError):
+    """WEB_METRICS_PORT cannot be bound (another process holds it): the web does not start."""
 
-    async def scrape(request: Request) -> Response:
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    return scrape
+async def serve(metrics: WebMetrics, port: int) -> web.AppRunner:
+    """Serve GET /metrics of one app's registry on `port`, every interface (IPv4 and IPv6:
+    Fly scrapes the Machine's private IPv6 address); any other path is 404."""
+
+    async def scrape(request: web.Request) -> web.Response:
+        body = generate_latest(metrics.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def not_found(request: web.Request) -> web.Response:
+        return web.json_response({"error": "Not Found"}, status=404)
+
+    app = web.Application()
+    app.router.add_get("/metrics", scrape)
+    app.router.add_route("*", "/{tail:.*}", not_found)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, None, port).start()
+    except OSError as exc:
+        await runner.cleanup()
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise MetricsPortError(f"WEB_METRICS_PORT={port} cannot be used: {reason}") from exc
+    return runner

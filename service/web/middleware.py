@@ -27,8 +27,8 @@ REQUEST_ID_HEADER = "X-Request-ID"
 _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 UNMATCHED = "unmatched"
-# Probes and scrapes come every few seconds; their successes are logged at DEBUG only.
-QUIET_ROUTES = frozenset({"/healthz", "/metrics"})
+# Probes come every few seconds; their successes are logged at DEBUG only.
+QUIET_ROUTES = frozenset({"/healthz"})
 
 
 def route_template(scope: Scope, app_root: str) -> str:

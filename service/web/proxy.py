@@ -255,7 +255,7 @@ async def status(request: Request) -> Response:
     if job.status == JobStatus.COMPLETED:
         body["result"] = job.result
     elif job.status == JobStatus.FAILED:
-        body["error"] = job.error_message
+        body["error"] = job.shown_error  # a NonRetryableError's message, else a generic one
     return JSONResponse(body, headers={"Cache-Control": "no-store"})
 
 

@@ -22,7 +22,7 @@ work happens here:
   same transaction as the event, then queued through service/intake.py; if it cannot be
   queued, both are undone and the answer is 503 so Shopify delivers it again;
 - `bulk_operations/finish` wakes the job run waiting for that bulk operation (a Redis list
-  it blocks on, service/shopify/bulk.py), which then reads the operation's final state;
+  it blocks on, service/shopify/bulk_slots.py), which then reads the operation's final state;
 - any other topic is recorded and acknowledged.
 """
 

@@ -330,13 +330,24 @@ def test_web_from_the_image_serves_its_health_checks(
     image: Image, env: dict[str, str], spawn
 ) -> None:
     port = free_port()
-    web = spawn(image.cmd, {**image_env(image, WEB, env), "PORT": str(port)}, "web", image.workdir)
+    metrics_port = free_port()  # the TOML's port may be taken by another suite on this machine
+    web = spawn(
+        image.cmd,
+        {**image_env(image, WEB, env), "PORT": str(port), "WEB_METRICS_PORT": str(metrics_port)},
+        "web",
+        image.workdir,
+    )
     for check in WEB["http_service"]["checks"]:
         method = check.get("method", "GET").upper()
         url = f"http://127.0.0.1:{port}{check['path']}"
         wait_for_http(url, timeout=30)
         response = httpx.request(method, url, timeout=seconds(check["timeout"]))
         assert response.status_code == 200 and response.json() == {"status": "ok"}
+    # Prometheus scrapes its own port; the public one answers 404 like any unknown path.
+    scrape = httpx.get(f"http://127.0.0.1:{metrics_port}{WEB['metrics']['path']}", timeout=5)
+    assert scrape.status_code == 200 and "shopjobs_http_requests_total" in scrape.text
+    public = httpx.get(f"http://127.0.0.1:{port}{WEB['metrics']['path']}", timeout=5)
+    assert public.status_code == 404 and public.json() == {"error": "Not Found"}
 
     web.signal(signal.SIGTERM)
     # uvicorn shuts down cleanly, then re-raises the signal so its exit status reports it.
@@ -414,10 +425,13 @@ def test_web_config_matches_the_image_and_the_app(monkeypatch: pytest.MonkeyPatc
     if service.get("auto_stop_machines", "off") not in {"off", False}:
         assert service["min_machines_running"] >= 1, "webhooks cannot wait for a cold start"
 
-    assert (WEB["metrics"]["port"], WEB["metrics"]["path"]) == (
-        service["internal_port"],
-        "/metrics",
+    # Metrics on their own port (WEB_METRICS_PORT, default unless [env] sets it), never the
+    # public one: Fly's proxy routes internal_port to the internet.
+    metrics_port = int(
+        WEB["env"].get("WEB_METRICS_PORT", Settings.model_fields["web_metrics_port"].default)
     )
+    assert (WEB["metrics"]["port"], WEB["metrics"]["path"]) == (metrics_port, "/metrics")
+    assert metrics_port != service["internal_port"]
     checks = service["checks"]
     assert checks and all(c["path"] == "/healthz" for c in checks)
     # /healthz gives Postgres and Redis HEALTH_TIMEOUT_SECONDS each: let a check see its 503.

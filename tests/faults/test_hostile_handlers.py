@@ -24,7 +24,7 @@ from tests.support.net import wait_for_http
 SHUTDOWN_GRACE = 1.0
 ABANDON_GRACE = 0.5
 # What SIGTERM may take beyond WORKER_SHUTDOWN_GRACE_SECONDS and the abandon grace: the bounded
-# shutdown steps (jobs/worker/process.py CLOSE_STEP_SECONDS each). A deadline, not a speed goal:
+# shutdown steps (jobs/worker/process.py CLOSE_SECONDS in all). A deadline, not a speed goal:
 # before, the process never exited.
 EXIT_BOUND = 20.0
 
@@ -68,10 +68,13 @@ async def test_hostile_handlers_end_final_while_the_job_behind_them_runs(
     assert (job.status, job.result) == ("completed", {"price": "19.90"})
     job = await wait_for_status(database, nul, {"failed", "retrying"})
     assert (job.status, job.error_message) == ("failed", "upstream said: bad\ufffdbyte")
+    assert job.shown_error == "The job failed"  # an unexpected exception: the dashboard's only
     job = await wait_for_status(database, a_set, {"completed", "failed"})
     assert (job.status, job.error_message) == ("failed", 'result["items"][3]: cannot store a set')
+    assert job.shown_error == "The job failed"  # the developer's bug, not the storefront's
     job = await wait_for_status(database, gone, {"completed", "failed"})
     assert (job.status, job.error_message) == ("failed", "Unknown job type renamed_away")
+    assert job.error_public
     job = await wait_for_status(database, stuck, {"completed", "failed"})
     assert job.status == "failed"
     assert job.error_message == (
@@ -85,7 +88,11 @@ async def test_hostile_handlers_end_final_while_the_job_behind_them_runs(
     async with httpx.AsyncClient() as client:
         health = await client.get(f"http://127.0.0.1:{port}/healthz")
         assert health.status_code == 503
-        assert "abandoned_runs" in health.json()["message"]
+        assert health.json() == {
+            "status": "error",
+            "failing": "abandoned_runs",
+            "message": "too many abandoned runs: restart this process",
+        }
         metrics = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
     assert 'shopjobs_runs_abandoned_total{type="swallows_cancel"} 1.0' in metrics
     assert "shopjobs_abandoned_runs_running 1.0" in metrics

@@ -41,6 +41,15 @@ async def _status(app_client: httpx.AsyncClient, job_id: uuid.UUID) -> dict:
     return answer.json()
 
 
+async def _all_public(database: Database, parent_id: object) -> bool:
+    """Whether every child of `parent_id` may show its error (jobs.error_public)."""
+    return bool(
+        await database.fetch_val(
+            "SELECT bool_and(error_public) FROM jobs WHERE parent_id = :p", {"p": parent_id}
+        )
+    )
+
+
 async def test_a_batch_of_500_ends_with_its_last_child_and_survives_a_killed_worker(
     client: JobsClient,
     database: Database,
@@ -115,6 +124,7 @@ async def test_a_parent_that_asks_fails_when_a_child_fails(
     start_worker(spawn, env, wrap=batch_jobs_command)
     job = await wait_for_status(database, parent.id, {"completed", "failed"})
     assert (job.status, job.error_message) == ("failed", "1 of 5 children failed")
+    assert job.shown_error == "1 of 5 children failed"  # the worker's own words: public
     assert job.result == {"completed": 4, "failed": 1, "result": {"pages": 1}}
     assert await database.fetch_val("SELECT count(*) FROM jobs WHERE type = 'batch_done'") == 0
 
@@ -155,6 +165,7 @@ async def test_cancelling_a_parent_cancels_its_unfinished_children(
         "SELECT DISTINCT error_message FROM jobs WHERE parent_id = :p", {"p": parent.id}
     )
     assert [r._mapping["error_message"] for r in rows] == ["Cancelled"]
+    assert (job.shown_error, await _all_public(database, parent.id)) == ("Cancelled", True)
     # The running children's handlers were stopped: the worker's slots take new work.
     after = await client.enqueue("echo", shop=SHOP, input={"message": "after"})
     await wait_for_status(database, after.id, {"completed"})

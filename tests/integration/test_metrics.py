@@ -1,22 +1,27 @@
-"""Prometheus metrics: the web's /metrics and the worker's, scraped after real jobs."""
+"""Prometheus metrics: the web's (on WEB_METRICS_PORT, never the public port) and the
+worker's (on its health port), scraped after real jobs."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 import uuid
+from collections.abc import AsyncIterator
 
 import httpx
+import pytest
 from arq.connections import ArqRedis
 from databases import Database
 from prometheus_client.parser import text_string_to_metric_families
+from starlette.applications import Starlette
 
 from service import store
 from service.app import create_app
 from service.core import queue
 from service.core.settings import Settings
 from tests.support.jobs import add_job, make_shop, wait_all, wait_for_status
-from tests.support.processes import start_web, start_worker
+from tests.support.net import free_port
+from tests.support.processes import start_web, start_worker, web_command
 from tests.support.proxy import proxy_url
 from tests.support.queue_entries import queued_score
 
@@ -42,9 +47,23 @@ def has_sample(text: str, name: str) -> bool:
 # -- the web, in-process ----------------------------------------------------------------------
 
 
+@pytest.fixture
+async def metered(
+    settings: Settings, database: Database, redis: ArqRedis
+) -> AsyncIterator[tuple[httpx.AsyncClient, str]]:
+    """The app in-process with its metrics server on a free port: (client, metrics URL)."""
+    port = free_port()
+    app = create_app(settings.model_copy(update={"web_metrics_port": port}))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            yield client, f"http://127.0.0.1:{port}/metrics"
+
+
 async def test_requests_are_counted_by_route_template(
-    app_client: httpx.AsyncClient, database: Database
+    metered: tuple[httpx.AsyncClient, str], database: Database
 ) -> None:
+    app_client, metrics_url = metered
     shop = await make_shop(database)
     job_id = uuid.uuid4()
     await app_client.get("/healthz")
@@ -67,13 +86,19 @@ async def test_requests_are_counted_by_route_template(
     )
     assert bad_hmac.status_code == 401
 
-    scrape = await app_client.get("/metrics")
+    public = await app_client.get("/metrics")  # not on the public port: an unknown path
+    assert public.status_code == 404 and public.json() == {"error": "Not Found"}
+
+    async with httpx.AsyncClient() as client:
+        scrape = await client.get(metrics_url)
+        elsewhere = await client.get(metrics_url.replace("/metrics", "/healthz"))
     assert scrape.status_code == 200 and scrape.headers["content-type"].startswith("text/plain")
+    assert elsewhere.status_code == 404
     text = scrape.text
     requests = "shopjobs_http_requests_total"
     assert sample(text, requests, method="GET", route="/healthz", status="200") == 2
     assert sample(text, requests, method="DELETE", route="/healthz", status="405") == 1
-    assert sample(text, requests, route="unmatched", status="404") == 1
+    assert sample(text, requests, route="unmatched", status="404") == 2  # /nowhere, /metrics
     assert sample(text, requests, route="/admin/{path}", status="404") == 1
     assert sample(text, requests, route="/proxy/status", status="401") == 1
     assert sample(text, requests, route="/proxy/status", status="404") == 1
@@ -89,22 +114,29 @@ async def test_requests_are_counted_by_route_template(
 async def test_each_app_has_its_own_registry(
     settings: Settings, database: Database, redis: ArqRedis
 ) -> None:
-    first, second = create_app(settings), create_app(settings)
+    metered = settings.model_copy(update={"web_metrics_port": free_port()})
+    first, second = create_app(metered), create_app(metered)
     async with first.router.lifespan_context(first):
         transport = httpx.ASGITransport(app=first)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
             await client.post("/webhooks", content=b"{}")  # unsigned: one rejection, in first
-            text = (await client.get("/metrics")).text
+        text = await _scrape(metered.web_metrics_port)
     assert sample(text, "shopjobs_signature_rejections_total") == 1
-    text = (await _scrape(second)).text
+    text = await _scrape_app(second, metered.web_metrics_port)
     assert sample(text, "shopjobs_signature_rejections_total") == 0
 
 
-async def _scrape(app) -> httpx.Response:  # type: ignore[no-untyped-def]
+async def _scrape(port: int) -> str:
+    async with httpx.AsyncClient() as client:
+        answer = await client.get(f"http://127.0.0.1:{port}/metrics")
+    assert answer.status_code == 200
+    return answer.text
+
+
+async def _scrape_app(app: Starlette, port: int) -> str:
+    """A scrape of `app`'s metrics port while its lifespan runs (and the port is closed after)."""
     async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
-            return await client.get("/metrics")
+        return await _scrape(port)
 
 
 async def test_request_ids_are_echoed_or_made(app_client: httpx.AsyncClient) -> None:
@@ -138,7 +170,8 @@ async def test_both_endpoints_count_real_jobs(
         job_max_attempts=2,
         job_backoff_seconds=0.1,
     )
-    _, base = start_web(spawn, env)
+    metrics_port = free_port()
+    _, base = start_web(spawn, {**env, "WEB_METRICS_PORT": str(metrics_port)})
 
     async with httpx.AsyncClient(timeout=10) as client:
 
@@ -190,7 +223,10 @@ async def test_both_endpoints_count_real_jobs(
 
     async with httpx.AsyncClient(timeout=10) as client:
         worker = (await client.get(f"http://127.0.0.1:{health_port}/metrics")).text
-        web = (await client.get(f"{base}/metrics")).text
+        web = (await client.get(f"http://127.0.0.1:{metrics_port}/metrics")).text
+        public = await client.get(f"{base}/metrics")
+    assert public.status_code == 404 and public.json() == {"error": "Not Found"}
+    assert "shopjobs_" not in public.text
 
     echo = {"type": "echo"}
     completed = len(quick) + len(slow) + 1  # + the orphan
@@ -224,3 +260,19 @@ async def test_both_endpoints_count_real_jobs(
     enqueues = "shopjobs_enqueue_duration_seconds_count"
     assert sample(web, enqueues, source="proxy", outcome="queued") == created
     assert sample(web, "shopjobs_signature_rejections_total", kind="app_proxy") == 1
+
+
+async def test_a_taken_metrics_port_stops_the_web_in_one_line(
+    env: dict[str, str], spawn, database: Database
+) -> None:
+    metrics_port = free_port()
+    _, base = start_web(spawn, {**env, "WEB_METRICS_PORT": str(metrics_port)})
+    second = spawn(
+        web_command(free_port()), {**env, "WEB_METRICS_PORT": str(metrics_port)}, "second"
+    )
+    assert await asyncio.to_thread(second.wait, 30) != 0
+    assert f"shopjobs: WEB_METRICS_PORT={metrics_port} cannot be used" in second.output
+    assert "Traceback" not in second.output
+    async with httpx.AsyncClient() as client:  # the first web keeps serving both ports
+        assert (await client.get(f"{base}/healthz")).status_code == 200
+        assert (await client.get(f"http://127.0.0.1:{metrics_port}/metrics")).status_code == 200

@@ -436,7 +436,10 @@ async def test_status_shows_the_error_only_when_failed(
     client: httpx.AsyncClient, database: Database
 ) -> None:
     job_id = await _create(client)
-    await _set(database, job_id, status="failed", error_message="echo: boom", progress=10)
+    await _set(database, job_id, status="retrying", error_message="echo: boom", error_public=True)
+    response = await client.get(signed(f"/proxy/status?jobId={job_id}"))
+    assert "error" not in response.json()
+    await _set(database, job_id, status="failed", progress=10)
     response = await client.get(signed(f"/proxy/status?jobId={job_id}"))
     assert response.json() == {
         "jobId": job_id,
@@ -444,6 +447,11 @@ async def test_status_shows_the_error_only_when_failed(
         "progress": 10,
         "error": "echo: boom",
     }
+    # An unexpected exception's text is not the storefront's to read.
+    await _set(database, job_id, error_message="connection to 10.0.0.7:5432 refused")
+    await _set(database, job_id, error_public=False)
+    response = await client.get(signed(f"/proxy/status?jobId={job_id}"))
+    assert response.json()["error"] == "The job failed"
 
 
 async def test_a_job_of_another_shop_is_not_found(

@@ -22,7 +22,8 @@ from jobs.types import JobContext, JobType
 from jobs.worker.claims import QueueClaims
 from jobs.worker.metrics import WorkerMetrics
 from jobs.worker.ratelimit import RateLimiter
-from jobs.worker.runner import EXTRA_STARTS_ALLOWED, Incoming, Runtime, start_batch
+from jobs.worker.runner import EXTRA_STARTS_ALLOWED, start_batch
+from jobs.worker.runtime import Incoming, Runtime
 from service import store
 from service.core import queue
 from service.core.batch import GroupCommit
@@ -37,7 +38,7 @@ OWNER = "runner-test-worker"
 async def runtime(
     settings: Settings, database: Database, redis: ArqRedis
 ) -> AsyncIterator[Runtime]:
-    """What the worker builds at start-up (jobs/worker/process.py: on_startup)."""
+    """What the worker builds at start-up (jobs/worker/startup.py: on_startup)."""
     yield Runtime(
         settings=settings,
         types={ECHO.name: ECHO},

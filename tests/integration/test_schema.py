@@ -99,6 +99,13 @@ async def test_a_database_made_by_the_previous_schema_upgrades_in_place(
                           ($2, $3, 'echo', '{"message": "waiting"}', 'pending', NULL, NULL)""",
                 done, waiting, shop_id,
             )  # fmt: skip
+            cancelled, crashed = uuid.uuid4(), uuid.uuid4()
+            await raw.execute(
+                """INSERT INTO jobs (id, shop_id, type, status, error_message)
+                   VALUES ($1, $3, 'echo', 'failed', 'Cancelled'),
+                          ($2, $3, 'echo', 'failed', 'connection to 10.0.0.7 refused')""",
+                cancelled, crashed, shop_id,
+            )  # fmt: skip
             await raw.execute(
                 "INSERT INTO webhook_events (event_id, topic, shop_domain) "
                 "VALUES ('ev-1', 'products/update', 'old-shop.myshopify.com')"
@@ -123,6 +130,15 @@ async def test_a_database_made_by_the_previous_schema_upgrades_in_place(
         assert finished is not None
         assert (finished.status, finished.result) == (JobStatus.COMPLETED, {"message": "done"})
         assert finished.staff_user_id is None  # the embedded admin's column, added in place
+        # error_public, added in place: a cancel is the worker's own word, anything else the
+        # generic text (its origin is unknown).
+        old_cancel, old_crash = (
+            await store.get_job(old, cancelled),
+            await store.get_job(old, crashed),
+        )
+        assert old_cancel is not None and old_cancel.shown_error == "Cancelled"
+        assert old_crash is not None and old_crash.shown_error == "The job failed"
+        assert not finished.error_public
         tables = {
             r._mapping["tablename"]
             for r in await old.fetch_all(

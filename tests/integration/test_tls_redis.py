@@ -15,7 +15,7 @@ import pytest
 from arq.connections import create_pool
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from jobs.worker.process import worker_redis_settings
+from jobs.worker.startup import worker_redis_settings
 from service.core import queue
 from tests.support.tls_certs import ServerFiles, make_server_files
 from tools import services as local_services

@@ -16,7 +16,8 @@ from pydantic import BaseModel
 
 from jobs.registry import job_types
 from jobs.types import JobContext, JobType
-from jobs.worker.process import build_worker_settings, install
+from jobs.worker.process import install
+from jobs.worker.startup import build_worker_settings
 from service.core.settings import load_settings
 
 

@@ -1,0 +1,99 @@
+"""Calling a handler under its timeout, and leaving behind one that will not stop.
+
+A handler that swallows its cancellation (or keeps awaiting in a `finally`) would otherwise
+hold its slot, its lease and its job for ever, and shutdown would wait on it. `call` runs the
+handler in a task of its own; at the timeout, at a cancel of the job, and when the run itself
+is cancelled (shutdown, lease lost), the handler is cancelled and given
+JOB_ABANDON_GRACE_SECONDS to stop; past that it is abandoned: counted in the metrics and the
+log, kept in Runtime.abandoned (the health server turns 503 when too many pile up), and the
+job's outcome is decided without it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Coroutine
+from typing import Any
+
+from jobs.types import NonRetryableError
+from jobs.worker.runtime import Runtime
+from service.core.states import CANCELLED_MESSAGE
+
+logger = logging.getLogger("shopjobs.worker")
+
+
+class JobCancelled(NonRetryableError):
+    """The job was cancelled while it ran (dashboard, JobsClient.cancel); its row already
+    says failed CANCELLED_MESSAGE."""
+
+    def __init__(self) -> None:
+        super().__init__(CANCELLED_MESSAGE)
+
+
+class RunAbandoned(TimeoutError):
+    """A run past its timeout that did not stop when cancelled: it is left behind."""
+
+
+async def call(
+    runtime: Runtime,
+    job_id: str,
+    job_type: str,
+    handler: Coroutine[Any, Any, Any],
+    timeout: float,
+) -> Any:
+    """The handler's return value, run under `timeout` (TimeoutError past it, RunAbandoned if
+    it then does not stop). A cancel of the job (Runtime.request_stop) cancels the handler at
+    its next await and raises JobCancelled, whether or not the handler stops within the grace.
+    """
+    task: asyncio.Task[Any] = asyncio.ensure_future(handler)
+    stop = runtime.stop_requests[job_id] = asyncio.get_running_loop().create_future()
+    try:
+        await asyncio.wait({task, stop}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        await _stop(runtime, job_type, task)
+        raise
+    finally:
+        runtime.stop_requests.pop(job_id, None)
+    if stop.done() and not task.done():
+        await _stop(runtime, job_type, task)
+        raise JobCancelled
+    if task.done():
+        return task.result()
+    if await _stop(runtime, job_type, task):
+        raise TimeoutError
+    grace = runtime.settings.job_abandon_grace_seconds
+    raise RunAbandoned(
+        f"Timed out after {timeout:g}s and did not stop within {grace:g}s of being "
+        "cancelled: abandoned"
+    )
+
+
+async def _stop(runtime: Runtime, job_type: str, task: asyncio.Task[Any]) -> bool:
+    """Cancel a handler's task; True if it stops within the grace, else it is abandoned."""
+    task.cancel()
+    grace = runtime.settings.job_abandon_grace_seconds
+    try:
+        await asyncio.wait({task}, timeout=grace)
+    finally:
+        if not task.done():
+            runtime.abandoned.add(task)
+            task.add_done_callback(lambda t: _abandoned_ended(runtime, t))
+            runtime.metrics.run_abandoned(job_type, len(runtime.abandoned))
+            logger.error(
+                "run abandoned: its handler did not stop within %gs of being cancelled "
+                "(%d abandoned run(s) still going in this process)",
+                grace,
+                len(runtime.abandoned),
+            )
+    if task.done() and not task.cancelled():
+        task.exception()  # retrieved: the outcome no longer depends on it
+    return task.done()
+
+
+def _abandoned_ended(runtime: Runtime, task: asyncio.Task[Any]) -> None:
+    runtime.abandoned.discard(task)
+    runtime.metrics.abandoned_running.set(len(runtime.abandoned))
+    if not task.cancelled():
+        task.exception()
+    logger.warning("an abandoned run ended (%d still going)", len(runtime.abandoned))

@@ -1,0 +1,79 @@
+"""What every run of a worker process shares (Runtime), and a job taken off the queue (Incoming).
+
+The worker process builds one Runtime at start-up (jobs/worker/startup.py), fully, before it
+takes its first job; the runner (jobs/worker/runner.py), the handler calls
+(jobs/worker/abandon.py) and the outcome writes (jobs/worker/outcomes.py) all read it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+from uuid import UUID
+
+from arq.connections import ArqRedis
+from databases import Database
+
+from jobs.types import JobType
+from jobs.worker.claims import QueueClaims, Taken
+from jobs.worker.metrics import WorkerMetrics
+from jobs.worker.ratelimit import RateLimiter
+from service.core import queue
+from service.core.batch import GroupCommit
+from service.core.settings import Settings
+from service.jobs_client import JobsClient
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """What a worker process builds at start-up (jobs/worker/startup.py), fully, before it
+    takes its first job; every run shares it."""
+
+    settings: Settings
+    types: dict[str, JobType]
+    owner: str
+    database: Database
+    redis: ArqRedis
+    limiter: RateLimiter
+    claims: QueueClaims
+    completions: GroupCommit[tuple[UUID, str, str], bool]
+    resources: dict[str, Any]
+    metrics: WorkerMetrics
+    # Jobs of each shop running in this process. In fifo, a job of a shop already at its cap
+    # here is pushed back when taken (jobs/worker/claims.py) and the claim enforces the cap
+    # across workers; fair scheduling counts in Redis instead, at the take.
+    running_by_shop: Counter[str] = field(default_factory=Counter)
+    # Handlers that did not stop when cancelled at their timeout, still going: their jobs have
+    # been given up on and their slots freed (jobs/worker/abandon.py); /healthz counts them.
+    abandoned: set[asyncio.Task[Any]] = field(default_factory=set)
+    # A future per running handler, by job id, set when the job is cancelled (a message on
+    # service/core/cancel.py's channel): jobs/worker/abandon.py `call` then stops the handler.
+    stop_requests: dict[str, asyncio.Future[None]] = field(default_factory=dict)
+    # How handlers start jobs (ctx.enqueue, ctx.enqueue_batch); None: they cannot.
+    jobs: JobsClient | None = None
+
+    def request_stop(self, job_id: str) -> bool:
+        """Stop the handler of a cancelled job if this process runs it; False if it does not."""
+        request = self.stop_requests.get(job_id)
+        if request is None or request.done():
+            return False
+        request.set_result(None)
+        return True
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """A job taken off the queue, with its type."""
+
+    taken: Taken
+    job_type: JobType
+
+    def log_fields(self) -> dict[str, Any]:
+        """job_id, type and shop (as the enqueuer named it), for lines logged before a claim."""
+        try:
+            shop = queue.deserialize(self.taken.payload or b"{}")["a"][1]
+        except Exception:  # an entry without a shop (enqueued by hand, say)
+            shop = None
+        return {"job_id": self.taken.job_id, "type": self.job_type.name, "shop": shop}

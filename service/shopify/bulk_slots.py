@@ -1,0 +1,86 @@
+"""A shop's bulk operation slots in Redis, and the finish signal a waiting run wakes on.
+
+Shopify runs one bulk query (and one bulk mutation) at a time per shop before API 2026-01,
+five from 2026-01. Asking for a sixth fails (OPERATION_IN_PROGRESS, LIMIT_REACHED), so the
+slots are a Redis semaphore per shop and type: a sorted set of holders (job ids) scored by
+lease expiry. A holder renews its lease while it waits; one that stopped renewing (a killed
+worker) frees its slot when the lease lapses.
+
+The `bulk_operations/finish` webhook (service/web/webhooks.py) pushes the operation's status
+to a Redis list named after the operation; the run waiting for it blocks on that list.
+"""
+
+from __future__ import annotations
+
+import time
+
+from redis.asyncio import Redis
+
+# Before this API version Shopify runs one bulk operation of each type per shop; from it, five.
+CONCURRENT_FROM_VERSION = "2026-01"
+CONCURRENT_LIMIT = 5
+SLOT_LEASE_SECONDS = 60.0  # a slot whose holder stopped renewing it (killed) frees itself
+SIGNAL_BLOCK_SECONDS = 1.0  # under the Redis client's socket timeout
+SIGNAL_LIFETIME_SECONDS = 3600
+
+# KEYS[1] the shop's slots (a sorted set: job id -> lease expiry, ms);
+# ARGV: now ms, limit, job id, lease ms. A holder renewing its slot always gets it back.
+ACQUIRE_SLOT = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+if redis.call('ZSCORE', KEYS[1], ARGV[3]) or redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[2]) then
+  redis.call('ZADD', KEYS[1], tonumber(ARGV[1]) + tonumber(ARGV[4]), ARGV[3])
+  redis.call('PEXPIRE', KEYS[1], ARGV[4])
+  return 1
+end
+return 0
+"""
+
+
+def concurrent_limit(api_version: str) -> int:
+    return CONCURRENT_LIMIT if api_version >= CONCURRENT_FROM_VERSION else 1
+
+
+def slots_key(shop: str, kind: str) -> str:
+    return f"shopjobs:bulk:slots:{shop}:{kind}"
+
+
+async def acquire(redis: Redis, shop: str, kind: str, limit: int, holder: str) -> bool:
+    """Take (or renew) `holder`'s slot among the shop's `limit` slots of `kind`."""
+    now = int(time.time() * 1000)
+    got = await redis.eval(  # type: ignore[misc]
+        ACQUIRE_SLOT,
+        1,
+        slots_key(shop, kind),
+        now,
+        limit,
+        holder,
+        int(SLOT_LEASE_SECONDS * 1000),
+    )
+    return bool(got)
+
+
+async def release(redis: Redis, shop: str, kind: str, holder: str) -> None:
+    await redis.zrem(slots_key(shop, kind), holder)
+
+
+def finished_key(operation_id: str) -> str:
+    """The Redis list the finish webhook pushes to, and a waiting run blocks on."""
+    return f"shopjobs:bulk:finished:{operation_id}"
+
+
+async def signal_finished(redis: Redis, operation_id: str, status: str) -> None:
+    """Called by the web for `bulk_operations/finish`: wake the run waiting for it, if any."""
+    key = finished_key(operation_id)
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.rpush(key, status)
+        pipe.expire(key, SIGNAL_LIFETIME_SECONDS)
+        await pipe.execute()
+
+
+async def wake_or_sleep(redis: Redis, operation_id: str, seconds: float) -> None:
+    """Sleep `seconds`, or less when the finish signal of `operation_id` arrives."""
+    deadline = time.monotonic() + seconds
+    key = finished_key(operation_id)
+    while (left := deadline - time.monotonic()) > 0:
+        if await redis.blpop([key], timeout=min(left, SIGNAL_BLOCK_SECONDS)):
+            return
