@@ -19,6 +19,9 @@ from tests.support.jobs import shop_with_tokens
 
 # schema.sql as the release before the fault suite's echo_effects table left it (commit 6981a7e).
 PREVIOUS_SCHEMA = ROOT / "tests" / "support" / "fixtures" / "schema_previous.sql"
+# schema.sql as the last release left it (commit ba68d5e: batches, schedules, bulk operations,
+# the embedded admin), before `jobs.error_public`.
+LAST_RELEASE_SCHEMA = ROOT / "tests" / "support" / "fixtures" / "schema_wave2_start.sql"
 
 
 async def test_schema_applies_twice(database: Database) -> None:
@@ -176,6 +179,85 @@ async def test_a_database_made_by_the_previous_schema_upgrades_in_place(
             interval_seconds=60,
         ) == []  # fmt: skip
         assert await store.schedule_ticks(old) == {"echo": datetime(2030, 1, 1, tzinfo=UTC)}
+    finally:
+        await old.disconnect()
+        await database.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+async def test_a_database_made_by_the_last_release_upgrades_in_place(
+    database: Database, env: dict[str, str]
+) -> None:
+    """`make db` twice over a database the last release made, with a batch, failed jobs and a
+    schedule tick in it: they stay as they were, and `error_public` is added in place."""
+    name = f"upgrade_{uuid.uuid4().hex[:12]}"
+    await database.execute(f"CREATE DATABASE {name}")
+    url = _database_url(env["DATABASE_URL"], name)
+    old = create_database(url, min_size=1, max_size=2)
+    await old.connect()
+    try:
+        parent, child, cancelled, refused, crashed = (uuid.uuid4() for _ in range(5))
+        async with old.connection() as connection:
+            raw = connection.raw_connection
+            await raw.execute(LAST_RELEASE_SCHEMA.read_text())
+            shop_id = await raw.fetchval(
+                "INSERT INTO shops (domain, access_token, scopes) "
+                "VALUES ('last-shop.myshopify.com', 'tok', 'read_products') RETURNING id"
+            )
+            await raw.execute(
+                """INSERT INTO jobs (id, shop_id, type, status, batch, staff_user_id)
+                   VALUES ($1, $2, 'echo', 'processing', '{"total": 1}', '42')""",
+                parent, shop_id,
+            )  # fmt: skip
+            await raw.execute(
+                """INSERT INTO jobs (id, shop_id, type, status, parent_id, run_at)
+                   VALUES ($1, $2, 'echo', 'pending', $3, now())""",
+                child, shop_id, parent,
+            )  # fmt: skip
+            await raw.execute(
+                """INSERT INTO jobs (id, shop_id, type, status, error_message)
+                   VALUES ($1, $4, 'echo', 'failed', 'Cancelled'),
+                          ($2, $4, 'echo', 'failed', 'Product 7 not found'),
+                          ($3, $4, 'echo', 'failed', 'connection to 10.0.0.7 refused')""",
+                cancelled, refused, crashed, shop_id,
+            )  # fmt: skip
+            await raw.execute(
+                "INSERT INTO schedule_ticks (job_type, tick) VALUES ('catalogue_audit', $1)",
+                datetime(2030, 1, 1, tzinfo=UTC),
+            )
+
+        for _ in range(2):  # `make db` is idempotent: the second run changes nothing
+            applied = subprocess.run(
+                [sys.executable, "-m", "service", "db", "apply"],
+                env={**env, "DATABASE_URL": url},
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert applied.returncode == 0, applied.stderr
+
+        shown = {}
+        for job_id in (cancelled, refused, crashed):
+            job = await store.get_job(old, job_id)
+            assert job is not None and job.status == JobStatus.FAILED
+            shown[job_id] = (job.error_message, job.shown_error)
+        # Only the cancel is known to be the worker's own word; the others' origin is unknown.
+        assert shown == {
+            cancelled: ("Cancelled", "Cancelled"),
+            refused: ("Product 7 not found", "The job failed"),
+            crashed: ("connection to 10.0.0.7 refused", "The job failed"),
+        }
+        kid = await store.get_job(old, child)
+        top = await store.get_job(old, parent)
+        assert kid is not None and kid.parent_id == parent and kid.run_at is not None
+        assert top is not None and top.staff_user_id == "42" and top.batch == {"total": 1}
+        assert (await store.batch_counts(old, parent))["total"] == 1
+        assert await store.schedule_ticks(old) == {
+            "catalogue_audit": datetime(2030, 1, 1, tzinfo=UTC)
+        }
+        shop = await shop_with_tokens(old, "last-shop.myshopify.com")
+        assert shop is not None and shop.access_token == "tok"
+        claims, _ = await store.claim_jobs(old, [child], "upgrade-test", 30)
+        assert [c.id for c in claims] == [child]
     finally:
         await old.disconnect()
         await database.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
