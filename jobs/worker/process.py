@@ -222,7 +222,14 @@ class ShopjobsWorker(arq.worker.Worker):
         """Until every run has ended. arq counts the runs not yet swept from `tasks`, which the
         poll loop does; with Redis down that loop waits on Redis, and a worker with nothing left
         to run waited out the whole shutdown grace."""
-        running = [task for task in self.tasks.values() if not task.done()]
+        # Maintenance runs are left out: cancelled at the signal, arq's run_job catches that
+        # cancellation and then records the run in Redis under `asyncio.shield`, which with
+        # Redis down never ends; arq cancels them again after this wait, which ends them.
+        running = [
+            task
+            for job_id, task in self.tasks.items()
+            if not task.done() and not job_id.startswith(CRON_PREFIX)
+        ]
         if running:  # none start now: allow_pick_jobs is off
             await asyncio.wait(running)
 

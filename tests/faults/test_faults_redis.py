@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import random
 import signal
+import subprocess
 import time
 import uuid
 from pathlib import Path
@@ -184,4 +185,10 @@ async def test_a_worker_exits_on_sigterm_while_redis_is_down(
         server.stop()
     await asyncio.sleep(0.5)
     worker.signal(signal.SIGTERM)
-    assert await asyncio.to_thread(worker.wait, 20) == 0, worker.output[-2000:]
+    try:
+        code = await asyncio.to_thread(worker.wait, 20)
+    except subprocess.TimeoutExpired:
+        worker.signal(signal.SIGKILL)
+        await asyncio.to_thread(worker.wait, 5)
+        raise AssertionError("no exit within 20 s of SIGTERM:\n" + worker.output[-4000:]) from None
+    assert code == 0, worker.output[-2000:]
