@@ -24,7 +24,7 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
@@ -158,8 +158,9 @@ def _decode_cursor(cursor: str) -> tuple[datetime, UUID]:
         created = datetime.fromisoformat(moment)
         if created.tzinfo is None:
             raise ValueError("naive timestamp")
+        created.astimezone(UTC)  # OverflowError if out of range in UTC (as Postgres sees it)
         return created, UUID(job_id)
-    except (ValueError, binascii.Error, UnicodeDecodeError):
+    except (ValueError, OverflowError, binascii.Error, UnicodeDecodeError):
         raise ApiError(400, "Invalid cursor") from None
 
 
@@ -225,7 +226,7 @@ async def list_jobs(request: Request) -> Response:
     if status is not None and status not in set(JobStatus):
         raise ApiError(400, "Invalid status", {"allowed": [s.value for s in JobStatus]})
     job_type = query.get("type") or None
-    if job_type is not None and len(job_type) > MAX_FILTER_LENGTH:
+    if job_type is not None and (len(job_type) > MAX_FILTER_LENGTH or "\x00" in job_type):
         raise ApiError(400, "Invalid type")
     limit_text = query.get("limit", str(DEFAULT_PAGE_SIZE))
     if not (limit_text.isdigit() and 1 <= int(limit_text) <= MAX_PAGE_SIZE):

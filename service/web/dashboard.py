@@ -232,6 +232,8 @@ def _filters(request: Request) -> tuple[store.JobFilter, int]:
     job_type = params.get("type", "").strip()
     if len(shop) > MAX_FILTER_LENGTH or len(job_type) > MAX_FILTER_LENGTH:
         raise ApiError(400, "filter too long")
+    if "\x00" in shop or "\x00" in job_type:  # Postgres text cannot hold NUL
+        raise ApiError(400, "filter contains a NUL character")
     page_text = params.get("page", "1")
     if not (page_text.isascii() and page_text.isdigit() and 1 <= int(page_text) <= MAX_PAGE):
         raise ApiError(400, f"page must be a number from 1 to {MAX_PAGE}")
@@ -390,7 +392,7 @@ async def cancel(request: Request) -> Response:
 async def retry_failed(request: Request) -> Response:
     form = await _form(request)
     job_type = form.get("type", "").strip()
-    if not job_type or len(job_type) > MAX_FILTER_LENGTH:
+    if not job_type or len(job_type) > MAX_FILTER_LENGTH or "\x00" in job_type:
         raise ApiError(400, "type is required")
     state = web_state(request)
     jobs = await store.retry_failed_jobs(state.database, job_type)

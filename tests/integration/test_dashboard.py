@@ -339,3 +339,15 @@ async def test_retry_all_failed_jobs_of_a_type(
     assert "2 failed echo job(s) queued again." in shown
     missing = await post(admin, "/admin/retry-failed", csrf=csrf_token(admin_settings))
     assert missing.status_code == 400
+
+
+async def test_filters_postgres_cannot_take_are_400_not_500(
+    admin: httpx.AsyncClient, admin_settings: Settings, database: Database, redis: ArqRedis
+) -> None:
+    await make_shop(database)
+    for bad in ("type=echo%00", "shop=demo%00"):
+        answer = await admin.get(f"/admin/?{bad}", headers=AUTH)
+        assert answer.status_code == 400 and "error" in answer.json(), bad
+    csrf = csrf_token(admin_settings)
+    answer = await post(admin, "/admin/retry-failed", csrf=csrf, type="echo\x00")
+    assert answer.status_code == 400 and "error" in answer.json()

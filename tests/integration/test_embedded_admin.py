@@ -8,6 +8,7 @@ emulator, which counts the exchanges it grants.
 from __future__ import annotations
 
 import asyncio
+import base64
 import time
 import uuid
 
@@ -162,6 +163,20 @@ async def test_list_is_newest_first_filtered_and_paged_by_cursor(admin, database
     for params in ({"status": "nope"}, {"limit": "0"}, {"limit": "101"}, {"cursor": "%%%"}):
         bad = await client.get("/api/jobs", params=params, headers=bearer(token()))
         assert bad.status_code == 400 and "error" in bad.json(), params
+
+
+async def test_list_filters_postgres_cannot_take_are_400_not_500(admin, database) -> None:  # type: ignore[no-untyped-def]
+    client, _ = admin
+    await shops(database)
+    # A well-formed cursor whose moment is before year 1 once in UTC, and a NUL in the type:
+    # Python takes both, Postgres neither.
+    edge = f"0001-01-01T00:00:00+14:00|{uuid.uuid4()}".encode()
+    for params in (
+        {"cursor": base64.urlsafe_b64encode(edge).decode().rstrip("=")},
+        {"type": "echo\x00"},
+    ):
+        answer = await client.get("/api/jobs", params=params, headers=bearer(token()))
+        assert answer.status_code == 400 and "error" in answer.json(), (params, answer.text)
 
 
 async def test_only_admin_types_and_valid_input_are_accepted(admin, database) -> None:  # type: ignore[no-untyped-def]
