@@ -179,6 +179,19 @@ async def test_list_filters_postgres_cannot_take_are_400_not_500(admin, database
         assert answer.status_code == 400 and "error" in answer.json(), (params, answer.text)
 
 
+@pytest.mark.parametrize("user", ["1001\x00", "\ud800"])
+async def test_a_staff_user_id_postgres_cannot_store_is_401_not_500(admin, database, user) -> None:  # type: ignore[no-untyped-def]
+    client, _ = admin
+    await shops(database)
+    answer = await client.post(
+        "/api/jobs",
+        json={"type": "echo", "input": {"message": "x"}},
+        headers=bearer(token(user=user)),
+    )
+    assert answer.status_code == 401 and answer.headers[RETRY_HEADER] == "1", answer.text
+    assert await database.fetch_val("SELECT count(*) FROM jobs") == 0
+
+
 async def test_only_admin_types_and_valid_input_are_accepted(admin, database) -> None:  # type: ignore[no-untyped-def]
     client, _ = admin
     await shops(database)
