@@ -42,6 +42,7 @@ from service.web.body import read_body
 from service.web.errors import ApiError
 from service.web.proxy import (
     MAX_BODY_BYTES,
+    MAX_UUID_TEXT,
     check_length_header,
     idempotency_key,
     parse_job_request,
@@ -165,8 +166,11 @@ def _decode_cursor(cursor: str) -> tuple[datetime, UUID]:
 
 
 def _path_job_id(request: Request) -> UUID:
+    text = str(request.path_params["job_id"])
     try:
-        return UUID(str(request.path_params["job_id"])[:64])
+        if len(text) > MAX_UUID_TEXT:  # refused, not cut: a cut could leave a valid UUID
+            raise ValueError("too long")
+        return UUID(text)
     except ValueError:
         raise ApiError(400, "Malformed job id: expected a UUID") from None
 

@@ -215,7 +215,11 @@ async def test_a_jobs_page_shows_input_attempts_error_and_timings(
     assert "3.00s after start" in page
     assert f'action="/admin/jobs/{job_id}/retry"' in page
     assert f'action="/admin/jobs/{job_id}/cancel"' not in page
-    for path in (f"/admin/jobs/{uuid.uuid4()}", "/admin/jobs/not-a-uuid"):
+    for path in (
+        f"/admin/jobs/{uuid.uuid4()}",
+        "/admin/jobs/not-a-uuid",
+        f"/admin/jobs/{job_id}{'-' * 28}junk",  # not cut to its valid prefix
+    ):
         answer = await admin.get(path, headers=AUTH)
         assert answer.status_code == 404 and answer.json() == {"error": "Job not found"}
 

@@ -205,8 +205,9 @@ async def test_only_admin_types_and_valid_input_are_accepted(admin, database) ->
     ):
         answer = await client.post("/api/jobs", json=body, headers=bearer(token()))
         assert answer.status_code == 400, body
-    bad_id = await client.get("/api/jobs/not-a-uuid", headers=bearer(token()))
-    assert bad_id.status_code == 400
+    for bad in ("not-a-uuid", f"{uuid.uuid4()}{'-' * 28}junk"):  # not cut to a valid prefix
+        bad_id = await client.get(f"/api/jobs/{bad}", headers=bearer(token()))
+        assert bad_id.status_code == 400, bad
     assert await database.fetch_val("SELECT count(*) FROM jobs") == 0
 
 
