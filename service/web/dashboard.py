@@ -236,7 +236,9 @@ def _filters(request: Request) -> tuple[store.JobFilter, int]:
     if "\x00" in shop or "\x00" in job_type:  # Postgres text cannot hold NUL
         raise ApiError(400, "filter contains a NUL character")
     page_text = params.get("page", "1")
-    if not (page_text.isascii() and page_text.isdigit() and 1 <= int(page_text) <= MAX_PAGE):
+    # ASCII and short: int() refuses over 4,300 digits.
+    digits = len(page_text) <= 5 and page_text.isascii() and page_text.isdigit()
+    if not (digits and 1 <= int(page_text) <= MAX_PAGE):
         raise ApiError(400, f"page must be a number from 1 to {MAX_PAGE}")
     return store.JobFilter(status or None, shop or None, job_type or None), int(page_text)
 

@@ -160,7 +160,14 @@ async def test_list_is_newest_first_filtered_and_paged_by_cursor(admin, database
         "/api/jobs", params={"type": "product_summary"}, headers=bearer(token())
     )
     assert by_type.json()["jobs"] == []
-    for params in ({"status": "nope"}, {"limit": "0"}, {"limit": "101"}, {"cursor": "%%%"}):
+    for params in (
+        {"status": "nope"},
+        {"limit": "0"},
+        {"limit": "101"},
+        {"limit": "\u00b2"},  # a digit to str.isdigit, not to int()
+        {"limit": "9" * 5000},  # more digits than int() converts
+        {"cursor": "%%%"},
+    ):
         bad = await client.get("/api/jobs", params=params, headers=bearer(token()))
         assert bad.status_code == 400 and "error" in bad.json(), params
 
