@@ -40,8 +40,9 @@ class SessionToken:
 
 def _claim(claims: dict[str, Any], name: str) -> str:
     value = claims.get(name)
-    if not isinstance(value, str) or not value:
-        raise InvalidSessionToken(f"Claim {name!r} must be a non-empty string")
+    # Printable only: `sub` is stored (Postgres text refuses NUL and lone surrogates) and logged.
+    if not isinstance(value, str) or not value or not value.isprintable():
+        raise InvalidSessionToken(f"Claim {name!r} must be a non-empty printable string")
     return value
 
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
@@ -42,6 +42,7 @@ from service.web.body import read_body
 from service.web.errors import ApiError
 from service.web.proxy import (
     MAX_BODY_BYTES,
+    MAX_UUID_TEXT,
     check_length_header,
     idempotency_key,
     parse_job_request,
@@ -158,14 +159,18 @@ def _decode_cursor(cursor: str) -> tuple[datetime, UUID]:
         created = datetime.fromisoformat(moment)
         if created.tzinfo is None:
             raise ValueError("naive timestamp")
+        created.astimezone(UTC)  # OverflowError if out of range in UTC (as Postgres sees it)
         return created, UUID(job_id)
-    except (ValueError, binascii.Error, UnicodeDecodeError):
+    except (ValueError, OverflowError, binascii.Error, UnicodeDecodeError):
         raise ApiError(400, "Invalid cursor") from None
 
 
 def _path_job_id(request: Request) -> UUID:
+    text = str(request.path_params["job_id"])
     try:
-        return UUID(str(request.path_params["job_id"])[:64])
+        if len(text) > MAX_UUID_TEXT:  # refused, not cut: a cut could leave a valid UUID
+            raise ValueError("too long")
+        return UUID(text)
     except ValueError:
         raise ApiError(400, "Malformed job id: expected a UUID") from None
 
@@ -225,10 +230,12 @@ async def list_jobs(request: Request) -> Response:
     if status is not None and status not in set(JobStatus):
         raise ApiError(400, "Invalid status", {"allowed": [s.value for s in JobStatus]})
     job_type = query.get("type") or None
-    if job_type is not None and len(job_type) > MAX_FILTER_LENGTH:
+    if job_type is not None and (len(job_type) > MAX_FILTER_LENGTH or "\x00" in job_type):
         raise ApiError(400, "Invalid type")
     limit_text = query.get("limit", str(DEFAULT_PAGE_SIZE))
-    if not (limit_text.isdigit() and 1 <= int(limit_text) <= MAX_PAGE_SIZE):
+    # ASCII and short: int() refuses some of str.isdigit's digits ("²") and 4,301 of them.
+    digits = len(limit_text) <= 3 and limit_text.isascii() and limit_text.isdigit()
+    if not (digits and 1 <= int(limit_text) <= MAX_PAGE_SIZE):
         raise ApiError(400, f"limit must be 1 to {MAX_PAGE_SIZE}")
     limit = int(limit_text)
     cursor = query.get("cursor")

@@ -58,6 +58,7 @@ PAGE_SIZE = 50
 MAX_PAGE = 10_000
 MAX_FORM_BYTES = 4096
 MAX_FILTER_LENGTH = 255
+MAX_UUID_TEXT = 64  # the longest text UUID() takes is 47 characters
 STATUSES = tuple(JobStatus)
 REALM = 'Basic realm="shopjobs admin", charset="UTF-8"'
 SECURITY_HEADERS = {
@@ -232,8 +233,12 @@ def _filters(request: Request) -> tuple[store.JobFilter, int]:
     job_type = params.get("type", "").strip()
     if len(shop) > MAX_FILTER_LENGTH or len(job_type) > MAX_FILTER_LENGTH:
         raise ApiError(400, "filter too long")
+    if "\x00" in shop or "\x00" in job_type:  # Postgres text cannot hold NUL
+        raise ApiError(400, "filter contains a NUL character")
     page_text = params.get("page", "1")
-    if not (page_text.isascii() and page_text.isdigit() and 1 <= int(page_text) <= MAX_PAGE):
+    # ASCII and short: int() refuses over 4,300 digits.
+    digits = len(page_text) <= 5 and page_text.isascii() and page_text.isdigit()
+    if not (digits and 1 <= int(page_text) <= MAX_PAGE):
         raise ApiError(400, f"page must be a number from 1 to {MAX_PAGE}")
     return store.JobFilter(status or None, shop or None, job_type or None), int(page_text)
 
@@ -300,8 +305,9 @@ async def _schedules(types: dict[str, JobType], database: Database) -> list[Sche
 
 
 def _job_id(request: Request) -> UUID | None:
+    text = str(request.path_params["job_id"])
     try:
-        return UUID(str(request.path_params["job_id"])[:64])
+        return UUID(text) if len(text) <= MAX_UUID_TEXT else None  # not cut: see proxy.py
     except ValueError:
         return None
 
@@ -390,7 +396,7 @@ async def cancel(request: Request) -> Response:
 async def retry_failed(request: Request) -> Response:
     form = await _form(request)
     job_type = form.get("type", "").strip()
-    if not job_type or len(job_type) > MAX_FILTER_LENGTH:
+    if not job_type or len(job_type) > MAX_FILTER_LENGTH or "\x00" in job_type:
         raise ApiError(400, "type is required")
     state = web_state(request)
     jobs = await store.retry_failed_jobs(state.database, job_type)

@@ -43,6 +43,8 @@ CLIENT_KEY_PREFIX = "proxy:"
 MAX_CUSTOMER_ID_LENGTH = 255
 MAX_ERROR_DETAILS = 20
 MAX_DETAIL_TEXT = 200
+# The longest text UUID() takes: "urn:uuid:{...}" is 47 characters.
+MAX_UUID_TEXT = 64
 
 
 # -- who is asking -------------------------------------------------------------------------
@@ -192,7 +194,9 @@ def _job_id(request: Request) -> UUID:
     if len(values) > 1:
         raise ApiError(400, "Repeated jobId")
     try:
-        return UUID(values[0][:64])
+        if len(values[0]) > MAX_UUID_TEXT:  # refused, not cut: a cut could leave a valid UUID
+            raise ValueError("too long")
+        return UUID(values[0])
     except ValueError:
         raise ApiError(400, "Malformed jobId: expected a UUID") from None
 

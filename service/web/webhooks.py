@@ -29,7 +29,7 @@ work happens here:
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -61,13 +61,16 @@ SHOP_FIELDS = {
 
 
 def _triggered_at(request: Request) -> datetime | None:
-    """X-Shopify-Triggered-At as an aware datetime; None when absent or malformed."""
+    """X-Shopify-Triggered-At as an aware datetime; None when absent, malformed, or out of
+    range once in UTC (`0001-01-01T00:00:00+14:00` parses, but Postgres cannot store it)."""
     value = request.headers.get("x-shopify-triggered-at", "")
     try:
         moment = datetime.fromisoformat(value[:64])
-    except ValueError:
+        if moment.tzinfo is None:
+            return None
+        return moment.astimezone(UTC)
+    except (ValueError, OverflowError):
         return None
-    return moment if moment.tzinfo is not None else None
 
 
 async def receive(request: Request) -> Response:

@@ -180,7 +180,8 @@ async def test_the_list_counts_filters_and_pages(
     none = (await admin.get("/admin/?shop=%25", headers=AUTH)).text  # LIKE wildcards are text
     assert rows(none) == [] and 'id="no-jobs"' in none
 
-    for bad in ("status=done", "page=0", "page=x", "page=10001", "shop=" + "x" * 300):
+    too_long = ("page=" + "9" * 5000, "shop=" + "x" * 300)  # int() refuses over 4300 digits
+    for bad in ("status=done", "page=0", "page=x", "page=10001", *too_long):
         answer = await admin.get(f"/admin/?{bad}", headers=AUTH)
         assert answer.status_code == 400, bad
         assert "error" in answer.json()
@@ -215,7 +216,11 @@ async def test_a_jobs_page_shows_input_attempts_error_and_timings(
     assert "3.00s after start" in page
     assert f'action="/admin/jobs/{job_id}/retry"' in page
     assert f'action="/admin/jobs/{job_id}/cancel"' not in page
-    for path in (f"/admin/jobs/{uuid.uuid4()}", "/admin/jobs/not-a-uuid"):
+    for path in (
+        f"/admin/jobs/{uuid.uuid4()}",
+        "/admin/jobs/not-a-uuid",
+        f"/admin/jobs/{job_id}{'-' * 28}junk",  # not cut to its valid prefix
+    ):
         answer = await admin.get(path, headers=AUTH)
         assert answer.status_code == 404 and answer.json() == {"error": "Job not found"}
 
@@ -339,3 +344,15 @@ async def test_retry_all_failed_jobs_of_a_type(
     assert "2 failed echo job(s) queued again." in shown
     missing = await post(admin, "/admin/retry-failed", csrf=csrf_token(admin_settings))
     assert missing.status_code == 400
+
+
+async def test_filters_postgres_cannot_take_are_400_not_500(
+    admin: httpx.AsyncClient, admin_settings: Settings, database: Database, redis: ArqRedis
+) -> None:
+    await make_shop(database)
+    for bad in ("type=echo%00", "shop=demo%00"):
+        answer = await admin.get(f"/admin/?{bad}", headers=AUTH)
+        assert answer.status_code == 400 and "error" in answer.json(), bad
+    csrf = csrf_token(admin_settings)
+    answer = await post(admin, "/admin/retry-failed", csrf=csrf, type="echo\x00")
+    assert answer.status_code == 400 and "error" in answer.json()

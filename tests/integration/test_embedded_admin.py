@@ -8,6 +8,7 @@ emulator, which counts the exchanges it grants.
 from __future__ import annotations
 
 import asyncio
+import base64
 import time
 import uuid
 
@@ -159,9 +160,43 @@ async def test_list_is_newest_first_filtered_and_paged_by_cursor(admin, database
         "/api/jobs", params={"type": "product_summary"}, headers=bearer(token())
     )
     assert by_type.json()["jobs"] == []
-    for params in ({"status": "nope"}, {"limit": "0"}, {"limit": "101"}, {"cursor": "%%%"}):
+    for params in (
+        {"status": "nope"},
+        {"limit": "0"},
+        {"limit": "101"},
+        {"limit": "\u00b2"},  # a digit to str.isdigit, not to int()
+        {"limit": "9" * 5000},  # more digits than int() converts
+        {"cursor": "%%%"},
+    ):
         bad = await client.get("/api/jobs", params=params, headers=bearer(token()))
         assert bad.status_code == 400 and "error" in bad.json(), params
+
+
+async def test_list_filters_postgres_cannot_take_are_400_not_500(admin, database) -> None:  # type: ignore[no-untyped-def]
+    client, _ = admin
+    await shops(database)
+    # A well-formed cursor whose moment is before year 1 once in UTC, and a NUL in the type:
+    # Python takes both, Postgres neither.
+    edge = f"0001-01-01T00:00:00+14:00|{uuid.uuid4()}".encode()
+    for params in (
+        {"cursor": base64.urlsafe_b64encode(edge).decode().rstrip("=")},
+        {"type": "echo\x00"},
+    ):
+        answer = await client.get("/api/jobs", params=params, headers=bearer(token()))
+        assert answer.status_code == 400 and "error" in answer.json(), (params, answer.text)
+
+
+@pytest.mark.parametrize("user", ["1001\x00", "\ud800"])
+async def test_a_staff_user_id_postgres_cannot_store_is_401_not_500(admin, database, user) -> None:  # type: ignore[no-untyped-def]
+    client, _ = admin
+    await shops(database)
+    answer = await client.post(
+        "/api/jobs",
+        json={"type": "echo", "input": {"message": "x"}},
+        headers=bearer(token(user=user)),
+    )
+    assert answer.status_code == 401 and answer.headers[RETRY_HEADER] == "1", answer.text
+    assert await database.fetch_val("SELECT count(*) FROM jobs") == 0
 
 
 async def test_only_admin_types_and_valid_input_are_accepted(admin, database) -> None:  # type: ignore[no-untyped-def]
@@ -177,8 +212,9 @@ async def test_only_admin_types_and_valid_input_are_accepted(admin, database) ->
     ):
         answer = await client.post("/api/jobs", json=body, headers=bearer(token()))
         assert answer.status_code == 400, body
-    bad_id = await client.get("/api/jobs/not-a-uuid", headers=bearer(token()))
-    assert bad_id.status_code == 400
+    for bad in ("not-a-uuid", f"{uuid.uuid4()}{'-' * 28}junk"):  # not cut to a valid prefix
+        bad_id = await client.get(f"/api/jobs/{bad}", headers=bearer(token()))
+        assert bad_id.status_code == 400, bad
     assert await database.fetch_val("SELECT count(*) FROM jobs") == 0
 
 

@@ -379,6 +379,7 @@ async def test_echo_is_unknown_when_diagnostic_jobs_are_off(
         ("?jobId=not-a-uuid", "Malformed jobId: expected a UUID"),
         ("?jobId=12345678-1234-1234-1234-1234567890123", "Malformed jobId: expected a UUID"),
         (f"?jobId={'a' * 5000}", "Malformed jobId: expected a UUID"),
+        (f"?jobId={uuid4()}{'-' * 28}junk", "Malformed jobId: expected a UUID"),
         (f"?jobId={uuid4()}&jobId={uuid4()}", "Repeated jobId"),
     ],
 )

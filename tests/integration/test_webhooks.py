@@ -147,6 +147,27 @@ async def test_malformed_webhooks_are_400(app_client: httpx.AsyncClient) -> None
     assert unknown.status_code == 200 and unknown.json() == {"status": "ignored"}
 
 
+@pytest.mark.parametrize("triggered_at", ["0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00"])
+async def test_uninstall_triggered_out_of_postgres_range_is_400(
+    app_client: httpx.AsyncClient, database: Database, triggered_at: str
+) -> None:
+    await store.upsert_shop(database, SHOP, TOKEN, "read_products")
+    body = orjson.dumps({"id": 1, "myshopify_domain": SHOP})
+    headers = {
+        "X-Shopify-Topic": "app/uninstalled",
+        "X-Shopify-Shop-Domain": SHOP,
+        "X-Shopify-Event-Id": str(uuid.uuid4()),
+        "X-Shopify-Hmac-Sha256": webhook_hmac(body, TEST_SECRET),
+        "X-Shopify-Triggered-At": triggered_at,  # valid ISO 8601, but not a UTC moment
+    }
+    answer = await app_client.post("/webhooks", content=body, headers=headers)
+    assert answer.status_code == 400
+    assert answer.json() == {"error": "Missing or invalid X-Shopify-Triggered-At"}
+    shop = await store.get_shop(database, SHOP)
+    assert shop is not None and shop.installed
+    assert await database.fetch_val("SELECT count(*) FROM webhook_events") == 0
+
+
 async def test_app_uninstalled_stops_the_shops_proxy_calls(site, database: Database) -> None:
     _, shopify = site
     async with httpx.AsyncClient(base_url=shopify.url) as storefront:
