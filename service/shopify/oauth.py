@@ -77,7 +77,10 @@ def check_state(cookie: str | None, nonce: str, shop: str, secret: str, now: flo
         fresh = 0 <= now - int(issued) <= STATE_MAX_AGE_SECONDS
     except ValueError:
         return False
-    return fresh and cookie_shop == shop and hmac.compare_digest(cookie_nonce, nonce)
+    # Bytes: compare_digest refuses str with non-ASCII characters (a TypeError, not False).
+    return (
+        fresh and cookie_shop == shop and hmac.compare_digest(cookie_nonce.encode(), nonce.encode())
+    )
 
 
 # -- callback ---------------------------------------------------------------------------------

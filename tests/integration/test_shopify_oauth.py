@@ -49,6 +49,7 @@ def test_state_cookie_binds_nonce_shop_and_time() -> None:
     assert oauth.check_state(cookie, nonce, NEW_SHOP, "s3cret", now=1100)
     assert not oauth.check_state(cookie, nonce, "other.myshopify.com", "s3cret", now=1100)
     assert not oauth.check_state(cookie, "other-nonce", NEW_SHOP, "s3cret", now=1100)
+    assert not oauth.check_state(cookie, "nonce-é", NEW_SHOP, "s3cret", now=1100)  # no TypeError
     assert not oauth.check_state(cookie, nonce, NEW_SHOP, "other-secret", now=1100)
     assert not oauth.check_state(cookie, nonce, NEW_SHOP, "s3cret", now=1000 + 601)
     assert not oauth.check_state(
