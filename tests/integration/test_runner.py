@@ -282,3 +282,82 @@ async def test_an_interrupted_run_gives_its_job_back(
     assert not await redis.exists(in_progress_key_prefix + str(job_id))
     assert await queued_at(redis, job_id) is not None  # due again, for any worker
     assert outcomes(runtime) == {"interrupted": 1}
+
+
+class Empty(BaseModel):
+    pass
+
+
+class Unprintable(Exception):
+    def __str__(self) -> str:
+        raise ValueError("no message")
+
+
+class OwnBase(BaseException):
+    """A library's BaseException subclass (gevent's Timeout, say): not an Exception."""
+
+
+async def raises_unprintable(ctx: JobContext, data: Empty) -> None:
+    raise Unprintable
+
+
+async def raises_own_base(ctx: JobContext, data: Empty) -> None:
+    raise OwnBase("deep")
+
+
+async def raises_cancelled(ctx: JobContext, data: Empty) -> None:
+    """A future of a shared client, cancelled by someone else, awaited by this handler."""
+    raise asyncio.CancelledError
+
+
+SYNC_CALLS: list[str] = []
+
+
+def written_sync(ctx: JobContext, data: Empty) -> dict[str, Any]:
+    """`def`, not `async def`: an easy slip."""
+    SYNC_CALLS.append(ctx.job_id)
+    return {"done": True}
+
+
+@pytest.mark.parametrize(
+    ("handler", "message"),
+    [
+        (raises_unprintable, "Unprintable (its message could not be read)"),
+        (raises_own_base, "The handler raised OwnBase: deep"),
+        (raises_cancelled, "The handler raised CancelledError without being cancelled"),
+    ],
+)
+async def test_an_odd_exception_fails_the_attempt_like_any_other(
+    runtime: Runtime, database: Database, redis: ArqRedis, handler: Any, message: str
+) -> None:
+    """Before: the first two escaped the runner, leaving the job `processing` under a dead
+    run's lease (to crash again until "Abandoned"); the third was taken for a shutdown and
+    given back with its start taken back, for ever."""
+    odd = JobType(name="odd", input_model=Empty, handler=handler, max_attempts=2)
+    job_id = await add_job(database, redis, await make_shop(database), {}, job_type="odd")
+    await run_due(runtime, odd)
+    first = await job(database, job_id)
+    assert (first.status, first.retry_count, first.attempts) == ("retrying", 1, 1)
+    assert first.error_message == message and first.lease_owner is None
+    await run_due(runtime, odd, ahead=1)
+    failed = await job(database, job_id)
+    assert (failed.status, failed.retry_count, failed.error_message) == ("failed", 2, message)
+    assert outcomes(runtime, "odd") == {"retried": 1, "failed": 1}
+
+
+async def test_a_handler_that_is_not_async_fails_at_once_saying_so(
+    runtime: Runtime, database: Database, redis: ArqRedis
+) -> None:
+    """Before: it ran, returned a dict, and `call` refused it with asyncio's "An asyncio.Future,
+    a coroutine or an awaitable is required"; retried, it ran (with its effects) every attempt."""
+    sync = JobType(name="sync", input_model=Empty, handler=written_sync, max_attempts=3)
+    job_id = await add_job(database, redis, await make_shop(database), {}, job_type="sync")
+    await run_due(runtime, sync)
+    failed = await job(database, job_id)
+    assert (failed.status, failed.attempts) == ("failed", 1)
+    assert failed.error_message == (
+        "The handler of sync returned a dict, not an awaitable: declare it `async def`"
+    )
+    assert failed.shown_error == "The job failed"  # the developer's bug
+    assert SYNC_CALLS == [str(job_id)]
+    await assert_dropped(redis, job_id)
