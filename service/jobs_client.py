@@ -151,6 +151,12 @@ class JobsClient:
             raise InvalidInput(
                 "Invalid input", [{"field": "input", "message": "contains a NUL character"}]
             )
+        try:
+            to_json(data)
+        except TypeError as exc:  # pydantic's int takes any int; JSON (orjson) stops at 64 bits
+            raise InvalidInput(
+                "Invalid input", [{"field": "input", "message": str(exc), "type": "int_too_big"}]
+            ) from None
         return data
 
     async def installed_shop(self, domain: str) -> store.Shop:
