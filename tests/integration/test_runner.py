@@ -28,6 +28,7 @@ from service import store
 from service.core import queue
 from service.core.batch import GroupCommit
 from service.core.settings import Settings
+from service.jobs_client import JobsClient
 from tests.support.jobs import add_job, make_shop, wait_for_status
 from tests.support.queue_entries import queued_score
 
@@ -361,3 +362,31 @@ async def test_a_handler_that_is_not_async_fails_at_once_saying_so(
     assert failed.shown_error == "The job failed"  # the developer's bug
     assert SYNC_CALLS == [str(job_id)]
     await assert_dropped(redis, job_id)
+
+
+async def cancelled_between_pages(ctx: JobContext, data: Empty) -> dict[str, Any]:
+    """A parent cancelled while it adds pages of children, its stop message not yet there (in
+    flight, or lost: then only its next lease renewal stops it, JOB_LEASE_SECONDS / 3 on)."""
+    await ctx.enqueue_batch("echo", [{"message": "page 1"}])
+    await store.cancel_job(ctx.database, uuid.UUID(ctx.job_id))
+    await ctx.enqueue_batch("echo", [{"message": "page 2"}])
+    return {"pages": 2}
+
+
+async def test_a_cancelled_parent_adds_no_children(
+    runtime: Runtime, database: Database, redis: ArqRedis
+) -> None:
+    """Before: the second page's children were written and queued after the cancel, and ran,
+    though "cancelling a batch parent cancels its unfinished children"."""
+    parent_type = JobType(name="pages", input_model=Empty, handler=cancelled_between_pages)
+    types = {ECHO.name: ECHO, parent_type.name: parent_type}
+    runtime = dataclasses.replace(runtime, types=types, jobs=JobsClient(database, redis, types))
+    parent = await add_job(database, redis, await make_shop(database), {}, job_type="pages")
+    await run_due(runtime, parent_type)
+    cancelled = await job(database, parent)
+    assert (cancelled.status, cancelled.error_message) == ("failed", "Cancelled")
+    children = await database.fetch_all(
+        "SELECT input->>'message' AS m, status FROM jobs WHERE parent_id = :p", {"p": parent}
+    )
+    assert [(c._mapping["m"], c._mapping["status"]) for c in children] == [("page 1", "failed")]
+    assert await run_due(runtime) == []  # nothing of the batch left to run
