@@ -22,6 +22,7 @@ from jobs.types import JobContext, JobType
 from jobs.worker.claims import QueueClaims
 from jobs.worker.metrics import WorkerMetrics
 from jobs.worker.ratelimit import RateLimiter
+from jobs.worker.results import MAX_ERROR_CHARS
 from jobs.worker.runner import EXTRA_STARTS_ALLOWED, start_batch
 from jobs.worker.runtime import Incoming, Runtime
 from service import store
@@ -390,3 +391,28 @@ async def test_a_cancelled_parent_adds_no_children(
     )
     assert [(c._mapping["m"], c._mapping["status"]) for c in children] == [("page 1", "failed")]
     assert await run_due(runtime) == []  # nothing of the batch left to run
+
+
+async def reports_raw_text(ctx: JobContext, data: Empty) -> dict[str, Any]:
+    """Progress messages built from a third party's text: a NUL byte, a huge dump."""
+    seen = {}
+    for name, message in (("nul", "importing bad\x00title"), ("huge", "x" * 1_000_000)):
+        await ctx.report_progress(50, message)
+        seen[name] = await ctx.database.fetch_val(
+            "SELECT progress_message FROM jobs WHERE id = :id", {"id": uuid.UUID(ctx.job_id)}
+        )
+    return seen
+
+
+async def test_a_progress_message_is_stored_as_error_texts_are(
+    runtime: Runtime, database: Database, redis: ArqRedis
+) -> None:
+    """Before: a NUL made Postgres refuse every report (only a warning in the log), and a
+    megabyte was stored as is, and sent to the storefront on every status poll."""
+    progress = JobType(name="progress", input_model=Empty, handler=reports_raw_text)
+    job_id = await add_job(database, redis, await make_shop(database), {}, job_type="progress")
+    await run_due(runtime, progress)
+    done = await job(database, job_id)
+    assert done.status == "completed"
+    assert done.result["nul"] == "importing bad\ufffdtitle"
+    assert len(done.result["huge"]) == MAX_ERROR_CHARS and done.result["huge"].endswith("(cut)")
