@@ -151,6 +151,12 @@ class JobsClient:
             raise InvalidInput(
                 "Invalid input", [{"field": "input", "message": "contains a NUL character"}]
             )
+        try:
+            to_json(data)
+        except TypeError as exc:  # pydantic's int takes any int; JSON (orjson) stops at 64 bits
+            raise InvalidInput(
+                "Invalid input", [{"field": "input", "message": str(exc), "type": "int_too_big"}]
+            ) from None
         return data
 
     async def installed_shop(self, domain: str) -> store.Shop:
@@ -219,7 +225,9 @@ class JobsClient:
         `batch:{parent}:{index}`). Returns how many were created.
 
         If Redis refuses a chunk, QueueUnavailable is raised and its rows stay: they belong to
-        their parent's batch, and the reconciler queues them (RECONCILE_AFTER_SECONDS).
+        their parent's batch, and the reconciler queues them (RECONCILE_AFTER_SECONDS). If the
+        parent is no longer `processing` (cancelled meanwhile), RuntimeError: no child is
+        written after a cancel.
         """
         kind = self.job_type(job_type)
         encoded: list[str] = []
@@ -239,6 +247,8 @@ class JobsClient:
                 encoded[start : start + CHILD_CHUNK],
                 first_index + start,
             )
+            if ids is None:
+                raise RuntimeError(f"job {parent_id} is no longer running: no children added")
             created += len(ids)
             if not ids:
                 continue

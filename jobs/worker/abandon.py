@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
+from collections.abc import Awaitable
 from typing import Any
 
 from jobs.types import NonRetryableError
+from jobs.worker.results import error_text
 from jobs.worker.runtime import Runtime
 from service.core.states import CANCELLED_MESSAGE
 
@@ -35,18 +36,40 @@ class RunAbandoned(TimeoutError):
     """A run past its timeout that did not stop when cancelled: it is left behind."""
 
 
+class HandlerExited(Exception):
+    """A handler raised a BaseException that is no Exception (SystemExit, KeyboardInterrupt, a
+    subclass of its own), or CancelledError without being cancelled. Raised in its task, the
+    first two would stop the worker's event loop (asyncio re-raises them out of the loop), the
+    others would pass the runner's `except Exception` (the job left `processing`) or look like
+    a shutdown (given back, its start taken back, for ever). They fail the attempt instead."""
+
+
+async def _contained(handler: Awaitable[Any]) -> Any:
+    """`await handler`, with a BaseException that is no Exception turned into HandlerExited."""
+    try:
+        return await handler
+    except (asyncio.CancelledError, GeneratorExit):
+        raise
+    except Exception:
+        raise
+    except BaseException as exc:
+        name, text = exc.__class__.__name__, error_text(exc)
+        detail = "" if text == name else f": {text}"
+        raise HandlerExited(f"The handler raised {name}{detail}") from exc
+
+
 async def call(
     runtime: Runtime,
     job_id: str,
     job_type: str,
-    handler: Coroutine[Any, Any, Any],
+    handler: Awaitable[Any],
     timeout: float,
 ) -> Any:
     """The handler's return value, run under `timeout` (TimeoutError past it, RunAbandoned if
     it then does not stop). A cancel of the job (Runtime.request_stop) cancels the handler at
     its next await and raises JobCancelled, whether or not the handler stops within the grace.
     """
-    task: asyncio.Task[Any] = asyncio.ensure_future(handler)
+    task: asyncio.Task[Any] = asyncio.ensure_future(_contained(handler))
     stop = runtime.stop_requests[job_id] = asyncio.get_running_loop().create_future()
     try:
         await asyncio.wait({task, stop}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
@@ -59,6 +82,8 @@ async def call(
         await _stop(runtime, job_type, task)
         raise JobCancelled
     if task.done():
+        if task.cancelled():  # nobody cancelled it: the handler raised CancelledError itself
+            raise HandlerExited("The handler raised CancelledError without being cancelled")
         return task.result()
     if await _stop(runtime, job_type, task):
         raise TimeoutError

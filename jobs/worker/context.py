@@ -23,6 +23,7 @@ from databases import Database
 from pydantic import BaseModel
 
 from jobs.types import CompletionWrite, EnqueuedJob
+from jobs.worker.results import storable_error
 from service import store
 from service.intake import Source
 from service.jobs_client import JobsClient
@@ -124,6 +125,8 @@ class RunContext:
 
     async def report_progress(self, percent: int, message: str | None = None) -> None:
         percent = max(0, min(100, int(percent)))
+        if message is not None:  # often a third party's text: NUL refused, a dump served
+            message = storable_error(message)
         now = time.monotonic()
         due = now - self._last_write >= PROGRESS_INTERVAL_SECONDS
         if not (due or percent == 100 or message != self._last_message):

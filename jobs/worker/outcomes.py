@@ -21,7 +21,7 @@ from jobs.worker.abandon import RunAbandoned
 from jobs.worker.claims import Finish, later
 from jobs.worker.context import RunContext
 from jobs.worker.mirror import persist
-from jobs.worker.results import UnstorableResult, storable_error
+from jobs.worker.results import UnstorableResult, error_text, storable_error
 from jobs.worker.runtime import Runtime
 from service import store
 from service.core import queue
@@ -40,9 +40,14 @@ class ResultNotRecorded(NonRetryableError):
     """Postgres refused a run's result (not unavailable: refused), so retrying cannot help."""
 
 
+class HandlerNotAsync(NonRetryableError):
+    """A type's handler returned something that cannot be awaited (a plain `def`): it has run
+    already, on the event loop; retrying would only run it again, with its effects."""
+
+
 # Failures that end a job at once but whose text is about the app's code or its database, for
 # its developer: the storefront and the merchant see the generic message (is_public).
-_PRIVATE_FAILURES = (UnstorableResult, InvalidStoredInput, ResultNotRecorded)
+_PRIVATE_FAILURES = (UnstorableResult, InvalidStoredInput, ResultNotRecorded, HandlerNotAsync)
 
 
 def is_public(error: BaseException) -> bool:
@@ -62,7 +67,7 @@ def describe(error: BaseException, timeout: float) -> str:
         return str(error)
     if isinstance(error, TimeoutError):
         return f"Timed out after {timeout:g}s"
-    return storable_error(str(error) or error.__class__.__name__)
+    return storable_error(error_text(error))
 
 
 async def record(runtime: Runtime, job_id: str, what: str, write: Callable[[], Awaitable[T]]) -> T:

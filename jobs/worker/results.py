@@ -29,6 +29,10 @@ from jobs.types import NonRetryableError
 MAX_ERROR_CHARS = 2000
 ERROR_CUT_MARK = "… (cut)"
 REPLACEMENT = "\ufffd"
+# The integers JSON encoding takes (orjson: signed or unsigned 64-bit); a bigger one, encoded,
+# raised a TypeError that was retried as if the next attempt could return something else.
+MIN_JSON_INT = -(2**63)
+MAX_JSON_INT = 2**64 - 1
 
 
 class UnstorableResult(NonRetryableError):
@@ -49,8 +53,12 @@ def encode_result(result: Any, max_bytes: int) -> bytes:
 def _plain(value: Any, where: str) -> Any:
     """`value` as JSON-native types only (dict with str keys, list, str, int, float, bool,
     None); `where` is the path shown in errors, e.g. `result["items"][3]`."""
-    if value is None or isinstance(value, bool | int | str):
+    if value is None or isinstance(value, bool | str):
         return storable_text(value) if isinstance(value, str) else value
+    if isinstance(value, int):
+        if not MIN_JSON_INT <= value <= MAX_JSON_INT:  # orjson's range: it refuses the rest
+            raise UnstorableResult(f"{where}: cannot store the int {value} (over 64 bits)")
+        return value
     if isinstance(value, float):
         if not math.isfinite(value):
             raise UnstorableResult(f"{where}: cannot store the float {value!r} (JSON has none)")
@@ -92,6 +100,17 @@ def storable_text(text: str) -> str:
     except UnicodeEncodeError:  # lone surrogates (from a bad decode): not UTF-8 at all
         text = "".join(REPLACEMENT if 0xD800 <= ord(c) <= 0xDFFF else c for c in text)
     return text
+
+
+def error_text(error: BaseException) -> str:
+    """An exception's message, or its class name; never raises, though a handler's exception
+    may define a `__str__` that does (raised while its failure was written, it left the job
+    `processing` under a dead run's lease, to run again until "Abandoned")."""
+    try:
+        text = str(error)
+    except Exception:
+        return f"{error.__class__.__name__} (its message could not be read)"
+    return text or error.__class__.__name__
 
 
 def storable_error(text: str, max_chars: int = MAX_ERROR_CHARS) -> str:

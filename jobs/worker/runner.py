@@ -19,6 +19,7 @@ What a run shares with the others is the process's Runtime (jobs/worker/runtime.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import random
 import time
@@ -36,6 +37,7 @@ from jobs.worker.context import RunContext
 from jobs.worker.metrics import DATABASE_DOWN, LEASE_HELD, RATE_LIMIT, SHOP_CAP
 from jobs.worker.mirror import persist_shielded
 from jobs.worker.outcomes import (
+    HandlerNotAsync,
     InvalidStoredInput,
     ResultNotRecorded,
     await_children,
@@ -237,9 +239,13 @@ async def _run(
                 data = job_type.input_model.model_validate(claim.input)
             except ValidationError as exc:
                 raise InvalidStoredInput(f"Invalid input: {exc.errors(include_url=False)}") from exc
-            result = await call(
-                runtime, job_id, job_type.name, job_type.handler(context, data), timeout
-            )
+            handler_run = job_type.handler(context, data)
+            if not inspect.isawaitable(handler_run):
+                raise HandlerNotAsync(
+                    f"The handler of {job_type.name} returned a {type(handler_run).__name__}, "
+                    "not an awaitable: declare it `async def`"
+                )
+            result = await call(runtime, job_id, job_type.name, handler_run, timeout)
             encoded = encode_result(result, settings.job_result_max_bytes).decode()
     except asyncio.CancelledError:
         await persist_shielded(

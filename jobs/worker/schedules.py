@@ -18,12 +18,13 @@ from typing import Any
 import orjson
 from arq.connections import ArqRedis
 from databases import Database
+from pydantic import ValidationError
 
 from jobs.types import JobType
 from service import store
 from service.core import queue
 from service.core.fair import QueueFairness
-from service.core.schedule_times import latest_tick, next_tick
+from service.core.schedule_times import CronSimError, latest_tick, next_tick
 
 logger = logging.getLogger("shopjobs.worker")
 
@@ -47,9 +48,15 @@ async def run_schedules(
         schedule = job_type.schedule
         if schedule is None:
             continue
-        tick = latest_tick(schedule, now)
-        interval = (next_tick(schedule, tick) - tick).total_seconds()
-        job_input = job_type.input_model.model_validate(schedule.input).model_dump(mode="json")
+        try:
+            tick = latest_tick(schedule, now)
+            interval = (next_tick(schedule, tick) - tick).total_seconds()
+            job_input = job_type.input_model.model_validate(schedule.input).model_dump(mode="json")
+        except (CronSimError, ValidationError) as exc:
+            # The type's own mistake: it must not stop the types after it (nor pass for an
+            # outage, as the caller's warning would say).
+            logger.error("schedule %s: not run: %s", job_type.name, exc)
+            continue
         runs = await store.create_tick_jobs(
             database,
             job_type.name,

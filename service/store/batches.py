@@ -55,17 +55,28 @@ async def insert_children(
     first_index: int,
 ) -> list[UUID]:
     """Write children (inputs as JSON text) in one statement; the ids of those inserted (a
-    child that exists already, from an earlier run of the parent, is not written again)."""
+    child that exists already, from an earlier run of the parent, is not written again), or
+    None if the parent is no longer `processing` (cancelled: its children must not outlive the
+    cancel, which cancelled those it found). The parent's row is locked FOR SHARE, so a cancel
+    (FOR UPDATE, dashboard.cancel_job) comes wholly before these children or after them."""
     ids = [uuid4() for _ in inputs]
     keys = [CHILD_KEY.format(parent=parent_id, index=first_index + i) for i in range(len(inputs))]
     async with connection(database) as raw:
-        rows = await raw.fetch(
+        row = await raw.fetchrow(
             """
-            INSERT INTO jobs (id, shop_id, type, input, status, idempotency_key, source, parent_id)
-            SELECT v.id, $1, $2, v.input::jsonb, 'pending', v.key, 'job', $3
-              FROM unnest($4::uuid[], $5::text[], $6::text[]) AS v(id, input, key)
-            ON CONFLICT ON CONSTRAINT jobs_idempotency DO NOTHING
-            RETURNING id
+            WITH parent AS (
+                SELECT id FROM jobs WHERE id = $3 AND status = 'processing' FOR SHARE
+            ), inserted AS (
+                INSERT INTO jobs (id, shop_id, type, input, status, idempotency_key, source,
+                                  parent_id)
+                SELECT v.id, $1, $2, v.input::jsonb, 'pending', v.key, 'job', $3
+                  FROM unnest($4::uuid[], $5::text[], $6::text[]) AS v(id, input, key)
+                 WHERE EXISTS (SELECT 1 FROM parent)
+                ON CONFLICT ON CONSTRAINT jobs_idempotency DO NOTHING
+                RETURNING id
+            )
+            SELECT EXISTS (SELECT 1 FROM parent) AS running,
+                   ARRAY(SELECT id FROM inserted) AS ids
             """,
             shop_id,
             job_type,
@@ -74,7 +85,7 @@ async def insert_children(
             inputs,
             keys,
         )
-    return [row["id"] for row in rows]
+    return list(row["ids"]) if row["running"] else None
 
 
 _AWAIT = f"""

@@ -185,6 +185,10 @@ async def cancel_job(database: Database, job_id: UUID) -> list[UUID] | None:
     `processing` status (sql.HELD_BY_OWNER), so the run that is stopped records nothing.
     """
     async with connection(database) as raw, raw.transaction():
+        # The job first, alone: a batch's children being written (batches.insert_children,
+        # which holds the parent FOR SHARE) are then committed, and the statement below, with
+        # a snapshot of its own, sees them.
+        await raw.execute("SELECT 1 FROM jobs WHERE id = $1 FOR UPDATE", job_id)
         rows = await raw.fetch(
             """WITH target AS (
                    SELECT id, status FROM jobs

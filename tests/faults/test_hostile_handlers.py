@@ -184,3 +184,28 @@ async def test_a_completion_postgres_refuses_fails_that_job_alone(
         failed=sum(j.status == "failed" for j in finals),
         completed=sum(j.status == "completed" for j in finals),
     )
+
+
+async def test_a_handler_raising_system_exit_fails_its_job_not_the_worker(
+    env, spawn, database: Database, redis: ArqRedis
+) -> None:
+    """SystemExit and KeyboardInterrupt raised in a task stop asyncio's loop: before, a handler
+    that called sys.exit() ended the worker process, and its job, left `processing`, took down
+    the next worker after its lease, and the next, until "Abandoned"."""
+    proc = hostile_worker(spawn, env)
+    shop = await make_shop(database)
+    exits = await add_job(database, redis, shop, {}, job_type="exits")
+    interrupts = await add_job(database, redis, shop, {}, job_type="interrupts")
+    behind = await add_job(database, redis, shop, {"message": "behind"})
+    job = await wait_for_status(database, exits, {"completed", "failed"})
+    assert (job.status, job.error_message) == ("failed", "The handler raised SystemExit: 3")
+    assert job.shown_error == "The job failed"
+    job = await wait_for_status(database, interrupts, {"completed", "failed"})
+    assert (job.status, job.error_message) == (
+        "failed",
+        "The handler raised KeyboardInterrupt",
+    )
+    job = await wait_for_status(database, behind, {"completed", "failed"})
+    assert (job.status, job.result) == ("completed", {"message": "behind"})
+    assert proc.popen.poll() is None  # still running
+    _sigterm_exit_seconds(proc)  # and it stops as usual

@@ -132,3 +132,21 @@ async def test_cancelling_a_running_job_stops_its_handler(
     await wait_for_status(database, after.id, {"completed"})
     final = await store.get_job(database, long.id)
     assert (final.status, final.error_message, final.lease_owner) == ("failed", "Cancelled", None)
+
+
+async def test_an_int_beyond_64_bits_is_invalid_input(
+    client: JobsClient, database: Database
+) -> None:
+    """pydantic's `int` takes any Python int, but JSON encoding (orjson) stops at 64 bits:
+    before, the app's call got orjson's bare TypeError instead of InvalidInput."""
+    await make_shop(database)
+    with pytest.raises(InvalidInput) as invalid:
+        await client.enqueue(
+            "customers_data_request",
+            shop="test-shop.myshopify.com",
+            input={"customer_id": "1", "orders_requested": [2**64]},
+        )
+    assert invalid.value.details == [
+        {"field": "input", "message": "Integer exceeds 64-bit range", "type": "int_too_big"}
+    ]
+    assert await _rows(database) == 0

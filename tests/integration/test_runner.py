@@ -22,12 +22,14 @@ from jobs.types import JobContext, JobType
 from jobs.worker.claims import QueueClaims
 from jobs.worker.metrics import WorkerMetrics
 from jobs.worker.ratelimit import RateLimiter
+from jobs.worker.results import MAX_ERROR_CHARS
 from jobs.worker.runner import EXTRA_STARTS_ALLOWED, start_batch
 from jobs.worker.runtime import Incoming, Runtime
 from service import store
 from service.core import queue
 from service.core.batch import GroupCommit
 from service.core.settings import Settings
+from service.jobs_client import JobsClient
 from tests.support.jobs import add_job, make_shop, wait_for_status
 from tests.support.queue_entries import queued_score
 
@@ -282,3 +284,135 @@ async def test_an_interrupted_run_gives_its_job_back(
     assert not await redis.exists(in_progress_key_prefix + str(job_id))
     assert await queued_at(redis, job_id) is not None  # due again, for any worker
     assert outcomes(runtime) == {"interrupted": 1}
+
+
+class Empty(BaseModel):
+    pass
+
+
+class Unprintable(Exception):
+    def __str__(self) -> str:
+        raise ValueError("no message")
+
+
+class OwnBase(BaseException):
+    """A library's BaseException subclass (gevent's Timeout, say): not an Exception."""
+
+
+async def raises_unprintable(ctx: JobContext, data: Empty) -> None:
+    raise Unprintable
+
+
+async def raises_own_base(ctx: JobContext, data: Empty) -> None:
+    raise OwnBase("deep")
+
+
+async def raises_cancelled(ctx: JobContext, data: Empty) -> None:
+    """A future of a shared client, cancelled by someone else, awaited by this handler."""
+    raise asyncio.CancelledError
+
+
+SYNC_CALLS: list[str] = []
+
+
+def written_sync(ctx: JobContext, data: Empty) -> dict[str, Any]:
+    """`def`, not `async def`: an easy slip."""
+    SYNC_CALLS.append(ctx.job_id)
+    return {"done": True}
+
+
+@pytest.mark.parametrize(
+    ("handler", "message"),
+    [
+        (raises_unprintable, "Unprintable (its message could not be read)"),
+        (raises_own_base, "The handler raised OwnBase: deep"),
+        (raises_cancelled, "The handler raised CancelledError without being cancelled"),
+    ],
+)
+async def test_an_odd_exception_fails_the_attempt_like_any_other(
+    runtime: Runtime, database: Database, redis: ArqRedis, handler: Any, message: str
+) -> None:
+    """Before: the first two escaped the runner, leaving the job `processing` under a dead
+    run's lease (to crash again until "Abandoned"); the third was taken for a shutdown and
+    given back with its start taken back, for ever."""
+    odd = JobType(name="odd", input_model=Empty, handler=handler, max_attempts=2)
+    job_id = await add_job(database, redis, await make_shop(database), {}, job_type="odd")
+    await run_due(runtime, odd)
+    first = await job(database, job_id)
+    assert (first.status, first.retry_count, first.attempts) == ("retrying", 1, 1)
+    assert first.error_message == message and first.lease_owner is None
+    await run_due(runtime, odd, ahead=1)
+    failed = await job(database, job_id)
+    assert (failed.status, failed.retry_count, failed.error_message) == ("failed", 2, message)
+    assert outcomes(runtime, "odd") == {"retried": 1, "failed": 1}
+
+
+async def test_a_handler_that_is_not_async_fails_at_once_saying_so(
+    runtime: Runtime, database: Database, redis: ArqRedis
+) -> None:
+    """Before: it ran, returned a dict, and `call` refused it with asyncio's "An asyncio.Future,
+    a coroutine or an awaitable is required"; retried, it ran (with its effects) every attempt."""
+    sync = JobType(name="sync", input_model=Empty, handler=written_sync, max_attempts=3)
+    job_id = await add_job(database, redis, await make_shop(database), {}, job_type="sync")
+    await run_due(runtime, sync)
+    failed = await job(database, job_id)
+    assert (failed.status, failed.attempts) == ("failed", 1)
+    assert failed.error_message == (
+        "The handler of sync returned a dict, not an awaitable: declare it `async def`"
+    )
+    assert failed.shown_error == "The job failed"  # the developer's bug
+    assert SYNC_CALLS == [str(job_id)]
+    await assert_dropped(redis, job_id)
+
+
+async def cancelled_between_pages(ctx: JobContext, data: Empty) -> dict[str, Any]:
+    """A parent cancelled while it adds pages of children, its stop message not yet there (in
+    flight, or lost: then only its next lease renewal stops it, JOB_LEASE_SECONDS / 3 on)."""
+    await ctx.enqueue_batch("echo", [{"message": "page 1"}])
+    await store.cancel_job(ctx.database, uuid.UUID(ctx.job_id))
+    await ctx.enqueue_batch("echo", [{"message": "page 2"}])
+    return {"pages": 2}
+
+
+async def test_a_cancelled_parent_adds_no_children(
+    runtime: Runtime, database: Database, redis: ArqRedis
+) -> None:
+    """Before: the second page's children were written and queued after the cancel, and ran,
+    though "cancelling a batch parent cancels its unfinished children"."""
+    parent_type = JobType(name="pages", input_model=Empty, handler=cancelled_between_pages)
+    types = {ECHO.name: ECHO, parent_type.name: parent_type}
+    runtime = dataclasses.replace(runtime, types=types, jobs=JobsClient(database, redis, types))
+    parent = await add_job(database, redis, await make_shop(database), {}, job_type="pages")
+    await run_due(runtime, parent_type)
+    cancelled = await job(database, parent)
+    assert (cancelled.status, cancelled.error_message) == ("failed", "Cancelled")
+    children = await database.fetch_all(
+        "SELECT input->>'message' AS m, status FROM jobs WHERE parent_id = :p", {"p": parent}
+    )
+    assert [(c._mapping["m"], c._mapping["status"]) for c in children] == [("page 1", "failed")]
+    assert await run_due(runtime) == []  # nothing of the batch left to run
+
+
+async def reports_raw_text(ctx: JobContext, data: Empty) -> dict[str, Any]:
+    """Progress messages built from a third party's text: a NUL byte, a huge dump."""
+    seen = {}
+    for name, message in (("nul", "importing bad\x00title"), ("huge", "x" * 1_000_000)):
+        await ctx.report_progress(50, message)
+        seen[name] = await ctx.database.fetch_val(
+            "SELECT progress_message FROM jobs WHERE id = :id", {"id": uuid.UUID(ctx.job_id)}
+        )
+    return seen
+
+
+async def test_a_progress_message_is_stored_as_error_texts_are(
+    runtime: Runtime, database: Database, redis: ArqRedis
+) -> None:
+    """Before: a NUL made Postgres refuse every report (only a warning in the log), and a
+    megabyte was stored as is, and sent to the storefront on every status poll."""
+    progress = JobType(name="progress", input_model=Empty, handler=reports_raw_text)
+    job_id = await add_job(database, redis, await make_shop(database), {}, job_type="progress")
+    await run_due(runtime, progress)
+    done = await job(database, job_id)
+    assert done.status == "completed"
+    assert done.result["nul"] == "importing bad\ufffdtitle"
+    assert len(done.result["huge"]) == MAX_ERROR_CHARS and done.result["huge"].endswith("(cut)")

@@ -9,6 +9,7 @@ import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from arq.connections import ArqRedis
 from databases import Database
 from pydantic import BaseModel
@@ -167,3 +168,28 @@ async def test_two_worker_processes_run_each_tick_once_per_shop(
         "SELECT DISTINCT result->>'note' AS note FROM jobs WHERE type = 'every_5s'"
     )
     assert [r._mapping["note"] for r in results] == ["scheduled"]
+
+
+async def test_a_broken_schedule_stops_only_its_own_type(
+    database: Database, redis: ArqRedis, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before: a cron cronsim cannot read, or an input the model refuses, raised out of
+    run_schedules at that type on every look, so no type after it ever ran ("schedules
+    skipped", a warning, as if Postgres were down)."""
+    bad_cron = JobType(
+        name="bad_cron", input_model=NightlyInput, handler=nightly, schedule=Schedule("0 3 * *")
+    )
+    bad_input = JobType(
+        name="bad_input",
+        input_model=NightlyInput,
+        handler=nightly,
+        schedule=Schedule("0 * * * *", input={"full": "very"}),
+    )
+    types = {t.name: t for t in (bad_cron, bad_input, HOURLY)}
+    await store.upsert_shop(database, "shop-0.myshopify.com", "shpat_x", "")
+    assert await run_schedules(database, redis, types, at("2030-01-01T00:30:00")) == 0
+    assert await run_schedules(database, redis, types, at("2030-01-01T01:00:02")) == 1
+    assert len(await _jobs(database, HOURLY.name)) == 1
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert any(m.startswith("schedule bad_cron: not run: ") for m in errors)
+    assert any(m.startswith("schedule bad_input: not run: ") for m in errors)

@@ -48,6 +48,15 @@ async def swallows_cancel(ctx: JobContext, data: Empty) -> None:
             continue
 
 
+async def exits(ctx: JobContext, data: Empty) -> None:
+    """A library that calls sys.exit() (a CLI's main, say), run from a handler."""
+    raise SystemExit(3)
+
+
+async def interrupts(ctx: JobContext, data: Empty) -> None:
+    raise KeyboardInterrupt
+
+
 async def blocks_loop(ctx: JobContext, data: Empty) -> dict[str, Any]:
     """Synchronous work on the event loop (a blocking HTTP client, say)."""
     time.sleep(1)  # noqa: ASYNC251 (the point of this handler)
@@ -57,6 +66,8 @@ async def blocks_loop(ctx: JobContext, data: Empty) -> dict[str, Any]:
 HOSTILE = [
     JobType(name="blocks_loop", input_model=Empty, handler=blocks_loop, max_attempts=1),
     JobType(name="decimal_price", input_model=Empty, handler=decimal_price, max_attempts=1),
+    JobType(name="exits", input_model=Empty, handler=exits, max_attempts=1),
+    JobType(name="interrupts", input_model=Empty, handler=interrupts, max_attempts=1),
     JobType(name="nul_error", input_model=Empty, handler=nul_error, max_attempts=1),
     JobType(name="returns_a_set", input_model=Empty, handler=returns_a_set, max_attempts=1),
     JobType(

@@ -95,3 +95,14 @@ def test_long_errors_are_cut() -> None:
     cut = storable_error("e" * 5000)
     assert len(cut) == MAX_ERROR_CHARS and cut.endswith("… (cut)")
     assert storable_error("short") == "short"
+
+
+def test_an_int_beyond_64_bits_fails_at_once_naming_where() -> None:
+    """Before: orjson's TypeError "Integer exceeds 64-bit range", retried every attempt."""
+    assert encode_result({"n": 2**64 - 1, "m": -(2**63)}, LIMIT) == (
+        b'{"n":18446744073709551615,"m":-9223372036854775808}'
+    )
+    with pytest.raises(UnstorableResult, match=r'^result\["ids"\]\[1\]: cannot store the int '):
+        encode_result({"ids": [1, 2**64]}, LIMIT)
+    with pytest.raises(UnstorableResult, match="over 64 bits"):
+        encode_result(-(2**63) - 1, LIMIT)
