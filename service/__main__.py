@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import sys
 import time
@@ -169,6 +170,9 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parser.parse_args(argv)
     if args.area == "jobs":
+        # The CLI says how the command ended, in one line; the enqueue path's warnings (meant
+        # for the web's log: "job ... could not be queued") would only add a second.
+        logging.disable(logging.WARNING)
         try:
             answer = asyncio.run(_jobs(args))
         except CliError as exc:

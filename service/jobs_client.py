@@ -42,6 +42,7 @@ from service.intake import (
     QueueOutcome,
     Source,
 )
+from service.shopify import shop_domain
 from service.store.sql import to_json
 
 logger = logging.getLogger("shopjobs.jobs")
@@ -160,7 +161,13 @@ class JobsClient:
         return data
 
     async def installed_shop(self, domain: str) -> store.Shop:
-        shop = await store.get_shop(self.database, domain)
+        """The installed shop of `domain`, written as a merchant might (`Cool-Shop.myshopify.com`,
+        `https://...`); ShopNotInstalled for anything else, malformed domains included."""
+        try:
+            normalized = shop_domain.normalize(domain)
+        except ValueError:
+            raise ShopNotInstalled(domain) from None
+        shop = await store.get_shop(self.database, normalized)
         if shop is None or not shop.installed:
             raise ShopNotInstalled(domain)
         return shop

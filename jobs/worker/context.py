@@ -22,17 +22,22 @@ from uuid import UUID
 from databases import Database
 from pydantic import BaseModel
 
-from jobs.types import CompletionWrite, EnqueuedJob
+from jobs.types import CompletionWrite, EnqueuedJob, NonRetryableError
 from jobs.worker.results import storable_error
 from service import store
 from service.intake import Source
-from service.jobs_client import JobsClient
+from service.jobs_client import InvalidInput, JobsClient
 from service.shopify.admin import AdminClient, ShopAdmin
 from service.shopify.bulk import JobLink
 
 logger = logging.getLogger("shopjobs.worker")
 
 PROGRESS_INTERVAL_SECONDS = 0.25
+
+
+class FollowUpRefused(NonRetryableError):
+    """A batch's `on_complete` type whose input model refuses what the batch's end writes:
+    the app's bug, said when the batch starts (retrying cannot help)."""
 
 
 @dataclass
@@ -106,7 +111,16 @@ class RunContext:
         client = self._client()
         client.job_type(job_type)  # UnknownJobType before anything is written
         if on_complete is not None:
-            client.job_type(on_complete)
+            # Its input is written by the batch's end: a model that refuses it is said now,
+            # not found when the follow-up fails after the last child.
+            follow_up = {"parent_id": self.job_id, "completed": 0, "failed": 0}
+            try:
+                client.validate(client.job_type(on_complete), follow_up)
+            except InvalidInput as exc:
+                raise FollowUpRefused(
+                    f"The follow-up {on_complete} refuses the input a batch's end gives it "
+                    f"(parent_id, completed, failed): {exc.details}"
+                ) from None
         spec = {"on_complete": on_complete, "fail_on_child_failure": fail_parent_on_child_failure}
         if self.batch is None:
             if not await store.start_batch(self.database, UUID(self.job_id), self.owner, spec):

@@ -19,7 +19,7 @@ from jobs.types import JobType, NonRetryableError
 from jobs.worker import lease, retry
 from jobs.worker.abandon import RunAbandoned
 from jobs.worker.claims import Finish, later
-from jobs.worker.context import RunContext
+from jobs.worker.context import FollowUpRefused, RunContext
 from jobs.worker.mirror import persist
 from jobs.worker.results import UnstorableResult, error_text, storable_error
 from jobs.worker.runtime import Runtime
@@ -47,7 +47,13 @@ class HandlerNotAsync(NonRetryableError):
 
 # Failures that end a job at once but whose text is about the app's code or its database, for
 # its developer: the storefront and the merchant see the generic message (is_public).
-_PRIVATE_FAILURES = (UnstorableResult, InvalidStoredInput, ResultNotRecorded, HandlerNotAsync)
+_PRIVATE_FAILURES = (
+    UnstorableResult,
+    InvalidStoredInput,
+    ResultNotRecorded,
+    HandlerNotAsync,
+    FollowUpRefused,
+)
 
 
 def is_public(error: BaseException) -> bool:

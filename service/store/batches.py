@@ -53,7 +53,7 @@ async def insert_children(
     job_type: str,
     inputs: list[str],
     first_index: int,
-) -> list[UUID]:
+) -> list[UUID] | None:
     """Write children (inputs as JSON text) in one statement; the ids of those inserted (a
     child that exists already, from an earlier run of the parent, is not written again), or
     None if the parent is no longer `processing` (cancelled: its children must not outlive the

@@ -8,6 +8,7 @@ from databases import Database
 
 from service import store
 from tests.support.jobs import make_shop, wait_for_status
+from tests.support.net import free_port
 from tests.support.processes import Spawn, start_worker
 from tests.support.queue_entries import queued_score
 
@@ -133,4 +134,10 @@ async def test_jobs_cli_refusals_are_one_line_and_exit_2(
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and expected in lines[0], (args, result.stderr)
     assert "input.message" in _cli(env, *cases["Invalid input"]).stderr
+    queue_down = _cli(
+        {**env, "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"},
+        *("jobs", "enqueue", "echo", *shop, "--input", '{"message": "m"}'),
+    )
+    assert queue_down.returncode == 2, queue_down.stderr
+    assert len(queue_down.stderr.strip().splitlines()) == 1, queue_down.stderr
     assert await database.fetch_val("SELECT count(*) FROM jobs") == 0

@@ -76,6 +76,15 @@ async def test_enqueued_jobs_run_and_idempotency_keys_hold(
     first = await client.enqueue("echo", shop=shop, input={"message": "hi"}, idempotency_key="k1")
     again = await client.enqueue("echo", shop=shop, input={"message": "hi"}, idempotency_key="k1")
     assert first.created and not again.created and again.id == first.id
+    written = await client.enqueue(  # the domain as a merchant may type it: the same shop
+        "echo",
+        shop=" https://Test-Shop.myshopify.com/",
+        input={"message": "hi"},
+        idempotency_key="k1",
+    )
+    assert written.id == first.id
+    with pytest.raises(ShopNotInstalled):
+        await client.enqueue("echo", shop="test-shop", input={"message": "hi"})
     assert first.status == "pending" and first.run_at is None
     start_worker(spawn, env)
     job = await wait_for_status(database, first.id, {"completed"})

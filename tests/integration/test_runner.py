@@ -416,3 +416,42 @@ async def test_a_progress_message_is_stored_as_error_texts_are(
     assert done.status == "completed"
     assert done.result["nul"] == "importing bad\ufffdtitle"
     assert len(done.result["huge"]) == MAX_ERROR_CHARS and done.result["huge"].endswith("(cut)")
+
+
+class NarrowFollowUpInput(BaseModel):
+    report_id: str  # not what a batch's end gives: parent_id, completed, failed
+
+
+async def never_runs(ctx: JobContext, data: NarrowFollowUpInput) -> dict[str, Any]:
+    raise AssertionError("the follow-up of a batch that never started")
+
+
+async def fans_out_to_a_narrow_follow_up(ctx: JobContext, data: Empty) -> dict[str, Any]:
+    await ctx.enqueue_batch("echo", [{"message": "child"}], on_complete="narrow_follow_up")
+    return {}
+
+
+async def test_a_follow_up_that_refuses_the_batch_end_fails_the_parent_at_once(
+    runtime: Runtime, database: Database, redis: ArqRedis
+) -> None:
+    """Before: the children ran, and the mistake showed only after the last one, as a failed
+    follow-up; now the parent fails at once, naming the follow-up, and writes no child."""
+    follow_up = JobType(
+        name="narrow_follow_up", input_model=NarrowFollowUpInput, handler=never_runs
+    )
+    parent_type = JobType(
+        name="narrow_parent", input_model=Empty, handler=fans_out_to_a_narrow_follow_up
+    )
+    types = {ECHO.name: ECHO, parent_type.name: parent_type, follow_up.name: follow_up}
+    runtime = dataclasses.replace(runtime, types=types, jobs=JobsClient(database, redis, types))
+    parent = await add_job(database, redis, await make_shop(database), {}, job_type="narrow_parent")
+    await run_due(runtime, parent_type)
+    failed = await job(database, parent)
+    assert (failed.status, failed.attempts) == ("failed", 1)
+    assert failed.error_message.startswith("The follow-up narrow_follow_up refuses the input")
+    assert "report_id" in failed.error_message
+    assert failed.shown_error == "The job failed"
+    children = await database.fetch_val(
+        "SELECT count(*) FROM jobs WHERE parent_id = :p", {"p": parent}
+    )
+    assert children == 0
