@@ -26,6 +26,7 @@ from jobs.worker.runtime import Runtime
 from service import store
 from service.core import queue
 from service.core.states import QueueFinish, RunOutcome
+from service.jobs_client import InvalidInput, ShopNotInstalled, UnknownJobType
 
 logger = logging.getLogger("shopjobs.worker")
 
@@ -54,6 +55,12 @@ _PRIVATE_FAILURES = (
     HandlerNotAsync,
     FollowUpRefused,
 )
+
+
+# A handler's ctx.enqueue refused for a reason the next attempt would meet again (a type
+# name, an input the handler built, a shop gone): the job fails at once. QueueUnavailable is
+# left to retries. The handler may catch them first, to skip one bad child, say.
+_REFUSED_ENQUEUES = (UnknownJobType, InvalidInput, ShopNotInstalled)
 
 
 def is_public(error: BaseException) -> bool:
@@ -101,7 +108,8 @@ async def failed(
     failures = claim.retry_count + 1
     message = describe(exc, timeout)
     public = is_public(exc)
-    decision = retry.decide(exc, failures, max_attempts, backoff, job_type.non_retryable)
+    non_retryable = (*job_type.non_retryable, *_REFUSED_ENQUEUES)
+    decision = retry.decide(exc, failures, max_attempts, backoff, non_retryable)
     try:
         if decision.retry:
             await record(

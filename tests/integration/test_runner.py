@@ -455,3 +455,35 @@ async def test_a_follow_up_that_refuses_the_batch_end_fails_the_parent_at_once(
         "SELECT count(*) FROM jobs WHERE parent_id = :p", {"p": parent}
     )
     assert children == 0
+
+
+async def enqueues_a_misspelt_type(ctx: JobContext, data: Empty) -> dict[str, Any]:
+    await ctx.enqueue("ecko", {"message": "typo"})
+    return {}
+
+
+async def enqueues_an_input_it_built_wrong(ctx: JobContext, data: Empty) -> dict[str, Any]:
+    await ctx.enqueue("echo", {"message": 42})
+    return {}
+
+
+@pytest.mark.parametrize(
+    ("handler", "expected"),
+    [
+        (enqueues_a_misspelt_type, "Unknown job type 'ecko'"),
+        (enqueues_an_input_it_built_wrong, "Invalid input: "),
+    ],
+)
+async def test_a_refused_ctx_enqueue_fails_the_job_at_once(
+    runtime: Runtime, database: Database, redis: ArqRedis, handler: Any, expected: str
+) -> None:
+    """Before: retried up to max_attempts, though the next attempt builds the same call."""
+    spawner = JobType(name="spawner", input_model=Empty, handler=handler, max_attempts=3)
+    types = {ECHO.name: ECHO, spawner.name: spawner}
+    runtime = dataclasses.replace(runtime, types=types, jobs=JobsClient(database, redis, types))
+    job_id = await add_job(database, redis, await make_shop(database), {}, job_type="spawner")
+    await run_due(runtime, spawner)
+    failed = await job(database, job_id)
+    assert (failed.status, failed.attempts) == ("failed", 1)
+    assert failed.error_message.startswith(expected)
+    assert failed.shown_error == "The job failed"
