@@ -111,6 +111,8 @@ def due_time(delay: float | timedelta | None, run_at: datetime | None) -> dateti
         raise ValueError("run_at must be timezone-aware")
     if run_at is not None and run_at.timestamp() <= time.time():
         return None  # already due: queued for now
+    if run_at is not None and run_at.timestamp() > time.time() + MAX_DELAY_SECONDS:
+        raise ValueError(f"run_at must be within {MAX_DELAY_SECONDS} seconds from now")
     return run_at
 
 

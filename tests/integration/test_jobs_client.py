@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import UTC, datetime
 
 import pytest
 from arq.connections import ArqRedis
@@ -51,6 +52,10 @@ async def test_every_refusal_is_its_exception_and_leaves_no_row(
     assert {d["field"] for d in invalid.value.details} == {"input.message", "input.sleep_ms"}
     with pytest.raises(InvalidInput):
         await client.enqueue("echo", shop=shop, input={"message": "x"}, delay=-3)
+    with pytest.raises(InvalidInput):  # as a delay over 366 days: surely a unit mistake
+        await client.enqueue(
+            "echo", shop=shop, input={"message": "x"}, run_at=datetime(9999, 1, 1, tzinfo=UTC)
+        )
     with pytest.raises(ShopNotInstalled):
         await client.enqueue("echo", shop="nobody.myshopify.com", input={"message": "x"})
     with pytest.raises(ShopNotInstalled):
