@@ -317,10 +317,13 @@ async def bulk_mutation(
     mutation: str,
     rows: Iterable[dict[str, Any]] | AsyncIterable[dict[str, Any]],
 ) -> BulkMutationResults:
+    paths: list[str] = []  # uploaded once: `rows` may be a generator, read only once
+
     async def start() -> dict[str, Any]:
-        path = await _upload(admin, rows)
+        if not paths:
+            paths.append(await _upload(admin, rows))
         data = await admin.graphql(
-            RUN_MUTATION, {"mutation": mutation, "path": path}, cost=MUTATION_COST
+            RUN_MUTATION, {"mutation": mutation, "path": paths[0]}, cost=MUTATION_COST
         )
         return data["bulkOperationRunMutation"] or {}
 

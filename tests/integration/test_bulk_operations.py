@@ -296,3 +296,37 @@ async def test_finish_webhook_wakes_the_waiting_run(
     )
     answer = await app_client.post("/webhooks", content=bad, headers=headers)
     assert answer.json() == {"status": "invalid payload"}
+
+
+async def test_bulk_mutation_waiting_for_a_foreign_operation_keeps_its_rows(
+    shopify, settings: Settings, database: Database, redis: ArqRedis
+) -> None:
+    """Rows given as a generator (as the docs show): when Shopify answers that another bulk
+    mutation is in progress and the run tries again, the rows are still all uploaded."""
+    shopify.config.bulk_run_seconds = 30.0
+    await store.upsert_shop(database, SHOP, TOKEN, "read_products")
+    client = make_client(settings, database, redis, shopify.url)
+    try:
+        products = list(build(**CATALOGUE).values())[:3]
+        # A bulk mutation started outside this app's slots (another process, by hand).
+        other = client.admin_for(SHOP)
+        path = await bulk._upload(other, [{"product": {"id": products[0].gid}}])
+        started = await other.graphql(bulk.RUN_MUTATION, {"mutation": UPDATE, "path": path})
+        foreign = started["bulkOperationRunMutation"]["bulkOperation"]["id"]
+        shopify.config.bulk_run_seconds = 0.2
+
+        _, ctx, shop_admin = await job_admin(client, database, redis)
+        rows = ({"product": {"id": p.gid, "title": f"Gen {p.id}"}} for p in products)
+        waiting = asyncio.create_task(shop_admin.bulk_mutation(UPDATE, rows))
+        for _ in range(400):
+            if any("running bulk operation" in (m or "") for _, m in ctx.progress):
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("the run never waited for the foreign operation")
+        await other.graphql(bulk.CANCEL, {"id": foreign})
+        results = await waiting
+        outcomes = [r async for r in results]
+        assert [(r.line, r.errors) for r in outcomes] == [(0, []), (1, []), (2, [])]
+    finally:
+        await client.aclose()
