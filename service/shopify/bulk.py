@@ -172,7 +172,7 @@ class BulkRunner:
         if self.link is None:
             return None
         kept = await store.bulk_operation_of(self.admin.client.database, self.link.job_id)
-        if not kept:
+        if not kept or kept in self.link.handed_over:
             return None
         operation = await self._node(kept)
         if operation is None or operation.get("query") != self.text:
@@ -219,6 +219,8 @@ class BulkRunner:
             await self._release()
             raise
         await self._release()
+        if self.link is not None:
+            self.link.handed_over.add(str(operation["id"]))
         return self._outcome(operation)
 
     async def _cancel_if_job_ended(self) -> None:

@@ -97,7 +97,9 @@ async def test_bulk_query_streams_rows_and_reassembles_children(
     assert any("bulk operation running" in (m or "") for _, m in ctx.progress)
     assert await store.bulk_operation_of(database, job_id) == rows.operation_id
     # Row by row: the plain iterator gives the same lines, children flagged by __parentId.
-    again = await shop_admin.bulk_query(QUERY)  # resumes the completed operation, not a new one
+    # A later run of the job (a retry) resumes the completed operation, not a new one.
+    rerun = admin.admin_for(SHOP, bulk.JobLink(job_id, ctx.report_progress))
+    again = await rerun.bulk_query(QUERY)
     assert again.operation_id == rows.operation_id
     first = [row async for row in again][:2]
     assert "__parentId" not in first[0] and first[1]["__parentId"] == first[0]["id"]
@@ -296,6 +298,28 @@ async def test_finish_webhook_wakes_the_waiting_run(
     )
     answer = await app_client.post("/webhooks", content=bad, headers=headers)
     assert answer.json() == {"status": "invalid payload"}
+
+
+async def test_bulk_mutation_run_twice_in_one_job_applies_both_batches(
+    admin: AdminClient, database: Database, redis: ArqRedis
+) -> None:
+    """A job writing in batches with one mutation: the second call runs its own rows, not the
+    first call's completed operation read again."""
+    first, second = list(build(**CATALOGUE).values())[:2]
+    _, _, shop_admin = await job_admin(admin, database, redis)
+    one = await shop_admin.bulk_mutation(UPDATE, [{"product": {"id": first.gid, "title": "B1"}}])
+    [done] = [r async for r in one]
+    assert done.data is not None
+    assert done.data["productUpdate"]["product"]["title"] == "B1"
+    two = await shop_admin.bulk_mutation(UPDATE, [{"product": {"id": second.gid, "title": "B2"}}])
+    [result] = [r async for r in two]
+    assert result.data is not None
+    assert result.data["productUpdate"]["product"] == {"id": second.gid, "title": "B2"}
+    assert two.operation_id != one.operation_id
+    data = await shop_admin.graphql(
+        "query($id: ID!) { product(id: $id) { title } }", {"id": second.gid}
+    )
+    assert data["product"]["title"] == "B2"
 
 
 async def test_bulk_mutation_waiting_for_a_foreign_operation_keeps_its_rows(
