@@ -85,9 +85,15 @@ def _value(value: Any, fields: list[FieldNode], named: GraphQLNamedType) -> Any:
 
 
 def _object_lines(
-    item: dict[str, Any], fields: list[FieldNode], named: GraphQLNamedType, parent: str | None
+    item: dict[str, Any],
+    fields: list[FieldNode],
+    named: GraphQLNamedType,
+    parent: str | None,
+    own: bool = True,
+    children: bool = True,
 ) -> Iterator[dict[str, Any]]:
-    """One object's line, then its nested connections' lines (each with `__parentId`)."""
+    """One object's line (`own`), then its nested connections' lines (`children`, each with
+    `__parentId`)."""
     line: dict[str, Any] = {}
     nested: list[tuple[FieldNode, GraphQLNamedType]] = []
     for f in fields:
@@ -103,7 +109,10 @@ def _object_lines(
             line[(f.alias or f.name).value] = _value(item.get(f.name.value), _selected(f), sub)
     if parent is not None:
         line["__parentId"] = parent
-    yield line
+    if own:
+        yield line
+    if not children:
+        return
     for f, connection in nested:
         for child in _all_items(item[f.name.value]):
             yield from _object_lines(
@@ -111,16 +120,24 @@ def _object_lines(
             )
 
 
-def query_lines(query: str, root: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    """The JSONL lines of a bulk query, generated lazily from the catalogue."""
+def query_lines(query: str, root: dict[str, Any], grouped: bool = True) -> Iterator[dict[str, Any]]:
+    """The JSONL lines of a bulk query, generated lazily from the catalogue.
+
+    `grouped` (Shopify's `groupObjects`): each top-level object directly followed by its
+    children; otherwise (the default from API 2026-01) every top-level object first, then
+    the children, each after its parent but not next to it.
+    """
     operation = get_operation_ast(parse(query))
     assert operation is not None and SCHEMA.query_type is not None
     for f in _selected_root(operation):
         named = _type_of(SCHEMA.query_type, f)
         if named is None or not named.name.endswith("Connection"):
             continue
-        for item in _all_items(root[f.name.value]):
-            yield from _object_lines(item, _node_selection(f), _node_type(named), None)
+        fields, node_type = _node_selection(f), _node_type(named)
+        passes = [(True, True)] if grouped else [(True, False), (False, True)]
+        for own, children in passes:
+            for item in _all_items(root[f.name.value]):
+                yield from _object_lines(item, fields, node_type, None, own, children)
 
 
 def _selected_root(operation: OperationDefinitionNode) -> list[FieldNode]:

@@ -89,6 +89,13 @@ mutation ShopjobsBulkQuery($query: String!) {{
   }}
 }}
 """
+# From API 2026-01 Shopify no longer groups children under their parent unless asked
+# (groupObjects defaults to false); BulkRows.grouped() needs them grouped.
+GROUPED_UNLESS_ASKED_FROM = "2026-01"
+RUN_QUERY_GROUPED = RUN_QUERY.replace(
+    "bulkOperationRunQuery(query: $query)",
+    "bulkOperationRunQuery(query: $query, groupObjects: true)",
+)
 RUN_MUTATION = f"""
 mutation ShopjobsBulkMutation($mutation: String!, $path: String!) {{
   bulkOperationRunMutation(mutation: $mutation, stagedUploadPath: $path) {{
@@ -289,8 +296,11 @@ class BulkRunner:
 async def bulk_query(
     admin: ShopAdmin, query: str, *, expected_objects: int | None = None
 ) -> BulkRows:
+    version = admin.client.settings.shopify_api_version
+    run = RUN_QUERY_GROUPED if version >= GROUPED_UNLESS_ASKED_FROM else RUN_QUERY
+
     async def start() -> dict[str, Any]:
-        data = await admin.graphql(RUN_QUERY, {"query": query}, cost=MUTATION_COST)
+        data = await admin.graphql(run, {"query": query}, cost=MUTATION_COST)
         return data["bulkOperationRunQuery"] or {}
 
     rows = await BulkRunner(admin, "QUERY", query, expected_objects).run(start)

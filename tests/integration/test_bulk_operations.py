@@ -354,3 +354,41 @@ async def test_bulk_mutation_waiting_for_a_foreign_operation_keeps_its_rows(
         assert [(r.line, r.errors) for r in outcomes] == [(0, []), (1, []), (2, [])]
     finally:
         await client.aclose()
+
+
+async def test_from_2026_01_bulk_queries_are_grouped_only_when_asked(
+    shopify, settings: Settings, database: Database, redis: ArqRedis
+) -> None:
+    """Shopify's groupObjects defaults to false from API 2026-01 (children no longer directly
+    under their parent); the app asks for grouping, so grouped() and inventory_report hold."""
+    await store.upsert_shop(database, SHOP, TOKEN, "read_products")
+    client = make_client(settings, database, redis, shopify.url, shopify_api_version="2026-01")
+    try:
+        # Shopify's default, as the emulator plays it: every product first, then the variants.
+        raw = client.admin_for(SHOP)
+        started = await raw.graphql(
+            "mutation($q: String!) { bulkOperationRunQuery(query: $q) "
+            "{ bulkOperation { id } userErrors { message } } }",
+            {"q": QUERY},
+        )
+        number = started["bulkOperationRunQuery"]["bulkOperation"]["id"].rsplit("/", 1)[1]
+        for _ in range(400):
+            [op] = [o for o in await operations(shopify) if o["id"].endswith(f"/{number}")]
+            if op["status"] == "COMPLETED":
+                break
+            await asyncio.sleep(0.05)
+        async with httpx.AsyncClient() as http:
+            lines = [orjson.loads(x) for x in (await http.get(op["url"])).text.splitlines()]
+        parents = [("__parentId" in line) for line in lines]
+        products = len(build(**CATALOGUE))
+        assert parents == [False] * products + [True] * (len(lines) - products)
+
+        _, ctx, _ = await job_admin(client, database, redis)
+        report = await inventory_report.inventory_report(
+            ctx, inventory_report.InventoryReportInput()
+        )
+        catalogue = list(build(**CATALOGUE).values())
+        assert report["products"] == len(catalogue)
+        assert report["variants"] == sum(len(p.variants) for p in catalogue)
+    finally:
+        await client.aclose()
