@@ -31,6 +31,10 @@ from graphql import (
 
 from shopify_emulator.admin_schema import MAX_PAGE_SIZE, SCHEMA
 
+# Shopify: at most five connections in a bulk query, nested at most two levels deep.
+MAX_CONNECTIONS = 5
+MAX_NESTING = 2
+
 
 def _selected(field: FieldNode) -> list[FieldNode]:
     if field.selection_set is None:
@@ -164,7 +168,30 @@ def bulk_query_problem(query: str) -> str | None:
     ]
     if not roots:
         return "Bulk queries must contain at least one connection."
+    found = [d for f in _selected_root(operation) for d in _connections(SCHEMA.query_type, f, 0)]
+    if len(found) > MAX_CONNECTIONS:
+        return f"Bulk queries cannot contain more than {MAX_CONNECTIONS} connections."
+    if max(found) > MAX_NESTING:
+        return (
+            "Bulk queries cannot contain connections with a nesting depth greater than "
+            f"{MAX_NESTING}."
+        )
     return None
+
+
+def _connections(parent: GraphQLNamedType, field: FieldNode, depth: int) -> Iterator[int]:
+    """The nesting depth of every connection selected at or under `field` (1: top level)."""
+    named = _type_of(parent, field)
+    if named is None:
+        return
+    if named.name.endswith("Connection"):
+        depth += 1
+        yield depth
+        named, below = _node_type(named), _node_selection(field)
+    else:
+        below = _selected(field)
+    for sub in below:
+        yield from _connections(named, sub, depth)
 
 
 def count(query: str, root: dict[str, Any]) -> tuple[int, int]:

@@ -392,3 +392,30 @@ async def test_from_2026_01_bulk_queries_are_grouped_only_when_asked(
         assert report["variants"] == sum(len(p.variants) for p in catalogue)
     finally:
         await client.aclose()
+
+
+@pytest.mark.parametrize(
+    ("query", "problem"),
+    [
+        (
+            "{ products { edges { node { id variants { edges { node { id "
+            "product { variants { edges { node { id } } } } } } } } } } }",
+            "nesting depth greater than 2",
+        ),
+        (
+            "{ " + " ".join(f"p{n}: products {{ nodes {{ id }} }}" for n in range(6)) + " }",
+            "more than 5 connections",
+        ),
+        ("{ shop { name } }", "at least one connection"),
+        ("{ products { edges { node { id ", "Syntax Error"),
+    ],
+)
+async def test_queries_shopify_refuses_fail_the_job_clearly(
+    admin: AdminClient, database: Database, redis: ArqRedis, query: str, problem: str
+) -> None:
+    """Shopify refuses a bulk query nesting connections more than two deep or holding more
+    than five (userErrors, no operation): the job fails at once, naming why."""
+    _, _, shop_admin = await job_admin(admin, database, redis)
+    with pytest.raises(bulk.BulkOperationFailed, match=f"refused the bulk operation: .*{problem}"):
+        await shop_admin.bulk_query(query)
+    assert await operations_of(admin) == []
