@@ -86,6 +86,7 @@ class BulkOperation:
     fault: BulkFault | None = None
     results: list[bytes] | None = None  # a mutation's result lines
     rows: list[Any] = field(default_factory=list)  # a mutation's input variables
+    grouped: bool = True  # groupObjects: children directly under their parent
 
     @property
     def gid(self) -> str:
@@ -259,7 +260,7 @@ class BulkOperations:
         if op.type == "MUTATION":
             source: Iterator[bytes] = iter(op.results or [])
         else:
-            rows = query_lines(op.query, root_value(op.shop, self.state.catalogue))
+            rows = query_lines(op.query, root_value(op.shop, self.state.catalogue), op.grouped)
             source = (json.dumps(row, separators=(",", ":")).encode() + b"\n" for row in rows)
         if partial:
             source = itertools.islice(source, op.object_count(time.monotonic()))
@@ -284,12 +285,14 @@ def resolvers(
         ops = bulk.of_shop(shop, type)
         return bulk.render(ops[-1]) if ops else None
 
-    def run_query(info: Any, query: str, groupObjects: bool = False) -> dict[str, Any]:
+    def run_query(info: Any, query: str, groupObjects: bool | None = None) -> dict[str, Any]:
         problem = bulk_query_problem(query)
         if problem:
             error = {"code": "INVALID", "field": ["query"], "message": problem}
             return {"bulkOperation": None, "userErrors": [error]}
         op, errors = bulk.start(shop, "QUERY", query, version, base_url)
+        if op is not None:  # Shopify groups by default before 2026-01, not from it
+            op.grouped = version < CONCURRENT_FROM_VERSION if groupObjects is None else groupObjects
         return {"bulkOperation": op and bulk.render(op), "userErrors": errors}
 
     def run_mutation(info: Any, mutation: str, stagedUploadPath: str, **_: Any) -> dict[str, Any]:

@@ -31,6 +31,10 @@ from graphql import (
 
 from shopify_emulator.admin_schema import MAX_PAGE_SIZE, SCHEMA
 
+# Shopify: at most five connections in a bulk query, nested at most two levels deep.
+MAX_CONNECTIONS = 5
+MAX_NESTING = 2
+
 
 def _selected(field: FieldNode) -> list[FieldNode]:
     if field.selection_set is None:
@@ -85,9 +89,15 @@ def _value(value: Any, fields: list[FieldNode], named: GraphQLNamedType) -> Any:
 
 
 def _object_lines(
-    item: dict[str, Any], fields: list[FieldNode], named: GraphQLNamedType, parent: str | None
+    item: dict[str, Any],
+    fields: list[FieldNode],
+    named: GraphQLNamedType,
+    parent: str | None,
+    own: bool = True,
+    children: bool = True,
 ) -> Iterator[dict[str, Any]]:
-    """One object's line, then its nested connections' lines (each with `__parentId`)."""
+    """One object's line (`own`), then its nested connections' lines (`children`, each with
+    `__parentId`)."""
     line: dict[str, Any] = {}
     nested: list[tuple[FieldNode, GraphQLNamedType]] = []
     for f in fields:
@@ -103,7 +113,10 @@ def _object_lines(
             line[(f.alias or f.name).value] = _value(item.get(f.name.value), _selected(f), sub)
     if parent is not None:
         line["__parentId"] = parent
-    yield line
+    if own:
+        yield line
+    if not children:
+        return
     for f, connection in nested:
         for child in _all_items(item[f.name.value]):
             yield from _object_lines(
@@ -111,16 +124,24 @@ def _object_lines(
             )
 
 
-def query_lines(query: str, root: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    """The JSONL lines of a bulk query, generated lazily from the catalogue."""
+def query_lines(query: str, root: dict[str, Any], grouped: bool = True) -> Iterator[dict[str, Any]]:
+    """The JSONL lines of a bulk query, generated lazily from the catalogue.
+
+    `grouped` (Shopify's `groupObjects`): each top-level object directly followed by its
+    children; otherwise (the default from API 2026-01) every top-level object first, then
+    the children, each after its parent but not next to it.
+    """
     operation = get_operation_ast(parse(query))
     assert operation is not None and SCHEMA.query_type is not None
     for f in _selected_root(operation):
         named = _type_of(SCHEMA.query_type, f)
         if named is None or not named.name.endswith("Connection"):
             continue
-        for item in _all_items(root[f.name.value]):
-            yield from _object_lines(item, _node_selection(f), _node_type(named), None)
+        fields, node_type = _node_selection(f), _node_type(named)
+        passes = [(True, True)] if grouped else [(True, False), (False, True)]
+        for own, children in passes:
+            for item in _all_items(root[f.name.value]):
+                yield from _object_lines(item, fields, node_type, None, own, children)
 
 
 def _selected_root(operation: OperationDefinitionNode) -> list[FieldNode]:
@@ -147,7 +168,30 @@ def bulk_query_problem(query: str) -> str | None:
     ]
     if not roots:
         return "Bulk queries must contain at least one connection."
+    found = [d for f in _selected_root(operation) for d in _connections(SCHEMA.query_type, f, 0)]
+    if len(found) > MAX_CONNECTIONS:
+        return f"Bulk queries cannot contain more than {MAX_CONNECTIONS} connections."
+    if max(found) > MAX_NESTING:
+        return (
+            "Bulk queries cannot contain connections with a nesting depth greater than "
+            f"{MAX_NESTING}."
+        )
     return None
+
+
+def _connections(parent: GraphQLNamedType, field: FieldNode, depth: int) -> Iterator[int]:
+    """The nesting depth of every connection selected at or under `field` (1: top level)."""
+    named = _type_of(parent, field)
+    if named is None:
+        return
+    if named.name.endswith("Connection"):
+        depth += 1
+        yield depth
+        named, below = _node_type(named), _node_selection(field)
+    else:
+        below = _selected(field)
+    for sub in below:
+        yield from _connections(named, sub, depth)
 
 
 def count(query: str, root: dict[str, Any]) -> tuple[int, int]:

@@ -89,6 +89,13 @@ mutation ShopjobsBulkQuery($query: String!) {{
   }}
 }}
 """
+# From API 2026-01 Shopify no longer groups children under their parent unless asked
+# (groupObjects defaults to false); BulkRows.grouped() needs them grouped.
+GROUPED_UNLESS_ASKED_FROM = "2026-01"
+RUN_QUERY_GROUPED = RUN_QUERY.replace(
+    "bulkOperationRunQuery(query: $query)",
+    "bulkOperationRunQuery(query: $query, groupObjects: true)",
+)
 RUN_MUTATION = f"""
 mutation ShopjobsBulkMutation($mutation: String!, $path: String!) {{
   bulkOperationRunMutation(mutation: $mutation, stagedUploadPath: $path) {{
@@ -172,7 +179,7 @@ class BulkRunner:
         if self.link is None:
             return None
         kept = await store.bulk_operation_of(self.admin.client.database, self.link.job_id)
-        if not kept:
+        if not kept or kept in self.link.handed_over:
             return None
         operation = await self._node(kept)
         if operation is None or operation.get("query") != self.text:
@@ -219,6 +226,8 @@ class BulkRunner:
             await self._release()
             raise
         await self._release()
+        if self.link is not None:
+            self.link.handed_over.add(str(operation["id"]))
         return self._outcome(operation)
 
     async def _cancel_if_job_ended(self) -> None:
@@ -287,8 +296,11 @@ class BulkRunner:
 async def bulk_query(
     admin: ShopAdmin, query: str, *, expected_objects: int | None = None
 ) -> BulkRows:
+    version = admin.client.settings.shopify_api_version
+    run = RUN_QUERY_GROUPED if version >= GROUPED_UNLESS_ASKED_FROM else RUN_QUERY
+
     async def start() -> dict[str, Any]:
-        data = await admin.graphql(RUN_QUERY, {"query": query}, cost=MUTATION_COST)
+        data = await admin.graphql(run, {"query": query}, cost=MUTATION_COST)
         return data["bulkOperationRunQuery"] or {}
 
     rows = await BulkRunner(admin, "QUERY", query, expected_objects).run(start)
@@ -317,10 +329,13 @@ async def bulk_mutation(
     mutation: str,
     rows: Iterable[dict[str, Any]] | AsyncIterable[dict[str, Any]],
 ) -> BulkMutationResults:
+    paths: list[str] = []  # uploaded once: `rows` may be a generator, read only once
+
     async def start() -> dict[str, Any]:
-        path = await _upload(admin, rows)
+        if not paths:
+            paths.append(await _upload(admin, rows))
         data = await admin.graphql(
-            RUN_MUTATION, {"mutation": mutation, "path": path}, cost=MUTATION_COST
+            RUN_MUTATION, {"mutation": mutation, "path": paths[0]}, cost=MUTATION_COST
         )
         return data["bulkOperationRunMutation"] or {}
 

@@ -59,6 +59,9 @@ class JobLink:
 
     job_id: UUID
     report_progress: Callable[[int, str | None], Awaitable[None]]
+    # Operations this run already handed over: never resumed by a later call of the same run
+    # (a second bulk_mutation with the same mutation has other rows).
+    handed_over: set[str] = field(default_factory=set)
 
 
 @dataclass

@@ -97,7 +97,9 @@ async def test_bulk_query_streams_rows_and_reassembles_children(
     assert any("bulk operation running" in (m or "") for _, m in ctx.progress)
     assert await store.bulk_operation_of(database, job_id) == rows.operation_id
     # Row by row: the plain iterator gives the same lines, children flagged by __parentId.
-    again = await shop_admin.bulk_query(QUERY)  # resumes the completed operation, not a new one
+    # A later run of the job (a retry) resumes the completed operation, not a new one.
+    rerun = admin.admin_for(SHOP, bulk.JobLink(job_id, ctx.report_progress))
+    again = await rerun.bulk_query(QUERY)
     assert again.operation_id == rows.operation_id
     first = [row async for row in again][:2]
     assert "__parentId" not in first[0] and first[1]["__parentId"] == first[0]["id"]
@@ -296,3 +298,124 @@ async def test_finish_webhook_wakes_the_waiting_run(
     )
     answer = await app_client.post("/webhooks", content=bad, headers=headers)
     assert answer.json() == {"status": "invalid payload"}
+
+
+async def test_bulk_mutation_run_twice_in_one_job_applies_both_batches(
+    admin: AdminClient, database: Database, redis: ArqRedis
+) -> None:
+    """A job writing in batches with one mutation: the second call runs its own rows, not the
+    first call's completed operation read again."""
+    first, second = list(build(**CATALOGUE).values())[:2]
+    _, _, shop_admin = await job_admin(admin, database, redis)
+    one = await shop_admin.bulk_mutation(UPDATE, [{"product": {"id": first.gid, "title": "B1"}}])
+    [done] = [r async for r in one]
+    assert done.data is not None
+    assert done.data["productUpdate"]["product"]["title"] == "B1"
+    two = await shop_admin.bulk_mutation(UPDATE, [{"product": {"id": second.gid, "title": "B2"}}])
+    [result] = [r async for r in two]
+    assert result.data is not None
+    assert result.data["productUpdate"]["product"] == {"id": second.gid, "title": "B2"}
+    assert two.operation_id != one.operation_id
+    data = await shop_admin.graphql(
+        "query($id: ID!) { product(id: $id) { title } }", {"id": second.gid}
+    )
+    assert data["product"]["title"] == "B2"
+
+
+async def test_bulk_mutation_waiting_for_a_foreign_operation_keeps_its_rows(
+    shopify, settings: Settings, database: Database, redis: ArqRedis
+) -> None:
+    """Rows given as a generator (as the docs show): when Shopify answers that another bulk
+    mutation is in progress and the run tries again, the rows are still all uploaded."""
+    shopify.config.bulk_run_seconds = 30.0
+    await store.upsert_shop(database, SHOP, TOKEN, "read_products")
+    client = make_client(settings, database, redis, shopify.url)
+    try:
+        products = list(build(**CATALOGUE).values())[:3]
+        # A bulk mutation started outside this app's slots (another process, by hand).
+        other = client.admin_for(SHOP)
+        path = await bulk._upload(other, [{"product": {"id": products[0].gid}}])
+        started = await other.graphql(bulk.RUN_MUTATION, {"mutation": UPDATE, "path": path})
+        foreign = started["bulkOperationRunMutation"]["bulkOperation"]["id"]
+        shopify.config.bulk_run_seconds = 0.2
+
+        _, ctx, shop_admin = await job_admin(client, database, redis)
+        rows = ({"product": {"id": p.gid, "title": f"Gen {p.id}"}} for p in products)
+        waiting = asyncio.create_task(shop_admin.bulk_mutation(UPDATE, rows))
+        for _ in range(400):
+            if any("running bulk operation" in (m or "") for _, m in ctx.progress):
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("the run never waited for the foreign operation")
+        await other.graphql(bulk.CANCEL, {"id": foreign})
+        results = await waiting
+        outcomes = [r async for r in results]
+        assert [(r.line, r.errors) for r in outcomes] == [(0, []), (1, []), (2, [])]
+    finally:
+        await client.aclose()
+
+
+async def test_from_2026_01_bulk_queries_are_grouped_only_when_asked(
+    shopify, settings: Settings, database: Database, redis: ArqRedis
+) -> None:
+    """Shopify's groupObjects defaults to false from API 2026-01 (children no longer directly
+    under their parent); the app asks for grouping, so grouped() and inventory_report hold."""
+    await store.upsert_shop(database, SHOP, TOKEN, "read_products")
+    client = make_client(settings, database, redis, shopify.url, shopify_api_version="2026-01")
+    try:
+        # Shopify's default, as the emulator plays it: every product first, then the variants.
+        raw = client.admin_for(SHOP)
+        started = await raw.graphql(
+            "mutation($q: String!) { bulkOperationRunQuery(query: $q) "
+            "{ bulkOperation { id } userErrors { message } } }",
+            {"q": QUERY},
+        )
+        number = started["bulkOperationRunQuery"]["bulkOperation"]["id"].rsplit("/", 1)[1]
+        for _ in range(400):
+            [op] = [o for o in await operations(shopify) if o["id"].endswith(f"/{number}")]
+            if op["status"] == "COMPLETED":
+                break
+            await asyncio.sleep(0.05)
+        async with httpx.AsyncClient() as http:
+            lines = [orjson.loads(x) for x in (await http.get(op["url"])).text.splitlines()]
+        parents = [("__parentId" in line) for line in lines]
+        products = len(build(**CATALOGUE))
+        assert parents == [False] * products + [True] * (len(lines) - products)
+
+        _, ctx, _ = await job_admin(client, database, redis)
+        report = await inventory_report.inventory_report(
+            ctx, inventory_report.InventoryReportInput()
+        )
+        catalogue = list(build(**CATALOGUE).values())
+        assert report["products"] == len(catalogue)
+        assert report["variants"] == sum(len(p.variants) for p in catalogue)
+    finally:
+        await client.aclose()
+
+
+@pytest.mark.parametrize(
+    ("query", "problem"),
+    [
+        (
+            "{ products { edges { node { id variants { edges { node { id "
+            "product { variants { edges { node { id } } } } } } } } } } }",
+            "nesting depth greater than 2",
+        ),
+        (
+            "{ " + " ".join(f"p{n}: products {{ nodes {{ id }} }}" for n in range(6)) + " }",
+            "more than 5 connections",
+        ),
+        ("{ shop { name } }", "at least one connection"),
+        ("{ products { edges { node { id ", "Syntax Error"),
+    ],
+)
+async def test_queries_shopify_refuses_fail_the_job_clearly(
+    admin: AdminClient, database: Database, redis: ArqRedis, query: str, problem: str
+) -> None:
+    """Shopify refuses a bulk query nesting connections more than two deep or holding more
+    than five (userErrors, no operation): the job fails at once, naming why."""
+    _, _, shop_admin = await job_admin(admin, database, redis)
+    with pytest.raises(bulk.BulkOperationFailed, match=f"refused the bulk operation: .*{problem}"):
+        await shop_admin.bulk_query(query)
+    assert await operations_of(admin) == []
