@@ -339,3 +339,42 @@ async def test_concurrent_requests_share_one_bucket(shopify: httpx.AsyncClient) 
     answers = await asyncio.gather(*(_query(shopify, {"id": gid, "first": 20}) for _ in range(5)))
     codes = [a.json().get("errors", [{}])[0].get("extensions", {}).get("code") for a in answers]
     assert codes.count("THROTTLED") >= 3  # 60 points hold only two 23-point queries
+
+
+async def test_a_query_over_1000_points_is_refused_whatever_the_bucket() -> None:
+    """Shopify: a single query cannot exceed a cost of 1,000, on every plan (a Plus shop's
+    bucket is larger), checked on the requested cost before the query runs."""
+    config = EmulatorConfig(
+        app_url="http://app.test",
+        api_key=TEST_API_KEY,
+        api_secret=TEST_SECRET,
+        shops={SHOP: TOKEN},
+        bucket_size=10_000,
+        restore_rate=1000,
+        products=3,
+        max_variants=5,
+    )
+    app = create_app(config)
+    # 2 + 10 × (1 product + 2 + 100 variants × 1) = 1,032 requested
+    query = "{ products(first: 10) { nodes { variants(first: 100) { nodes { id } } } } }"
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://shopify.test") as c:
+            answer = await c.post(
+                "/admin/api/2025-10/graphql.json",
+                json={"query": query},
+                headers={"X-Shopify-Access-Token": TOKEN},
+            )
+            fits = await c.post(
+                "/admin/api/2025-10/graphql.json",
+                json={"query": query.replace("first: 10", "first: 9")},  # 929
+                headers={"X-Shopify-Access-Token": TOKEN},
+            )
+    body = answer.json()
+    assert body["errors"][0]["extensions"]["code"] == "MAX_COST_EXCEEDED"
+    assert (
+        "Query cost is 1032" in body["errors"][0]["message"]
+        and "(1000)" in body["errors"][0]["message"]
+    )
+    assert body["extensions"]["cost"]["requestedQueryCost"] == 1032
+    assert "errors" not in fits.json() and len(fits.json()["data"]["products"]["nodes"]) == 3
