@@ -129,3 +129,71 @@ def test_nothing_cites_notes_outside_the_repository() -> None:
                 if OUTSIDE.search(line):
                     citing.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()}")
     assert not citing, "cite docs/ instead:\n" + "\n".join(citing)
+
+
+CONFIGURATION = DOCS / "configuration.md"
+
+
+def _configuration_rows() -> dict[str, str]:
+    """docs/configuration.md's table: each variable named in a row's first cell, with its part
+    of the default cell (`A` / `B` rows give each of their variables one side)."""
+    rows: dict[str, str] = {}
+    for line in _prose(CONFIGURATION):
+        if not line.startswith("| `"):
+            continue
+        name_cell, default_cell = (c.strip() for c in line.strip("|").split("|")[:2])
+        names = re.findall(r"`([A-Z][A-Z0-9_]*)`", name_cell)
+        defaults = default_cell.split(" / ")
+        for index, name in enumerate(names):
+            rows[name] = defaults[index] if len(defaults) == len(names) else default_cell
+    return rows
+
+
+def _documented_default(field: object) -> str:
+    from enum import Enum
+
+    from pydantic_core import PydanticUndefined
+
+    default = getattr(field, "default", PydanticUndefined)
+    if default is PydanticUndefined:
+        return "required"
+    if default is None:
+        return "unset"
+    if isinstance(default, bool):
+        return "`true`" if default else "`false`"
+    if isinstance(default, Enum):
+        return f"`{default.value}`"
+    if isinstance(default, float) and default.is_integer():
+        default = int(default)
+    return f"`{default}`"
+
+
+def test_every_setting_is_documented_with_its_default() -> None:
+    """Every field of Settings (the configuration contract) has a row in
+    docs/configuration.md giving the default the code has, and every row names a setting."""
+    from service.core.settings import Settings
+
+    rows = _configuration_rows()
+    wrong = []
+    for name, field in Settings.model_fields.items():
+        variable = name.upper()
+        if variable not in rows:
+            wrong.append(f"{variable}: not in docs/configuration.md")
+            continue
+        expected = _documented_default(field)
+        if expected not in rows[variable]:
+            wrong.append(
+                f"{variable}: the code's default is {expected}, the doc says {rows[variable]!r}"
+            )
+    fields = {name.upper() for name in Settings.model_fields}
+    wrong += [f"{name}: documented, but no such setting" for name in rows if name not in fields]
+    assert not wrong, "\n".join(wrong)
+
+
+def test_readme_names_the_whole_job_author_api() -> None:
+    """The README's 'Writing a job type' lists `jobs.__all__`, the stable API, in full."""
+    import jobs
+
+    text = README.read_text()
+    missing = [name for name in jobs.__all__ if f"`{name}`" not in text]
+    assert not missing, f"README.md does not name {missing} of jobs.__all__"
