@@ -3,6 +3,8 @@
 The README is the front door and docs/ the manual; pages move and headings get renamed, and a
 link that no longer resolves fails silently on GitHub. The contracts the code follows live in
 docs/, so code, tests and docs must cite those pages, never notes kept outside the repository.
+The contract tables are checked against the code: every setting and its default
+(docs/configuration.md), every metric (docs/operations.md), the job author's API (README).
 No servers: this runs with the unit tests.
 """
 
@@ -197,3 +199,36 @@ def test_readme_names_the_whole_job_author_api() -> None:
     text = README.read_text()
     missing = [name for name in jobs.__all__ if f"`{name}`" not in text]
     assert not missing, f"README.md does not name {missing} of jobs.__all__"
+
+
+def _served_metrics(registry: object) -> dict[str, str]:
+    """Our series of a registry as /metrics names them (a counter with `_total`), by type."""
+    served = {}
+    for family in registry.collect():  # type: ignore[attr-defined]
+        if family.name.startswith("shopjobs_"):
+            suffix = "_total" if family.type == "counter" else ""
+            served[family.name + suffix] = family.type
+    return served
+
+
+def _documented_metrics(process: str) -> dict[str, str]:
+    """docs/operations.md's `| metric (PROCESS) |` table: name and type."""
+    documented, inside = {}, False
+    for line in _prose(DOCS / "operations.md"):
+        if line.startswith("| metric ("):
+            inside = line.startswith(f"| metric ({process})")
+        elif inside and line.startswith("| `"):
+            name, kind = (c.strip() for c in line.strip("|").split("|")[:2])
+            documented[name.strip("`")] = kind
+        elif not line.startswith("|"):
+            inside = False
+    return documented
+
+
+def test_every_metric_is_documented_as_served() -> None:
+    """The metrics tables of docs/operations.md are what each process's /metrics serves."""
+    from jobs.worker.metrics import WorkerMetrics
+    from service.web.metrics import WebMetrics
+
+    for process, metrics in (("web", WebMetrics()), ("worker", WorkerMetrics())):
+        assert _documented_metrics(process) == _served_metrics(metrics.registry), process
