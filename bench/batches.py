@@ -1,6 +1,6 @@
 """Batch figures for docs/performance.md: `python -m bench.batches` (DATABASE_URL, REDIS_URL;
 `eval "$(make -s services)"` gives local ones). Uses, and empties, the `jobs` of a shop it
-makes (bench-batches.myshopify.com).
+makes (bench-batches.myshopify.com), and flushes REDIS_URL's database: stop `make dev` first.
 
 - creating a batch of 10,000 children (JobsClient.enqueue_children: one INSERT and one Redis
   pipeline per 1,000), best and median of 3;
@@ -14,7 +14,9 @@ import asyncio
 import os
 import statistics
 import time
+from collections.abc import Mapping
 
+from bench.stack import TOKEN_KEYS
 from jobs.registry import job_types
 from service import store
 from service.core import queue
@@ -27,14 +29,20 @@ CHILDREN = 10_000
 READS = 300
 
 
-async def main() -> None:
-    settings = Settings(
-        database_url=os.environ["DATABASE_URL"],
-        redis_url=os.environ["REDIS_URL"],
+def bench_settings(environ: Mapping[str, str]) -> Settings:
+    """Settings from DATABASE_URL and REDIS_URL alone: the rest are the benchmark's own."""
+    return Settings(
+        database_url=environ["DATABASE_URL"],
+        redis_url=environ["REDIS_URL"],
         shopify_api_key="bench",
         shopify_api_secret="bench",
+        token_encryption_keys=TOKEN_KEYS,  # the bench stores no real token
         enable_diagnostic_jobs=True,
     )
+
+
+async def main() -> None:
+    settings = bench_settings(os.environ)
     database = create_database(settings.database_url, min_size=1, max_size=4)
     await database.connect()
     redis = queue.connect(settings.redis_url)

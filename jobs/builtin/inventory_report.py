@@ -1,6 +1,6 @@
 """`inventory_report`: every product and variant of a shop through one Shopify bulk query.
 
-Input: `{}`. Started by the app or the admin (never by the storefront: `proxy=False`), it
+Input: `{}`. Started by the app or from a shell (never by the storefront: `proxy=False`), it
 reads the whole catalogue with `ctx.admin.bulk_query`, which costs about ten points where
 paging 90,000 variants would cost some 100,000, and streams the result: memory stays flat
 whatever the catalogue's size, since one product and its variants are held at a time.

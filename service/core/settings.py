@@ -25,7 +25,7 @@ MIN_ADMIN_PASSWORD_LENGTH = 12
 
 
 class DatabaseSettings(BaseSettings):
-    """The one setting the command-line tools need (`shops add`, `db apply`)."""
+    """The one setting `db apply` needs (`shops add` adds TOKEN_ENCRYPTION_KEYS: TokenSettings)."""
 
     model_config = SettingsConfigDict(extra="ignore", case_sensitive=False, populate_by_name=True)
 

@@ -3,6 +3,8 @@
 The README is the front door and docs/ the manual; pages move and headings get renamed, and a
 link that no longer resolves fails silently on GitHub. The contracts the code follows live in
 docs/, so code, tests and docs must cite those pages, never notes kept outside the repository.
+The contract tables are checked against the code: every setting and its default
+(docs/configuration.md), every metric (docs/operations.md), the job author's API (README).
 No servers: this runs with the unit tests.
 """
 
@@ -129,3 +131,104 @@ def test_nothing_cites_notes_outside_the_repository() -> None:
                 if OUTSIDE.search(line):
                     citing.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()}")
     assert not citing, "cite docs/ instead:\n" + "\n".join(citing)
+
+
+CONFIGURATION = DOCS / "configuration.md"
+
+
+def _configuration_rows() -> dict[str, str]:
+    """docs/configuration.md's table: each variable named in a row's first cell, with its part
+    of the default cell (`A` / `B` rows give each of their variables one side)."""
+    rows: dict[str, str] = {}
+    for line in _prose(CONFIGURATION):
+        if not line.startswith("| `"):
+            continue
+        name_cell, default_cell = (c.strip() for c in line.strip("|").split("|")[:2])
+        names = re.findall(r"`([A-Z][A-Z0-9_]*)`", name_cell)
+        defaults = default_cell.split(" / ")
+        for index, name in enumerate(names):
+            rows[name] = defaults[index] if len(defaults) == len(names) else default_cell
+    return rows
+
+
+def _documented_default(field: object) -> str:
+    from enum import Enum
+
+    from pydantic_core import PydanticUndefined
+
+    default = getattr(field, "default", PydanticUndefined)
+    if default is PydanticUndefined:
+        return "required"
+    if default is None:
+        return "unset"
+    if isinstance(default, bool):
+        return "`true`" if default else "`false`"
+    if isinstance(default, Enum):
+        return f"`{default.value}`"
+    if isinstance(default, float) and default.is_integer():
+        default = int(default)
+    return f"`{default}`"
+
+
+def test_every_setting_is_documented_with_its_default() -> None:
+    """Every field of Settings (the configuration contract) has a row in
+    docs/configuration.md giving the default the code has, and every row names a setting."""
+    from service.core.settings import Settings
+
+    rows = _configuration_rows()
+    wrong = []
+    for name, field in Settings.model_fields.items():
+        variable = name.upper()
+        if variable not in rows:
+            wrong.append(f"{variable}: not in docs/configuration.md")
+            continue
+        expected = _documented_default(field)
+        if expected not in rows[variable]:
+            wrong.append(
+                f"{variable}: the code's default is {expected}, the doc says {rows[variable]!r}"
+            )
+    fields = {name.upper() for name in Settings.model_fields}
+    wrong += [f"{name}: documented, but no such setting" for name in rows if name not in fields]
+    assert not wrong, "\n".join(wrong)
+
+
+def test_readme_names_the_whole_job_author_api() -> None:
+    """The README's 'Writing a job type' lists `jobs.__all__`, the stable API, in full."""
+    import jobs
+
+    text = README.read_text()
+    missing = [name for name in jobs.__all__ if f"`{name}`" not in text]
+    assert not missing, f"README.md does not name {missing} of jobs.__all__"
+
+
+def _served_metrics(registry: object) -> dict[str, str]:
+    """Our series of a registry as /metrics names them (a counter with `_total`), by type."""
+    served = {}
+    for family in registry.collect():  # type: ignore[attr-defined]
+        if family.name.startswith("shopjobs_"):
+            suffix = "_total" if family.type == "counter" else ""
+            served[family.name + suffix] = family.type
+    return served
+
+
+def _documented_metrics(process: str) -> dict[str, str]:
+    """docs/operations.md's `| metric (PROCESS) |` table: name and type."""
+    documented, inside = {}, False
+    for line in _prose(DOCS / "operations.md"):
+        if line.startswith("| metric ("):
+            inside = line.startswith(f"| metric ({process})")
+        elif inside and line.startswith("| `"):
+            name, kind = (c.strip() for c in line.strip("|").split("|")[:2])
+            documented[name.strip("`")] = kind
+        elif not line.startswith("|"):
+            inside = False
+    return documented
+
+
+def test_every_metric_is_documented_as_served() -> None:
+    """The metrics tables of docs/operations.md are what each process's /metrics serves."""
+    from jobs.worker.metrics import WorkerMetrics
+    from service.web.metrics import WebMetrics
+
+    for process, metrics in (("web", WebMetrics()), ("worker", WorkerMetrics())):
+        assert _documented_metrics(process) == _served_metrics(metrics.registry), process
