@@ -98,8 +98,18 @@ async def _stop(runtime: Runtime, job_type: str, task: asyncio.Task[Any]) -> boo
     """Cancel a handler's task; True if it stops within the grace, else it is abandoned."""
     task.cancel()
     grace = runtime.settings.job_abandon_grace_seconds
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + grace
+    interrupted = False
     try:
-        await asyncio.wait({task}, timeout=grace)
+        while not task.done() and loop.time() < deadline:
+            try:
+                await asyncio.wait({task}, timeout=deadline - loop.time())
+            except asyncio.CancelledError:
+                # A second stop while this one waits (a cancel of the job, then its lease
+                # renewal finding the row no longer its own; shutdown): the handler still gets
+                # its grace, then the cancellation goes on.
+                interrupted = True
     finally:
         if not task.done():
             runtime.abandoned.add(task)
@@ -113,6 +123,8 @@ async def _stop(runtime: Runtime, job_type: str, task: asyncio.Task[Any]) -> boo
             )
     if task.done() and not task.cancelled():
         task.exception()  # retrieved: the outcome no longer depends on it
+    if interrupted:
+        raise asyncio.CancelledError
     return task.done()
 
 

@@ -17,6 +17,7 @@ import httpx
 from arq.connections import ArqRedis
 from databases import Database
 
+from service.jobs_client import JobsClient
 from tests.support.faults import record
 from tests.support.jobs import add_job, make_shop, wait_for_status
 from tests.support.net import wait_for_http
@@ -209,3 +210,33 @@ async def test_a_handler_raising_system_exit_fails_its_job_not_the_worker(
     assert (job.status, job.result) == ("completed", {"message": "behind"})
     assert proc.popen.poll() is None  # still running
     _sigterm_exit_seconds(proc)  # and it stops as usual
+
+
+async def test_a_cancelled_handler_cleaning_up_gets_its_grace_whatever_else_stops_the_run(
+    env, spawn, database: Database, redis: ArqRedis
+) -> None:
+    """Before: a job cancelled while it ran was stopped twice, by the cancel message and by
+    its next lease renewal (which finds the row no longer its own). The second stop broke off
+    the first one's wait for the handler: a handler cleaning up for less than its grace was
+    reported abandoned at once ("did not stop within 30s", counted, /healthz 503 with
+    WORKER_MAX_ABANDONED_RUNS=0) while it was still cleaning up."""
+    # Lease renewals every 0.5 s: several fall within the handler's cleanup (CLEANUP_SECONDS).
+    proc = hostile_worker(
+        spawn, env, job_lease_seconds=1.5, job_abandon_grace_seconds=30, worker_max_abandoned_runs=0
+    )
+    shop = await make_shop(database)
+    job_id = await add_job(database, redis, shop, {}, job_type="cleans_up_slowly")
+    await wait_for_status(database, job_id, {"processing"})
+    assert await JobsClient(database, redis, {}).cancel(job_id)
+    deadline = time.monotonic() + 60
+    while f"job {job_id} " not in proc.output or not any(
+        end in proc.output for end in ("failed after", "interrupted after")
+    ):
+        assert time.monotonic() < deadline, proc.output
+        await asyncio.sleep(0.1)
+    assert "run abandoned" not in proc.output, proc.output
+    async with httpx.AsyncClient() as client:
+        metrics = (await client.get(f"http://127.0.0.1:{env['WORKER_HEALTH_PORT']}/metrics")).text
+    assert "shopjobs_runs_abandoned_total{" not in metrics
+    job = await wait_for_status(database, job_id, {"failed"})
+    assert job.error_message == "Cancelled"

@@ -48,6 +48,17 @@ async def swallows_cancel(ctx: JobContext, data: Empty) -> None:
             continue
 
 
+CLEANUP_SECONDS = 2.0
+
+
+async def cleans_up_slowly(ctx: JobContext, data: Empty) -> None:
+    """Stops when cancelled, after a cleanup that takes a while (closing a remote session, say)."""
+    try:
+        await asyncio.sleep(3600)
+    finally:
+        await asyncio.sleep(CLEANUP_SECONDS)
+
+
 async def exits(ctx: JobContext, data: Empty) -> None:
     """A library that calls sys.exit() (a CLI's main, say), run from a handler."""
     raise SystemExit(3)
@@ -65,6 +76,7 @@ async def blocks_loop(ctx: JobContext, data: Empty) -> dict[str, Any]:
 
 HOSTILE = [
     JobType(name="blocks_loop", input_model=Empty, handler=blocks_loop, max_attempts=1),
+    JobType(name="cleans_up_slowly", input_model=Empty, handler=cleans_up_slowly),
     JobType(name="decimal_price", input_model=Empty, handler=decimal_price, max_attempts=1),
     JobType(name="exits", input_model=Empty, handler=exits, max_attempts=1),
     JobType(name="interrupts", input_model=Empty, handler=interrupts, max_attempts=1),
