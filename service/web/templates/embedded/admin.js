@@ -46,24 +46,67 @@ function el(tag, attributes = {}, ...children) {
 
 // -- forms from JSON schema ------------------------------------------------------------------
 
+// A property's schema with `$ref` followed and `X | None` (anyOf X, null) taken as X.
+function resolve(spec, defs) {
+  const { $ref, anyOf, ...own } = spec;
+  let base = {};
+  if ($ref) base = resolve(defs[$ref.split("/").pop()] || {}, defs);
+  else if (Array.isArray(anyOf)) {
+    const options = anyOf.filter((option) => option.type !== "null");
+    if (options.length === 1) base = resolve(options[0], defs);
+  }
+  return { ...base, ...own };
+}
+
+// How a field is entered: a choice, a checkbox, a number, a text, or JSON (objects, arrays).
+function kind(spec) {
+  if (Array.isArray(spec.enum)) return "enum";
+  if (spec.type === "boolean") return "boolean";
+  if (spec.type === "integer" || spec.type === "number") return "number";
+  if (spec.type === "string") return "string";
+  return "json";
+}
+
 function fieldFor(name, spec, required) {
   const id = `field-${name}`;
   const title = spec.title || name;
   const help = spec.description ? el("div", { class: "help", text: spec.description }) : "";
-  if (spec.type === "boolean") {
+  const given = spec.default !== undefined && spec.default !== null;
+  const label = el("label", { for: id, text: title + (required ? "" : " (optional)") });
+  const type = kind(spec);
+  if (type === "boolean") {
     const box = el("input", { type: "checkbox", id, name, checked: spec.default === true });
     return el("div", {}, el("label", { class: "check", for: id }, box, title), help);
   }
-  const numeric = spec.type === "integer" || spec.type === "number";
+  if (type === "enum") {
+    const options = spec.enum.map((value) => el("option", {
+      value: JSON.stringify(value), text: String(value),
+      selected: given && JSON.stringify(value) === JSON.stringify(spec.default),
+    }));
+    const select = el("select", { id, name, required }, el("option", { value: "", text: "" }), ...options);
+    return el("div", {}, label, select, help);
+  }
+  if (type === "json") {
+    const area = el("textarea", {
+      id, name, required, rows: 3, spellcheck: "false", placeholder: "JSON",
+      text: given ? JSON.stringify(spec.default) : null,
+    });
+    return el("div", {}, label, area, el("div", { class: "help", text: spec.description || "As JSON" }));
+  }
+  const numeric = type === "number";
   const input = el("input", {
     type: numeric ? "number" : "text", id, name, required,
-    min: spec.minimum, max: spec.maximum, step: spec.type === "integer" ? 1 : null,
+    min: spec.minimum, max: spec.maximum, step: spec.type === "integer" ? 1 : (numeric ? "any" : null),
     maxlength: spec.maxLength, pattern: spec.pattern,
-    value: spec.default !== undefined ? String(spec.default) : null,
+    value: given ? String(spec.default) : null,
     placeholder: spec.pattern && spec.description ? spec.description : null,
   });
-  return el("div", {}, el("label", { for: id, text: title + (required ? "" : " (optional)") }),
-            input, help);
+  return el("div", {}, label, input, help);
+}
+
+function properties(type) {
+  const defs = type.schema.$defs || {};
+  return Object.entries(type.schema.properties || {}).map(([name, spec]) => [name, resolve(spec, defs)]);
 }
 
 function renderForm() {
@@ -72,21 +115,33 @@ function renderForm() {
   const type = state.types.find((t) => t.name === $("#job-type").value);
   if (!type) return;
   const required = new Set(type.schema.required || []);
-  for (const [name, spec] of Object.entries(type.schema.properties || {})) {
+  for (const [name, spec] of properties(type)) {
     form.append(fieldFor(name, spec, required.has(name)));
   }
   form.append(el("div", { class: "form-actions" },
                  el("button", { type: "submit", class: "primary", text: "Start job" })));
 }
 
+// The form's values as the job's input; an Error naming the field for what cannot be read.
 function formInput(type) {
   const input = {};
-  for (const [name, spec] of Object.entries(type.schema.properties || {})) {
+  for (const [name, spec] of properties(type)) {
     const field = document.getElementById(`field-${name}`);
-    if (spec.type === "boolean") input[name] = field.checked;
+    const title = spec.title || name;
+    const how = kind(spec);
+    if (how === "boolean") input[name] = field.checked;
+    else if (how === "number" && field.validity.badInput) throw new Error(`${title}: not a number`);
+    else if (field.value.trim() === "" && how !== "string") continue; // the default applies
     else if (field.value === "") continue; // optional and left empty: the default applies
-    else if (spec.type === "integer" || spec.type === "number") input[name] = Number(field.value);
-    else input[name] = field.value;
+    else if (how === "number") input[name] = Number(field.value);
+    else if (how === "enum") input[name] = JSON.parse(field.value);
+    else if (how === "json") {
+      try {
+        input[name] = JSON.parse(field.value);
+      } catch {
+        throw new Error(`${title}: not valid JSON`);
+      }
+    } else input[name] = field.value;
   }
   return input;
 }
