@@ -1,4 +1,5 @@
-"""The merchant's page (/app) in headless Chromium: forms from every kind of JSON schema field.
+"""The merchant's page (/app) in headless Chromium: forms from every kind of JSON schema field,
+and older pages of the list.
 
 The emulator (the admin that frames the app, mints session tokens and answers the token
 exchange) and the web are served in this process, so the web can be given an admin job type of
@@ -16,6 +17,7 @@ from typing import Any, Literal
 
 import orjson
 import pytest
+from arq.connections import ArqRedis
 from databases import Database
 from playwright.async_api import Browser, FrameLocator, Page, async_playwright, expect
 from pydantic import BaseModel, ConfigDict, Field
@@ -27,6 +29,7 @@ from shopify_emulator import EmulatorConfig
 from shopify_emulator import create_app as create_emulator
 from tests.support.browser import CHROMIUM_ARGS, chromium_executable
 from tests.support.config import TEST_API_KEY, TEST_SECRET
+from tests.support.jobs import add_job, make_shop
 from tests.support.net import ServedApp, free_port
 
 SHOP = "demo-shop.myshopify.com"
@@ -153,4 +156,30 @@ async def test_every_kind_of_field_makes_valid_input_or_a_clear_error(
             "dry_run": True,
         }
     ]
+    await page.close()
+
+
+async def test_older_jobs_loaded_stay_listed_while_the_list_is_polled(
+    admin: Admin, database: Database, redis: ArqRedis
+) -> None:
+    shop = await make_shop(database, SHOP)
+    for n in range(30):  # pending (no worker): the page polls every second
+        await add_job(database, redis, shop, {"message": f"job {n}"}, enqueue=False)
+    page, app = await open_admin(admin)
+    rows = app.locator("#jobs tbody tr")
+    await expect(rows).to_have_count(25)
+    await app.locator("#more").click()
+    await expect(rows).to_have_count(30)
+    await expect(app.locator("#more")).to_be_hidden()
+    # The next two polls of the list answer: the older jobs are still there.
+    for _ in range(2):
+        async with page.expect_response(lambda r: "/api/jobs?" in r.url):
+            pass
+    await expect(rows).to_have_count(30)
+    await expect(app.locator("#more")).to_be_hidden()
+    # A new job comes in at the top; none of the loaded ones is lost or listed twice.
+    await add_job(database, redis, shop, {"message": "new"}, enqueue=False)
+    await expect(rows).to_have_count(31)
+    ids = await rows.evaluate_all("rows => rows.map((r) => r.dataset.jobId)")
+    assert len(set(ids)) == 31
     await page.close()

@@ -5,7 +5,11 @@
 
 const MIN_POLL_MS = 1000;
 const MAX_POLL_MS = 15000;
-const state = { types: [], status: "", jobs: [], cursor: null, delay: MIN_POLL_MS, timer: null };
+const MAX_PAGE = 100; // the API's largest page
+// `more`: older pages were loaded ("Load more"), and the poll keeps them; `version` changes
+// with what the list shows (a tab, a page loaded), so an answer to an older request is dropped.
+const state = { types: [], status: "", jobs: [], cursor: null, more: false, version: 0,
+                delay: MIN_POLL_MS, timer: null };
 const $ = (selector) => document.querySelector(selector);
 
 async function api(path, options = {}, retried = false) {
@@ -190,20 +194,30 @@ function renderJobs() {
   $("#more").hidden = !state.cursor;
 }
 
-function query(cursor) {
+function query(cursor, limit) {
   const params = new URLSearchParams();
   if (state.status) params.set("status", state.status);
   if (cursor) params.set("cursor", cursor);
+  if (limit) params.set("limit", String(limit));
   return `/api/jobs?${params}`;
 }
 
-// Reload the first page; a change (or an action: `urgent`) resets the poll to its quickest.
+// Reload the first page (as many jobs as are shown, up to the API's largest page, once older
+// pages were loaded: those stay); a change (or an action: `urgent`) resets the poll to its quickest.
 async function refresh(urgent = false) {
-  const page = await api(query(null));
+  const { more, version } = state;
+  const page = await api(query(null, more ? Math.min(MAX_PAGE, state.jobs.length) : null));
+  if (version !== state.version) return schedule();
   const before = JSON.stringify(state.jobs.slice(0, page.jobs.length));
   const changed = before !== JSON.stringify(page.jobs);
-  state.jobs = page.jobs;
-  state.cursor = page.nextCursor;
+  let older = [];
+  if (more && page.nextCursor) {
+    const seen = new Set(page.jobs.map((j) => j.jobId));
+    const last = state.jobs.findIndex((j) => j.jobId === page.jobs[page.jobs.length - 1].jobId);
+    older = state.jobs.slice(last + 1).filter((j) => !seen.has(j.jobId));
+  }
+  state.jobs = page.jobs.concat(older);
+  if (!older.length) state.cursor = page.nextCursor;
   renderJobs();
   const active = state.jobs.some((j) => ["pending", "processing", "retrying"].includes(j.status));
   state.delay = urgent || (changed && active) ? MIN_POLL_MS : Math.min(state.delay * 2, MAX_POLL_MS);
@@ -249,13 +263,23 @@ async function start() {
       other.setAttribute("aria-pressed", String(other === tab));
     }
     state.status = tab.dataset.status;
+    state.more = false;
+    state.version += 1;
     refresh(true).catch((e) => banner(e.message));
   });
   $("#more").addEventListener("click", async () => {
-    const page = await api(query(state.cursor));
-    state.jobs = state.jobs.concat(page.jobs);
-    state.cursor = page.nextCursor;
-    renderJobs();
+    try {
+      const version = state.version;
+      const page = await api(query(state.cursor));
+      if (version !== state.version) return;
+      state.version += 1;
+      state.jobs = state.jobs.concat(page.jobs);
+      state.cursor = page.nextCursor;
+      state.more = true;
+      renderJobs();
+    } catch (error) {
+      banner(error.message);
+    }
   });
   document.addEventListener("visibilitychange", () => { if (!document.hidden) refresh(true).catch(() => schedule()); });
   await refresh(true).catch((e) => { banner(e.message); schedule(); });
