@@ -1,5 +1,5 @@
 """The merchant's page (/app) in headless Chromium: forms from every kind of JSON schema field,
-and older pages of the list.
+older pages of the list, and very long texts.
 
 The emulator (the admin that frames the app, mints session tokens and answers the token
 exchange) and the web are served in this process, so the web can be given an admin job type of
@@ -182,4 +182,34 @@ async def test_older_jobs_loaded_stay_listed_while_the_list_is_polled(
     await expect(rows).to_have_count(31)
     ids = await rows.evaluate_all("rows => rows.map((r) => r.dataset.jobId)")
     assert len(set(ids)) == 31
+    await page.close()
+
+
+async def test_a_very_long_error_keeps_the_page_narrow_and_its_retry_in_view(
+    admin: Admin, database: Database, redis: ArqRedis
+) -> None:
+    shop = await make_shop(database, SHOP)
+    job_id = await add_job(database, redis, shop, {"message": "x" * 3000}, enqueue=False)
+    await database.execute(
+        """UPDATE jobs SET status = 'failed', error_public = true, error_message = :error,
+                           finished_at = now() WHERE id = :id""",
+        {"id": job_id, "error": "E" * 3000},
+    )
+    done = await add_job(database, redis, shop, {"message": "y"}, enqueue=False)
+    await database.execute(
+        """UPDATE jobs SET status = 'completed', progress = 100, result = CAST(:result AS jsonb),
+                           finished_at = now() WHERE id = :id""",
+        {"id": done, "result": orjson.dumps({"text": "R" * 3000}).decode()},
+    )
+    page, app = await open_admin(admin)
+    retry = app.locator(f'tr[data-job-id="{job_id}"] button[data-action="retry"]')
+    await expect(retry).to_be_visible()
+    frame = page.frame(url=lambda url: "/app?" in url)
+    assert frame is not None
+    width = await frame.evaluate("document.documentElement.clientWidth")
+    assert await frame.evaluate("document.documentElement.scrollWidth") <= width
+    box = await retry.bounding_box()
+    frame_box = await page.locator("#app").bounding_box()
+    assert box is not None and frame_box is not None
+    assert box["x"] + box["width"] <= frame_box["x"] + frame_box["width"]
     await page.close()
