@@ -248,6 +248,27 @@ def test_a_failing_job_shows_its_error(page: Page) -> None:
     expect(failing.get_by_role("button")).to_be_enabled()
 
 
+def test_a_very_long_error_wraps_inside_the_block(page: Page) -> None:
+    """A job's error (or string result) with no spaces must not stretch the shop's page."""
+    long_error = "E" * 2000
+    page.route(
+        lambda url: "/apps/jobs/status" in url,
+        lambda route: route.fulfill(
+            json={"jobId": "j", "status": "failed", "progress": 0, "error": long_error}
+        ),
+    )
+    failing = block(page, "echo-slow")
+    failing.get_by_role("button").click()
+    expect(failing).to_have_attribute("data-shopjobs-state", "failed", timeout=20_000)
+    expect(failing.locator("output")).to_have_text(long_error)
+    width = page.evaluate("document.documentElement.clientWidth")
+    assert page.evaluate("document.documentElement.scrollWidth") <= width
+    card = failing.locator("xpath=..").bounding_box()
+    output = failing.locator("output").bounding_box()
+    assert card is not None and output is not None
+    assert output["x"] + output["width"] <= card["x"] + card["width"]
+
+
 def test_polling_survives_a_network_cut(page: Page, stack: Stack) -> None:
     cut = {"on": False, "aborted": 0}
 
