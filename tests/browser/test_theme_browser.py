@@ -248,6 +248,23 @@ def test_a_failing_job_shows_its_error(page: Page) -> None:
     expect(failing.get_by_role("button")).to_be_enabled()
 
 
+def test_a_block_input_that_is_not_an_object_is_named(page: Page) -> None:
+    """A merchant's Job input setting of `"x"`, `[1]` or `null` gets a sentence, not a TypeError."""
+    posts = watch_requests(page, "process", "POST")
+    summary = page.locator("[data-shopjobs-block]").first
+    for setting in ('"x"', "[1]", "null"):
+        summary.get_by_role("button").evaluate(
+            "(b, v) => { b.dataset.shopjobsInput = v; }", setting
+        )
+        summary.get_by_role("button").click()
+        expect(summary).to_have_attribute("data-shopjobs-state", "failed")
+        expect(summary.locator("output")).to_have_text(
+            "This block's job input is not a JSON object."
+        )
+        summary.evaluate("el => el.setAttribute('data-shopjobs-state', 'idle')")
+    assert posts == []
+
+
 def test_a_very_long_error_wraps_inside_the_block(page: Page) -> None:
     """A job's error (or string result) with no spaces must not stretch the shop's page."""
     long_error = "E" * 2000

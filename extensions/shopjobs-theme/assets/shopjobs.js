@@ -259,14 +259,17 @@ export function bindJobButton(button, options) {
       onError?.(error);
       return undefined;
     } finally {
-      running = null;
       button.disabled = false;
       button.removeAttribute("aria-busy");
     }
   }
 
   setState("idle");
-  const run = () => (running ??= go());
+  // Cleared once settled, not inside go(): an input() that throws ends go() before it returns.
+  const run = () =>
+    (running ??= go().finally(() => {
+      running = null;
+    }));
   const click = (event) => {
     event.preventDefault();
     run();
@@ -290,6 +293,9 @@ export function bindBlock(root) {
       value = JSON.parse(data.shopjobsInput || "{}");
     } catch {
       throw new Error("This block's job input is not valid JSON.");
+    }
+    if (!value || typeof value !== "object" || Array.isArray(value)) {
+      throw new Error("This block's job input is not a JSON object.");
     }
     if (data.shopjobsProductId) value.product_id = data.shopjobsProductId;
     return value;
