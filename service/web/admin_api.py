@@ -113,7 +113,9 @@ def _iso(moment: datetime | None) -> str | None:
     return None if moment is None else moment.isoformat()
 
 
-def job_json(job: store.Job) -> dict[str, Any]:
+def job_json(job: store.Job, merchants: bool) -> dict[str, Any]:
+    """The job as the admin shows it; `merchants`: of a type the merchant may start (admin=True),
+    so theirs to cancel and retry too (not a compliance redaction, say)."""
     body: dict[str, Any] = {
         "jobId": str(job.id),
         "type": job.type,
@@ -128,8 +130,8 @@ def job_json(job: store.Job) -> dict[str, Any]:
         "createdAt": _iso(job.created_at),
         "startedAt": _iso(job.started_at),
         "finishedAt": _iso(job.finished_at),
-        "cancellable": job.status not in FINAL_STATUSES,
-        "retryable": job.status == JobStatus.FAILED,
+        "cancellable": merchants and job.status not in FINAL_STATUSES,
+        "retryable": merchants and job.status == JobStatus.FAILED,
     }
     if job.status == JobStatus.COMPLETED:
         body["result"] = job.result
@@ -182,6 +184,17 @@ async def _own_job(request: Request, shop: store.Shop) -> store.Job:
     return job
 
 
+def _shown(request: Request, job: store.Job) -> dict[str, Any]:
+    return job_json(job, job.type in _admin_types(request))
+
+
+def _merchants(request: Request, job: store.Job, action: str) -> None:
+    """Only jobs of the types a merchant may start are theirs to cancel or retry: the others
+    (compliance redactions, webhook work, the app's own) are the app's to run."""
+    if job.type not in _admin_types(request):
+        raise ApiError(403, f"Jobs of type {job.type} cannot be {action} from the admin")
+
+
 # -- endpoints -----------------------------------------------------------------------------
 
 
@@ -212,7 +225,7 @@ async def create(request: Request) -> Response:
     if submitted.existing is not None:
         if (submitted.existing.type, submitted.existing.input) != (job_type.name, job_input):
             raise ApiError(422, "Idempotency-Key was already used for a different request")
-        return JSONResponse(job_json(submitted.existing), headers=NO_STORE)
+        return JSONResponse(_shown(request, submitted.existing), headers=NO_STORE)
     logger.info(
         "job %s (%s) queued for %s by staff user %s",
         submitted.job_id, job_type.name, shop.domain, session.user,
@@ -220,7 +233,7 @@ async def create(request: Request) -> Response:
     job = await store.get_job_for_shop(state.database, shop.id, submitted.job_id)
     if job is None:  # already finished and pruned: unlikely, but not an error
         return JSONResponse({"jobId": str(submitted.job_id)}, status_code=201, headers=NO_STORE)
-    return JSONResponse(job_json(job), status_code=201, headers=NO_STORE)
+    return JSONResponse(_shown(request, job), status_code=201, headers=NO_STORE)
 
 
 async def list_jobs(request: Request) -> Response:
@@ -251,29 +264,32 @@ async def list_jobs(request: Request) -> Response:
     jobs = [item.job for item in listed[:limit]]
     next_cursor = _encode_cursor(jobs[-1]) if len(listed) > limit else None
     return JSONResponse(
-        {"jobs": [job_json(job) for job in jobs], "nextCursor": next_cursor}, headers=NO_STORE
+        {"jobs": [_shown(request, job) for job in jobs], "nextCursor": next_cursor},
+        headers=NO_STORE,
     )
 
 
 async def read(request: Request) -> Response:
     shop, _ = await authenticate(request)
-    return JSONResponse(job_json(await _own_job(request, shop)), headers=NO_STORE)
+    return JSONResponse(_shown(request, await _own_job(request, shop)), headers=NO_STORE)
 
 
 async def cancel(request: Request) -> Response:
     shop, session = await authenticate(request)
     job = await _own_job(request, shop)
+    _merchants(request, job, "cancelled")
     # A running job too: its handler is stopped (service/jobs_client.py, JobsClient.cancel).
     if not await web_state(request).jobs.cancel(job.id):
         raise ApiError(409, "Only a job that is not final can be cancelled")
     logger.info("job %s cancelled by staff user %s of %s", job.id, session.user, shop.domain)
-    return JSONResponse(job_json(await _own_job(request, shop)), headers=NO_STORE)
+    return JSONResponse(_shown(request, await _own_job(request, shop)), headers=NO_STORE)
 
 
 async def retry(request: Request) -> Response:
     shop, session = await authenticate(request)
     state = web_state(request)
     job = await _own_job(request, shop)
+    _merchants(request, job, "retried")
     if await store.retry_job(state.database, job.id) is None:
         raise ApiError(409, "Only a failed job can be retried")
     # A duplicate is fine: its entry is still queued and will run it. On an error the row is
@@ -282,7 +298,7 @@ async def retry(request: Request) -> Response:
     if outcome is QueueOutcome.ERROR:
         logger.warning("job %s retried but not queued; the reconciler will queue it", job.id)
     logger.info("job %s retried by staff user %s of %s", job.id, session.user, shop.domain)
-    return JSONResponse(job_json(await _own_job(request, shop)), headers=NO_STORE)
+    return JSONResponse(_shown(request, await _own_job(request, shop)), headers=NO_STORE)
 
 
 routes = [

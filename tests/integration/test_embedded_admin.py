@@ -25,7 +25,7 @@ from service.web.admin_api import RETRY_HEADER
 from shopify_emulator.config import EmulatorConfig
 from shopify_emulator.embedded import session_claims, sign
 from tests.support.config import TEST_API_KEY, TEST_SECRET
-from tests.support.jobs import make_shop, shop_with_tokens
+from tests.support.jobs import add_job, make_shop, shop_with_tokens
 
 ALPINE, HARBOR, NEW = "alpine.myshopify.com", "harbor.myshopify.com", "fresh.myshopify.com"
 
@@ -203,7 +203,7 @@ async def test_only_admin_types_and_valid_input_are_accepted(admin, database) ->
     client, _ = admin
     await shops(database)
     types = (await client.get("/api/job-types", headers=bearer(token()))).json()["types"]
-    assert {t["name"] for t in types} == {"echo", "product_summary"}
+    assert {t["name"] for t in types} == {"echo", "product_summary", "inventory_report"}
     assert "message" in next(t for t in types if t["name"] == "echo")["schema"]["properties"]
     for body in (
         {"type": "shop_redact", "input": {}},
@@ -216,6 +216,21 @@ async def test_only_admin_types_and_valid_input_are_accepted(admin, database) ->
         bad_id = await client.get(f"/api/jobs/{bad}", headers=bearer(token()))
         assert bad_id.status_code == 400, bad
     assert await database.fetch_val("SELECT count(*) FROM jobs") == 0
+    # The catalogue report (issue 17: "started from the app or the admin"): a merchant's job.
+    report = await client.post(
+        "/api/jobs", json={"type": "inventory_report", "input": {}}, headers=bearer(token())
+    )
+    assert report.status_code == 201, report.text
+    row = await database.fetch_one(
+        "SELECT type, source, staff_user_id FROM jobs WHERE id = :id",
+        {"id": uuid.UUID(report.json()["jobId"])},
+    )
+    assert row is not None
+    assert (row["type"], row["source"], row["staff_user_id"]) == (
+        "inventory_report",
+        "admin",
+        "1001",
+    )
 
 
 async def test_first_requests_exchange_the_session_token_once(admin, database) -> None:  # type: ignore[no-untyped-def]
@@ -284,3 +299,30 @@ async def test_the_page_is_framed_only_by_the_shops_admin(admin) -> None:  # typ
     for shop in ("", "evil.example.com", "https://x.myshopify.com.evil.com"):
         refused = await client.get("/app", params={"shop": shop})
         assert refused.status_code == 400 and "error" in refused.json()
+
+
+async def test_jobs_the_merchant_cannot_start_are_not_theirs_to_cancel_or_retry(  # type: ignore[no-untyped-def]
+    admin, database: Database, redis: ArqRedis
+) -> None:
+    """A customer's redaction (a compliance webhook's job) is listed, but the merchant cannot
+    cancel it while it waits, nor retry it once failed: 403, and the row is left as it was."""
+    client, _ = admin
+    shop = (await shops(database))[ALPINE]
+    redaction = await add_job(
+        database, redis, shop, {"customer_id": 7, "orders": []}, "customers_redact", enqueue=False
+    )
+    listed = (await client.get("/api/jobs", headers=bearer(token()))).json()["jobs"]
+    assert [(j["type"], j["cancellable"]) for j in listed] == [("customers_redact", False)]
+    cancel = await client.post(f"/api/jobs/{redaction}/cancel", headers=bearer(token()))
+    assert cancel.status_code == 403 and "customers_redact" in cancel.json()["error"]
+    assert (await store.get_job(database, redaction)).status == "pending"  # type: ignore[union-attr]
+    await database.execute(
+        "UPDATE jobs SET status = 'failed', error_message = 'x' WHERE id = :id", {"id": redaction}
+    )
+    retry = await client.post(f"/api/jobs/{redaction}/retry", headers=bearer(token()))
+    assert retry.status_code == 403
+    assert (await store.get_job(database, redaction)).status == "failed"  # type: ignore[union-attr]
+    mine = await start_echo(client, ALPINE, "mine")  # the merchant's own: theirs to cancel
+    assert mine["cancellable"]
+    cancelled = await client.post(f"/api/jobs/{mine['jobId']}/cancel", headers=bearer(token()))
+    assert cancelled.status_code == 200 and cancelled.json()["cancelled"]
