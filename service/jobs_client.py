@@ -231,7 +231,8 @@ class JobsClient:
         chunks of CHILD_CHUNK: one INSERT and one Redis pipeline each. Every input is validated
         first (InvalidInput names `inputs[i].field`), so a bad one creates none. Children an
         earlier run of the parent created already are not created again (their keys are
-        `batch:{parent}:{index}`). Returns how many were created.
+        `batch:{parent}:{index}`), but those still pending are queued again: that run may have
+        died between a chunk's INSERT and its pipeline. Returns how many were created.
 
         If Redis refuses a chunk, QueueUnavailable is raised and its rows stay: they belong to
         their parent's batch, and the reconciler queues them (RECONCILE_AFTER_SECONDS). If the
@@ -248,7 +249,7 @@ class JobsClient:
                 raise InvalidInput(exc.message, details) from None
         created = 0
         for start in range(0, len(encoded), CHILD_CHUNK):
-            ids = await store.insert_children(
+            written = await store.insert_children(
                 self.database,
                 parent_id,
                 shop.id,
@@ -256,9 +257,11 @@ class JobsClient:
                 encoded[start : start + CHILD_CHUNK],
                 first_index + start,
             )
-            if ids is None:
+            if written is None:
                 raise RuntimeError(f"job {parent_id} is no longer running: no children added")
-            created += len(ids)
+            inserted, earlier = written
+            created += len(inserted)
+            ids = inserted + earlier
             if not ids:
                 continue
             try:

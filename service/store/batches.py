@@ -53,12 +53,15 @@ async def insert_children(
     job_type: str,
     inputs: list[str],
     first_index: int,
-) -> list[UUID] | None:
-    """Write children (inputs as JSON text) in one statement; the ids of those inserted (a
-    child that exists already, from an earlier run of the parent, is not written again), or
-    None if the parent is no longer `processing` (cancelled: its children must not outlive the
-    cancel, which cancelled those it found). The parent's row is locked FOR SHARE, so a cancel
-    (FOR UPDATE, dashboard.cancel_job) comes wholly before these children or after them."""
+) -> tuple[list[UUID], list[UUID]] | None:
+    """Write children (inputs as JSON text) in one statement: (the ids of those inserted, the
+    ids of those an earlier run of the parent wrote already and are still `pending`), or None
+    if the parent is no longer `processing` (cancelled: its children must not outlive the
+    cancel, which cancelled those it found). A child that exists already is not written again;
+    it is returned if still pending because that run may have died between writing it and
+    queuing it (queuing it twice is harmless: arq's `_job_id`, then the claim, dedup it). The
+    parent's row is locked FOR SHARE, so a cancel (FOR UPDATE, dashboard.cancel_job) comes
+    wholly before these children or after them."""
     ids = [uuid4() for _ in inputs]
     keys = [CHILD_KEY.format(parent=parent_id, index=first_index + i) for i in range(len(inputs))]
     async with connection(database) as raw:
@@ -74,9 +77,14 @@ async def insert_children(
                  WHERE EXISTS (SELECT 1 FROM parent)
                 ON CONFLICT ON CONSTRAINT jobs_idempotency DO NOTHING
                 RETURNING id
+            ), earlier AS (  -- the statement's snapshot: rows from before it, not `inserted`
+                SELECT id FROM jobs
+                 WHERE shop_id = $1 AND idempotency_key = ANY($6::text[])
+                   AND parent_id = $3 AND status = 'pending' AND EXISTS (SELECT 1 FROM parent)
             )
             SELECT EXISTS (SELECT 1 FROM parent) AS running,
-                   ARRAY(SELECT id FROM inserted) AS ids
+                   ARRAY(SELECT id FROM inserted) AS ids,
+                   ARRAY(SELECT id FROM earlier) AS pending
             """,
             shop_id,
             job_type,
@@ -85,7 +93,7 @@ async def insert_children(
             inputs,
             keys,
         )
-    return list(row["ids"]) if row["running"] else None
+    return (list(row["ids"]), list(row["pending"])) if row["running"] else None
 
 
 _AWAIT = f"""

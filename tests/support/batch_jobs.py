@@ -4,13 +4,16 @@ through this module (`python -m tests.support.batch_jobs arq jobs.WorkerSettings
 
 - `fan_out`: a parent that fans out `children` echo jobs in `pages` calls of
   ctx.enqueue_batch (the children listed in `fail` fail permanently), with `batch_done` as
-  its follow-up unless `follow_up` is false;
+  its follow-up (or `follow_up_type`) unless `follow_up` is false; with `stall_after`, its
+  first run stops after that many pages and waits for ever (for a test to kill its worker);
 - `batch_done`: the follow-up; it returns the input the batch's end gave it;
+- `stalling_done`: a follow-up like `batch_done` whose first run waits for ever;
 - `spawn_one`: starts one echo job with ctx.enqueue.
 """
 
 from __future__ import annotations
 
+import asyncio
 import runpy
 import sys
 from uuid import UUID
@@ -29,12 +32,20 @@ class FanOutInput(BaseModel):
     fail: list[int] = []
     follow_up: bool = True
     fail_parent: bool = False
+    follow_up_type: str = "batch_done"
+    stall_after: int | None = None
+
+
+async def _stall_forever() -> None:
+    await asyncio.Event().wait()  # never set: until the worker is killed
 
 
 async def fan_out(ctx: JobContext, data: FanOutInput) -> dict[str, int]:
     per_page = -(-data.children // data.pages)
     failing = set(data.fail)
-    for first in range(0, data.children, per_page):
+    for page, first in enumerate(range(0, data.children, per_page)):
+        if ctx.run == 1 and page == data.stall_after:
+            await _stall_forever()
         inputs = [
             {"message": f"child {n}", "sleep_ms": data.sleep_ms, "fail_permanently": n in failing}
             for n in range(first, min(first + per_page, data.children))
@@ -42,7 +53,7 @@ async def fan_out(ctx: JobContext, data: FanOutInput) -> dict[str, int]:
         await ctx.enqueue_batch(
             "echo",
             inputs,
-            on_complete="batch_done" if data.follow_up else None,
+            on_complete=data.follow_up_type if data.follow_up else None,
             fail_parent_on_child_failure=data.fail_parent,
         )
     return {"pages": data.pages}
@@ -55,6 +66,12 @@ class BatchDoneInput(BaseModel):
 
 
 async def batch_done(ctx: JobContext, data: BatchDoneInput) -> dict[str, object]:
+    return data.model_dump(mode="json")
+
+
+async def stalling_done(ctx: JobContext, data: BatchDoneInput) -> dict[str, object]:
+    if ctx.run == 1:
+        await _stall_forever()
     return data.model_dump(mode="json")
 
 
@@ -71,6 +88,7 @@ async def spawn_one(ctx: JobContext, data: SpawnInput) -> dict[str, str]:
 SPAWN_ONE = JobType(name="spawn_one", input_model=SpawnInput, handler=spawn_one)
 FAN_OUT = JobType(name="fan_out", input_model=FanOutInput, handler=fan_out)
 BATCH_DONE = JobType(name="batch_done", input_model=BatchDoneInput, handler=batch_done)
+STALLING_DONE = JobType(name="stalling_done", input_model=BatchDoneInput, handler=stalling_done)
 
 _product_job_types = jobs.registry.job_types
 
@@ -81,6 +99,7 @@ def job_types(settings: Settings) -> dict[str, JobType]:
         **_product_job_types(settings),
         "fan_out": FAN_OUT,
         "batch_done": BATCH_DONE,
+        "stalling_done": STALLING_DONE,
         "spawn_one": SPAWN_ONE,
     }
 
