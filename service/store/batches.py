@@ -81,6 +81,8 @@ async def insert_children(
                 SELECT id FROM jobs
                  WHERE shop_id = $1 AND idempotency_key = ANY($6::text[])
                    AND parent_id = $3 AND status = 'pending' AND EXISTS (SELECT 1 FROM parent)
+                   -- only when a key was taken already: a first run pays no lookup
+                   AND (SELECT count(*) FROM inserted) < cardinality($6::text[])
             )
             SELECT EXISTS (SELECT 1 FROM parent) AS running,
                    ARRAY(SELECT id FROM inserted) AS ids,
