@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import re
 import signal
-import time
 import uuid
 from collections import Counter
 
@@ -22,6 +21,7 @@ from service import store
 from service.core.settings import Settings
 from service.jobs_client import JobsClient
 from tests.support.batch_jobs import batch_jobs_command, job_types
+from tests.support.faults import wait_until
 from tests.support.jobs import make_shop, wait_for_status
 from tests.support.net import free_port
 from tests.support.processes import Process, Spawn, start_worker
@@ -48,15 +48,6 @@ def _worker(spawn: Spawn, env: dict[str, str]) -> Process:
     )
 
 
-async def _until(check, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if await check():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"not within {timeout}s: {what}")
-
-
 async def _holder(database: Database, job_id: uuid.UUID, workers: list[Process]) -> Process:
     """The worker process whose lease holds `job_id` (its owner names the pid)."""
     owner = await database.fetch_val("SELECT lease_owner FROM jobs WHERE id = :id", {"id": job_id})
@@ -76,7 +67,7 @@ async def _nothing_left(database: Database, redis: ArqRedis) -> None:
     )
     assert unfinished == 0
     try:
-        await _until(lambda: _queue_empty(redis), 30, "every queue entry finished")
+        await wait_until(lambda: _queue_empty(redis), 30, "every queue entry finished")
     except AssertionError:
         left = await _job_entries(redis)
         rows = await database.fetch_all(
@@ -121,7 +112,7 @@ async def test_a_parent_killed_half_way_through_its_batch_adds_each_child_once(
     async def stalled() -> bool:
         return (await store.batch_counts(database, parent.id))["total"] == stall_after * per_page
 
-    await _until(stalled, 60, "the parent's first run added its first pages")
+    await wait_until(stalled, 60, "the parent's first run added its first pages")
     victim = await _holder(database, parent.id, workers)
     victim.signal(signal.SIGKILL)
     await asyncio.to_thread(victim.wait, 10)
@@ -171,7 +162,7 @@ async def test_children_written_but_not_queued_when_the_parent_died_are_queued_b
     async def stalled() -> bool:
         return (await store.batch_counts(database, parent.id))["total"] == 2 * children // pages
 
-    await _until(stalled, 60, "the parent's first run added its first pages")
+    await wait_until(stalled, 60, "the parent's first run added its first pages")
     first.signal(signal.SIGKILL)
     await asyncio.to_thread(first.wait, 10)
     # As if the kill had landed between the second page's INSERT and its Redis pipeline.
@@ -210,7 +201,7 @@ async def test_a_follow_up_killed_while_it_runs_completes_once(
             )
         )
 
-    await _until(follow_up_running, 60, "the follow-up runs")
+    await wait_until(follow_up_running, 60, "the follow-up runs")
     follow_up_id = await database.fetch_val("SELECT id FROM jobs WHERE type = 'stalling_done'")
     victim = await _holder(database, follow_up_id, workers)
     victim.signal(signal.SIGKILL)
