@@ -42,9 +42,9 @@ from service.web.body import read_body
 from service.web.errors import ApiError
 from service.web.proxy import (
     MAX_BODY_BYTES,
-    MAX_UUID_TEXT,
     check_length_header,
     idempotency_key,
+    parse_job_id,
     parse_job_request,
 )
 from service.web.state import web_state
@@ -168,13 +168,10 @@ def _decode_cursor(cursor: str) -> tuple[datetime, UUID]:
 
 
 def _path_job_id(request: Request) -> UUID:
-    text = str(request.path_params["job_id"])
-    try:
-        if len(text) > MAX_UUID_TEXT:  # refused, not cut: a cut could leave a valid UUID
-            raise ValueError("too long")
-        return UUID(text)
-    except ValueError:
-        raise ApiError(400, "Malformed job id: expected a UUID") from None
+    job_id = parse_job_id(str(request.path_params["job_id"]))
+    if job_id is None:
+        raise ApiError(400, "Malformed job id: expected a UUID")
+    return job_id
 
 
 async def _own_job(request: Request, shop: store.Shop) -> store.Job:
@@ -263,8 +260,9 @@ async def list_jobs(request: Request) -> Response:
     )
     jobs = [item.job for item in listed[:limit]]
     next_cursor = _encode_cursor(jobs[-1]) if len(listed) > limit else None
+    admin = _admin_types(request)  # once for the page, not per job
     return JSONResponse(
-        {"jobs": [_shown(request, job) for job in jobs], "nextCursor": next_cursor},
+        {"jobs": [job_json(job, job.type in admin) for job in jobs], "nextCursor": next_cursor},
         headers=NO_STORE,
     )
 

@@ -50,6 +50,7 @@ from service.core.states import JobStatus
 from service.intake import QueueOutcome, Source
 from service.web.body import read_body
 from service.web.errors import ApiError
+from service.web.proxy import parse_job_id
 from service.web.state import web_state
 
 logger = logging.getLogger("shopjobs.admin")
@@ -58,7 +59,6 @@ PAGE_SIZE = 50
 MAX_PAGE = 10_000
 MAX_FORM_BYTES = 4096
 MAX_FILTER_LENGTH = 255
-MAX_UUID_TEXT = 64  # the longest text UUID() takes is 47 characters
 STATUSES = tuple(JobStatus)
 REALM = 'Basic realm="shopjobs admin", charset="UTF-8"'
 SECURITY_HEADERS = {
@@ -305,11 +305,7 @@ async def _schedules(types: dict[str, JobType], database: Database) -> list[Sche
 
 
 def _job_id(request: Request) -> UUID | None:
-    text = str(request.path_params["job_id"])
-    try:
-        return UUID(text) if len(text) <= MAX_UUID_TEXT else None  # not cut: see proxy.py
-    except ValueError:
-        return None
+    return parse_job_id(str(request.path_params["job_id"]))
 
 
 async def job_page(request: Request) -> Response:

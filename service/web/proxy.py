@@ -187,18 +187,27 @@ def idempotency_key(request: Request, prefix: str = CLIENT_KEY_PREFIX) -> str | 
     return f"{prefix}{key}"
 
 
+def parse_job_id(text: str) -> UUID | None:
+    """A job id as the storefront, the admin API and the dashboard take it; None if it is not
+    a UUID. Too long is refused, not cut: a cut could leave a valid UUID."""
+    if len(text) > MAX_UUID_TEXT:
+        return None
+    try:
+        return UUID(text)
+    except ValueError:
+        return None
+
+
 def _job_id(request: Request) -> UUID:
     values = request.query_params.getlist("jobId")
     if not values or not values[0]:
         raise ApiError(400, "Missing jobId")
     if len(values) > 1:
         raise ApiError(400, "Repeated jobId")
-    try:
-        if len(values[0]) > MAX_UUID_TEXT:  # refused, not cut: a cut could leave a valid UUID
-            raise ValueError("too long")
-        return UUID(values[0])
-    except ValueError:
-        raise ApiError(400, "Malformed jobId: expected a UUID") from None
+    job_id = parse_job_id(values[0])
+    if job_id is None:
+        raise ApiError(400, "Malformed jobId: expected a UUID")
+    return job_id
 
 
 # -- endpoints -----------------------------------------------------------------------------

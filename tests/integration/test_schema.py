@@ -4,6 +4,8 @@ import re
 import subprocess
 import sys
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from urllib.parse import urlsplit, urlunsplit
 
@@ -75,18 +77,42 @@ def _database_url(url: str, name: str) -> str:
     return urlunsplit(parts._replace(path=f"/{name}"))
 
 
+@asynccontextmanager
+async def _scratch_database(
+    database: Database, env: dict[str, str]
+) -> AsyncIterator[tuple[Database, str]]:
+    """A database of its own on the test server, connected: (it, its URL); dropped after."""
+    name = f"upgrade_{uuid.uuid4().hex[:12]}"
+    await database.execute(f"CREATE DATABASE {name}")
+    url = _database_url(env["DATABASE_URL"], name)
+    scratch = create_database(url, min_size=1, max_size=2)
+    await scratch.connect()
+    try:
+        yield scratch, url
+    finally:
+        await scratch.disconnect()
+        await database.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def _make_db(env: dict[str, str], url: str) -> None:
+    """What `make db` runs (python -m service db apply), against `url`."""
+    applied = subprocess.run(
+        [sys.executable, "-m", "service", "db", "apply"],
+        env={**env, "DATABASE_URL": url},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert applied.returncode == 0, applied.stderr
+
+
 async def test_a_database_made_by_the_previous_schema_upgrades_in_place(
     database: Database, env: dict[str, str]
 ) -> None:
     """`make db` (python -m service db apply) over a database the previous release made, with
     rows in it: the rows stay, the fault suite's echo_effects table is dropped, and the store
     works on the result."""
-    name = f"upgrade_{uuid.uuid4().hex[:12]}"
-    await database.execute(f"CREATE DATABASE {name}")
-    url = _database_url(env["DATABASE_URL"], name)
-    old = create_database(url, min_size=1, max_size=2)
-    await old.connect()
-    try:
+    async with _scratch_database(database, env) as (old, url):
         async with old.connection() as connection:
             raw = connection.raw_connection
             await raw.execute(PREVIOUS_SCHEMA.read_text())
@@ -118,14 +144,7 @@ async def test_a_database_made_by_the_previous_schema_upgrades_in_place(
                 done,
             )
 
-        applied = subprocess.run(
-            [sys.executable, "-m", "service", "db", "apply"],
-            env={**env, "DATABASE_URL": url},
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert applied.returncode == 0, applied.stderr
+        _make_db(env, url)
 
         shop = await shop_with_tokens(old, "old-shop.myshopify.com")  # decrypted if encrypted
         assert shop is not None and shop.id == shop_id and shop.access_token == "tok"
@@ -179,9 +198,6 @@ async def test_a_database_made_by_the_previous_schema_upgrades_in_place(
             interval_seconds=60,
         ) == []  # fmt: skip
         assert await store.schedule_ticks(old) == {"echo": datetime(2030, 1, 1, tzinfo=UTC)}
-    finally:
-        await old.disconnect()
-        await database.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 async def test_a_database_made_by_the_last_release_upgrades_in_place(
@@ -189,12 +205,7 @@ async def test_a_database_made_by_the_last_release_upgrades_in_place(
 ) -> None:
     """`make db` twice over a database the last release made, with a batch, failed jobs and a
     schedule tick in it: they stay as they were, and `error_public` is added in place."""
-    name = f"upgrade_{uuid.uuid4().hex[:12]}"
-    await database.execute(f"CREATE DATABASE {name}")
-    url = _database_url(env["DATABASE_URL"], name)
-    old = create_database(url, min_size=1, max_size=2)
-    await old.connect()
-    try:
+    async with _scratch_database(database, env) as (old, url):
         parent, child, cancelled, refused, crashed = (uuid.uuid4() for _ in range(5))
         async with old.connection() as connection:
             raw = connection.raw_connection
@@ -226,14 +237,7 @@ async def test_a_database_made_by_the_last_release_upgrades_in_place(
             )
 
         for _ in range(2):  # `make db` is idempotent: the second run changes nothing
-            applied = subprocess.run(
-                [sys.executable, "-m", "service", "db", "apply"],
-                env={**env, "DATABASE_URL": url},
-                capture_output=True,
-                text=True,
-                timeout=60,
-            )
-            assert applied.returncode == 0, applied.stderr
+            _make_db(env, url)
 
         shown = {}
         for job_id in (cancelled, refused, crashed):
@@ -258,6 +262,3 @@ async def test_a_database_made_by_the_last_release_upgrades_in_place(
         assert shop is not None and shop.access_token == "tok"
         claims, _ = await store.claim_jobs(old, [child], "upgrade-test", 30)
         assert [c.id for c in claims] == [child]
-    finally:
-        await old.disconnect()
-        await database.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")

@@ -6,6 +6,7 @@ import asyncio
 import sys
 import time
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from urllib.parse import parse_qsl, urlsplit
 
 import httpx
@@ -61,24 +62,33 @@ def test_query_cost_follows_shopifys_rules() -> None:
     assert actual_cost(SCHEMA, operation, fragments, {"first": 25}, {"product": None}) == 1
 
 
-@pytest.fixture
-async def shopify() -> AsyncIterator[httpx.AsyncClient]:
-    """The emulator in-process (ASGI), one shop, a 60-point bucket refilled at 30/s."""
+@asynccontextmanager
+async def in_process(
+    bucket_size: float, restore_rate: float, max_variants: int
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The emulator in-process (ASGI), one shop of three products, with this bucket."""
     config = EmulatorConfig(
         app_url="http://app.test",
         api_key=TEST_API_KEY,
         api_secret=TEST_SECRET,
         shops={SHOP: TOKEN},
-        bucket_size=60,
-        restore_rate=30,
+        bucket_size=bucket_size,
+        restore_rate=restore_rate,
         products=3,
-        max_variants=23,
+        max_variants=max_variants,
     )
     app = create_app(config)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://shopify.test") as c:
             yield c
+
+
+@pytest.fixture
+async def shopify() -> AsyncIterator[httpx.AsyncClient]:
+    """A 60-point bucket refilled at 30/s, products of up to 23 variants."""
+    async with in_process(bucket_size=60, restore_rate=30, max_variants=23) as client:
+        yield client
 
 
 async def _query(client: httpx.AsyncClient, variables: dict, token: str = TOKEN) -> httpx.Response:
@@ -344,32 +354,19 @@ async def test_concurrent_requests_share_one_bucket(shopify: httpx.AsyncClient) 
 async def test_a_query_over_1000_points_is_refused_whatever_the_bucket() -> None:
     """Shopify: a single query cannot exceed a cost of 1,000, on every plan (a Plus shop's
     bucket is larger), checked on the requested cost before the query runs."""
-    config = EmulatorConfig(
-        app_url="http://app.test",
-        api_key=TEST_API_KEY,
-        api_secret=TEST_SECRET,
-        shops={SHOP: TOKEN},
-        bucket_size=10_000,
-        restore_rate=1000,
-        products=3,
-        max_variants=5,
-    )
-    app = create_app(config)
     # 2 + 10 × (1 product + 2 + 100 variants × 1) = 1,032 requested
     query = "{ products(first: 10) { nodes { variants(first: 100) { nodes { id } } } } }"
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://shopify.test") as c:
-            answer = await c.post(
-                "/admin/api/2025-10/graphql.json",
-                json={"query": query},
-                headers={"X-Shopify-Access-Token": TOKEN},
-            )
-            fits = await c.post(
-                "/admin/api/2025-10/graphql.json",
-                json={"query": query.replace("first: 10", "first: 9")},  # 929
-                headers={"X-Shopify-Access-Token": TOKEN},
-            )
+    async with in_process(bucket_size=10_000, restore_rate=1000, max_variants=5) as c:
+        answer = await c.post(
+            "/admin/api/2025-10/graphql.json",
+            json={"query": query},
+            headers={"X-Shopify-Access-Token": TOKEN},
+        )
+        fits = await c.post(
+            "/admin/api/2025-10/graphql.json",
+            json={"query": query.replace("first: 10", "first: 9")},  # 929
+            headers={"X-Shopify-Access-Token": TOKEN},
+        )
     body = answer.json()
     assert body["errors"][0]["extensions"]["code"] == "MAX_COST_EXCEEDED"
     assert (
