@@ -18,8 +18,7 @@ from collections.abc import Mapping
 
 from bench.stack import TOKEN_KEYS
 from jobs.registry import job_types
-from service import store
-from service.core import queue
+from service import queue, store
 from service.core.db import apply_schema, create_database
 from service.core.settings import Settings
 from service.jobs_client import JobsClient
@@ -49,7 +48,7 @@ async def main() -> None:
     try:
         await apply_schema(database)
         shop = await store.upsert_shop(database, SHOP, "shpat_bench", "")
-        client = JobsClient(database, redis, job_types(settings), fairness=settings.queue_fairness)
+        client = JobsClient(database, redis, job_types(settings))
         inputs = [{"message": f"child {n}"} for n in range(CHILDREN)]
         timings = []
         for _ in range(3):

@@ -24,7 +24,7 @@ import httpx
 import orjson
 
 from bench.stack import SHOP, Stack, wait_for_http, worker_command
-from service.core import queue
+from service import queue
 from shopify_emulator.catalogue import build
 from tools.services import free_port
 

@@ -7,7 +7,8 @@ scenario is one window of that traffic against real worker processes:
 - `idle`: the traffic alone, fair scheduling: the small shops' wait on an idle system;
 - `fair`: the traffic beside the backlog, fair scheduling (the default), one and two worker
   processes: the small shops' wait while the backlog drains, and jobs/s;
-- `fifo`: the same with QUEUE_FAIRNESS=fifo: jobs/s on the same work (work conservation is
+- `fifo`: the same with every queue entry in one bucket (as a plain FIFO queue, arq's or the
+  retired QUEUE_FAIRNESS=fifo, holds them): jobs/s on the same work (work conservation is
   fair's jobs/s over fifo's) and how long the small shops wait behind the backlog there.
 
 A job's wait is its row's `started_at - created_at` (Postgres' clock); jobs/s counts the rows
@@ -28,6 +29,7 @@ import statistics
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from enum import StrEnum
 from typing import Any
 
 import orjson
@@ -35,8 +37,7 @@ from redis.asyncio import Redis
 
 from bench.stack import SHOP, Proc, Stack, wait_for_http, worker_command
 from bench.throughput import Progress, echo_input
-from service.core import queue
-from service.core.fair import QueueFairness
+from service import queue
 from tools.services import free_port
 
 ZIPF_EXPONENT = 1.0
@@ -47,6 +48,13 @@ DRAIN_SECONDS = 10.0
 WARMUP_SECONDS = 1.0  # after the window: how long the small shops' last jobs may take to start
 COST_WARMUP_JOBS = 100
 COST_WINDOWS = 5
+
+
+class QueueFairness(StrEnum):
+    """How the bench queues its jobs: on their shops' sets, or all in one bucket (FIFO)."""
+
+    SHOP = "shop"
+    FIFO = "fifo"
 
 
 def percentile(values: list[float], p: float) -> float | None:
@@ -89,28 +97,26 @@ async def add_jobs(
             encoded,
         )
     for start in range(0, len(ids), ENQUEUE_CHUNK):
+        # FIFO: entries without a shop share one bucket, taken in due order; the rows keep
+        # their shops, and the worker reads a job's shop from its row.
         chunk = [
-            ("echo", str(job_id), domain)
+            ("echo", str(job_id), domain if fairness == QueueFairness.SHOP else None)
             for job_id, (_, domain) in zip(
                 ids[start : start + ENQUEUE_CHUNK],
                 shops[start : start + ENQUEUE_CHUNK],
                 strict=True,
             )
         ]
-        await queue.enqueue_many(stack.redis, chunk, fairness=fairness)
+        await queue.enqueue_many(stack.redis, chunk)
     return ids
 
 
-async def start_workers(
-    stack: Stack, processes: int, concurrency: int, fairness: QueueFairness
-) -> list[Proc]:
+async def start_workers(stack: Stack, processes: int, concurrency: int) -> list[Proc]:
     """Worker processes, once each answers its health check."""
     procs = []
     for _ in range(processes):
         port = free_port()
-        env = stack.env(
-            worker_concurrency=concurrency, worker_health_port=port, queue_fairness=fairness.value
-        )
+        env = stack.env(worker_concurrency=concurrency, worker_health_port=port)
         procs.append(stack.spawn(worker_command(), env, "fair-worker"))
         await wait_for_http(f"http://127.0.0.1:{port}/healthz", procs[-1], "worker")
     return procs
@@ -205,7 +211,7 @@ async def window(
     await add_jobs(stack, [big] * backlog, echo_input(plan.fair_sleep_ms), fairness)
     zipf = Zipf(shops)
     await settle(stack)
-    procs = await start_workers(stack, processes, plan.fair_concurrency, fairness)
+    procs = await start_workers(stack, processes, plan.fair_concurrency)
     try:
         # Start-up (the first reconcile, scripts loading) is not what is measured.
         await traffic(stack, zipf, plan.fair_rate, WARMUP_SECONDS, plan.fair_sleep_ms, fairness)
@@ -273,7 +279,7 @@ async def cost(
     await add_jobs(stack, [big] * (backlog + COST_WARMUP_JOBS), echo_input(0), QueueFairness.SHOP)
     await add_jobs(stack, shops * 2, echo_input(0), QueueFairness.SHOP)
     await settle(stack)
-    procs = await start_workers(stack, 1, plan.fair_concurrency, QueueFairness.SHOP)
+    procs = await start_workers(stack, 1, plan.fair_concurrency)
     windows: list[dict[str, float]] = []
     try:
 

@@ -13,7 +13,7 @@ and the rate it reached (arq at a long poll_delay would otherwise take minutes).
 
 shopjobs runs are real `arq jobs.WorkerSettings` processes doing everything they do in
 production, including claiming each job in Postgres and mirroring its outcome there; the run is
-over when the queue (the shop's set, service/core/fair.py) is empty, which (the runner writes
+over when the queue (the shop's set, service/queue/) is empty, which (the runner writes
 the outcome before it returns to arq) means every row is `completed`, and the harness checks
 that it is.
 """
@@ -40,7 +40,7 @@ from redis.asyncio import Redis
 
 from bench.stack import SHOP, Proc, Stack, worker_command
 from jobs.builtin.echo import EchoInput
-from service.core import queue
+from service import queue
 from tools.services import free_port
 
 POLL_SECONDS = 0.005

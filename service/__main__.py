@@ -25,8 +25,7 @@ from uuid import UUID
 import orjson
 
 from jobs.registry import job_types
-from service import store
-from service.core import queue
+from service import queue, store
 from service.core.db import DatabaseTlsError, apply_schema, create_database
 from service.core.settings import DatabaseSettings, Settings, TokenSettings, load_settings
 from service.intake import Source
@@ -97,7 +96,7 @@ async def _jobs(args: argparse.Namespace) -> dict[str, Any]:
     redis = queue.connect(settings.redis_url)
     await database.connect()
     try:
-        client = JobsClient(database, redis, job_types(settings), fairness=settings.queue_fairness)
+        client = JobsClient(database, redis, job_types(settings))
         if args.command == "show":
             try:
                 job = await client.get(UUID(args.job_id))

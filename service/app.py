@@ -26,7 +26,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from jobs.registry import job_types, webhook_jobs
-from service.core import queue
+from service import queue
 from service.core.db import DatabaseTlsError, create_database
 from service.core.logs import configure_logging
 from service.core.settings import Settings, load_settings
@@ -107,9 +107,7 @@ def create_app(settings: Settings) -> Starlette:
             closing.push_async_callback(redis.aclose)
             http = httpx.AsyncClient(timeout=settings.shopify_admin_timeout_seconds)
             closing.push_async_callback(http.aclose)
-            intake = Intake(
-                database, redis, web_metrics.observe_enqueue, fairness=settings.queue_fairness
-            )
+            intake = Intake(database, redis, web_metrics.observe_enqueue)
             types = job_types(settings)
             app.state.web = WebState(
                 settings=settings,

@@ -7,7 +7,7 @@ will ever see. Every queue entry is put with the same timeout and timed by its s
 
 Under load, many `POST /proxy/process` requests are in flight at once; each used to cost its
 own INSERT and its own Redis call. Here concurrent requests share one INSERT of many rows and
-one Redis pipeline (service/core/batch.py), and an idle system still writes each job at once.
+one Redis pipeline (service/core/group_commit.py), and an idle system still writes each job at once.
 """
 
 from __future__ import annotations
@@ -27,11 +27,9 @@ from arq.connections import ArqRedis
 from databases import Database
 
 from jobs.types import JobType
-from service import store
-from service.core import queue
-from service.core.batch import GroupCommit
+from service import queue, store
 from service.core.db import UNAVAILABLE_ERRORS
-from service.core.fair import QueueFairness
+from service.core.group_commit import GroupCommit
 
 logger = logging.getLogger("shopjobs.intake")
 
@@ -90,13 +88,9 @@ class Intake:
         database: Database,
         redis: ArqRedis,
         observe: ObserveEnqueue,
-        *,
-        fairness: QueueFairness = QueueFairness.SHOP,
     ) -> None:
-        """`fairness`: QUEUE_FAIRNESS, where jobs are queued (service/core/fair.py)."""
         self.database = database
         self.redis = redis
-        self.fairness = fairness
         self._observe = observe
         self._rows: GroupCommit[NewRow, bool] = GroupCommit(self._insert)
         self._queue: GroupCommit[tuple[str, str, str | None], bool] = GroupCommit(self._enqueue)
@@ -189,7 +183,6 @@ class Intake:
                 entry = queue.enqueue(
                     self.redis, job_type, str(job_id), shop=shop,
                     defer_seconds=max(0.0, run_at.timestamp() - time.time() + 0.002),
-                    fairness=self.fairness,
                 )  # fmt: skip
             queued = await asyncio.wait_for(entry, ENQUEUE_TIMEOUT_SECONDS)
             outcome = QueueOutcome.QUEUED if queued else QueueOutcome.DUPLICATE
@@ -248,4 +241,4 @@ class Intake:
         return [row[0] in inserted for row in rows]
 
     async def _enqueue(self, jobs: list[tuple[str, str, str | None]]) -> list[bool]:
-        return await queue.enqueue_many(self.redis, jobs, fairness=self.fairness)
+        return await queue.enqueue_many(self.redis, jobs)

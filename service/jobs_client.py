@@ -30,9 +30,8 @@ from databases import Database
 from pydantic import BaseModel, ValidationError
 
 from jobs.types import EnqueuedJob, JobType
-from service import store
-from service.core import cancel, queue
-from service.core.fair import QueueFairness
+from service import queue, store
+from service.core import cancel
 from service.core.states import JobStatus
 from service.intake import (
     ENQUEUE_TIMEOUT_SECONDS,
@@ -125,15 +124,11 @@ class JobsClient:
         *,
         intake: Intake | None = None,
         observe: ObserveEnqueue | None = None,
-        fairness: QueueFairness = QueueFairness.SHOP,
     ) -> None:
-        """`fairness`: the deployment's QUEUE_FAIRNESS (settings.queue_fairness), which says
-        where jobs are queued; ignored when an `intake` is given (it has its own)."""
         self.database = database
         self.redis = redis
         self.job_types = job_types
-        self.intake = intake or Intake(database, redis, observe or _ignore, fairness=fairness)
-        self.fairness = self.intake.fairness
+        self.intake = intake or Intake(database, redis, observe or _ignore)
 
     def job_type(self, name: str) -> JobType:
         job_type = self.job_types.get(name)
@@ -269,7 +264,6 @@ class JobsClient:
                     queue.enqueue_many(
                         self.redis,
                         [(kind.name, str(job_id), shop.domain) for job_id in ids],
-                        fairness=self.fairness,
                     ),
                     ENQUEUE_TIMEOUT_SECONDS * 5,
                 )

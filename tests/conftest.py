@@ -17,7 +17,7 @@ import pytest
 from arq.connections import ArqRedis
 from databases import Database
 
-from service.core import queue
+from service import queue
 from service.core.db import apply_schema, create_database
 from service.core.settings import Settings
 from tests.support.breakable import RedisServer

@@ -23,11 +23,12 @@ from databases import Database
 from pydantic import BaseModel
 
 from jobs.types import CompletionWrite, EnqueuedJob, NonRetryableError
+from jobs.worker.resources import Resources
 from jobs.worker.results import storable_error
 from service import store
 from service.intake import Source
 from service.jobs_client import InvalidInput, JobsClient
-from service.shopify.admin import AdminClient, ShopAdmin
+from service.shopify.admin import ShopAdmin
 from service.shopify.bulk import JobLink
 
 logger = logging.getLogger("shopjobs.worker")
@@ -49,7 +50,7 @@ class RunContext:
     run: int
     database: Database
     owner: str
-    resources: dict[str, Any] = field(default_factory=dict)
+    resources: Resources | None = None  # None: a context whose handler cannot reach Shopify
     jobs: JobsClient | None = None  # how a handler starts jobs (None: a context without one)
     completion_writes: list[CompletionWrite] = field(default_factory=list)
     # The spec of the batch this run started (store.start_batch), None if it started none.
@@ -66,8 +67,9 @@ class RunContext:
         One per run, so the shop's token is read from Postgres once, not once per query.
         """
         if self._admin is None:
-            client: AdminClient = self.resources["admin"]
-            self._admin = client.admin_for(
+            if self.resources is None:
+                raise RuntimeError("this context has no Admin API client")
+            self._admin = self.resources.admin.admin_for(
                 self.shop, JobLink(UUID(self.job_id), self.report_progress)
             )
         return self._admin

@@ -3,12 +3,11 @@
 - `reconcile`: Postgres is the source of truth. A job that is pending or retrying (and due)
   for longer than RECONCILE_AFTER_SECONDS with no queue entry (Redis lost it: a restart
   without persistence, an enqueue that died half-way), or that is processing under a lease that
-  expired that long ago (its worker died after arq dropped it), is queued again. Queuing
-  twice is harmless: `_job_id` dedups in Redis and the claim dedups in Postgres. A job goes
-  back where QUEUE_FAIRNESS puts new ones: its shop's set, or arq's queue (fifo); with fifo,
-  a job left on its shop's set (fairness turned off) is moved to arq's queue.
+  expired that long ago (its worker died after arq dropped it), is queued again, on its
+  shop's set. Queuing twice is harmless: `_job_id` dedups in Redis and the claim dedups in
+  Postgres. A shop whose set holds such a job but which is out of the rotation is put back.
 - `reconcile` also rebuilds the per-shop running counts of fair scheduling from the jobs
-  taken (service/core/fair.py), so a count that went wrong cannot keep a shop capped.
+  taken (service/queue/), so a count that went wrong cannot keep a shop capped.
   A row whose type no worker knows any more (renamed or removed in a deploy) is failed with
   "Unknown job type NAME" instead: queued, it would only be dropped again, and such rows,
   always the oldest, would fill every tick's batch and starve real orphans.
@@ -23,19 +22,15 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Collection
 from typing import Any
 from uuid import UUID
 
 from arq.connections import ArqRedis
-from arq.constants import in_progress_key_prefix, job_key_prefix
 from databases import Database
 
 from jobs.worker.outcomes import end_batches
-from service import store
-from service.core import fair, queue
-from service.core.fair import QueueFairness
+from service import queue, store
 from service.core.settings import Settings
 from service.core.states import JobStatus
 
@@ -56,7 +51,6 @@ async def requeue_stranded(
     redis: ArqRedis,
     older_than_seconds: float,
     known: Collection[str],
-    fairness: QueueFairness = QueueFairness.SHOP,
     shop_cap: int = 0,
 ) -> int:
     stranded = await store.stranded_jobs(database, older_than_seconds)
@@ -72,32 +66,19 @@ async def requeue_stranded(
     stranded = [row for row in stranded if row[1] in known]
     if not stranded:
         return 0
-    async with redis.pipeline(transaction=False) as pipe:
-        for job_id, _, shop in stranded:
-            pipe.zscore(queue.QUEUE_NAME, str(job_id))
-            pipe.zscore(fair.shop_queue(shop), str(job_id))
-            pipe.exists(in_progress_key_prefix + str(job_id))
-        answers = await pipe.execute()
+    found = await queue.find(redis, [(str(job_id), shop) for job_id, _, shop in stranded])
     requeued = 0
     waiting: set[str] = set()  # shops with a job long waiting in their set
-    for index, (job_id, job_type, shop) in enumerate(stranded):
-        queued, fair_queued, running = answers[3 * index : 3 * index + 3]
-        if queued is not None or running:
-            continue
-        if fair_queued is not None:
-            if fairness == QueueFairness.SHOP:
-                waiting.add(shop)
-                continue
-            # Queued on its shop's set, where fifo workers never look (fairness was turned
-            # off since): it moves to arq's queue.
-            await redis.zrem(fair.shop_queue(shop), str(job_id))
-        # A job key without a queue entry is a leftover that would block `_job_id` dedup.
-        await redis.delete(job_key_prefix + str(job_id))
-        if await queue.enqueue(redis, job_type, str(job_id), shop=shop, fairness=fairness):
-            requeued += 1
+    for (job_id, job_type, shop), where in zip(stranded, found, strict=True):
+        if where == queue.Found.SHOP_SET:
+            waiting.add(shop)
+        elif where == queue.Found.MISSING:
+            await queue.drop_leftover(redis, str(job_id))
+            if await queue.enqueue(redis, job_type, str(job_id), shop=shop):
+                requeued += 1
     if requeued:
         logger.warning("reconciler: re-queued %d stranded job(s)", requeued)
-    misplaced = await fair.place_shops(redis, waiting, int(time.time() * 1000), shop_cap)
+    misplaced = await queue.place_shops(redis, waiting, shop_cap)
     if misplaced:
         logger.warning(
             "reconciler: %d shop(s) with waiting jobs were out of the rotation", misplaced
@@ -129,9 +110,7 @@ async def reconcile(ctx: dict[str, Any]) -> int:
     await end_batches(runtime, None)
     settings = runtime.settings
     try:
-        wrong = await fair.repair(
-            runtime.redis, int(time.time() * 1000), settings.shop_concurrency_limit
-        )
+        wrong = await queue.repair(runtime.redis, settings.shop_concurrency_limit)
         if wrong:
             logger.warning("reconciler: repaired the running counts of %d shop(s)", wrong)
         return await requeue_stranded(
@@ -139,7 +118,6 @@ async def reconcile(ctx: dict[str, Any]) -> int:
             runtime.redis,
             settings.reconcile_after_seconds,
             runtime.types,
-            settings.queue_fairness,
             settings.shop_concurrency_limit,
         )
     except Exception as exc:  # a dependency is down: the next tick will try again

@@ -15,7 +15,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 from redis.asyncio import Redis
 
-from service.core import queue
+from service import queue
 from service.core.metrics import process_registry
 from service.core.states import RunOutcome
 
@@ -26,7 +26,6 @@ DEPTH_TIMEOUT_SECONDS = 1.0
 
 # Why a run was put back in the queue without running (`deferred`):
 RATE_LIMIT = "rate_limit"  # the global start rate was used up
-SHOP_CAP = "shop_cap"  # fifo: the job's shop already runs SHOP_CONCURRENCY_LIMIT jobs
 LEASE_HELD = "lease_held"  # another live worker holds the job
 DATABASE_DOWN = "database_unavailable"  # the claim could not reach Postgres
 
@@ -69,7 +68,7 @@ class WorkerMetrics:
         self.deferrals = Counter(
             "shopjobs_job_deferrals",
             "Runs put back in the queue without starting, by type and reason "
-            "(rate_limit, shop_cap, lease_held, database_unavailable).",
+            "(rate_limit, lease_held, database_unavailable).",
             ["type", "reason"],
             registry=r,
         )

@@ -18,15 +18,14 @@ from uuid import UUID
 from jobs.types import JobType, NonRetryableError
 from jobs.worker import lease, retry
 from jobs.worker.abandon import RunAbandoned
-from jobs.worker.claims import Finish, later
 from jobs.worker.context import FollowUpRefused, RunContext
 from jobs.worker.mirror import persist
 from jobs.worker.results import UnstorableResult, error_text, storable_error
 from jobs.worker.runtime import Runtime
-from service import store
-from service.core import queue
-from service.core.states import QueueFinish, RunOutcome
+from service import queue, store
+from service.core.states import RunOutcome
 from service.jobs_client import InvalidInput, ShopNotInstalled, UnknownJobType
+from service.queue import Finish, done, later
 
 logger = logging.getLogger("shopjobs.worker")
 
@@ -132,9 +131,9 @@ async def failed(
         )
     except Exception as refused:  # not even the failure can be written: leave it to the lease
         logger.error("%s: its outcome could not be recorded: %r", tag, refused)
-        return RunOutcome.LEASE_LOST, Finish(job_id, QueueFinish.DONE)
+        return RunOutcome.LEASE_LOST, done(job_id)
     logger.error("%s failed after %d attempt(s): %s", tag, failures, message)
-    return RunOutcome.FAILED, Finish(job_id, QueueFinish.DONE)
+    return RunOutcome.FAILED, done(job_id)
 
 
 async def await_children(
@@ -164,10 +163,10 @@ async def await_children(
         return await failed(runtime, job_type, claim, refused, 0)
     if not written:
         logger.warning("%s: its lease was lost before it could wait for its batch", tag)
-        return RunOutcome.LEASE_LOST, Finish(job_id, QueueFinish.DONE)
+        return RunOutcome.LEASE_LOST, done(job_id)
     logger.info("%s handler done in %.3fs; waiting for its batch", tag, time.monotonic() - started)
     await end_batches(runtime, [claim.id])
-    return RunOutcome.WAITING, Finish(job_id, QueueFinish.DONE)
+    return RunOutcome.WAITING, done(job_id)
 
 
 async def end_batches(runtime: Runtime, parent_ids: list[UUID] | None) -> int:
@@ -180,7 +179,6 @@ async def end_batches(runtime: Runtime, parent_ids: list[UUID] | None) -> int:
             await queue.enqueue_many(
                 runtime.redis,
                 [(f.type, str(f.id), f.shop) for f in follow_ups],
-                fairness=runtime.settings.queue_fairness,
             )
     except Exception as exc:
         logger.warning("batches not ended now (the reconciler will): %r", exc)

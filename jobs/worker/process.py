@@ -1,7 +1,14 @@
 """The worker class that `arq jobs.WorkerSettings` runs (its settings: jobs/worker/startup.py).
 
 arq's CLI instantiates `arq.worker.Worker`; `install()` points that name at `ShopjobsWorker`,
-a small subclass that closes arq's gaps we cannot close from hooks:
+a small subclass that closes arq's gaps we cannot close from hooks. This is the one module that
+touches arq's private API (`_poll_iteration`, `_sleep_until_tasks_complete`, `_pool`,
+`_handle_signals`, `_job_completion_wait`, `job_counter`, `tasks`), written against
+ARQ_VERSION: `install()` refuses any other, and tests/unit/test_patched_internals.py names
+this module when the pinned version or those attributes move.
+
+- jobs are taken by the queue's own script (service/queue/take.py), shop by shop, a batch per
+  poll, instead of arq's four round trips per job;
 
 - claims are leases: arq's in-progress key lasts JOB_LEASE_SECONDS (renewed while a job runs,
   see jobs/worker/lease.py), not the largest job_timeout + 10 s;
@@ -30,16 +37,34 @@ from typing import Any
 import arq.worker
 from arq.connections import create_pool
 from arq.utils import timestamp_ms
+from arq.version import VERSION as INSTALLED_ARQ_VERSION
 
 from jobs.worker import health, maintenance
-from jobs.worker.claims import Finish, Taken, later
-from jobs.worker.runner import start_batch
+from jobs.worker.runner import start_runs
 from jobs.worker.runtime import Incoming, Runtime
-from service.core import cancel, queue
-from service.core.states import QueueFinish
+from service import queue
+from service.core import cancel
+from service.queue import Taken, done, later
 
 logger = logging.getLogger("shopjobs.worker")
 
+# The arq release whose private worker internals ShopjobsWorker overrides (pinned in
+# pyproject.toml); any other is refused at start.
+ARQ_VERSION = "0.28.0"
+# What ShopjobsWorker overrides or reads of arq's Worker beyond its documented settings.
+ARQ_PRIVATE_API = (
+    "_poll_iteration",
+    "_sleep_until_tasks_complete",
+    "_pool",
+    "_handle_signals",
+    "_job_completion_wait",
+    "job_counter",
+    "tasks",
+    "run_job",
+    "heart_beat",
+    "handle_sig",
+    "handle_sig_wait_for_completion",
+)
 STARTUP_RETRY_SECONDS = 1.0
 # How long the steps of shutdown that need Redis or Postgres may take, all together, before
 # what is left is skipped.
@@ -94,7 +119,7 @@ class ShopjobsWorker(arq.worker.Worker):
             listener.cancel()
 
     async def _listen_for_wake_ups(self) -> None:
-        """Poll as soon as a job is enqueued (service/core/queue.py publishes on every enqueue),
+        """Poll as soon as a job is enqueued (service/queue/enqueue.py publishes on every enqueue),
         and stop the handler of a job cancelled while it runs here (service/core/cancel.py)."""
         runtime: Runtime = self.ctx["runtime"]
         while True:
@@ -137,13 +162,10 @@ class ShopjobsWorker(arq.worker.Worker):
         await self.heart_beat()
 
     async def _take(self, runtime: Runtime, count: int) -> list[Taken]:
-        return await runtime.claims.take(
-            count,
-            int(runtime.settings.job_lease_seconds * 1000),
-            timestamp_ms(),
+        return await runtime.queue.take(
+            count, int(runtime.settings.job_lease_seconds * 1000), timestamp_ms(),
             self.queue_read_limit,
-            runtime.running_by_shop,
-        )
+        )  # fmt: skip
 
     async def _start(self, runtime: Runtime, taken: list[Taken]) -> None:
         ours: list[Incoming] = []
@@ -155,7 +177,7 @@ class ShopjobsWorker(arq.worker.Worker):
                 continue
             decoded = _decode(item)
             if decoded is None:
-                await runtime.claims.finish(Finish(item.job_id, QueueFinish.DONE))
+                await runtime.queue.finish(done(item.job_id))
             elif decoded in runtime.types:
                 ours.append(Incoming(item, runtime.types[decoded]))
             elif decoded in self.functions:  # cron jobs: arq's own run_job (already claimed)
@@ -164,7 +186,7 @@ class ShopjobsWorker(arq.worker.Worker):
                 await _fail_unknown(runtime, item.job_id, decoded)
         if not ours:
             return
-        runs = await start_batch(runtime, ours)
+        runs = await start_runs(runtime, ours)
         for job_id, run in runs:
             self._spawn(job_id, run)
 
@@ -271,11 +293,11 @@ async def _fail_unknown(runtime: Runtime, job_id: str, job_type: str) -> None:
         failed = False
     except Exception as exc:  # Postgres down: look again shortly, as a claim would
         logger.warning("job %s: unknown type %.80r not recorded (%s)", job_id, job_type, exc)
-        await runtime.claims.finish(later(job_id, STARTUP_RETRY_SECONDS))
+        await runtime.queue.finish(later(job_id, STARTUP_RETRY_SECONDS))
         return
     if failed:
         logger.error("job %s failed: Unknown job type %.80s", job_id, job_type)
-    await runtime.claims.finish(Finish(job_id, QueueFinish.DONE))
+    await runtime.queue.finish(done(job_id))
 
 
 async def _bounded(what: str, step: Awaitable[Any], deadline: float) -> None:
@@ -337,6 +359,19 @@ def _decode(taken: Taken) -> str | None:
         return None
 
 
+class ArqVersionMismatch(RuntimeError):
+    """The installed arq is not the release whose private internals this module overrides."""
+
+
 def install() -> None:
-    """Make `arq jobs.WorkerSettings` build a ShopjobsWorker instead of arq's stock Worker."""
+    """Make `arq jobs.WorkerSettings` build a ShopjobsWorker instead of arq's stock Worker.
+
+    Only on the arq release it was written against: on another, the private methods it
+    overrides may have moved, and the worker would misbehave quietly instead of failing here.
+    """
+    if INSTALLED_ARQ_VERSION != ARQ_VERSION:
+        raise ArqVersionMismatch(
+            f"jobs/worker/process.py overrides arq {ARQ_VERSION}'s private worker internals; "
+            f"arq {INSTALLED_ARQ_VERSION} is installed: re-check them before changing the pin"
+        )
     arq.worker.Worker = ShopjobsWorker  # type: ignore[misc]

@@ -5,7 +5,7 @@ Built once at worker start-up and closed at shutdown, never per job.
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
 
 from arq.connections import ArqRedis
 from databases import Database
@@ -14,12 +14,16 @@ from service.core.settings import Settings
 from service.shopify.admin import AdminClient
 
 
-async def open_resources(settings: Settings, database: Database, redis: ArqRedis) -> dict[str, Any]:
-    return {"admin": AdminClient(settings, database, redis)}
+@dataclass(frozen=True)
+class Resources:
+    """What a worker process opens once for every run's handler."""
+
+    admin: AdminClient  # Shopify's Admin API, shared: one HTTP pool, one token cache
 
 
-async def close_resources(resources: dict[str, Any]) -> None:
-    for resource in resources.values():
-        close = getattr(resource, "aclose", None)
-        if close is not None:
-            await close()
+async def open_resources(settings: Settings, database: Database, redis: ArqRedis) -> Resources:
+    return Resources(admin=AdminClient(settings, database, redis))
+
+
+async def close_resources(resources: Resources) -> None:
+    await resources.admin.aclose()

@@ -6,7 +6,7 @@ Every outcome is decided here, by the project's own attempt count (`retry_count`
 not arq's `job_try`, which also counts crash re-runs and deferrals):
 
 - admit: a start over the rate limit is deferred without using an attempt (a shop already at
-  its cap was skipped, or in fifo pushed back, before it was even taken, jobs/worker/claims.py);
+  its cap was skipped before it was even taken: the take holds the cap, service/queue/take.py);
 - claim: one Postgres statement claims the batch (jobs/…store.claim_jobs), so a job runs only
   if it is pending, retrying, or processing under an expired lease;
 - execute: the handler runs under a renewed lease and a timeout (jobs/worker/abandon.py); its
@@ -32,9 +32,8 @@ from pydantic import ValidationError
 from jobs.types import JobType
 from jobs.worker import lease
 from jobs.worker.abandon import call
-from jobs.worker.claims import Finish, later
 from jobs.worker.context import RunContext
-from jobs.worker.metrics import DATABASE_DOWN, LEASE_HELD, RATE_LIMIT, SHOP_CAP
+from jobs.worker.metrics import DATABASE_DOWN, LEASE_HELD, RATE_LIMIT
 from jobs.worker.mirror import persist_shielded
 from jobs.worker.outcomes import (
     HandlerNotAsync,
@@ -49,13 +48,12 @@ from jobs.worker.results import encode_result
 from jobs.worker.runtime import Incoming, Runtime
 from service import store
 from service.core import logs
-from service.core.fair import QueueFairness
-from service.core.states import ClaimResult, QueueFinish, RunOutcome
+from service.core.states import ClaimResult, RunOutcome
+from service.queue import Finish, done, give_back, later
 
 logger = logging.getLogger("shopjobs.worker")
 
 DB_UNAVAILABLE_DEFER_SECONDS = 1.0
-SHOP_BUSY_DEFER_SECONDS = 0.5
 # A job whose worker keeps dying under it (it crashes the process, say) is failed after this
 # many starts beyond its attempts, instead of taking workers down forever.
 EXTRA_STARTS_ALLOWED = 3
@@ -94,28 +92,10 @@ async def _claim(
 ) -> tuple[list[tuple[Incoming, store.Claim]], list[Finish]]:
     settings = runtime.settings
     by_id = {UUID(i.taken.job_id): i for i in admitted}
-    claimed: list[tuple[Incoming, store.Claim]] = []
-    outcome: dict[UUID, str] = {}
-    # Fair scheduling holds the cap at the take, across workers (service/core/fair.py); FIFO
-    # pushes back only what this process runs, so there the claim counts all workers' runs.
-    if settings.shop_concurrency_limit and settings.queue_fairness == QueueFairness.FIFO:
-        for job_id, incoming in by_id.items():
-            state, claim = await store.claim_job(
-                runtime.database,
-                job_id,
-                runtime.owner,
-                settings.job_lease_seconds,
-                settings.shop_concurrency_limit,
-            )
-            if claim is not None:
-                claimed.append((incoming, claim))
-            else:
-                outcome[job_id] = state
-    else:
-        claims, outcome = await store.claim_jobs(
-            runtime.database, list(by_id), runtime.owner, settings.job_lease_seconds
-        )
-        claimed = [(by_id[c.id], c) for c in claims]
+    claims, outcome = await store.claim_jobs(
+        runtime.database, list(by_id), runtime.owner, settings.job_lease_seconds
+    )
+    claimed = [(by_id[c.id], c) for c in claims]
     finishes = []
     for job_id, state in outcome.items():
         key = str(job_id)
@@ -127,29 +107,27 @@ async def _claim(
                 "job %s type=%s skipped: already final or deleted", key, job_type, extra=fields
             )
             runtime.metrics.skipped_final(job_type)
-            finishes.append(Finish(key, QueueFinish.DONE))
-        elif state == ClaimResult.HELD:
-            # Keep the queue entry: if its holder dies, this entry runs it after the lease.
+            finishes.append(done(key))
+        else:
+            # Held: keep the queue entry; if its holder dies, this entry runs it after the lease.
             runtime.metrics.deferred(job_type, LEASE_HELD)
             finishes.append(later(key, settings.job_lease_seconds))
-        else:
-            runtime.metrics.deferred(job_type, SHOP_CAP)
-            finishes.append(later(key, _jitter(SHOP_BUSY_DEFER_SECONDS)))
     return claimed, finishes
 
 
-async def start_batch(
+async def start_runs(
     runtime: Runtime, incoming: list[Incoming]
 ) -> list[tuple[str, Coroutine[Any, Any, None]]]:
-    """Admit and claim a batch; finish what will not run; return a run per claimed job."""
+    """Admit and claim the jobs of one take; finish what will not run; return a run per
+    claimed job."""
     finishes: list[Finish] = []
     admitted: list[Incoming] = []
     for item in incoming:
         if not _is_job_id(item.taken.job_id):
             # Not an entry the web or the reconciler wrote (they queue job ids): it can never
-            # be claimed, and its claim would fail the whole batch, every time, forever.
+            # be claimed, and its claim would fail the whole take's claim, every time, forever.
             logger.error("queue entry %.80r dropped: not a job id", item.taken.job_id)
-            finishes.append(Finish(item.taken.job_id, QueueFinish.DONE))
+            finishes.append(done(item.taken.job_id))
             continue
         deferred = await _admit(runtime, item)
         if deferred is None:
@@ -166,12 +144,11 @@ async def start_batch(
             finishes += [later(i.taken.job_id, DB_UNAVAILABLE_DEFER_SECONDS) for i in admitted]
             for item in admitted:
                 runtime.metrics.deferred(item.job_type.name, DATABASE_DOWN)
-    await asyncio.gather(*(runtime.claims.finish(f) for f in finishes))
+    await asyncio.gather(*(runtime.queue.finish(f) for f in finishes))
     return [(str(claim.id), execute(runtime, item.job_type, claim)) for item, claim in claimed]
 
 
 async def execute(runtime: Runtime, job_type: JobType, claim: store.Claim) -> None:
-    runtime.running_by_shop[claim.shop] += 1
     runtime.metrics.run_started(job_type.name, claim.recovered)
     started = time.monotonic()
     outcome = RunOutcome.INTERRUPTED  # unless the run says otherwise: shutdown cancelled it
@@ -182,14 +159,11 @@ async def execute(runtime: Runtime, job_type: JobType, claim: store.Claim) -> No
             if claim.parent_id is not None and outcome in CHILD_ENDS:
                 await end_batches(runtime, [claim.parent_id])
     except asyncio.CancelledError:
-        await asyncio.shield(runtime.claims.finish(Finish(str(claim.id), QueueFinish.GIVE_BACK)))
+        await asyncio.shield(runtime.queue.finish(give_back(str(claim.id))))
         raise
     finally:
         runtime.metrics.run_ended(job_type.name, outcome, time.monotonic() - started)
-        runtime.running_by_shop[claim.shop] -= 1
-        if runtime.running_by_shop[claim.shop] <= 0:
-            del runtime.running_by_shop[claim.shop]
-    await runtime.claims.finish(finish)
+    await runtime.queue.finish(finish)
 
 
 async def _run(
@@ -215,7 +189,7 @@ async def _run(
             lambda: store.fail_job(database, claim.id, owner, failures, message, public=True),
         )
         logger.error("%s failed: %s", tag, message)
-        return RunOutcome.ABANDONED, Finish(job_id, QueueFinish.DONE)
+        return RunOutcome.ABANDONED, done(job_id)
 
     attempt = failures + 1
     if claim.recovered:
@@ -286,6 +260,6 @@ async def _run(
     elapsed = time.monotonic() - started
     if written:
         logger.info("%s completed in %.3fs", tag, elapsed)
-        return RunOutcome.COMPLETED, Finish(job_id, QueueFinish.DONE)
+        return RunOutcome.COMPLETED, done(job_id)
     logger.warning("%s finished in %.3fs but its lease was lost; result not recorded", tag, elapsed)
-    return RunOutcome.LEASE_LOST, Finish(job_id, QueueFinish.DONE)
+    return RunOutcome.LEASE_LOST, done(job_id)

@@ -8,7 +8,6 @@ takes its first job; the runner (jobs/worker/runner.py), the handler calls
 from __future__ import annotations
 
 import asyncio
-from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
@@ -17,13 +16,14 @@ from arq.connections import ArqRedis
 from databases import Database
 
 from jobs.types import JobType
-from jobs.worker.claims import QueueClaims, Taken
 from jobs.worker.metrics import WorkerMetrics
 from jobs.worker.ratelimit import RateLimiter
-from service.core import queue
-from service.core.batch import GroupCommit
+from jobs.worker.resources import Resources
+from service import queue
+from service.core.group_commit import GroupCommit
 from service.core.settings import Settings
 from service.jobs_client import JobsClient
+from service.queue import Taken, Taker
 
 
 @dataclass(frozen=True)
@@ -37,14 +37,10 @@ class Runtime:
     database: Database
     redis: ArqRedis
     limiter: RateLimiter
-    claims: QueueClaims
+    queue: Taker  # takes and finishes this process's jobs (service/queue/take.py)
     completions: GroupCommit[tuple[UUID, str, str], bool]
-    resources: dict[str, Any]
+    resources: Resources
     metrics: WorkerMetrics
-    # Jobs of each shop running in this process. In fifo, a job of a shop already at its cap
-    # here is pushed back when taken (jobs/worker/claims.py) and the claim enforces the cap
-    # across workers; fair scheduling counts in Redis instead, at the take.
-    running_by_shop: Counter[str] = field(default_factory=Counter)
     # Handlers that did not stop when cancelled at their timeout, still going: their jobs have
     # been given up on and their slots freed (jobs/worker/abandon.py); /healthz counts them.
     abandoned: set[asyncio.Task[Any]] = field(default_factory=set)

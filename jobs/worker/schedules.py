@@ -21,9 +21,7 @@ from databases import Database
 from pydantic import ValidationError
 
 from jobs.types import JobType
-from service import store
-from service.core import queue
-from service.core.fair import QueueFairness
+from service import queue, store
 from service.core.schedule_times import CronSimError, latest_tick, next_tick
 
 logger = logging.getLogger("shopjobs.worker")
@@ -37,8 +35,6 @@ async def run_schedules(
     redis: ArqRedis,
     types: dict[str, JobType],
     now: datetime | None = None,
-    *,
-    fairness: QueueFairness = QueueFairness.SHOP,
 ) -> int:
     """Write and queue the runs of every scheduled type's latest tick at `now` (default: the
     clock) that has none yet; how many runs were created."""
@@ -76,7 +72,6 @@ async def run_schedules(
                         str(run.id),
                         shop=run.shop,
                         defer_seconds=max(0.0, run.run_at.timestamp() - time.time() + 0.002),
-                        fairness=fairness,
                     )
                     for run in runs[start : start + QUEUE_CHUNK]
                 )
@@ -92,12 +87,7 @@ async def schedules(ctx: dict[str, Any]) -> int:
     """The arq cron job."""
     runtime = ctx["runtime"]
     try:
-        return await run_schedules(
-            runtime.database,
-            runtime.redis,
-            runtime.types,
-            fairness=runtime.settings.queue_fairness,
-        )
+        return await run_schedules(runtime.database, runtime.redis, runtime.types)
     except Exception as exc:  # a dependency is down: the next look tries again
         logger.warning("schedules skipped: %s", exc)
         return 0

@@ -27,15 +27,13 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from jobs.registry import job_types
 from jobs.types import JobType
 from jobs.worker import health, looplag, maintenance, metrics, schedules
-from jobs.worker.claims import QueueClaims
 from jobs.worker.process import STARTUP_RETRY_SECONDS, install
 from jobs.worker.ratelimit import RateLimiter
 from jobs.worker.resources import close_resources, open_resources
 from jobs.worker.runtime import Runtime
-from service import store
-from service.core import queue
-from service.core.batch import GroupCommit
+from service import queue, store
 from service.core.db import DatabaseTlsError, create_database
+from service.core.group_commit import GroupCommit
 from service.core.logs import adopt, configure_logging
 from service.core.settings import Settings, load_settings
 from service.jobs_client import JobsClient
@@ -153,19 +151,18 @@ def build_worker_settings(settings: Settings, types: dict[str, JobType] | None =
             database=database,
             redis=redis,
             limiter=RateLimiter(redis, settings.rate_limit_max, settings.rate_limit_window_seconds),
-            claims=QueueClaims(
-                redis,
-                queue.QUEUE_NAME,
-                on_push_back=lambda job_type: worker_metrics.deferred(job_type, metrics.SHOP_CAP),
-                fairness=settings.queue_fairness,
-                shop_cap=settings.shop_concurrency_limit,
-            ),
+            queue=queue.Taker(redis, shop_cap=settings.shop_concurrency_limit),
             completions=GroupCommit(lambda done: store.complete_jobs(database, done)),
             resources=resources,
             metrics=worker_metrics,
             abandoned=abandoned,
-            jobs=JobsClient(database, redis, types, fairness=settings.queue_fairness),
+            jobs=JobsClient(database, redis, types),
         )
+        if settings.queue_fairness == "fifo":
+            logger.warning(
+                "QUEUE_FAIRNESS=fifo is retired and ignored: jobs are taken round-robin by shop "
+                "(a shop alone still uses every slot); docs/fairness.md"
+            )
         lag_watch = asyncio.create_task(looplag.watch(worker_metrics, settings.job_lease_seconds))
         closing.callback(lag_watch.cancel)
         logger.info(

@@ -15,8 +15,7 @@ from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_vali
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from service.core.db import tls_argument
-from service.core.fair import QueueFairness
-from service.core.queue import tls_options
+from service.core.redis_url import tls_options
 from service.core.token_cipher import TokenCipher, parse_keys
 
 PositiveFloat = Annotated[float, Field(gt=0)]
@@ -99,9 +98,10 @@ class Settings(TokenSettings):
     job_lease_seconds: PositiveFloat = 10
     rate_limit_max: NonNegativeInt = 10
     rate_limit_window_seconds: PositiveFloat = 60
-    # How workers choose among due jobs: round-robin by shop (`shop`), or arq's FIFO (`fifo`);
-    # service/core/fair.py. The cap counts one shop's running jobs across all worker processes.
-    queue_fairness: QueueFairness = QueueFairness.SHOP
+    # Retired: workers always take round-robin by shop (service/queue/). `fifo` is still
+    # accepted, so a deployment that set it starts, and the worker logs that it is ignored.
+    queue_fairness: Literal["shop", "fifo"] = "shop"
+    # The cap counts one shop's running jobs across all worker processes, held at the take.
     shop_concurrency_limit: NonNegativeInt = 0
     reconcile_after_seconds: PositiveFloat = 30
     shop_cache_seconds: Annotated[float, Field(ge=0)] = 2.0

@@ -32,7 +32,6 @@ class ClaimResult(StrEnum):
     CLAIMED = "claimed"  # this worker holds the lease: run it
     SKIP = "skip"  # final or gone: nothing to do
     HELD = "held"  # a live worker runs it: look again when that worker's lease would expire
-    BUSY = "busy"  # runnable, but its shop is at its concurrency cap: try again shortly
 
 
 class QueueFinish(StrEnum):

@@ -20,7 +20,6 @@ from service.store.batches import (
 from service.store.bulk import bulk_operation_of, job_is_final, keep_bulk_operation
 from service.store.claims import (
     Claim,
-    claim_job,
     claim_jobs,
     fail_unclaimed_job,
     release_job,
@@ -88,7 +87,6 @@ __all__ = [
     "batch_counts",
     "bulk_operation_of",
     "cancel_job",
-    "claim_job",
     "claim_jobs",
     "complete_job",
     "complete_jobs",

@@ -52,23 +52,7 @@ def _claim(row: Mapping[str, Any]) -> Claim:
     )
 
 
-# $4: the per-shop cap (0: none), counted over the shop's other jobs under a live lease.
-_CLAIM = f"""
-    UPDATE jobs {CLAIM_SET}
-      FROM (SELECT status AS was FROM jobs WHERE id = $1 FOR UPDATE) AS before
-     WHERE id = $1 AND {CLAIMABLE}
-       AND ($4 = 0 OR (SELECT count(*) FROM jobs AS other
-                        WHERE other.shop_id = jobs.shop_id AND other.id <> jobs.id
-                          AND other.status = 'processing' AND other.lease_expires_at > now()) < $4)
-    {CLAIM_RETURNING}
-"""
-
-# Serialises claims of one shop's jobs, so two workers cannot both see room under the cap.
-_SHOP_CAP_LOCK = (
-    "SELECT pg_advisory_xact_lock(7331002, (SELECT shop_id FROM jobs WHERE id = $1)::int)"
-)
-
-# The batch claim: a job another claim has locked is skipped, not waited for.
+# A job another claim has locked is skipped, not waited for.
 _CLAIM_MANY = f"""
     WITH before AS (
         SELECT id, status AS was FROM jobs
@@ -82,36 +66,16 @@ _CLAIM_MANY = f"""
 """
 
 
-async def claim_job(
-    database: Database, job_id: UUID, owner: str, lease_seconds: float, shop_cap: int = 0
-) -> tuple[ClaimResult, Claim | None]:
-    """Take a job for one run: (CLAIMED, claim), or (SKIP | HELD | BUSY, None).
-
-    Only a pending or retrying job, or a processing one whose lease has expired (its worker
-    died), can be claimed; completed and failed are final.
-    """
-    async with connection(database) as raw:
-        if shop_cap:
-            async with raw.transaction():
-                await raw.execute(_SHOP_CAP_LOCK, job_id)
-                row = await raw.fetchrow(_CLAIM, job_id, owner, lease_seconds, shop_cap)
-        else:
-            row = await raw.fetchrow(_CLAIM, job_id, owner, lease_seconds, 0)
-        if row is not None:
-            return ClaimResult.CLAIMED, _claim(row)
-        why = await raw.fetchrow(
-            f"SELECT status, {CLAIMABLE} AS runnable FROM jobs WHERE id = $1", job_id
-        )
-    if why is None or why["status"] in FINAL_STATUSES:
-        return ClaimResult.SKIP, None
-    return (ClaimResult.BUSY if why["runnable"] else ClaimResult.HELD), None
-
-
 async def claim_jobs(
     database: Database, job_ids: list[UUID], owner: str, lease_seconds: float
 ) -> tuple[list[Claim], dict[UUID, ClaimResult]]:
-    """`claim_job` for a batch in one round trip (no shop cap): the claims, and for every job
-    not claimed, why (SKIP or HELD)."""
+    """Take jobs for one run each, in one round trip: the claims, and for every job not
+    claimed, why (SKIP: final or gone; HELD: a live worker holds it).
+
+    Only a pending or retrying job, or a processing one whose lease has expired (its worker
+    died), can be claimed; completed and failed are final. A job another claim has locked is
+    skipped, not waited for. The per-shop cap is not here: the take held it (service/queue/).
+    """
     async with connection(database) as raw:
         claims = [
             _claim(row) for row in await raw.fetch(_CLAIM_MANY, job_ids, owner, lease_seconds)

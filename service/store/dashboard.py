@@ -1,7 +1,7 @@
 """The dashboard's queries: listing, counting, retrying and cancelling jobs.
 
 A cancelled job is a failed one with CANCELLED_MESSAGE: failed is final, so a worker that
-later takes its queue entry skips it (claim_job answers SKIP), and the statuses stay the five
+later takes its queue entry skips it (its claim answers SKIP), and the statuses stay the five
 of the API contract.
 """
 

@@ -19,9 +19,8 @@ from databases import Database
 from playwright.async_api import Browser, Page, async_playwright, expect
 from pydantic import SecretStr
 
-from service import store
+from service import queue, store
 from service.app import create_app
-from service.core import queue
 from service.core.settings import Settings
 from tests.support.browser import ARTIFACTS, CHROMIUM_ARGS, chromium_executable, save_screenshot
 from tests.support.jobs import add_job, make_shop, wait_all, wait_for_status

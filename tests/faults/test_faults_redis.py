@@ -15,7 +15,7 @@ import httpx
 import pytest
 from databases import Database
 
-from service.core import queue
+from service import queue
 from tests.support.breakable import RedisServer
 from tests.support.faults import (
     check_effects,

@@ -19,8 +19,7 @@ from arq.connections import ArqRedis
 from arq.constants import job_key_prefix
 from databases import Database
 
-from service import store
-from service.core import queue
+from service import queue, store
 from tests.support.config import TEST_API_KEY, TEST_SECRET, TEST_TOKEN_KEYS
 from tests.support.faults import record, signed, wait_until
 from tests.support.jobs import add_job, make_shop, shop_with_tokens, wait_for_status

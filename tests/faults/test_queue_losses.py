@@ -16,7 +16,7 @@ import httpx
 from databases import Database
 
 from jobs.registry import job_types
-from service.core import queue
+from service import queue
 from service.core.settings import Settings
 from service.jobs_client import JobsClient
 from tests.support.breakable import RedisServer

@@ -17,13 +17,11 @@ from arq.connections import ArqRedis
 from databases import Database
 
 from jobs.worker import maintenance
-from jobs.worker.claims import QueueClaims
-from service import store
-from service.core import fair, queue
-from service.core.fair import QueueFairness
+from service import queue, store
+from service.queue import Taker, keys
 from tests.support.jobs import add_job, make_shop, wait_all, wait_for_status
 from tests.support.processes import start_worker
-from tests.support.queue_entries import queue_entries
+from tests.support.queue_entries import put_on_arq_queue, queue_entries
 
 
 async def add_jobs(
@@ -32,9 +30,11 @@ async def add_jobs(
     shop: store.Shop,
     n: int,
     sleep_ms: int,
-    fairness: QueueFairness = QueueFairness.SHOP,
+    *,
+    old_way: bool = False,
 ) -> list[uuid.UUID]:
-    """`n` echo jobs of `shop` (rows, then queue entries in one pipeline per thousand)."""
+    """`n` echo jobs of `shop` (rows, then queue entries in one pipeline per thousand); with
+    `old_way`, on arq's one queue, as a release before per-shop queues put them."""
     job_input = orjson.dumps({"message": "x", "sleep_ms": sleep_ms}).decode()
     rows = await database.fetch_all(
         """INSERT INTO jobs (id, shop_id, type, input)
@@ -43,9 +43,13 @@ async def add_jobs(
         {"shop": shop.id, "input": job_input, "n": n},
     )
     ids = [row["id"] for row in rows]
+    if old_way:
+        for job_id in ids:
+            await put_on_arq_queue(redis, "echo", str(job_id), shop.domain, int(time.time() * 1000))
+        return ids
     for start in range(0, n, 1000):
         chunk = [("echo", str(job_id), shop.domain) for job_id in ids[start : start + 1000]]
-        assert all(await queue.enqueue_many(redis, chunk, fairness=fairness))
+        assert all(await queue.enqueue_many(redis, chunk))
     return ids
 
 
@@ -121,8 +125,8 @@ async def test_the_shop_cap_holds_across_two_workers(
     await wait_all(database, busy_ids + calm_ids, timeout=90)
     assert await most_at_once(database, busy_ids) == 2  # reached, never passed
     assert await most_at_once(database, calm_ids) == 2
-    assert await redis.hgetall(fair.COUNTS) == {}
-    assert await redis.scard(fair.CAPPED) == 0
+    assert await redis.hgetall(keys.COUNTS) == {}
+    assert await redis.scard(keys.CAPPED) == 0
 
 
 async def test_jobs_queued_by_the_previous_version_still_run(
@@ -130,7 +134,7 @@ async def test_jobs_queued_by_the_previous_version_still_run(
 ) -> None:
     """The previous version queued on arq's one queue; the upgraded worker takes those too."""
     shop = await make_shop(database)
-    old = await add_jobs(database, redis, shop, 20, sleep_ms=0, fairness=QueueFairness.FIFO)
+    old = await add_jobs(database, redis, shop, 20, sleep_ms=0, old_way=True)
     assert await redis.zcard(queue.QUEUE_NAME) == 20
     new = await add_jobs(database, redis, shop, 5, sleep_ms=0)
     start_worker(spawn, env, worker_concurrency=4)
@@ -141,15 +145,16 @@ async def test_jobs_queued_by_the_previous_version_still_run(
     assert left == set()
 
 
-async def test_fifo_keeps_arqs_one_queue(env, spawn, database: Database, redis) -> None:
+async def test_a_worker_told_fifo_starts_and_takes_by_shop(
+    env, spawn, database: Database, redis
+) -> None:
+    """QUEUE_FAIRNESS=fifo is retired: a deployment that still sets it keeps running, by shop."""
     shop = await make_shop(database)
-    start_worker(spawn, env, queue_fairness="fifo")
-    job_id = await add_job(database, redis, shop, {"message": "hi"}, enqueue=False)
-    assert await queue.enqueue(
-        redis, "echo", str(job_id), shop=shop.domain, fairness=QueueFairness.FIFO
-    )
+    worker = start_worker(spawn, env, queue_fairness="fifo")
+    job_id = await add_job(database, redis, shop, {"message": "hi"})
     await wait_for_status(database, job_id, {"completed"})
-    assert await redis.exists(fair.shop_queue(shop.domain)) == 0
+    assert str(job_id).encode() not in await redis.zrange(queue.QUEUE_NAME, 0, -1)
+    assert "QUEUE_FAIRNESS=fifo is retired" in worker.output()
 
 
 async def test_a_killed_workers_job_runs_again_and_its_shop_is_not_left_capped(
@@ -168,29 +173,13 @@ async def test_a_killed_workers_job_runs_again_and_its_shop_is_not_left_capped(
     doomed.wait(10)
     assert len(running) == 1  # the cap: one at a time
     killed = running[0]["id"]
-    assert await redis.hget(fair.COUNTS, shop.domain) == b"1"  # the dead worker's run
+    assert await redis.hget(keys.COUNTS, shop.domain) == b"1"  # the dead worker's run
     start_worker(spawn, env, shop_concurrency_limit=1, job_lease_seconds=1)
     await wait_all(database, ids, timeout=60)
     rerun = await store.get_job(database, killed)
     assert rerun is not None and rerun.attempts == 2
-    assert await redis.hgetall(fair.COUNTS) == {}
-    assert await redis.scard(fair.CAPPED) == 0
-
-
-async def test_turning_fairness_off_moves_waiting_jobs_to_arqs_queue(
-    database: Database, redis: ArqRedis
-) -> None:
-    """fifo workers never look at the shops' sets: the reconciler moves what waits there."""
-    shop = await make_shop(database)
-    (job_id,) = await add_jobs(database, redis, shop, 1, sleep_ms=0)
-    await database.execute(
-        "UPDATE jobs SET updated_at = now() - interval '5 minutes' WHERE id = :id", {"id": job_id}
-    )
-    assert await maintenance.requeue_stranded(database, redis, 30, {"echo"}) == 0  # fair: queued
-    fifo = QueueFairness.FIFO
-    assert await maintenance.requeue_stranded(database, redis, 30, {"echo"}, fifo) == 1
-    assert await redis.zscore(queue.QUEUE_NAME, str(job_id)) is not None
-    assert await redis.zcard(fair.shop_queue(shop.domain)) == 0
+    assert await redis.hgetall(keys.COUNTS) == {}
+    assert await redis.scard(keys.CAPPED) == 0
 
 
 async def test_the_reconciler_puts_a_shop_left_out_of_the_rotation_back(
@@ -198,14 +187,14 @@ async def test_the_reconciler_puts_a_shop_left_out_of_the_rotation_back(
 ) -> None:
     shop = await make_shop(database)
     (job_id,) = await add_jobs(database, redis, shop, 1, sleep_ms=0)
-    await redis.zrem(fair.READY, shop.domain)  # as a script cut short (out of memory) could
+    await redis.zrem(keys.READY, shop.domain)  # as a script cut short (out of memory) could
     await database.execute(
         "UPDATE jobs SET updated_at = now() - interval '5 minutes' WHERE id = :id", {"id": job_id}
     )
-    claims = QueueClaims(redis, queue.QUEUE_NAME)
+    taker = Taker(redis)
 
     async def take() -> list[str]:
-        return [t.job_id for t in await claims.take(5, 5000, int(time.time() * 1000), 100)]
+        return [t.job_id for t in await taker.take(5, 5000, int(time.time() * 1000), 100)]
 
     assert await take() == []  # queued, but where no take looks
     assert await maintenance.requeue_stranded(database, redis, 30, {"echo"}) == 0

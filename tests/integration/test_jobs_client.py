@@ -12,8 +12,7 @@ from arq.connections import ArqRedis
 from databases import Database
 
 from jobs.registry import job_types
-from service import store
-from service.core import queue
+from service import queue, store
 from service.core.settings import Settings
 from service.jobs_client import (
     InvalidInput,

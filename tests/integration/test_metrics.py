@@ -16,9 +16,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from starlette.applications import Starlette
 
 from jobs.worker.startup import build_worker_settings
-from service import store
+from service import queue, store
 from service.app import create_app
-from service.core import queue
 from service.core.settings import Settings
 from tests.support.jobs import add_job, make_shop, wait_all, wait_for_status
 from tests.support.net import free_port
@@ -240,7 +239,7 @@ async def test_both_endpoints_count_real_jobs(
     deferrals = "shopjobs_job_deferrals_total"
     assert sample(worker, deferrals, reason="rate_limit") >= 1
     # Fair scheduling (the default) leaves a shop at its cap out of the rotation: its jobs wait
-    # untaken, none is deferred (QUEUE_FAIRNESS=fifo pushes them back and counts shop_cap).
+    # untaken, none is deferred (nothing is pushed back for its shop).
     assert sample(worker, deferrals, reason="shop_cap") == 0
     runs = "shopjobs_job_run_seconds_count"
     assert sample(worker, runs, type="echo", outcome="completed") == completed

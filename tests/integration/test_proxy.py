@@ -13,8 +13,7 @@ import pytest
 from arq.connections import ArqRedis
 from databases import Database
 
-from service import store
-from service.core import queue
+from service import queue, store
 from service.core.settings import Settings
 from service.shopify.proxy_url import signed_proxy_url
 from service.web.proxy import MAX_BODY_BYTES

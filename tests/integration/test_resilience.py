@@ -10,7 +10,7 @@ from arq.connections import ArqRedis
 from databases import Database
 
 from jobs.worker import maintenance
-from service.core import queue
+from service import queue
 from service.core.db import create_database
 from tests.support.breakable import PostgresControl
 from tests.support.jobs import add_job, make_shop, wait_all

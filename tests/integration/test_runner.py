@@ -19,17 +19,17 @@ from pydantic import BaseModel
 
 from jobs.builtin.echo import JOB_TYPE as ECHO
 from jobs.types import JobContext, JobType
-from jobs.worker.claims import QueueClaims
 from jobs.worker.metrics import WorkerMetrics
 from jobs.worker.ratelimit import RateLimiter
+from jobs.worker.resources import Resources
 from jobs.worker.results import MAX_ERROR_CHARS
-from jobs.worker.runner import EXTRA_STARTS_ALLOWED, start_batch
+from jobs.worker.runner import EXTRA_STARTS_ALLOWED, start_runs
 from jobs.worker.runtime import Incoming, Runtime
-from service import store
-from service.core import queue
-from service.core.batch import GroupCommit
+from service import queue, store
+from service.core.group_commit import GroupCommit
 from service.core.settings import Settings
 from service.jobs_client import JobsClient
+from service.shopify.admin import AdminClient
 from tests.support.jobs import add_job, make_shop, wait_for_status
 from tests.support.queue_entries import queued_score
 
@@ -48,20 +48,20 @@ async def runtime(
         database=database,
         redis=redis,
         limiter=RateLimiter(redis, settings.rate_limit_max, settings.rate_limit_window_seconds),
-        claims=QueueClaims(redis, queue.QUEUE_NAME),
+        queue=queue.Taker(redis),
         completions=GroupCommit(lambda done: store.complete_jobs(database, done)),
-        resources={},
+        resources=Resources(admin=AdminClient(settings, database, redis)),
         metrics=WorkerMetrics(),
     )
 
 
 async def run_due(runtime: Runtime, job_type: JobType = ECHO, ahead: float = 0) -> list[str]:
-    """Take what is due (`ahead` seconds from now, to skip a backoff), start the batch, and
+    """Take what is due (`ahead` seconds from now, to skip a backoff), start what was taken, and
     run every claimed job to its end; the ids of the jobs that ran."""
     lease_ms = int(runtime.settings.job_lease_seconds * 1000)
     now_ms = int((time.time() + ahead) * 1000)
-    taken = await runtime.claims.take(10, lease_ms, now_ms, 100)
-    runs = await start_batch(runtime, [Incoming(t, job_type) for t in taken])
+    taken = await runtime.queue.take(10, lease_ms, now_ms, 100)
+    runs = await start_runs(runtime, [Incoming(t, job_type) for t in taken])
     for _, run in runs:
         await run
     return [job_id for job_id, _ in runs]
@@ -113,7 +113,6 @@ async def test_a_job_that_succeeds_is_completed_and_dropped_from_the_queue(
     assert done.lease_owner is None and done.finished_at is not None
     await assert_dropped(redis, job_id)
     assert outcomes(runtime) == {"completed": 1}
-    assert runtime.running_by_shop == {}
 
 
 async def test_a_failed_attempt_is_retried_with_backoff(

@@ -1,7 +1,7 @@
 """`rediss://` checks the server's certificate and host name, against a TLS redis-server.
 
 arq's `RedisSettings.from_dsn` keeps only the scheme of a `rediss://` URL, and redis-py on its
-own does not check the host name: before service/core/queue.py's `tls_options`, a certificate
+own does not check the host name: before service/core/redis_url.py's `tls_options`, a certificate
 for another host was accepted.
 """
 
@@ -16,7 +16,8 @@ from arq.connections import create_pool
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from jobs.worker.startup import worker_redis_settings
-from service.core import queue
+from service import queue
+from service.core.redis_url import tls_options
 from tests.support.tls_certs import ServerFiles, make_server_files
 from tools import services as local_services
 
@@ -113,5 +114,5 @@ async def test_explicit_parameters_relax_the_checks(tls_redis) -> None:
 def test_bad_tls_parameters_are_setting_errors() -> None:
     for query in ("ssl_cert_reqs=maybe", "ssl_check_hostname=perhaps"):
         with pytest.raises(ValueError):
-            queue.tls_options(f"rediss://127.0.0.1:1/0?{query}")
-    assert queue.tls_options("redis://127.0.0.1:1/0?ssl_cert_reqs=none") == {}
+            tls_options(f"rediss://127.0.0.1:1/0?{query}")
+    assert tls_options("redis://127.0.0.1:1/0?ssl_cert_reqs=none") == {}

@@ -13,8 +13,7 @@ import orjson
 from arq.connections import ArqRedis
 from databases import Database
 
-from service import store
-from service.core import queue
+from service import queue, store
 from service.core.token_cipher import TokenCipher
 from tests.support.config import TEST_TOKEN_KEYS
 

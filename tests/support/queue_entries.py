@@ -1,14 +1,16 @@
-"""What the queue holds, read the same way whatever QUEUE_FAIRNESS put it there.
+"""What the queue holds, wherever it is: arq's queue, a shop's set, or taken.
 
-arq's queue keeps a job's entry while it runs; fair scheduling moves it from its shop's set to
-the taken jobs (service/core/fair.py). Tests ask "is this job queued, and due when?" of both.
+arq's queue keeps a job's entry while it runs; the take moves it from its shop's set to the
+taken jobs (service/queue/). Tests ask "is this job queued, and due when?" of all of them, and
+write entries the way a release before per-shop queues did (`put_on_arq_queue`).
 """
 
 from __future__ import annotations
 
 from redis.asyncio import Redis
 
-from service.core import fair, queue
+from service import queue
+from service.queue import keys
 
 
 async def queue_entries(redis: Redis) -> dict[str, float]:
@@ -17,10 +19,10 @@ async def queue_entries(redis: Redis) -> dict[str, float]:
     entries = {
         m.decode(): s for m, s in await redis.zrange(queue.QUEUE_NAME, 0, -1, withscores=True)
     }
-    async for key in redis.scan_iter(match=fair.SHOP_QUEUE_PREFIX + "*", count=1000):
+    async for key in redis.scan_iter(match=keys.SHOP_QUEUE_PREFIX + "*", count=1000):
         for member, score in await redis.zrange(key, 0, -1, withscores=True):
             entries[member.decode()] = score
-    for job_id, info in (await redis.hgetall(fair.TAKEN)).items():
+    for job_id, info in (await redis.hgetall(keys.TAKEN)).items():
         entries[job_id.decode()] = float(info.split(b" ", 1)[0])
     return entries
 
@@ -33,5 +35,16 @@ async def queued_score(redis: Redis, job_id: str) -> float | None:
 async def drop_entry(redis: Redis, job_id: str) -> None:
     """Remove a job's entry wherever it is (as Redis losing it would)."""
     await redis.zrem(queue.QUEUE_NAME, job_id)
-    async for key in redis.scan_iter(match=fair.SHOP_QUEUE_PREFIX + "*", count=1000):
+    async for key in redis.scan_iter(match=keys.SHOP_QUEUE_PREFIX + "*", count=1000):
         await redis.zrem(key, job_id)
+
+
+async def put_on_arq_queue(
+    redis: Redis, job_type: str, job_id: str, shop: str | None, due_ms: int
+) -> None:
+    """An entry on arq's own queue, as a release before per-shop queues (or the retired
+    QUEUE_FAIRNESS=fifo) wrote it: arq's payload under its job key, the id on `arq:queue`."""
+    args = [job_id] if shop is None else [job_id, shop]
+    payload = queue.serialize({"t": None, "f": job_type, "a": args, "k": {}, "et": due_ms})
+    await redis.set(keys.JOB + job_id, payload, px=86_400_000)
+    await redis.zadd(keys.QUEUE_NAME, {job_id: due_ms})

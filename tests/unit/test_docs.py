@@ -232,3 +232,13 @@ def test_every_metric_is_documented_as_served() -> None:
 
     for process, metrics in (("web", WebMetrics()), ("worker", WorkerMetrics())):
         assert _documented_metrics(process) == _served_metrics(metrics.registry), process
+
+
+CODE_PATH = re.compile(r"`((?:service|jobs|tests|bench|tools|shopify_emulator)/[\w/.-]+\.(?:py|sql|html|js))`")
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_every_source_file_named_exists(page: Path) -> None:
+    """A page that sends the reader to a file that moved or was removed is wrong."""
+    named = set(CODE_PATH.findall(page.read_text()))
+    assert sorted(p for p in named if not (ROOT / p).exists()) == []

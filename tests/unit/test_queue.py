@@ -1,6 +1,6 @@
 import pytest
 
-from service.core import queue
+from service import queue
 
 
 def test_plain_redis_url() -> None:

@@ -4,7 +4,6 @@ import sys
 import pytest
 from pydantic import ValidationError
 
-from service.core.fair import QueueFairness
 from service.core.settings import DatabaseSettings, Settings, describe_error, load_settings
 
 REQUIRED = {
@@ -35,13 +34,13 @@ def test_defaults_match_the_contract(clean_env: pytest.MonkeyPatch) -> None:
     assert (s.failed_retention_seconds, s.failed_retention_count) == (604_800, 5_000)
 
 
-def test_queue_fairness_is_by_shop_unless_fifo_and_nothing_else(
+def test_retired_queue_fairness_still_accepts_fifo_and_nothing_else(
     clean_env: pytest.MonkeyPatch,
 ) -> None:
     clean_env.delenv("QUEUE_FAIRNESS", raising=False)
-    assert Settings().queue_fairness == QueueFairness.SHOP
-    clean_env.setenv("QUEUE_FAIRNESS", "fifo")
-    assert Settings().queue_fairness == QueueFairness.FIFO
+    assert Settings().queue_fairness == "shop"
+    clean_env.setenv("QUEUE_FAIRNESS", "fifo")  # a deployment that set it still starts
+    assert Settings().queue_fairness == "fifo"
     clean_env.setenv("QUEUE_FAIRNESS", "round-robin")
     with pytest.raises(ValidationError, match="queue_fairness"):
         Settings()

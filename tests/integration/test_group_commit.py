@@ -1,4 +1,4 @@
-"""service/core/batch.py: one bad item never fails its neighbours in a group commit."""
+"""service/core/group_commit.py: one bad item never fails its neighbours in a group commit."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from service.core.batch import GroupCommit
+from service.core.group_commit import GroupCommit
 
 
 async def test_a_bad_item_fails_only_its_own_caller() -> None:

@@ -1,57 +1,34 @@
-"""Fair scheduling across shops: the Redis layout and the Lua that keeps it, in one place.
+"""Every Lua script of the queue, named and loaded in one place.
 
-One shop's bulk run must not hold every other shop back. With QUEUE_FAIRNESS=shop (the default)
-a job is not queued on arq's one sorted set but on its shop's own, and workers take jobs shop
-by shop, round-robin, as BullMQ Pro does with groups:
-
-- `arq:fair:shop:{shop}`: the shop's jobs, scored by when they are due (ms), so within a shop
-  jobs run in due order (retries and delays respected). Jobs without a shop share APP_BUCKET.
-- `arq:fair:ready`: the shops with a due job, scored by a turn number (`arq:fair:seq`); the
-  take pops the lowest and, if the shop still has a due job, puts it back with a new turn: at
-  the back of the rotation. A shop alone in it comes round again at once and fills every slot.
-- `arq:fair:delayed`: shops whose first job is due later, scored by when; the take moves the
-  ones now due into the rotation.
-- `arq:fair:capped`: shops running SHOP_CONCURRENCY_LIMIT jobs already (`arq:fair:counts`,
-  across every worker process); out of the rotation until one of their jobs finishes.
-- `arq:fair:running` (job id -> lease deadline) and `arq:fair:taken` (job id -> "due shop"): a
-  taken job leaves its shop's set; if its worker dies, the take finds its lease lapsed (arq's
-  in-progress key gone) and puts it back where it was.
-
-Every step is a sorted-set or hash operation on one shop or one job: taking or finishing a job
-costs O(log n), whatever the size of any shop's backlog. A shop is in at most one of ready,
-delayed and capped; the scripts below keep that, atomically.
+Each script is one atomic step on the layout described in `service/queue/__init__.py`:
+ENQUEUE (a job joins its shop's set), TAKE (due jobs leave for a worker, shop by shop, the
+per-shop cap held), FINISH (a taken job is done, due again later, or given back), and the
+reconciler's REPAIR and PLACE; DEPTH feeds the gauges. `scripts(redis)` registers them once
+per client: a call then sends EVALSHA (the script's text only if Redis lost it).
 """
 
 from __future__ import annotations
 
-from enum import StrEnum
+from dataclasses import dataclass
+from weakref import WeakKeyDictionary
 
-from arq.constants import in_progress_key_prefix, job_key_prefix, retry_key_prefix
 from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
 
-
-class QueueFairness(StrEnum):
-    """QUEUE_FAIRNESS: how workers choose among due jobs."""
-
-    SHOP = "shop"  # round-robin by shop (this module)
-    FIFO = "fifo"  # arq's one queue, in due order
-
-
-SHOP_QUEUE_PREFIX = "arq:fair:shop:"
-READY = "arq:fair:ready"
-DELAYED = "arq:fair:delayed"
-CAPPED = "arq:fair:capped"
-COUNTS = "arq:fair:counts"
-RUNNING = "arq:fair:running"
-TAKEN = "arq:fair:taken"
-SEQ = "arq:fair:seq"
-# The bucket of jobs that belong to no shop (the app's own): one more turn in the rotation.
-APP_BUCKET = "*app*"
-
-
-def shop_queue(shop: str | None) -> str:
-    return SHOP_QUEUE_PREFIX + (shop or APP_BUCKET)
-
+from service.queue.keys import (
+    CAPPED,
+    COUNTS,
+    DELAYED,
+    HELD,
+    JOB,
+    READY,
+    RETRY,
+    RUNNING,
+    SEQ,
+    SHOP_QUEUE_PREFIX,
+    TAKEN,
+    WAKE_CHANNEL,
+)
 
 # Shared by every script: the keys, and the moves that keep a shop in the right place.
 # place(): a shop in none of ready/delayed/capped goes where its running count and first job say.
@@ -60,7 +37,7 @@ PRELUDE = f"""
 local P = '{SHOP_QUEUE_PREFIX}'
 local READY, DELAYED, CAPPED = '{READY}', '{DELAYED}', '{CAPPED}'
 local COUNTS, RUNNING, TAKEN, SEQ = '{COUNTS}', '{RUNNING}', '{TAKEN}', '{SEQ}'
-local HELD, JOB, RETRY = '{in_progress_key_prefix}', '{job_key_prefix}', '{retry_key_prefix}'
+local HELD, JOB, RETRY = '{HELD}', '{JOB}', '{RETRY}'
 local function running(shop) return tonumber(redis.call('HGET', COUNTS, shop) or '0') end
 local function place(shop, now, cap)
   if cap > 0 and running(shop) >= cap then
@@ -292,21 +269,52 @@ return {total, due}
 )
 
 
-async def depth(redis: Redis, queue_name: str, now_ms: int) -> tuple[int, int]:
-    """(entries, due now) over arq's queue and every shop's set, running jobs included."""
-    total, due = await redis.register_script(DEPTH_LUA)(keys=[queue_name], args=[now_ms])
-    return int(total), int(due)
+# A job joins its shop's set (or the app's bucket), and the shop the rotation if it was in
+# none: arq's enqueue_job in one round trip instead of four, with arq's payload, plus a wake-up
+# for idle workers. Returns 0 when a job with this id is already queued, running, or has a kept
+# result (arq's `_job_id` dedup).
+# KEYS: job key, result key, the shop's set. ARGV: job id, payload, score (due, ms), expiry
+# (ms), the shop (or APP_BUCKET), now (ms).
+ENQUEUE_LUA = (
+    PRELUDE
+    + f"""
+if redis.call('EXISTS', KEYS[1], KEYS[2]) > 0 then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[4])
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
+joined(ARGV[5], tonumber(ARGV[3]), tonumber(ARGV[6]))
+redis.call('PUBLISH', '{WAKE_CHANNEL}', '1')
+return 1
+"""
+)
 
 
-async def place_shops(redis: Redis, shops: set[str], now_ms: int, shop_cap: int) -> int:
-    """Make sure these shops, whose sets hold waiting jobs, are where the take will find them;
-    how many were not."""
-    if not shops:
-        return 0
-    script = redis.register_script(PLACE_LUA)
-    return int(await script(args=[now_ms, shop_cap, *sorted(shops)]))
+@dataclass(frozen=True)
+class Scripts:
+    """The queue's scripts, registered on one Redis client."""
+
+    enqueue: AsyncScript
+    take: AsyncScript
+    finish: AsyncScript
+    repair: AsyncScript
+    place: AsyncScript
+    depth: AsyncScript
 
 
-async def repair(redis: Redis, now_ms: int, shop_cap: int) -> int:
-    """Rebuild the per-shop running counts from the taken jobs; how many were wrong."""
-    return int(await redis.register_script(REPAIR_LUA)(args=[now_ms, shop_cap]))
+_registered: WeakKeyDictionary[Redis, Scripts] = WeakKeyDictionary()
+
+
+def scripts(redis: Redis) -> Scripts:
+    """The scripts on this client, registered on first use (hashing each text once)."""
+    found = _registered.get(redis)
+    if found is None:
+        found = _registered[redis] = Scripts(
+            enqueue=redis.register_script(ENQUEUE_LUA),
+            take=redis.register_script(TAKE_LUA),
+            finish=redis.register_script(FINISH_LUA),
+            repair=redis.register_script(REPAIR_LUA),
+            place=redis.register_script(PLACE_LUA),
+            depth=redis.register_script(DEPTH_LUA),
+        )
+    return found

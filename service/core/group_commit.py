@@ -1,11 +1,11 @@
-"""Group commit: many concurrent callers, one round trip per batch.
+"""Group commit: many concurrent callers, one round trip per group.
 
-While one batch is being written, new items queue up; when it returns, everything that queued
+While one group is being written, new items queue up; when it returns, everything that queued
 meanwhile goes out together. An idle system therefore writes each item at once (no added
-latency), and a busy one writes in batches as large as the load makes them (fewer round trips,
-less CPU per item). A batch that fails because Postgres is unavailable fails each of its
+latency), and a busy one writes in groups as large as the load makes them (fewer round trips,
+less CPU per item). A group that fails because Postgres is unavailable fails each of its
 callers, who decide whether to retry. Any other failure may be one item's doing (a value the
-statement refuses): the batch is then written again one item at a time, so one bad item fails
+statement refuses): the group is then written again one item at a time, so one bad item fails
 only its own caller, never its neighbours.
 """
 
@@ -20,7 +20,7 @@ from service.core.db import UNAVAILABLE_ERRORS
 Item = TypeVar("Item")
 Result = TypeVar("Result")
 
-MAX_BATCH = 500
+MAX_GROUP = 500
 
 
 class GroupCommit(Generic[Item, Result]):
@@ -38,32 +38,32 @@ class GroupCommit(Generic[Item, Result]):
 
     async def _flush(self) -> None:
         while self._pending:
-            batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+            group, self._pending = self._pending[:MAX_GROUP], self._pending[MAX_GROUP:]
             try:
-                results = await self._write([item for item, _ in batch])
+                results = await self._write([item for item, _ in group])
             except BaseException as exc:
                 if (
                     isinstance(exc, Exception)
-                    and len(batch) > 1
+                    and len(group) > 1
                     and not isinstance(exc, UNAVAILABLE_ERRORS)
                 ):
-                    await self._one_by_one(batch)
+                    await self._one_by_one(group)
                     continue
-                _fail(batch, exc)
+                _fail(group, exc)
                 if not isinstance(exc, Exception):
                     raise
                 continue
-            for (_, future), result in zip(batch, results, strict=True):
+            for (_, future), result in zip(group, results, strict=True):
                 if not future.done():
                     future.set_result(result)
 
-    async def _one_by_one(self, batch: list[tuple[Item, asyncio.Future[Result]]]) -> None:
-        for index, (item, future) in enumerate(batch):
+    async def _one_by_one(self, group: list[tuple[Item, asyncio.Future[Result]]]) -> None:
+        for index, (item, future) in enumerate(group):
             try:
                 (result,) = await self._write([item])
             except BaseException as exc:
                 if not isinstance(exc, Exception):
-                    _fail(batch[index:], exc)
+                    _fail(group[index:], exc)
                     raise
                 _fail([(item, future)], exc)
                 continue
@@ -71,9 +71,9 @@ class GroupCommit(Generic[Item, Result]):
                 future.set_result(result)
 
 
-def _fail(batch: list[tuple[Item, asyncio.Future[Result]]], exc: BaseException) -> None:
-    """Every caller in `batch` gets the error (a cancellation as a RuntimeError: the callers
+def _fail(group: list[tuple[Item, asyncio.Future[Result]]], exc: BaseException) -> None:
+    """Every caller in `group` gets the error (a cancellation as a RuntimeError: the callers
     were not cancelled, the flush was)."""
-    for _, future in batch:
+    for _, future in group:
         if not future.done():
             future.set_exception(exc if isinstance(exc, Exception) else RuntimeError(str(exc)))
