@@ -154,7 +154,7 @@ async def test_a_worker_told_fifo_starts_and_takes_by_shop(
     job_id = await add_job(database, redis, shop, {"message": "hi"})
     await wait_for_status(database, job_id, {"completed"})
     assert str(job_id).encode() not in await redis.zrange(queue.QUEUE_NAME, 0, -1)
-    assert "QUEUE_FAIRNESS=fifo is retired" in worker.output()
+    assert "QUEUE_FAIRNESS=fifo is retired" in worker.output
 
 
 async def test_a_killed_workers_job_runs_again_and_its_shop_is_not_left_capped(
