@@ -20,9 +20,10 @@ from bench.stack import TOKEN_KEYS
 from jobs.registry import job_types
 from service import store
 from service.core import queue
-from service.core.db import apply_schema, create_database
+from service.core.db import create_database
 from service.core.settings import Settings
 from service.jobs_client import JobsClient
+from service.migrations import apply_migrations
 
 SHOP = "bench-batches.myshopify.com"
 CHILDREN = 10_000
@@ -47,7 +48,7 @@ async def main() -> None:
     await database.connect()
     redis = queue.connect(settings.redis_url)
     try:
-        await apply_schema(database)
+        await apply_migrations(database)
         shop = await store.upsert_shop(database, SHOP, "shpat_bench", "")
         client = JobsClient(database, redis, job_types(settings), fairness=settings.queue_fairness)
         inputs = [{"message": f"child {n}"} for n in range(CHILDREN)]
