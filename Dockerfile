@@ -10,8 +10,8 @@ ENV PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     VIRTUAL_ENV=/opt/venv \
     APP_HOME=/app
-# The code runs from APP_HOME rather than being pip-installed: service/core/db.py finds schema.sql
-# beside its packages, and the release command needs it there.
+# The code runs from APP_HOME rather than being pip-installed: the release command reads the
+# schema migrations (service/migrations/*.sql) beside their runner there.
 ENV PATH="$VIRTUAL_ENV/bin:$PATH" \
     PYTHONPATH="$APP_HOME"
 

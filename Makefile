@@ -49,7 +49,7 @@ services: install
 services-stop: install
 	@$(PY) -m tools.services stop --dir .dev
 
-## Apply schema.sql to DATABASE_URL (idempotent)
+## Apply the schema migrations DATABASE_URL has not recorded yet (service/migrations; idempotent)
 db: install
 	$(PY) -m service db apply
 

@@ -19,9 +19,10 @@ from collections.abc import Mapping
 from bench.stack import TOKEN_KEYS
 from jobs.registry import job_types
 from service import queue, store
-from service.core.db import apply_schema, create_database
+from service.core.db import create_database
 from service.core.settings import Settings
 from service.jobs_client import JobsClient
+from service.migrations import apply_migrations
 
 SHOP = "bench-batches.myshopify.com"
 CHILDREN = 10_000
@@ -46,7 +47,7 @@ async def main() -> None:
     await database.connect()
     redis = queue.connect(settings.redis_url)
     try:
-        await apply_schema(database)
+        await apply_migrations(database)
         shop = await store.upsert_shop(database, SHOP, "shpat_bench", "")
         client = JobsClient(database, redis, job_types(settings))
         inputs = [{"message": f"child {n}"} for n in range(CHILDREN)]

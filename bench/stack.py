@@ -25,7 +25,8 @@ from redis.asyncio import Redis
 
 from bench.cpu import CpuMeter, children, pid_from_file
 from service import store
-from service.core.db import apply_schema, create_database
+from service.core.db import create_database
+from service.migrations import apply_migrations
 from tools import services
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -195,7 +196,7 @@ async def connect(stack: Stack) -> None:
     database = create_database(stack.database_url, min_size=1, max_size=1)
     await database.connect()
     try:
-        await apply_schema(database)
+        await apply_migrations(database)
         shop = await store.upsert_shop(database, SHOP, "shpat_bench", "read_products")
     finally:
         await database.disconnect()

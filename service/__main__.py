@@ -26,10 +26,11 @@ import orjson
 
 from jobs.registry import job_types
 from service import queue, store
-from service.core.db import DatabaseTlsError, apply_schema, create_database
+from service.core.db import DatabaseTlsError, create_database
 from service.core.settings import DatabaseSettings, Settings, TokenSettings, load_settings
 from service.intake import Source
 from service.jobs_client import EnqueueError, InvalidInput, JobsClient
+from service.migrations import MIGRATIONS, MigrationError, apply_migrations
 from service.shopify import shop_domain
 from service.shopify.proxy_url import signed_proxy_url
 
@@ -48,20 +49,30 @@ async def _shops_add(domain: str, token: str, scopes: str) -> None:
 
 
 async def _db_apply() -> None:
+    """Bring the database to the current schema (service/migrations), saying what it ran, one
+    line per migration; then encrypt any token stored in clear when the keys are set."""
     database = create_database(load_settings(DatabaseSettings).database_url, min_size=1, max_size=1)
     try:
         await database.connect()
     except DatabaseTlsError as exc:
         raise SystemExit(f"shopjobs: {exc}") from None
     try:
-        await apply_schema(database)
+        try:
+            applied = await apply_migrations(database)
+        except MigrationError as exc:
+            raise SystemExit(f"shopjobs: {exc}") from None
+        for migration in applied:
+            print(f"applied {migration.label}")
+        if not applied:
+            print(f"schema up to date at {MIGRATIONS[-1].label}")
         keys = load_settings(TokenSettings) if os.environ.get("TOKEN_ENCRYPTION_KEYS") else None
         encrypted = (
             0 if keys is None else await store.encrypt_stored_tokens(database, keys.token_cipher)
         )
     finally:
         await database.disconnect()
-    print("schema applied" + (f"; {encrypted} shops' tokens encrypted" if encrypted else ""))
+    if encrypted:
+        print(f"{encrypted} shops' tokens encrypted")
 
 
 class CliError(Exception):
@@ -147,7 +158,9 @@ def main(argv: list[str] | None = None) -> int:
 
     db = commands.add_parser("db", help="database schema")
     db_cmd = db.add_subparsers(dest="command", required=True)
-    db_cmd.add_parser("apply", help="apply schema.sql (idempotent)")
+    db_cmd.add_parser(
+        "apply", help="apply the schema migrations it does not record yet (idempotent)"
+    )
 
     sign = commands.add_parser("sign", help="print a signed app-proxy URL, for curl")
     sign.add_argument("path", help="proxy path and query, e.g. /proxy/status?jobId=...")

@@ -18,8 +18,9 @@ from arq.connections import ArqRedis
 from databases import Database
 
 from service import queue
-from service.core.db import apply_schema, create_database
+from service.core.db import create_database
 from service.core.settings import Settings
+from service.migrations import apply_migrations
 from tests.support.breakable import RedisServer
 from tests.support.config import TEST_API_KEY, TEST_SECRET, TEST_TOKEN_KEYS
 from tests.support.effects import create_effects_table
@@ -52,7 +53,7 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[local_services
     async def prepare() -> None:
         database = create_database(svc.database_url, min_size=1, max_size=1)
         await database.connect()
-        await apply_schema(database)
+        await apply_migrations(database)
         await database.disconnect()
 
     asyncio.run(prepare())
@@ -108,10 +109,14 @@ def env(settings: Settings) -> dict[str, str]:
 @pytest.fixture
 async def database(settings: Settings) -> AsyncIterator[Database]:
     """A connection to the test database, with every table emptied first (and the fault
-    suite's echo_effects table there: tests/support/effects.py)."""
+    suite's echo_effects table there: tests/support/effects.py). The record of applied
+    migrations stays: `make db` against this database must find it up to date."""
     db = create_database(settings.database_url, min_size=1, max_size=5)
     await db.connect()
-    tables = await db.fetch_all("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+    tables = await db.fetch_all(
+        "SELECT tablename FROM pg_tables "
+        "WHERE schemaname = 'public' AND tablename <> 'schema_migrations'"
+    )
     if tables:
         names = ", ".join(t._mapping["tablename"] for t in tables)
         await db.execute(f"TRUNCATE {names} RESTART IDENTITY CASCADE")

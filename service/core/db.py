@@ -1,19 +1,17 @@
-"""The Postgres connection (the `databases` package over asyncpg) and schema application."""
+"""The Postgres connection (the `databases` package over asyncpg).
+
+The schema and its upgrades are service/migrations.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import ssl
-from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 import databases
 from databases.core import Connection
-
-SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schema.sql"
-# Any constant: serialises concurrent `make db` / release commands.
-SCHEMA_LOCK_ID = 7_331_001
 
 # What a refused, lost or shutting-down Postgres raises (asyncpg, or the socket under it;
 # OSError includes TimeoutError). Request handlers answer 503 for these, never 500.
@@ -162,13 +160,3 @@ def create_database(url: str, *, min_size: int = 1, max_size: int = 10) -> Datab
     )
     database.tls_required = tls not in (None, "disable", "allow", "prefer")
     return database
-
-
-async def apply_schema(database: Database, schema_path: Path = SCHEMA_PATH) -> None:
-    """Apply schema.sql in one transaction; every statement in it is idempotent."""
-    sql = schema_path.read_text()
-    async with database.connection() as connection:
-        raw = connection.raw_connection
-        async with raw.transaction():
-            await raw.execute(f"SELECT pg_advisory_xact_lock({SCHEMA_LOCK_ID})")
-            await raw.execute(sql)

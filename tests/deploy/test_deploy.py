@@ -314,7 +314,11 @@ def test_image_installs_dependencies_before_code_and_runs_unprivileged(image: Im
     assert all(k != "RUN" for k, _ in keywords[last_user:]), "nothing may run as root after USER"
 
     app = image.workdir
-    for needed in ("service/app.py", "jobs/worker/process.py", "schema.sql"):
+    for needed in (
+        "service/app.py",
+        "jobs/worker/process.py",
+        "service/migrations/0001_baseline.sql",
+    ):
         assert (app / needed).is_file(), f"{needed} is missing from the image"
     for left_out in (".venv", ".git", ".dev", "tests"):
         assert not (app / left_out).exists(), f"{left_out} must not be copied into the image"
