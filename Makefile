@@ -53,11 +53,12 @@ services-stop: install
 db: install
 	$(PY) -m service db apply
 
-## ruff, and the one-way layers of service/ and jobs/ (pyproject.toml: importlinter)
+## ruff, the one-way layers of service/ and jobs/ (pyproject.toml: importlinter), and mypy --strict
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy
 
 format: install
 	$(VENV)/bin/ruff format .

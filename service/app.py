@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
@@ -48,7 +48,7 @@ async def healthz(request: Request) -> JSONResponse:
     """200, or 503 naming the dependency that failed. The exception itself goes to the log
     only: this port is public, and a driver's error text can carry host names and addresses."""
     state = web_state(request)
-    checks = (
+    checks: tuple[tuple[str, Callable[[], Awaitable[object]]], ...] = (
         ("postgres", lambda: state.database.fetch_val("SELECT 1")),
         ("redis", lambda: state.redis.ping()),
     )

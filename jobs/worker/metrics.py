@@ -147,6 +147,8 @@ class WorkerMetrics:
             counter.labels(job_type).inc()
 
     async def read_queue_depth(self, redis: Redis) -> None:
+        depth: float
+        due: float
         try:
             depth, due = await asyncio.wait_for(queue.depth(redis), DEPTH_TIMEOUT_SECONDS)
         except Exception as exc:  # Redis down: say "unknown" rather than a stale number

@@ -18,7 +18,8 @@ def backoff_seconds(base: float, failures: int) -> float:
     """Delay before the attempt that follows the `failures`-th failure (1-based)."""
     if failures < 1:
         return 0.0
-    return min(base * 2 ** (failures - 1), MAX_BACKOFF_SECONDS)
+    factor: int = 2 ** (failures - 1)  # failures >= 1: a whole power of two
+    return min(base * factor, MAX_BACKOFF_SECONDS)
 
 
 @dataclass(frozen=True)

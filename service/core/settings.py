@@ -9,7 +9,7 @@ from __future__ import annotations
 import ssl
 import sys
 from functools import cached_property
-from typing import Annotated, Literal, TypeVar
+from typing import Annotated, Literal, TypeVar, overload
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -206,7 +206,11 @@ def describe_error(error: ValidationError) -> str:
     return "shopjobs: " + "; ".join(parts)
 
 
-def load_settings(cls: type[AnySettings] = Settings) -> AnySettings:  # type: ignore[assignment]
+@overload
+def load_settings() -> Settings: ...
+@overload
+def load_settings(cls: type[AnySettings]) -> AnySettings: ...
+def load_settings(cls: type[DatabaseSettings] = Settings) -> DatabaseSettings:
     """Settings from the environment, or exit(2) with one line naming what is wrong."""
     try:
         return cls()

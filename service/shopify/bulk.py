@@ -194,7 +194,7 @@ class BulkRunner:
         while True:
             payload = await start()
             errors = payload.get("userErrors") or []
-            operation = payload.get("bulkOperation")
+            operation: dict[str, Any] | None = payload.get("bulkOperation")
             if operation:
                 return operation
             codes = {e.get("code") for e in errors}
@@ -366,7 +366,7 @@ async def _upload(
     if not targets:
         raise BulkOperationFailed(f"stagedUploadsCreate gave no target: {answer.get('userErrors')}")
     target = targets[0]
-    parameters = {p["name"]: p["value"] for p in target["parameters"]}
+    parameters: dict[str, str] = {p["name"]: p["value"] for p in target["parameters"]}
     spool = await _staged_file(rows)
     with spool:
         response = await admin.client.http.post(

@@ -13,6 +13,8 @@ to a Redis list named after the operation; the run waiting for it blocks on that
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable
+from typing import cast
 
 from redis.asyncio import Redis
 
@@ -47,14 +49,19 @@ def slots_key(shop: str, kind: str) -> str:
 async def acquire(redis: Redis, shop: str, kind: str, limit: int, holder: str) -> bool:
     """Take (or renew) `holder`'s slot among the shop's `limit` slots of `kind`."""
     now = int(time.time() * 1000)
-    got = await redis.eval(  # type: ignore[misc]
-        ACQUIRE_SLOT,
-        1,
-        slots_key(shop, kind),
-        now,
-        limit,
-        holder,
-        int(SLOT_LEASE_SECONDS * 1000),
+    # redis-py types each command as "an awaitable or, on the sync client, the answer", and
+    # EVAL's arguments as strings (what Redis receives: an int is sent as its digits either way)
+    got = await cast(
+        "Awaitable[int]",
+        redis.eval(
+            ACQUIRE_SLOT,
+            1,
+            slots_key(shop, kind),
+            str(now),
+            str(limit),
+            holder,
+            str(int(SLOT_LEASE_SECONDS * 1000)),
+        ),
     )
     return bool(got)
 
@@ -82,5 +89,10 @@ async def wake_or_sleep(redis: Redis, operation_id: str, seconds: float) -> None
     deadline = time.monotonic() + seconds
     key = finished_key(operation_id)
     while (left := deadline - time.monotonic()) > 0:
-        if await redis.blpop([key], timeout=min(left, SIGNAL_BLOCK_SECONDS)):
+        timeout = min(left, SIGNAL_BLOCK_SECONDS)
+        popped = cast(  # redis-py: "an awaitable or, on the sync client, the answer"
+            "Awaitable[list[bytes] | None]",
+            redis.blpop([key], timeout),  # type: ignore[arg-type]  # redis-py 5 hints an int; Redis 6 takes fractions
+        )
+        if await popped:
             return

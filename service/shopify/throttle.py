@@ -25,8 +25,9 @@ bucket's size (at most a quarter of it): a few points on Shopify's 1000-point bu
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from redis.asyncio import Redis
 
@@ -126,7 +127,8 @@ class CostBuckets:
 
     async def level(self, shop: str) -> dict[str, float] | None:
         """The stored state (for tests and diagnostics)."""
-        raw = await self._redis.hgetall(self._prefix + shop)
+        # redis-py types each command as "an awaitable or, on the sync client, the answer"
+        raw = await cast("Awaitable[dict[bytes, bytes]]", self._redis.hgetall(self._prefix + shop))
         if not raw:
             return None
         return {k.decode(): float(v) for k, v in raw.items()}

@@ -95,6 +95,7 @@ async def insert_children(
             inputs,
             keys,
         )
+    assert row is not None  # a SELECT without FROM answers one row
     return (list(row["ids"]), list(row["pending"])) if row["running"] else None
 
 
@@ -189,6 +190,7 @@ async def finish_batches(
     (how many, the follow-up jobs written for them, to queue)."""
     async with connection(database) as raw:
         row = await raw.fetchrow(_FINISH, parent_ids)
+    assert row is not None  # its last SELECT aggregates: one row, always
     follow_ups = [
         FollowUp(UUID(item["id"]), item["type"], item["shop"])
         for item in from_json(row["follow_ups"])

@@ -17,7 +17,10 @@ from service.store.sql import connection
 
 async def bulk_operation_of(database: Database, job_id: UUID) -> str | None:
     async with connection(database) as db:
-        return await db.fetchval("SELECT bulk_operation_id FROM jobs WHERE id = $1", job_id)
+        operation_id: str | None = await db.fetchval(
+            "SELECT bulk_operation_id FROM jobs WHERE id = $1", job_id
+        )
+    return operation_id
 
 
 async def keep_bulk_operation(database: Database, job_id: UUID, operation_id: str | None) -> None:

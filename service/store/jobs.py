@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -11,7 +10,7 @@ from uuid import UUID, uuid4
 from databases import Database
 
 from service.core.states import GENERIC_FAILURE_MESSAGE, JobStatus
-from service.store.sql import JOB_COLUMNS, connection, from_json, to_json
+from service.store.sql import JOB_COLUMNS, Row, connection, from_json, to_json
 
 
 @dataclass(frozen=True)
@@ -53,7 +52,7 @@ class Job:
         return self.error_message if self.error_public else GENERIC_FAILURE_MESSAGE
 
 
-def job_from_row(row: Mapping[str, Any] | None) -> Job | None:
+def job_from_row(row: Row | None) -> Job | None:
     """A job from a row of JOB_COLUMNS (extra columns are not allowed)."""
     if row is None:
         return None

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from databases import Database
 
 from service.core.token_cipher import TokenCipher, TokenDecryptError
-from service.store.sql import SHOP_COLUMNS, SHOP_COLUMNS_WITHOUT_TOKENS, connection
+from service.store.sql import SHOP_COLUMNS, SHOP_COLUMNS_WITHOUT_TOKENS, Row, connection
 
 
 @dataclass(frozen=True)
@@ -34,7 +32,7 @@ class Shop:
         return f"Shop(id={self.id}, domain={self.domain!r}, installed={self.installed})"
 
 
-def _shop(row: Mapping[str, Any] | None) -> Shop | None:
+def _shop(row: Row | None) -> Shop | None:
     return None if row is None else Shop(**dict(row))
 
 

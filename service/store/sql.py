@@ -13,13 +13,16 @@ values of `JobStatus`, which the schema's CHECK on `jobs.status` is tested again
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeAlias
 
 import asyncpg
 import orjson
 from databases import Database
+
+# A row as asyncpg returns it, or as a dict made from one: `dict(row)` reads either.
+Row: TypeAlias = asyncpg.Record | Mapping[str, Any]
 
 
 @asynccontextmanager

@@ -40,7 +40,8 @@ def route_template(scope: Scope, app_root: str) -> str:
     route = scope.get("route")
     if route is None:
         return UNMATCHED
-    prefix = scope.get("root_path", "")[len(app_root) :]
+    root_path: str = scope.get("root_path", "")
+    prefix = root_path[len(app_root) :]
     if isinstance(route, Mount):  # the mount matched, nothing inside it did
         return prefix + "/{path}"
     return prefix + str(getattr(route, "path", UNMATCHED))
@@ -49,7 +50,7 @@ def route_template(scope: Scope, app_root: str) -> str:
 def request_id(scope: Scope) -> str:
     for name, value in scope["headers"]:
         if name == b"x-request-id":
-            offered = value.decode("latin-1")
+            offered: str = value.decode("latin-1")
             if _SANE_REQUEST_ID.fullmatch(offered):
                 return offered
             break
