@@ -44,9 +44,13 @@ class BulkRows(Protocol):
     `async for parent, children in rows.grouped()`: each top-level row with its descendants.
     """
 
-    operation_id: str
-    object_count: int
     rows_read: int
+
+    @property
+    def operation_id(self) -> str: ...
+
+    @property
+    def object_count(self) -> int: ...
 
     def __aiter__(self) -> AsyncIterator[dict[str, Any]]: ...
 
@@ -54,17 +58,24 @@ class BulkRows(Protocol):
 
 
 class MutationResultRow(Protocol):
-    line: int  # the input line (0-based)
-    data: dict[str, Any] | None
-    errors: list[str]  # GraphQL errors and userErrors; empty when the line succeeded
+    @property
+    def line(self) -> int: ...  # the input line (0-based)
+
+    @property
+    def data(self) -> dict[str, Any] | None: ...
+
+    @property
+    def errors(self) -> list[str]: ...  # GraphQL errors and userErrors; empty when it succeeded
 
 
 class BulkMutationResults(Protocol):
     """A completed bulk mutation's results, one per input line; counts filled as they stream."""
 
-    operation_id: str
     succeeded: int
     failed: int
+
+    @property
+    def operation_id(self) -> str: ...
 
     def __aiter__(self) -> AsyncIterator[MutationResultRow]: ...
 
@@ -106,7 +117,8 @@ class JobContext(Protocol):
     run: int  # every start of the job, crash re-runs included (jobs.attempts)
     # The shop's Admin GraphQL API: `await ctx.admin.graphql(query, variables)`. Built by the
     # worker with `AdminClient.admin_for(shop)`; it loads the token only on first use.
-    admin: AdminAPI
+    @property
+    def admin(self) -> AdminAPI: ...
     # Postgres, for jobs that act on the app's own data (the compliance webhooks).
     database: Database
 

@@ -374,4 +374,4 @@ def install() -> None:
             f"jobs/worker/process.py overrides arq {ARQ_VERSION}'s private worker internals; "
             f"arq {INSTALLED_ARQ_VERSION} is installed: re-check them before changing the pin"
         )
-    arq.worker.Worker = ShopjobsWorker  # type: ignore[misc]
+    arq.worker.Worker = ShopjobsWorker  # type: ignore[misc]  # replacing a class is the point

@@ -7,7 +7,6 @@ whether it recovered a dead worker's job: an UPDATE's RETURNING sees only the ne
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -20,6 +19,7 @@ from service.store.sql import (
     CLAIM_SET,
     CLAIMABLE,
     HELD_BY_OWNER,
+    Row,
     connection,
     from_json,
 )
@@ -39,7 +39,7 @@ class Claim:
     parent_id: UUID | None = None  # a batch child: its end may end its parent's batch
 
 
-def _claim(row: Mapping[str, Any]) -> Claim:
+def _claim(row: Row) -> Claim:
     return Claim(
         id=row["id"],
         type=row["type"],
