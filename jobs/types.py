@@ -115,10 +115,12 @@ class JobContext(Protocol):
     shop: str  # the shop's domain, e.g. demo-shop.myshopify.com
     attempt: int  # failed attempts so far + 1: what the retry policy counts
     run: int  # every start of the job, crash re-runs included (jobs.attempts)
+
     # The shop's Admin GraphQL API: `await ctx.admin.graphql(query, variables)`. Built by the
     # worker with `AdminClient.admin_for(shop)`; it loads the token only on first use.
     @property
     def admin(self) -> AdminAPI: ...
+
     # Postgres, for jobs that act on the app's own data (the compliance webhooks).
     database: Database
 

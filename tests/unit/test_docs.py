@@ -234,7 +234,9 @@ def test_every_metric_is_documented_as_served() -> None:
         assert _documented_metrics(process) == _served_metrics(metrics.registry), process
 
 
-CODE_PATH = re.compile(r"`((?:service|jobs|tests|bench|tools|shopify_emulator)/[\w/.-]+\.(?:py|sql|html|js))`")
+CODE_PATH = re.compile(
+    r"`((?:service|jobs|tests|bench|tools|shopify_emulator)/[\w/.-]+\.(?:py|sql|html|js))`"
+)
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)

@@ -38,7 +38,7 @@ def test_arqs_private_worker_api_is_still_there(name: str) -> None:
 def test_install_refuses_another_arq(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(process, "INSTALLED_ARQ_VERSION", "0.29.0")
     monkeypatch.setattr(arq.worker, "Worker", arq.worker.Worker)  # restored after the test
-    with pytest.raises(process.ArqVersionMismatch, match="jobs/worker/process.py"):
+    with pytest.raises(process.ArqVersionMismatch, match=r"jobs/worker/process\.py"):
         process.install()
 
 
