@@ -176,7 +176,7 @@ class JobType:
     # May theme JavaScript create it through the app proxy? False for types only the app
     # itself starts (the compliance webhooks must never be triggered by a storefront visitor).
     proxy: bool = True
-    # May the merchant start it from the embedded admin (POST /api/jobs, a form on /app)?
+    # May the merchant start it from the embedded app (POST /api/jobs, a form on /app)?
     admin: bool = False
     # Run it on a cron schedule too (None: only when something enqueues it).
     schedule: Schedule | None = None

@@ -48,7 +48,9 @@ class Source(StrEnum):
 
     PROXY = "proxy"
     WEBHOOK = "webhook"
-    ADMIN = "admin"  # the embedded admin's /api/jobs; the dashboard's retries (no new rows)
+    # The merchant API's /api/jobs, and the dashboard's retries (no new rows). The value, from
+    # when that API was called "admin", is stored in jobs.source and labels a metric: kept.
+    MERCHANT = "admin"
     APP = "app"  # the app's own code: a route, a webhook handler (service/jobs_client.py)
     JOB = "job"  # a handler, through ctx.enqueue
     CLI = "cli"  # python -m service jobs enqueue

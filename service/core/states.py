@@ -57,6 +57,6 @@ class RunOutcome(StrEnum):
 
 # The message a cancelled job ends failed with (dashboard, admin API).
 CANCELLED_MESSAGE = "Cancelled"
-# What the storefront and the embedded admin see of a failure whose message is not public
+# What the storefront and the embedded app see of a failure whose message is not public
 # (an unexpected exception: jobs.error_public is false); the dashboard shows the real text.
 GENERIC_FAILURE_MESSAGE = "The job failed"

@@ -25,7 +25,7 @@ class JobFilter:
     status: JobStatus | None = None
     shop: str | None = None  # part of a shop's domain
     job_type: str | None = None
-    shop_id: int | None = None  # exactly this shop (the embedded admin's scope)
+    shop_id: int | None = None  # exactly this shop (the embedded app's scope)
 
 
 @dataclass(frozen=True)

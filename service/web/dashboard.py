@@ -2,7 +2,8 @@
 
 Server-rendered HTML (Jinja2, service/web/templates/dashboard/), one small stylesheet inlined, no
 JavaScript, usable on a phone. Every page and action sits behind HTTP basic auth with
-ADMIN_USERNAME / ADMIN_PASSWORD; without ADMIN_PASSWORD the dashboard does not exist (404).
+DASHBOARD_USERNAME / DASHBOARD_PASSWORD; without a password the dashboard does not exist (404).
+The path stays /admin (operators' bookmarks); in the code, "admin" is only Shopify's Admin API.
 
 - GET  /admin/                          counts by status, the jobs newest first, filterable by
                                         status, shop and type, paged; failed jobs per type
@@ -53,13 +54,15 @@ from service.web.errors import ApiError
 from service.web.proxy import parse_job_id
 from service.web.state import web_state
 
-logger = logging.getLogger("shopjobs.admin")
+logger = logging.getLogger("shopjobs.dashboard")
 
 PAGE_SIZE = 50
 MAX_PAGE = 10_000
 MAX_FORM_BYTES = 4096
 MAX_FILTER_LENGTH = 255
 STATUSES = tuple(JobStatus)
+# The realm and the CSRF label below keep their old words: browsers remember credentials by
+# realm, and a new label would refuse every form already open.
 REALM = 'Basic realm="shopjobs admin", charset="UTF-8"'
 SECURITY_HEADERS = {
     "Cache-Control": "no-store",
@@ -111,19 +114,19 @@ def credentials_match(header: str | None, username: str, password: str) -> bool:
 
 def csrf_token(settings: Settings) -> str:
     """A token for the dashboard's forms; it changes when the credentials or secret change."""
-    assert settings.admin_password is not None
+    assert settings.dashboard_password is not None
     key = settings.shopify_api_secret.get_secret_value().encode()
     message = b"\0".join(
         [
             b"shopjobs-admin-csrf",
-            settings.admin_username.encode(),
-            settings.admin_password.get_secret_value().encode(),
+            settings.dashboard_username.encode(),
+            settings.dashboard_password.get_secret_value().encode(),
         ]
     )
     return hmac.new(key, message, hashlib.sha256).hexdigest()
 
 
-class AdminGuard:
+class DashboardGuard:
     """Basic auth in front of every dashboard path, plus the security headers."""
 
     def __init__(self, app: ASGIApp, settings: Settings) -> None:
@@ -134,11 +137,12 @@ class AdminGuard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        password = self.settings.admin_password
+        password = self.settings.dashboard_password
         if password is None:
-            raise ApiError(404, "The dashboard is disabled: set ADMIN_PASSWORD to enable it")
+            raise ApiError(404, "The dashboard is disabled: set DASHBOARD_PASSWORD to enable it")
         header = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
-        if not credentials_match(header, self.settings.admin_username, password.get_secret_value()):
+        username = self.settings.dashboard_username
+        if not credentials_match(header, username, password.get_secret_value()):
             raise ApiError(401, "Unauthorized", headers={"WWW-Authenticate": REALM})
 
         async def send_secured(message: Message) -> None:
@@ -366,8 +370,8 @@ async def retry(request: Request) -> Response:
     job_type, shop = reset
     # A duplicate is fine: its entry is still queued and will run it. On an error the row is
     # pending all the same, and the reconciler queues it.
-    outcome = await state.intake.put(job_type, job_id, shop, Source.ADMIN)
-    logger.info("admin retried job %s (%s) of %s: %s", job_id, job_type, shop, outcome)
+    outcome = await state.intake.put(job_type, job_id, shop, Source.MERCHANT)
+    logger.info("dashboard retried job %s (%s) of %s: %s", job_id, job_type, shop, outcome)
     notice = "retried-unqueued" if outcome is QueueOutcome.ERROR else "retried"
     return _back(form, page, notice=notice)
 
@@ -382,7 +386,7 @@ async def cancel(request: Request) -> Response:
     base = request.scope.get("root_path", "")
     page = f"{base}/jobs/{job_id}"
     if await state.jobs.cancel(job_id):
-        logger.info("admin cancelled job %s", job_id)
+        logger.info("dashboard cancelled job %s", job_id)
         return _back(form, page, notice="cancelled")
     if await store.get_job(database, job_id) is None:
         raise ApiError(404, "Job not found")
@@ -397,8 +401,8 @@ async def retry_failed(request: Request) -> Response:
     state = web_state(request)
     jobs = await store.retry_failed_jobs(state.database, job_type)
     for job_id, name, shop in jobs:
-        await state.intake.put(name, job_id, shop, Source.ADMIN)
-    logger.info("admin retried %d failed %s job(s)", len(jobs), job_type)
+        await state.intake.put(name, job_id, shop, Source.MERCHANT)
+    logger.info("dashboard retried %d failed %s job(s)", len(jobs), job_type)
     base = request.scope.get("root_path", "")
     query = urlencode({"type": job_type, "notice": "bulk-retried", "n": len(jobs)})
     return RedirectResponse(f"{base}/?{query}", status_code=303)
@@ -409,11 +413,11 @@ def mount(settings: Settings, path: str = "/admin") -> Mount:
     return Mount(
         path,
         routes=[
-            Route("/", index, methods=["GET"], name="admin_index"),
-            Route("/jobs/{job_id}", job_page, methods=["GET"], name="admin_job"),
+            Route("/", index, methods=["GET"], name="dashboard_index"),
+            Route("/jobs/{job_id}", job_page, methods=["GET"], name="dashboard_job"),
             Route("/jobs/{job_id}/retry", retry, methods=["POST"]),
             Route("/jobs/{job_id}/cancel", cancel, methods=["POST"]),
             Route("/retry-failed", retry_failed, methods=["POST"]),
         ],
-        middleware=[Middleware(AdminGuard, settings=settings)],
+        middleware=[Middleware(DashboardGuard, settings=settings)],
     )

@@ -123,7 +123,7 @@ def parse_job_request(
     """Body -> (job type, validated input as JSON-ready data), or a 400 naming the fields.
 
     Only the types `offered` to this caller exist for it (the storefront's by default; the
-    embedded admin passes its own test)."""
+    embedded app passes its own test)."""
     try:
         payload = orjson.loads(body)
     except orjson.JSONDecodeError:

@@ -24,7 +24,9 @@ async def test_real_processes_write_json_lines_with_job_and_request_fields(
     shop = await make_shop(database, "logs-shop.myshopify.com")
     worker = start_worker(spawn, env)
     port = free_port()
-    web = spawn(web_command(port), {**env, "ADMIN_PASSWORD": "a-long-admin-password"}, "web")
+    web = spawn(
+        web_command(port), {**env, "DASHBOARD_PASSWORD": "a-long-dashboard-password"}, "web"
+    )
     base = f"http://127.0.0.1:{port}"
     wait_for_http(f"{base}/healthz")
     url = signed_proxy_url(
