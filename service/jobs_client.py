@@ -27,7 +27,7 @@ from uuid import UUID
 
 from arq.connections import ArqRedis
 from databases import Database
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from jobs.types import EnqueuedJob, JobType
 from service import store
@@ -36,18 +36,20 @@ from service.core.fair import QueueFairness
 from service.core.states import JobStatus
 from service.intake import (
     ENQUEUE_TIMEOUT_SECONDS,
+    MAX_IDEMPOTENCY_KEY_LENGTH,
     Intake,
+    InvalidJobInput,
     NotQueued,
     ObserveEnqueue,
     QueueOutcome,
     Source,
+    validate_input,
 )
 from service.shopify import shop_domain
 from service.store.sql import to_json
 
 logger = logging.getLogger("shopjobs.jobs")
 
-MAX_IDEMPOTENCY_KEY_LENGTH = 255
 # Children of a batch are written and queued this many at a time: one INSERT and one Redis
 # pipeline per chunk.
 CHILD_CHUNK = 1_000
@@ -85,15 +87,11 @@ class QueueUnavailable(EnqueueError):
         super().__init__("The queue (Redis) did not take the job; nothing was created")
 
 
-def field_errors(exc: ValidationError, prefix: str = "input") -> list[dict[str, str]]:
-    """Pydantic's errors as `{field, message, type}`, without the input they complain about."""
+def _details(exc: InvalidJobInput) -> list[dict[str, str]]:
+    """The refusal as `{field, message, type}` items (no `type` when pydantic did not refuse)."""
     return [
-        {
-            "field": ".".join(str(part) for part in (prefix, *item["loc"])),
-            "message": item["msg"],
-            "type": item["type"],
-        }
-        for item in exc.errors(include_url=False, include_input=False, include_context=False)
+        {"field": ".".join(p.path), "message": p.message, **({"type": p.type} if p.type else {})}
+        for p in exc.problems
     ]
 
 
@@ -142,25 +140,14 @@ class JobsClient:
         return job_type
 
     def validate(self, job_type: JobType, job_input: BaseModel | dict[str, Any] | None) -> dict:
-        """The input as the type's model accepts it, JSON-ready; InvalidInput otherwise."""
+        """The input as the type's model accepts it, JSON-ready (service/intake.py's
+        validate_input, as for the proxy and webhooks); InvalidInput otherwise."""
         if isinstance(job_input, BaseModel):
             job_input = job_input.model_dump(mode="json")
         try:
-            validated = job_type.input_model.model_validate(job_input or {})
-        except ValidationError as exc:
-            raise InvalidInput("Invalid input", field_errors(exc)) from None
-        data: dict[str, Any] = validated.model_dump(mode="json")
-        if not store.jsonb_safe(data):
-            raise InvalidInput(
-                "Invalid input", [{"field": "input", "message": "contains a NUL character"}]
-            )
-        try:
-            to_json(data)
-        except TypeError as exc:  # pydantic's int takes any int; JSON (orjson) stops at 64 bits
-            raise InvalidInput(
-                "Invalid input", [{"field": "input", "message": str(exc), "type": "int_too_big"}]
-            ) from None
-        return data
+            return validate_input(job_type, job_input or {})
+        except InvalidJobInput as exc:
+            raise InvalidInput("Invalid input", _details(exc)) from None
 
     async def installed_shop(self, domain: str) -> store.Shop:
         """The installed shop of `domain`, written as a merchant might (`Cool-Shop.myshopify.com`,
@@ -195,7 +182,12 @@ class JobsClient:
         ):
             raise InvalidInput(
                 "Invalid idempotency key",
-                [{"field": "idempotency_key", "message": "1 to 255 printable characters"}],
+                [
+                    {
+                        "field": "idempotency_key",
+                        "message": f"1 to {MAX_IDEMPOTENCY_KEY_LENGTH} printable characters",
+                    }
+                ],
             )
         try:
             due = due_time(delay, run_at)

@@ -49,9 +49,8 @@ from service.core.schedule_times import next_tick
 from service.core.settings import Settings
 from service.core.states import JobStatus
 from service.intake import QueueOutcome, Source
-from service.web.body import read_body
 from service.web.errors import ApiError
-from service.web.proxy import parse_job_id
+from service.web.parsing import parse_job_id, read_body
 from service.web.state import web_state
 
 logger = logging.getLogger("shopjobs.dashboard")

@@ -38,14 +38,14 @@ from service import store
 from service.core.states import CANCELLED_MESSAGE, FINAL_STATUSES, JobStatus
 from service.intake import QueueOutcome, Source
 from service.shopify import oauth, session_tokens, token_exchange
-from service.web.body import read_body
 from service.web.errors import ApiError
-from service.web.proxy import (
+from service.web.parsing import (
     MAX_BODY_BYTES,
-    check_length_header,
+    announced_length,
     idempotency_key,
     parse_job_id,
     parse_job_request,
+    read_body,
 )
 from service.web.state import web_state
 
@@ -208,7 +208,7 @@ async def job_types(request: Request) -> Response:
 async def create(request: Request) -> Response:
     state = web_state(request)
     shop, session = await authenticate(request)
-    check_length_header(request)
+    announced_length(request)
     key = idempotency_key(request, MERCHANT_KEY_PREFIX)
     body = await read_body(request, MAX_BODY_BYTES)
     job_type, job_input = parse_job_request(body, state.job_types, offered=lambda t: t.admin)
