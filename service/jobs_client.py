@@ -273,6 +273,31 @@ class JobsClient:
     async def get(self, job_id: UUID) -> store.Job | None:
         return await store.get_job(self.database, job_id)
 
+    async def retry(self, job_id: UUID, source: Source = Source.APP) -> QueueOutcome | None:
+        """Start a failed job over (pending, its attempts from zero) and queue it again; None
+        if it is not failed (or unknown). The one retry of the dashboard, the merchant API and
+        the app.
+
+        The outcome says how queuing went: DUPLICATE is fine (its entry is still queued and will
+        run it); on ERROR the row is pending all the same, and the reconciler queues it.
+        """
+        reset = await store.retry_job(self.database, job_id)
+        if reset is None:
+            return None
+        job_type, shop = reset
+        outcome = await self.intake.put(job_type, job_id, shop, source)
+        if outcome is QueueOutcome.ERROR:
+            logger.warning("job %s retried but not queued; the reconciler will queue it", job_id)
+        return outcome
+
+    async def retry_failed(self, job_type: str, source: Source = Source.APP) -> int:
+        """Start every failed (not cancelled) job of a type over, as `retry` does one; how
+        many."""
+        jobs = await store.retry_failed_jobs(self.database, job_type)
+        for job_id, name, shop in jobs:
+            await self.intake.put(name, job_id, shop, source)
+        return len(jobs)
+
     async def cancel(self, job_id: UUID) -> bool:
         """Cancel a job that is not final, running or not, with its batch's unfinished
         children: they end failed "Cancelled". False if it is final or unknown.

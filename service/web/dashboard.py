@@ -361,16 +361,12 @@ async def retry(request: Request) -> Response:
     state = web_state(request)
     base = request.scope.get("root_path", "")
     page = f"{base}/jobs/{job_id}"
-    reset = await store.retry_job(state.database, job_id)
-    if reset is None:
+    outcome = await state.jobs.retry(job_id, Source.MERCHANT)
+    if outcome is None:
         if await store.get_job(state.database, job_id) is None:
             raise ApiError(404, "Job not found")
         return _back(form, page, notice="not-failed")
-    job_type, shop = reset
-    # A duplicate is fine: its entry is still queued and will run it. On an error the row is
-    # pending all the same, and the reconciler queues it.
-    outcome = await state.intake.put(job_type, job_id, shop, Source.MERCHANT)
-    logger.info("dashboard retried job %s (%s) of %s: %s", job_id, job_type, shop, outcome)
+    logger.info("dashboard retried job %s: %s", job_id, outcome)
     notice = "retried-unqueued" if outcome is QueueOutcome.ERROR else "retried"
     return _back(form, page, notice=notice)
 
@@ -398,12 +394,10 @@ async def retry_failed(request: Request) -> Response:
     if not job_type or len(job_type) > MAX_FILTER_LENGTH or "\x00" in job_type:
         raise ApiError(400, "type is required")
     state = web_state(request)
-    jobs = await store.retry_failed_jobs(state.database, job_type)
-    for job_id, name, shop in jobs:
-        await state.intake.put(name, job_id, shop, Source.MERCHANT)
-    logger.info("dashboard retried %d failed %s job(s)", len(jobs), job_type)
+    count = await state.jobs.retry_failed(job_type, Source.MERCHANT)
+    logger.info("dashboard retried %d failed %s job(s)", count, job_type)
     base = request.scope.get("root_path", "")
-    query = urlencode({"type": job_type, "notice": "bulk-retried", "n": len(jobs)})
+    query = urlencode({"type": job_type, "notice": "bulk-retried", "n": count})
     return RedirectResponse(f"{base}/?{query}", status_code=303)
 
 

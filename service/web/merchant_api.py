@@ -36,7 +36,7 @@ from starlette.routing import Route
 from jobs.types import JobType
 from service import store
 from service.core.states import CANCELLED_MESSAGE, FINAL_STATUSES, JobStatus
-from service.intake import QueueOutcome, Source
+from service.intake import Source
 from service.shopify import oauth, session_tokens, token_exchange
 from service.web.errors import ApiError
 from service.web.parsing import (
@@ -286,16 +286,10 @@ async def cancel(request: Request) -> Response:
 
 async def retry(request: Request) -> Response:
     shop, session = await authenticate(request)
-    state = web_state(request)
     job = await _own_job(request, shop)
     _merchants(request, job, "retried")
-    if await store.retry_job(state.database, job.id) is None:
+    if await web_state(request).jobs.retry(job.id, Source.MERCHANT) is None:
         raise ApiError(409, "Only a failed job can be retried")
-    # A duplicate is fine: its entry is still queued and will run it. On an error the row is
-    # pending all the same, and the reconciler queues it.
-    outcome = await state.intake.put(job.type, job.id, shop.domain, Source.MERCHANT)
-    if outcome is QueueOutcome.ERROR:
-        logger.warning("job %s retried but not queued; the reconciler will queue it", job.id)
     logger.info("job %s retried by staff user %s of %s", job.id, session.user, shop.domain)
     return JSONResponse(_shown(request, await _own_job(request, shop)), headers=NO_STORE)
 
