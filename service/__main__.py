@@ -25,6 +25,7 @@ from uuid import UUID
 import orjson
 
 from jobs.registry import job_types
+from jobs.types import JobView
 from service import store
 from service.core import queue
 from service.core.db import DatabaseTlsError, apply_schema, create_database
@@ -69,7 +70,7 @@ class CliError(Exception):
     """A refusal the CLI prints as one line, exiting 2."""
 
 
-def _job_json(job: store.Job) -> dict[str, Any]:
+def _job_json(job: JobView) -> dict[str, Any]:
     return {
         "jobId": str(job.id),
         "type": job.type,
@@ -78,7 +79,7 @@ def _job_json(job: store.Job) -> dict[str, Any]:
         "progressMessage": job.progress_message,
         "input": job.input,
         "result": job.result,
-        "error": job.error_message,
+        "error": job.error,
         "attempts": job.attempts,
         "source": job.source,
         "idempotencyKey": job.idempotency_key,

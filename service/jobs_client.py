@@ -12,7 +12,10 @@ enforced by Postgres) with checks a caller gets as exceptions, not HTTP answers:
 Postgres being down raises the database's own error (as for the proxy, nothing is left).
 
 The web builds one in its lifespan (`web_state(request).jobs`); the worker builds one for its
-handlers (`ctx.enqueue`); anywhere else, `JobsClient(database, redis, job_types(settings))`.
+handlers (`ctx.enqueue`); anywhere else, the app opens one from its settings with
+`async with jobs.open_client(settings) as client:` (jobs/client.py), which builds the
+database, the Redis pool and the job types itself and closes them on exit. App authors import
+all of it from `jobs`.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from arq.connections import ArqRedis
 from databases import Database
 from pydantic import BaseModel
 
-from jobs.types import EnqueuedJob, JobType
+from jobs.types import EnqueuedJob, JobType, JobView
 from service import store
 from service.core import cancel, queue
 from service.core.fair import QueueFairness
@@ -270,8 +273,36 @@ class JobsClient:
                 raise QueueUnavailable() from None
         return created
 
-    async def get(self, job_id: UUID) -> store.Job | None:
-        return await store.get_job(self.database, job_id)
+    async def get(self, job_id: UUID) -> JobView | None:
+        """The job as the app reads it (with a batch parent's children counted); None if it
+        does not exist (or was pruned)."""
+        listed = await store.get_listed_job(self.database, job_id)
+        if listed is None:
+            return None
+        job = listed.job
+        children = None if job.batch is None else await store.batch_counts(self.database, job.id)
+        return JobView(
+            id=job.id,
+            type=job.type,
+            shop=listed.shop,
+            status=job.status,
+            progress=job.progress,
+            progress_message=job.progress_message,
+            input=job.input,
+            result=job.result,
+            error=job.error_message,
+            error_public=job.error_public,
+            attempts=job.attempts,
+            retry_count=job.retry_count,
+            source=job.source,
+            idempotency_key=job.idempotency_key,
+            run_at=job.run_at,
+            created_at=job.created_at,
+            started_at=job.started_at,
+            finished_at=job.finished_at,
+            parent_id=job.parent_id,
+            children=children,
+        )
 
     async def retry(self, job_id: UUID, source: Source = Source.APP) -> QueueOutcome | None:
         """Start a failed job over (pending, its attempts from zero) and queue it again; None

@@ -39,7 +39,7 @@ async def test_real_processes_write_json_lines_with_job_and_request_fields(
             headers={"X-Request-ID": "req-logs-1"},
         )
         assert answer.status_code == 200 and answer.headers["x-request-id"] == "req-logs-1"
-        await client.get(f"{base}/admin/", auth=("admin", "a-long-admin-password"))
+        await client.get(f"{base}/admin/", auth=("admin", "a-long-dashboard-password"))
     job_id = answer.json()["jobId"]  # compared with the logged text below
     await wait_for_status(database, job_id, {"completed"})
     await asyncio.sleep(0.3)  # the worker's last line is written after the row
