@@ -1,16 +1,20 @@
-"""shopjobs for app authors: `from jobs import JobType, JobContext, NonRetryableError`.
+"""shopjobs for app authors: everything an app imports, from one place.
 
-This is the one place an app's own job types import from; everything named in `__all__` is
-the job author's contract (jobs/types.py) and stays stable across releases.
+    from jobs import JobType, JobContext, NonRetryableError      # writing a job type
+    from jobs import open_client, JobStatus                      # starting and reading jobs
 
-It is also the worker's entry point, `arq jobs.WorkerSettings`: that name is built on first
-access, from the environment, so importing `jobs` (the web does, for the job types) never
-requires worker settings, imports the worker, or starts anything.
+Everything named in `__all__` is the app author's contract and stays stable across releases:
+the job author's (jobs/types.py), and the client's (service/jobs_client.py, opened from
+settings by jobs/client.py), with its exceptions.
+
+The client's names are imported on first access, as is the worker's entry point,
+`arq jobs.WorkerSettings` (built from the environment): importing `jobs` (the web does, for
+the job types) never connects to anything, requires worker settings, or imports the worker.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jobs.types import (
     AdminAPI,
@@ -18,23 +22,54 @@ from jobs.types import (
     EnqueuedJob,
     Handler,
     JobContext,
+    JobStatus,
     JobType,
+    JobView,
     NonRetryableError,
     Schedule,
     WebhookJob,
 )
 
+if TYPE_CHECKING:
+    from jobs.client import open_client
+    from service.jobs_client import (
+        EnqueueError,
+        InvalidInput,
+        JobsClient,
+        QueueUnavailable,
+        ShopNotInstalled,
+        UnknownJobType,
+    )
+
 __all__ = [
     "AdminAPI",
     "CompletionWrite",
+    "EnqueueError",
     "EnqueuedJob",
     "Handler",
+    "InvalidInput",
     "JobContext",
+    "JobStatus",
     "JobType",
+    "JobView",
+    "JobsClient",
     "NonRetryableError",
+    "QueueUnavailable",
     "Schedule",
+    "ShopNotInstalled",
+    "UnknownJobType",
     "WebhookJob",
+    "open_client",
 ]
+
+_CLIENT_NAMES = {
+    "EnqueueError",
+    "InvalidInput",
+    "JobsClient",
+    "QueueUnavailable",
+    "ShopNotInstalled",
+    "UnknownJobType",
+}
 
 
 def __getattr__(name: str) -> Any:
@@ -42,4 +77,12 @@ def __getattr__(name: str) -> Any:
         from jobs.worker.startup import worker_settings_from_environment
 
         return worker_settings_from_environment()
+    if name == "open_client":
+        from jobs.client import open_client
+
+        return open_client
+    if name in _CLIENT_NAMES:
+        from service import jobs_client
+
+        return getattr(jobs_client, name)
     raise AttributeError(f"module 'jobs' has no attribute {name!r}")

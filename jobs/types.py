@@ -1,7 +1,9 @@
-"""What a job type is: a name, a pydantic input model, an async handler, and its own limits.
+"""What a job type is: a name, a pydantic input model, an async handler, and its own limits;
+and what the app's code reads back about a job (its status, JobView).
 
 A type is declared once and used by both processes: the web validates input against
 `input_model` before a row is written; the worker runs `handler` with the validated input.
+The bottom layer: this module imports nothing of the project, so anything may import it.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from collections.abc import (
 )
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
 from uuid import UUID
 
@@ -24,6 +27,22 @@ from pydantic import BaseModel
 if TYPE_CHECKING:
     import asyncpg
     from databases import Database
+
+
+class JobStatus(StrEnum):
+    """A job's status in Postgres: pending -> processing -> (retrying -> processing)* -> final.
+
+    Defined here, with the job author's contract, so that `jobs` can export it; the service's
+    other vocabularies (service/core/states.py) re-export it. `StrEnum` members are `str`s:
+    they go into SQL parameters, JSON answers and metric labels as they are.
+    """
+
+    PENDING = "pending"
+    PROCESSING = "processing"
+    RETRYING = "retrying"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
 
 # A write to the app's own tables, run on the connection whose transaction completes the job.
 CompletionWrite = Callable[["asyncpg.Connection"], Awaitable[None]]
@@ -102,9 +121,41 @@ class EnqueuedJob:
     `created` is False when its idempotency key already named a job (that one is returned)."""
 
     id: UUID
-    status: str  # a JobStatus value: pending, processing, retrying, completed, failed
+    status: JobStatus
     run_at: datetime | None
     created: bool = True
+
+
+@dataclass(frozen=True)
+class JobView:
+    """A job as the app's own code reads it: `await client.get(job_id)` (service/jobs_client.py).
+
+    `error` is the failure's own text, as the dashboard shows it; it may name internals (a
+    driver's error, a host) unless `error_public` (a NonRetryableError's message, the worker's
+    own), so show it to a merchant or a shopper only then. `children`: a batch parent's
+    children counted by status, with "total"; None for any other job.
+    """
+
+    id: UUID
+    type: str
+    shop: str  # the shop's domain
+    status: JobStatus
+    progress: int
+    progress_message: str | None
+    input: dict[str, Any]
+    result: Any
+    error: str | None
+    error_public: bool
+    attempts: int  # every start, crash re-runs included
+    retry_count: int  # failed attempts retried
+    source: str  # who asked for it: proxy, webhook, admin (the merchant API), app, job, ...
+    idempotency_key: str | None
+    run_at: datetime | None  # a delayed job's due time
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    parent_id: UUID | None = None
+    children: dict[str, int] | None = None
 
 
 class JobContext(Protocol):
@@ -190,7 +241,7 @@ class JobType:
     # May theme JavaScript create it through the app proxy? False for types only the app
     # itself starts (the compliance webhooks must never be triggered by a storefront visitor).
     proxy: bool = True
-    # May the merchant start it from the embedded admin (POST /api/jobs, a form on /app)?
+    # May the merchant start it from the embedded app (POST /api/jobs, a form on /app)?
     admin: bool = False
     # Run it on a cron schedule too (None: only when something enqueues it).
     schedule: Schedule | None = None

@@ -25,6 +25,7 @@ from uuid import UUID
 import orjson
 
 from jobs.registry import job_types
+from jobs.types import JobView
 from service import queue, store
 from service.core.db import DatabaseTlsError, create_database
 from service.core.settings import DatabaseSettings, Settings, TokenSettings, load_settings
@@ -79,7 +80,7 @@ class CliError(Exception):
     """A refusal the CLI prints as one line, exiting 2."""
 
 
-def _job_json(job: store.Job) -> dict[str, Any]:
+def _job_json(job: JobView) -> dict[str, Any]:
     return {
         "jobId": str(job.id),
         "type": job.type,
@@ -88,7 +89,7 @@ def _job_json(job: store.Job) -> dict[str, Any]:
         "progressMessage": job.progress_message,
         "input": job.input,
         "result": job.result,
-        "error": job.error_message,
+        "error": job.error,
         "attempts": job.attempts,
         "source": job.source,
         "idempotencyKey": job.idempotency_key,

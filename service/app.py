@@ -3,8 +3,8 @@
 `create_app(settings)` builds the Starlette app from explicit settings (tests call it
 directly); the module attribute `app` is built on first access from the environment, so a
 missing setting stops uvicorn with one line naming it. Besides the Shopify-facing routes it
-serves GET /healthz, the job dashboard under /admin, and the embedded admin (the merchant's
-page /app and its API under /api). Its Prometheus metrics are on a port of their own
+serves GET /healthz, the job dashboard under /admin, and the embedded app (the merchant's
+page /app and the merchant API under /api). Its Prometheus metrics are on a port of their own
 (WEB_METRICS_PORT, service/web/metrics.py): GET /metrics here is 404 like any unknown path.
 """
 
@@ -32,7 +32,7 @@ from service.core.logs import configure_logging
 from service.core.settings import Settings, load_settings
 from service.intake import Intake
 from service.jobs_client import JobsClient
-from service.web import admin_api, dashboard, embedded, install, metrics, proxy, webhooks
+from service.web import dashboard, embedded, install, merchant_api, metrics, proxy, webhooks
 from service.web.errors import EXCEPTION_HANDLERS
 from service.web.middleware import RequestTelemetry
 from service.web.proxy_quota import ProxyQuota
@@ -134,7 +134,7 @@ def create_app(settings: Settings) -> Starlette:
         *proxy.routes,
         *install.routes,
         *webhooks.routes,
-        *admin_api.routes,
+        *merchant_api.routes,
         *embedded.routes,
         dashboard.mount(settings),
     ]

@@ -25,6 +25,7 @@ from uuid import UUID, uuid4
 import orjson
 from arq.connections import ArqRedis
 from databases import Database
+from pydantic import ValidationError
 
 from jobs.types import JobType
 from service import queue, store
@@ -39,6 +40,58 @@ ENQUEUE_TIMEOUT_SECONDS = 1.0
 FORGET_SECONDS = 2.0
 
 NewRow = tuple[UUID, int, str, str, str | None, str | None, str, str | None]
+# The longest Idempotency-Key, from the storefront, the merchant API or the app's own code
+# (jobs.idempotency_key is text; the bound keeps its unique index's entries small).
+MAX_IDEMPOTENCY_KEY_LENGTH = 255
+
+
+@dataclass(frozen=True)
+class InputProblem:
+    """One reason a job's input was refused: where (`path`, from "input" down to the field),
+    what, and pydantic's error type when pydantic found it."""
+
+    path: tuple[str, ...]
+    message: str
+    type: str | None = None
+
+
+class InvalidJobInput(Exception):
+    """A job type's input model refused an input, or the input cannot be stored as jsonb.
+
+    Each caller answers it its own way: the web with a 400 naming the fields, the webhook
+    receiver with "invalid payload", JobsClient with InvalidInput.
+    """
+
+    def __init__(self, problems: list[InputProblem]) -> None:
+        super().__init__("; ".join(f"{'.'.join(p.path)}: {p.message}" for p in problems))
+        self.problems = problems
+
+
+def validate_input(job_type: JobType, raw: Any) -> dict[str, Any]:
+    """The input as `job_type`'s model accepts it, JSON-ready (what is stored), or
+    InvalidJobInput: the one check of every path that creates a job.
+
+    Besides the model, the stored form must fit jsonb: no NUL character anywhere, and no
+    integer beyond 64 bits (pydantic's int takes any; orjson, which writes the row, does not).
+    """
+    try:
+        validated = job_type.input_model.model_validate(raw)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False, include_input=False, include_context=False)
+        raise InvalidJobInput(
+            [
+                InputProblem(("input", *(str(part) for part in e["loc"])), e["msg"], e["type"])
+                for e in errors
+            ]
+        ) from None
+    data: dict[str, Any] = validated.model_dump(mode="json")
+    if not store.jsonb_safe(data):
+        raise InvalidJobInput([InputProblem(("input",), "contains a NUL character")])
+    try:
+        orjson.dumps(data)
+    except TypeError as exc:
+        raise InvalidJobInput([InputProblem(("input",), str(exc), "int_too_big")]) from None
+    return data
 
 
 class Source(StrEnum):
@@ -46,7 +99,9 @@ class Source(StrEnum):
 
     PROXY = "proxy"
     WEBHOOK = "webhook"
-    ADMIN = "admin"  # the embedded admin's /api/jobs; the dashboard's retries (no new rows)
+    # The merchant API's /api/jobs, and the dashboard's retries (no new rows). The value, from
+    # when that API was called "admin", is stored in jobs.source and labels a metric: kept.
+    MERCHANT = "admin"
     APP = "app"  # the app's own code: a route, a webhook handler (service/jobs_client.py)
     JOB = "job"  # a handler, through ctx.enqueue
     CLI = "cli"  # python -m service jobs enqueue

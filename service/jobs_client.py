@@ -12,7 +12,10 @@ enforced by Postgres) with checks a caller gets as exceptions, not HTTP answers:
 Postgres being down raises the database's own error (as for the proxy, nothing is left).
 
 The web builds one in its lifespan (`web_state(request).jobs`); the worker builds one for its
-handlers (`ctx.enqueue`); anywhere else, `JobsClient(database, redis, job_types(settings))`.
+handlers (`ctx.enqueue`); anywhere else, the app opens one from its settings with
+`async with jobs.open_client(settings) as client:` (jobs/client.py), which builds the
+database, the Redis pool and the job types itself and closes them on exit. App authors import
+all of it from `jobs`.
 """
 
 from __future__ import annotations
@@ -27,26 +30,28 @@ from uuid import UUID
 
 from arq.connections import ArqRedis
 from databases import Database
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
-from jobs.types import EnqueuedJob, JobType
+from jobs.types import EnqueuedJob, JobType, JobView
 from service import queue, store
 from service.core import cancel
 from service.core.states import JobStatus
 from service.intake import (
     ENQUEUE_TIMEOUT_SECONDS,
+    MAX_IDEMPOTENCY_KEY_LENGTH,
     Intake,
+    InvalidJobInput,
     NotQueued,
     ObserveEnqueue,
     QueueOutcome,
     Source,
+    validate_input,
 )
 from service.shopify import shop_domain
 from service.store.sql import to_json
 
 logger = logging.getLogger("shopjobs.jobs")
 
-MAX_IDEMPOTENCY_KEY_LENGTH = 255
 # Children of a batch are written and queued this many at a time: one INSERT and one Redis
 # pipeline per chunk.
 CHILD_CHUNK = 1_000
@@ -84,15 +89,11 @@ class QueueUnavailable(EnqueueError):
         super().__init__("The queue (Redis) did not take the job; nothing was created")
 
 
-def field_errors(exc: ValidationError, prefix: str = "input") -> list[dict[str, str]]:
-    """Pydantic's errors as `{field, message, type}`, without the input they complain about."""
+def _details(exc: InvalidJobInput) -> list[dict[str, str]]:
+    """The refusal as `{field, message, type}` items (no `type` when pydantic did not refuse)."""
     return [
-        {
-            "field": ".".join(str(part) for part in (prefix, *item["loc"])),
-            "message": item["msg"],
-            "type": item["type"],
-        }
-        for item in exc.errors(include_url=False, include_input=False, include_context=False)
+        {"field": ".".join(p.path), "message": p.message, **({"type": p.type} if p.type else {})}
+        for p in exc.problems
     ]
 
 
@@ -136,26 +137,17 @@ class JobsClient:
             raise UnknownJobType(name)
         return job_type
 
-    def validate(self, job_type: JobType, job_input: BaseModel | dict[str, Any] | None) -> dict:
-        """The input as the type's model accepts it, JSON-ready; InvalidInput otherwise."""
+    def validate(
+        self, job_type: JobType, job_input: BaseModel | dict[str, Any] | None
+    ) -> dict[str, Any]:
+        """The input as the type's model accepts it, JSON-ready (service/intake.py's
+        validate_input, as for the proxy and webhooks); InvalidInput otherwise."""
         if isinstance(job_input, BaseModel):
             job_input = job_input.model_dump(mode="json")
         try:
-            validated = job_type.input_model.model_validate(job_input or {})
-        except ValidationError as exc:
-            raise InvalidInput("Invalid input", field_errors(exc)) from None
-        data: dict[str, Any] = validated.model_dump(mode="json")
-        if not store.jsonb_safe(data):
-            raise InvalidInput(
-                "Invalid input", [{"field": "input", "message": "contains a NUL character"}]
-            )
-        try:
-            to_json(data)
-        except TypeError as exc:  # pydantic's int takes any int; JSON (orjson) stops at 64 bits
-            raise InvalidInput(
-                "Invalid input", [{"field": "input", "message": str(exc), "type": "int_too_big"}]
-            ) from None
-        return data
+            return validate_input(job_type, job_input or {})
+        except InvalidJobInput as exc:
+            raise InvalidInput("Invalid input", _details(exc)) from None
 
     async def installed_shop(self, domain: str) -> store.Shop:
         """The installed shop of `domain`, written as a merchant might (`Cool-Shop.myshopify.com`,
@@ -190,7 +182,12 @@ class JobsClient:
         ):
             raise InvalidInput(
                 "Invalid idempotency key",
-                [{"field": "idempotency_key", "message": "1 to 255 printable characters"}],
+                [
+                    {
+                        "field": "idempotency_key",
+                        "message": f"1 to {MAX_IDEMPOTENCY_KEY_LENGTH} printable characters",
+                    }
+                ],
             )
         try:
             due = due_time(delay, run_at)
@@ -272,8 +269,61 @@ class JobsClient:
                 raise QueueUnavailable() from None
         return created
 
-    async def get(self, job_id: UUID) -> store.Job | None:
-        return await store.get_job(self.database, job_id)
+    async def get(self, job_id: UUID) -> JobView | None:
+        """The job as the app reads it (with a batch parent's children counted); None if it
+        does not exist (or was pruned)."""
+        listed = await store.get_listed_job(self.database, job_id)
+        if listed is None:
+            return None
+        job = listed.job
+        children = None if job.batch is None else await store.batch_counts(self.database, job.id)
+        return JobView(
+            id=job.id,
+            type=job.type,
+            shop=listed.shop,
+            status=job.status,
+            progress=job.progress,
+            progress_message=job.progress_message,
+            input=job.input,
+            result=job.result,
+            error=job.error_message,
+            error_public=job.error_public,
+            attempts=job.attempts,
+            retry_count=job.retry_count,
+            source=job.source,
+            idempotency_key=job.idempotency_key,
+            run_at=job.run_at,
+            created_at=job.created_at,
+            started_at=job.started_at,
+            finished_at=job.finished_at,
+            parent_id=job.parent_id,
+            children=children,
+        )
+
+    async def retry(self, job_id: UUID, source: Source = Source.APP) -> QueueOutcome | None:
+        """Start a failed job over (pending, its attempts from zero) and queue it again; None
+        if it is not failed (or unknown). The one retry of the dashboard, the merchant API and
+        the app.
+
+        The outcome says how queuing went: DUPLICATE is fine (its entry is still queued and will
+        run it); on ERROR the row is pending all the same, and the reconciler queues it.
+        """
+        reset = await store.retry_job(self.database, job_id)
+        if reset is None:
+            return None
+        job_type, shop = reset
+        outcome = await self.intake.put(job_type, job_id, shop, source)
+        if outcome is QueueOutcome.ERROR:
+            logger.warning("job %s retried but not queued; the reconciler will queue it", job_id)
+        return outcome
+
+    async def retry_failed(self, job_type: str, source: Source = Source.APP) -> int:
+        """Start every failed (not cancelled) job of a type over, as `retry` does one; how
+        many."""
+        jobs = await store.retry_failed_jobs(self.database, job_type)
+        for job_id, name, shop in jobs:
+            await self.intake.put(name, job_id, shop, source)
+        return len(jobs)
 
     async def cancel(self, job_id: UUID) -> bool:
         """Cancel a job that is not final, running or not, with its batch's unfinished

@@ -34,8 +34,8 @@ DEV_DEFAULTS = {
     "SHOPIFY_API_SECRET": "dev-api-secret",
     "ENABLE_DIAGNOSTIC_JOBS": "true",
     "LOG_FORMAT": "text",
-    "ADMIN_USERNAME": "admin",
-    "ADMIN_PASSWORD": "dev-admin-password",
+    "DASHBOARD_USERNAME": "admin",
+    "DASHBOARD_PASSWORD": "dev-dashboard-password",
     "WEB_PORT": "8000",
     "WORKER_HEALTH_PORT": "3001",
     "WEB_METRICS_PORT": "9091",
@@ -119,7 +119,7 @@ def main() -> int:
     print(f"dev: web on {env['SHOPIFY_APP_URL']}, worker health on :{env['WORKER_HEALTH_PORT']}")
     print(
         f"dev: job dashboard on {env['SHOPIFY_APP_URL']}/admin/ "
-        f"(user {env['ADMIN_USERNAME']!r}, password from ADMIN_PASSWORD)"
+        f"(user {env['DASHBOARD_USERNAME']!r}, password from DASHBOARD_PASSWORD)"
     )
     web_metrics = (
         f"web :{env['WEB_METRICS_PORT']}/metrics, " if env["WEB_METRICS_PORT"] != "0" else ""

@@ -47,5 +47,5 @@ async def echo(ctx: JobContext, data: EchoInput) -> dict[str, str]:
     return {"message": data.message}
 
 
-# Offered in the embedded admin too (only ever registered when ENABLE_DIAGNOSTIC_JOBS is on).
+# Offered in the embedded app too (only ever registered when ENABLE_DIAGNOSTIC_JOBS is on).
 JOB_TYPE = JobType(name="echo", input_model=EchoInput, handler=echo, admin=True)

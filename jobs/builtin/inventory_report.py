@@ -1,6 +1,6 @@
 """`inventory_report`: every product and variant of a shop through one Shopify bulk query.
 
-Input: `{}`. Started by the app, the merchant in the embedded admin, or a shell (never by the
+Input: `{}`. Started by the app, the merchant in the embedded app, or a shell (never by the
 storefront: `proxy=False`), it
 reads the whole catalogue with `ctx.admin.bulk_query`, which costs about ten points where
 paging 90,000 variants would cost some 100,000, and streams the result: memory stays flat
@@ -89,5 +89,5 @@ JOB_TYPE = JobType(
     # Shopify may take many minutes over a large catalogue; the lease is renewed meanwhile.
     timeout_seconds=3600,
     proxy=False,
-    admin=True,  # the merchant starts it from the embedded admin's page, and watches it there
+    admin=True,  # the merchant starts it from the embedded app's page, and watches it there
 )

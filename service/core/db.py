@@ -1,17 +1,19 @@
 """The Postgres connection (the `databases` package over asyncpg).
 
-The schema and its upgrades are service/migrations.
+The schema and its upgrades are service/migrations. The patch of `databases`' private
+internals (a task's stranded connection) is kept apart, in service/core/databases_patch.py,
+with the test that guards it.
 """
 
 from __future__ import annotations
 
-import asyncio
 import ssl
+from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
-import databases
-from databases.core import Connection
+
+from service.core.databases_patch import StrandedConnectionGuard
 
 # What a refused, lost or shutting-down Postgres raises (asyncpg, or the socket under it;
 # OSError includes TimeoutError). Request handlers answer 503 for these, never 500.
@@ -37,18 +39,9 @@ async def _keep_session(connection: asyncpg.Connection) -> None:
     """
 
 
-class Database(databases.Database):
-    """`databases.Database`, without the trap it sets when Postgres drops a connection.
-
-    `databases` keeps one connection wrapper per asyncio task, and two of its error paths
-    leave that wrapper holding a connection asyncpg has given up on: a release that fails,
-    and a transaction whose ROLLBACK (or COMMIT) fails on a dead connection. Every later query
-    of that task then fails ("Connection is already acquired", "connection has been released
-    back to the pool", "connection is closed") for as long as the task lives, the worker's
-    poll loop included; and the pool slot it holds is never returned. Outside a transaction,
-    such a wrapper is dropped here, its connection handed back to the pool, and the task gets
-    a fresh one.
-    """
+class Database(StrandedConnectionGuard):
+    """`databases.Database` that recovers a task's stranded connection (databases_patch.py)
+    and names a TLS failure in one line."""
 
     tls_required = False
 
@@ -66,43 +59,9 @@ class Database(databases.Database):
                 ) from None
             raise
 
-    def connection(self) -> Connection:
-        connection = super().connection()
-        if not connection._transaction_stack and _stranded(connection):
-            held = connection._connection._connection
-            if getattr(held, "_con", None) is not None:
-                # Give the slot back (asyncpg terminates a closed connection as it does so).
-                task = asyncio.ensure_future(self._backend._pool.release(held))
-                _returning.add(task)
-                task.add_done_callback(_returned)
-            self._connection = None  # forget this task's stuck wrapper
-            connection = super().connection()
-        return connection
-
-
-_returning: set[asyncio.Future[object]] = set()
-
 
 def _reason(exc: Exception) -> str:
     return getattr(exc, "verify_message", None) or getattr(exc, "reason", None) or str(exc)
-
-
-def _returned(task: asyncio.Future[object]) -> None:
-    _returning.discard(task)
-    if not task.cancelled():
-        task.exception()  # already handled: asyncpg terminated the connection
-
-
-def _stranded(connection: Connection) -> bool:
-    """Whether a wrapper holds a connection it can no longer use."""
-    held = getattr(connection._connection, "_connection", None)  # asyncpg's pool proxy
-    if held is None:
-        return False
-    if connection._connection_counter == 0:
-        return True  # its release failed half-way
-    if getattr(held, "_con", None) is None:
-        return True  # released back to the pool (asyncpg detaches the proxy)
-    return bool(held.is_closed())
 
 
 class DatabaseTlsError(Exception):
@@ -149,7 +108,7 @@ def tls_argument(url: str) -> tuple[str, ssl.SSLContext | str | None]:
 
 def create_database(url: str, *, min_size: int = 1, max_size: int = 10) -> Database:
     stripped, tls = tls_argument(url)
-    options: dict[str, object] = {} if tls is None else {"ssl": tls}
+    options: dict[str, Any] = {} if tls is None else {"ssl": tls}
     database = Database(
         stripped,
         min_size=min_size,

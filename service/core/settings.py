@@ -20,7 +20,7 @@ from service.core.token_cipher import TokenCipher, parse_keys
 
 PositiveFloat = Annotated[float, Field(gt=0)]
 NonNegativeInt = Annotated[int, Field(ge=0)]
-MIN_ADMIN_PASSWORD_LENGTH = 12
+MIN_DASHBOARD_PASSWORD_LENGTH = 12
 
 
 class DatabaseSettings(BaseSettings):
@@ -132,9 +132,18 @@ class Settings(TokenSettings):
     # requires; `make dev` and the tests point it at the emulator's stand-in.
     app_bridge_url: str = "https://cdn.shopify.com/shopifycloud/app-bridge.js"
 
-    # The job dashboard at /admin (HTTP basic auth): served only when ADMIN_PASSWORD is set.
-    admin_username: str = Field(default="admin", min_length=1, max_length=100)
-    admin_password: SecretStr | None = None
+    # The job dashboard at /admin (HTTP basic auth): served only when DASHBOARD_PASSWORD is set.
+    # ADMIN_USERNAME / ADMIN_PASSWORD, their names before "admin" came to mean only Shopify's
+    # Admin API, are still read (deprecated; docs/configuration.md).
+    dashboard_username: str = Field(
+        default="admin",
+        min_length=1,
+        max_length=100,
+        validation_alias=AliasChoices("DASHBOARD_USERNAME", "ADMIN_USERNAME"),
+    )
+    dashboard_password: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("DASHBOARD_PASSWORD", "ADMIN_PASSWORD")
+    )
 
     # json: one JSON object per line (production); text: readable lines (`make dev`).
     log_format: Literal["json", "text"] = "json"
@@ -147,21 +156,21 @@ class Settings(TokenSettings):
         tls_options(value)  # a bad TLS parameter: say so now
         return value
 
-    @field_validator("admin_username")
+    @field_validator("dashboard_username")
     @classmethod
-    def _admin_username(cls, value: str) -> str:
+    def _dashboard_username(cls, value: str) -> str:
         if ":" in value:  # basic auth splits user and password at the first colon
             raise ValueError("must not contain ':'")
         return value
 
-    @field_validator("admin_password")
+    @field_validator("dashboard_password")
     @classmethod
-    def _admin_password(cls, value: SecretStr | None) -> SecretStr | None:
+    def _dashboard_password(cls, value: SecretStr | None) -> SecretStr | None:
         if value is None or not value.get_secret_value():
             return None  # unset or empty: the dashboard is off
-        if len(value.get_secret_value()) < MIN_ADMIN_PASSWORD_LENGTH:
+        if len(value.get_secret_value()) < MIN_DASHBOARD_PASSWORD_LENGTH:
             # The dashboard faces the internet and can retry or cancel any job.
-            raise ValueError(f"must be at least {MIN_ADMIN_PASSWORD_LENGTH} characters")
+            raise ValueError(f"must be at least {MIN_DASHBOARD_PASSWORD_LENGTH} characters")
         return value
 
     @field_validator("shopify_admin_url")

@@ -1,6 +1,8 @@
 """Every vocabulary of a job's life, named once: statuses, claim results, queue finishes, outcomes.
 
 The schema's CHECK on `jobs.status` lists the same values as `JobStatus` (a test compares them).
+`JobStatus` itself is defined in jobs/types.py, where app authors import it from (`from jobs
+import JobStatus`), and re-exported here with the service's other vocabularies.
 `StrEnum` members are `str`s, so they go into SQL parameters, JSON answers and metric labels as
 they are.
 """
@@ -9,16 +11,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-
-class JobStatus(StrEnum):
-    """A job's status in Postgres: pending -> processing -> (retrying -> processing)* -> final."""
-
-    PENDING = "pending"
-    PROCESSING = "processing"
-    RETRYING = "retrying"
-    COMPLETED = "completed"
-    FAILED = "failed"
-
+from jobs.types import JobStatus as JobStatus
 
 # Completed and failed jobs never run again, never change status, and are what retention prunes.
 FINAL_STATUSES: frozenset[JobStatus] = frozenset({JobStatus.COMPLETED, JobStatus.FAILED})
@@ -56,6 +49,6 @@ class RunOutcome(StrEnum):
 
 # The message a cancelled job ends failed with (dashboard, admin API).
 CANCELLED_MESSAGE = "Cancelled"
-# What the storefront and the embedded admin see of a failure whose message is not public
+# What the storefront and the embedded app see of a failure whose message is not public
 # (an unexpected exception: jobs.error_public is false); the dashboard shows the real text.
 GENERIC_FAILURE_MESSAGE = "The job failed"

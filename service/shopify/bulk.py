@@ -45,17 +45,18 @@ from service.shopify.bulk_errors import (
     BulkResultExpired,
 )
 from service.shopify.bulk_rows import (
+    BulkCaller,
     BulkMutationResults,
     BulkRows,
     JobLink,
     MutationResult,
-    ShopAdmin,
 )
 from service.shopify.bulk_slots import finished_key, signal_finished
 
 # What callers reach through this module (jobs/worker, service/web, tests).
 __all__ = [
     "CANCEL",
+    "BulkCaller",
     "BulkMutationResults",
     "BulkOperationCanceled",
     "BulkOperationFailed",
@@ -66,7 +67,6 @@ __all__ = [
     "BulkRunner",
     "JobLink",
     "MutationResult",
-    "ShopAdmin",
     "bulk_mutation",
     "bulk_query",
     "finished_key",
@@ -132,7 +132,7 @@ class BulkRunner:
     """One bulk operation of one job: take a slot, start or resume, wait, hand over the rows."""
 
     def __init__(
-        self, admin: ShopAdmin, kind: str, text: str, expected_objects: int | None = None
+        self, admin: BulkCaller, kind: str, text: str, expected_objects: int | None = None
     ) -> None:
         self.admin = admin
         self.expected = expected_objects
@@ -294,7 +294,7 @@ class BulkRunner:
 
 
 async def bulk_query(
-    admin: ShopAdmin, query: str, *, expected_objects: int | None = None
+    admin: BulkCaller, query: str, *, expected_objects: int | None = None
 ) -> BulkRows:
     version = admin.client.settings.shopify_api_version
     run = RUN_QUERY_GROUPED if version >= GROUPED_UNLESS_ASKED_FROM else RUN_QUERY
@@ -325,7 +325,7 @@ async def _staged_file(
 
 
 async def bulk_mutation(
-    admin: ShopAdmin,
+    admin: BulkCaller,
     mutation: str,
     rows: Iterable[dict[str, Any]] | AsyncIterable[dict[str, Any]],
 ) -> BulkMutationResults:
@@ -344,7 +344,7 @@ async def bulk_mutation(
 
 
 async def _upload(
-    admin: ShopAdmin, rows: Iterable[dict[str, Any]] | AsyncIterable[dict[str, Any]]
+    admin: BulkCaller, rows: Iterable[dict[str, Any]] | AsyncIterable[dict[str, Any]]
 ) -> str:
     """stagedUploadsCreate, then the multipart POST of the JSONL: the staged upload path."""
     staged = await admin.graphql(

@@ -7,7 +7,8 @@ connection's rows carry `__parentId` and always follow their parent, so `grouped
 each top-level row with its descendants holding one parent at a time. A bulk mutation's rows
 are one result per input line (`__lineNumber`), its GraphQL errors and userErrors together.
 
-The protocols say what this needs of service/shopify/admin.py's ShopAdmin and its client.
+The protocols say what this needs of its caller (service/shopify/admin.py's ShopAdmin) and of
+that caller's client; named apart from ShopAdmin so that one name means one class.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ class _Client(Protocol):
     http: httpx.AsyncClient
 
 
-class ShopAdmin(Protocol):
+class BulkCaller(Protocol):
     """What a bulk operation needs of service/shopify/admin.py's ShopAdmin (which calls here)."""
 
     shop: str
@@ -71,7 +72,7 @@ class BulkRows:
     Rows are dicts as Shopify writes them; a nested connection's rows carry `__parentId`.
     """
 
-    admin: ShopAdmin
+    admin: BulkCaller
     operation: dict[str, Any]
     rows_read: int = 0
     _used: bool = field(default=False, repr=False)

@@ -28,8 +28,10 @@ REFRESH_MARGIN = timedelta(seconds=60)
 REFRESH_LOCK_MARGIN_SECONDS = 30
 
 
-class ShopNotInstalled(NonRetryableError):
-    """The shop is unknown, uninstalled, or has no token: nothing to call the API with."""
+class ShopTokenMissing(NonRetryableError):
+    """The shop is unknown, uninstalled, or has no token: nothing to call the API with.
+
+    Not service.jobs_client.ShopNotInstalled (an enqueue refused): this one fails a run."""
 
 
 class TokenExpired(NonRetryableError):
@@ -56,7 +58,7 @@ async def _load(database: Database, cipher: TokenCipher, domain: str) -> store.S
     read as it is; the worker encrypts those at start-up)."""
     shop = await store.get_shop(database, domain, tokens=True)
     if shop is None or not shop.installed or not shop.access_token:
-        raise ShopNotInstalled(f"Shop not installed: {domain}")
+        raise ShopTokenMissing(f"Shop not installed: {domain}")
     try:
         return replace(
             shop,

@@ -26,18 +26,7 @@ from service.store.claims import (
     renew_lease,
 )
 from service.store.compliance import customer_jobs, delete_customer_jobs, redact_shop
-from service.store.dashboard import (
-    JobFilter,
-    ListedJob,
-    cancel_job,
-    count_jobs_by_status,
-    failed_jobs_by_type,
-    get_listed_job,
-    job_types_in_use,
-    list_jobs,
-    retry_failed_jobs,
-    retry_job,
-)
+from service.store.control import cancel_job, retry_failed_jobs, retry_job
 from service.store.jobs import (
     Job,
     create_job,
@@ -47,6 +36,15 @@ from service.store.jobs import (
     insert_jobs,
     job_from_row,
     jsonb_safe,
+)
+from service.store.listing import (
+    JobFilter,
+    ListedJob,
+    count_jobs_by_status,
+    failed_jobs_by_type,
+    get_listed_job,
+    job_types_in_use,
+    list_jobs,
 )
 from service.store.maintenance import delete_old_jobs, stranded_jobs
 from service.store.outcomes import (

@@ -60,7 +60,7 @@ async def insert_children(
     cancel, which cancelled those it found). A child that exists already is not written again;
     it is returned if still pending because that run may have died between writing it and
     queuing it (queuing it twice is harmless: arq's `_job_id`, then the claim, dedup it). The
-    parent's row is locked FOR SHARE, so a cancel (FOR UPDATE, dashboard.cancel_job) comes
+    parent's row is locked FOR SHARE, so a cancel (FOR UPDATE, control.cancel_job) comes
     wholly before these children or after them."""
     ids = [uuid4() for _ in inputs]
     keys = [CHILD_KEY.format(parent=parent_id, index=first_index + i) for i in range(len(inputs))]

@@ -36,7 +36,7 @@ class Job:
     updated_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
-    staff_user_id: str | None = None  # who started it in the embedded admin (session `sub`)
+    staff_user_id: str | None = None  # who started it in the embedded app (session `sub`)
     parent_id: UUID | None = None  # the batch parent of a child job (store/batches.py)
     # A batch parent's spec (follow-up type, failure rule); None for every other job.
     batch: dict[str, Any] | None = None

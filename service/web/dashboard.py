@@ -2,7 +2,8 @@
 
 Server-rendered HTML (Jinja2, service/web/templates/dashboard/), one small stylesheet inlined, no
 JavaScript, usable on a phone. Every page and action sits behind HTTP basic auth with
-ADMIN_USERNAME / ADMIN_PASSWORD; without ADMIN_PASSWORD the dashboard does not exist (404).
+DASHBOARD_USERNAME / DASHBOARD_PASSWORD; without a password the dashboard does not exist (404).
+The path stays /admin (operators' bookmarks); in the code, "admin" is only Shopify's Admin API.
 
 - GET  /admin/                          counts by status, the jobs newest first, filterable by
                                         status, shop and type, paged; failed jobs per type
@@ -48,18 +49,19 @@ from service.core.schedule_times import next_tick
 from service.core.settings import Settings
 from service.core.states import JobStatus
 from service.intake import QueueOutcome, Source
-from service.web.body import read_body
 from service.web.errors import ApiError
-from service.web.proxy import parse_job_id
+from service.web.parsing import parse_job_id, read_body
 from service.web.state import web_state
 
-logger = logging.getLogger("shopjobs.admin")
+logger = logging.getLogger("shopjobs.dashboard")
 
 PAGE_SIZE = 50
 MAX_PAGE = 10_000
 MAX_FORM_BYTES = 4096
 MAX_FILTER_LENGTH = 255
 STATUSES = tuple(JobStatus)
+# The realm and the CSRF label below keep their old words: browsers remember credentials by
+# realm, and a new label would refuse every form already open.
 REALM = 'Basic realm="shopjobs admin", charset="UTF-8"'
 SECURITY_HEADERS = {
     "Cache-Control": "no-store",
@@ -111,19 +113,19 @@ def credentials_match(header: str | None, username: str, password: str) -> bool:
 
 def csrf_token(settings: Settings) -> str:
     """A token for the dashboard's forms; it changes when the credentials or secret change."""
-    assert settings.admin_password is not None
+    assert settings.dashboard_password is not None
     key = settings.shopify_api_secret.get_secret_value().encode()
     message = b"\0".join(
         [
             b"shopjobs-admin-csrf",
-            settings.admin_username.encode(),
-            settings.admin_password.get_secret_value().encode(),
+            settings.dashboard_username.encode(),
+            settings.dashboard_password.get_secret_value().encode(),
         ]
     )
     return hmac.new(key, message, hashlib.sha256).hexdigest()
 
 
-class AdminGuard:
+class DashboardGuard:
     """Basic auth in front of every dashboard path, plus the security headers."""
 
     def __init__(self, app: ASGIApp, settings: Settings) -> None:
@@ -134,11 +136,12 @@ class AdminGuard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        password = self.settings.admin_password
+        password = self.settings.dashboard_password
         if password is None:
-            raise ApiError(404, "The dashboard is disabled: set ADMIN_PASSWORD to enable it")
+            raise ApiError(404, "The dashboard is disabled: set DASHBOARD_PASSWORD to enable it")
         header = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
-        if not credentials_match(header, self.settings.admin_username, password.get_secret_value()):
+        username = self.settings.dashboard_username
+        if not credentials_match(header, username, password.get_secret_value()):
             raise ApiError(401, "Unauthorized", headers={"WWW-Authenticate": REALM})
 
         async def send_secured(message: Message) -> None:
@@ -240,7 +243,8 @@ def _filters(request: Request) -> tuple[store.JobFilter, int]:
     digits = len(page_text) <= 5 and page_text.isascii() and page_text.isdigit()
     if not (digits and 1 <= int(page_text) <= MAX_PAGE):
         raise ApiError(400, f"page must be a number from 1 to {MAX_PAGE}")
-    return store.JobFilter(status or None, shop or None, job_type or None), int(page_text)
+    chosen = JobStatus(status) if status else None
+    return store.JobFilter(chosen, shop or None, job_type or None), int(page_text)
 
 
 def _query(filters: store.JobFilter, **extra: Any) -> str:
@@ -358,16 +362,12 @@ async def retry(request: Request) -> Response:
     state = web_state(request)
     base = request.scope.get("root_path", "")
     page = f"{base}/jobs/{job_id}"
-    reset = await store.retry_job(state.database, job_id)
-    if reset is None:
+    outcome = await state.jobs.retry(job_id, Source.MERCHANT)
+    if outcome is None:
         if await store.get_job(state.database, job_id) is None:
             raise ApiError(404, "Job not found")
         return _back(form, page, notice="not-failed")
-    job_type, shop = reset
-    # A duplicate is fine: its entry is still queued and will run it. On an error the row is
-    # pending all the same, and the reconciler queues it.
-    outcome = await state.intake.put(job_type, job_id, shop, Source.ADMIN)
-    logger.info("admin retried job %s (%s) of %s: %s", job_id, job_type, shop, outcome)
+    logger.info("dashboard retried job %s: %s", job_id, outcome)
     notice = "retried-unqueued" if outcome is QueueOutcome.ERROR else "retried"
     return _back(form, page, notice=notice)
 
@@ -382,7 +382,7 @@ async def cancel(request: Request) -> Response:
     base = request.scope.get("root_path", "")
     page = f"{base}/jobs/{job_id}"
     if await state.jobs.cancel(job_id):
-        logger.info("admin cancelled job %s", job_id)
+        logger.info("dashboard cancelled job %s", job_id)
         return _back(form, page, notice="cancelled")
     if await store.get_job(database, job_id) is None:
         raise ApiError(404, "Job not found")
@@ -395,12 +395,10 @@ async def retry_failed(request: Request) -> Response:
     if not job_type or len(job_type) > MAX_FILTER_LENGTH or "\x00" in job_type:
         raise ApiError(400, "type is required")
     state = web_state(request)
-    jobs = await store.retry_failed_jobs(state.database, job_type)
-    for job_id, name, shop in jobs:
-        await state.intake.put(name, job_id, shop, Source.ADMIN)
-    logger.info("admin retried %d failed %s job(s)", len(jobs), job_type)
+    count = await state.jobs.retry_failed(job_type, Source.MERCHANT)
+    logger.info("dashboard retried %d failed %s job(s)", count, job_type)
     base = request.scope.get("root_path", "")
-    query = urlencode({"type": job_type, "notice": "bulk-retried", "n": len(jobs)})
+    query = urlencode({"type": job_type, "notice": "bulk-retried", "n": count})
     return RedirectResponse(f"{base}/?{query}", status_code=303)
 
 
@@ -409,11 +407,11 @@ def mount(settings: Settings, path: str = "/admin") -> Mount:
     return Mount(
         path,
         routes=[
-            Route("/", index, methods=["GET"], name="admin_index"),
-            Route("/jobs/{job_id}", job_page, methods=["GET"], name="admin_job"),
+            Route("/", index, methods=["GET"], name="dashboard_index"),
+            Route("/jobs/{job_id}", job_page, methods=["GET"], name="dashboard_job"),
             Route("/jobs/{job_id}/retry", retry, methods=["POST"]),
             Route("/jobs/{job_id}/cancel", cancel, methods=["POST"]),
             Route("/retry-failed", retry_failed, methods=["POST"]),
         ],
-        middleware=[Middleware(AdminGuard, settings=settings)],
+        middleware=[Middleware(DashboardGuard, settings=settings)],
     )

@@ -1,9 +1,9 @@
-"""The merchant's page inside the Shopify admin: GET /app (and its script, /app/admin.js).
+"""The merchant's page inside the Shopify admin: GET /app (and its script, /app/app.js).
 
 Shopify loads the app's home in an iframe of the admin, as
 `/app?shop=NAME.myshopify.com&host=...&embedded=1&id_token=...`. The page itself holds no
 data: it loads App Bridge (first, synchronously, as Shopify requires), which gives it session
-tokens, and everything it shows comes from /api (service/web/admin_api.py) with one of them.
+tokens, and everything it shows comes from /api (service/web/merchant_api.py) with one of them.
 So the page only needs a well-formed shop, for its frame-ancestors policy: only that shop's
 admin (and admin.shopify.com, or the emulator's admin in dev) may frame it.
 """
@@ -25,7 +25,7 @@ TEMPLATES = Path(__file__).parent / "templates" / "embedded"
 _ENV = jinja2.Environment(
     loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True, undefined=jinja2.StrictUndefined
 )
-SCRIPT = (TEMPLATES / "admin.js").read_bytes()
+SCRIPT = (TEMPLATES / "app.js").read_bytes()
 
 
 def frame_ancestors(shop: str, admin_url: str | None) -> str:
@@ -67,5 +67,7 @@ async def script(request: Request) -> Response:
 
 routes = [
     Route("/app", page, methods=["GET"]),
+    Route("/app/app.js", script, methods=["GET"]),
+    # Its path before "admin" came to mean only Shopify's Admin API; kept for pages still open.
     Route("/app/admin.js", script, methods=["GET"]),
 ]

@@ -13,12 +13,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 from typing import Any
 from uuid import UUID
 
-import orjson
-from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -29,22 +26,22 @@ from service.core.states import FINAL_STATUSES, JobStatus
 from service.intake import Source
 from service.shopify.shop_domain import is_shop_domain
 from service.shopify.signatures import ProxySignatureError, verify_app_proxy
-from service.web.body import read_body
 from service.web.errors import ApiError
+from service.web.parsing import (
+    MAX_BODY_BYTES,
+    announced_length,
+    idempotency_key,
+    parse_job_id,
+    parse_job_request,
+    read_body,
+)
 from service.web.state import web_state
 
 logger = logging.getLogger("shopjobs.web")
 
-MAX_BODY_BYTES = 64 * 1024
-# Deeper than any sensible job input, and well inside what orjson can write back (254 levels).
-MAX_JSON_DEPTH = 64
-MAX_IDEMPOTENCY_KEY_LENGTH = 255
-CLIENT_KEY_PREFIX = "proxy:"
+# The storefront's Idempotency-Keys live apart from the merchant's (`admin:`) and the app's own.
+PROXY_KEY_PREFIX = "proxy:"
 MAX_CUSTOMER_ID_LENGTH = 255
-MAX_ERROR_DETAILS = 20
-MAX_DETAIL_TEXT = 200
-# The longest text UUID() takes: "urn:uuid:{...}" is 47 characters.
-MAX_UUID_TEXT = 64
 
 
 # -- who is asking -------------------------------------------------------------------------
@@ -72,85 +69,6 @@ async def _authenticate(request: Request) -> tuple[store.Shop, str | None]:
 # -- what is asked -------------------------------------------------------------------------
 
 
-def check_length_header(request: Request) -> None:
-    length = request.headers.get("content-length")
-    if length is None:
-        return
-    if not (len(length) <= 20 and length.isascii() and length.isdigit()):
-        raise ApiError(400, "Invalid Content-Length")
-    if int(length) > MAX_BODY_BYTES:
-        raise ApiError(413, "Request body too large", {"limit": MAX_BODY_BYTES})
-
-
-def _json_depth(value: Any) -> int:
-    deepest = 0
-    pending = [(value, 1)]
-    while pending:
-        item, depth = pending.pop()
-        if isinstance(item, dict | list):
-            deepest = max(deepest, depth)
-            children = item.values() if isinstance(item, dict) else item
-            pending.extend((child, depth + 1) for child in children)
-    return deepest
-
-
-def _clip(text: str, limit: int = MAX_DETAIL_TEXT) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _field_errors(exc: ValidationError, prefix: str) -> list[dict[str, str]]:
-    """Pydantic's errors as `{field, message, type}`, without the input they complain about."""
-    details = []
-    for item in exc.errors(include_url=False, include_input=False, include_context=False):
-        field = ".".join(_clip(str(part), 64) for part in (prefix, *item["loc"]))
-        details.append({"field": field, "message": _clip(item["msg"]), "type": item["type"]})
-        if len(details) == MAX_ERROR_DETAILS:
-            break
-    return details
-
-
-def _for_proxy(job_type: JobType) -> bool:
-    return job_type.proxy
-
-
-def _field_error(field: str, message: str) -> list[dict[str, str]]:
-    return [{"field": field, "message": message}]
-
-
-def parse_job_request(
-    body: bytes, types: dict[str, JobType], offered: Callable[[JobType], bool] = _for_proxy
-) -> tuple[JobType, dict[str, Any]]:
-    """Body -> (job type, validated input as JSON-ready data), or a 400 naming the fields.
-
-    Only the types `offered` to this caller exist for it (the storefront's by default; the
-    embedded admin passes its own test)."""
-    try:
-        payload = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        raise ApiError(400, "Body must be JSON") from None
-    if not isinstance(payload, dict):
-        raise ApiError(400, 'Body must be a JSON object {"type": ..., "input": {...}}')
-    if _json_depth(payload) > MAX_JSON_DEPTH:
-        raise ApiError(400, "Body is nested too deeply")
-    name = payload.get("type")
-    if not isinstance(name, str):
-        raise ApiError(400, "Invalid request", _field_error("type", "a job type name is required"))
-    job_type = types.get(name)
-    if job_type is None or not offered(job_type):  # types not offered look like unknown ones
-        raise ApiError(400, "Unknown job type", _field_error("type", "no such job type"))
-    raw_input = payload.get("input")
-    if not isinstance(raw_input, dict):
-        raise ApiError(400, "Invalid request", _field_error("input", "must be a JSON object"))
-    try:
-        validated = job_type.input_model.model_validate(raw_input)
-    except ValidationError as exc:
-        raise ApiError(400, "Invalid input", _field_errors(exc, "input")) from None
-    job_input = validated.model_dump(mode="json")
-    if not store.jsonb_safe(job_input):
-        raise ApiError(400, "Invalid input", _field_error("input", "contains a NUL character"))
-    return job_type, job_input
-
-
 async def _check_quota(request: Request, shop: str, customer: str | None) -> None:
     retry_after = await web_state(request).proxy_quota.refusal(shop, customer)
     if retry_after is not None:
@@ -160,42 +78,6 @@ async def _check_quota(request: Request, shop: str, customer: str | None) -> Non
             {"retryAfterSeconds": retry_after},
             headers={"Retry-After": str(retry_after)},
         )
-
-
-def idempotency_key(request: Request, prefix: str = CLIENT_KEY_PREFIX) -> str | None:
-    """The client's Idempotency-Key, stored as `{prefix}KEY` (`proxy:KEY` by default).
-
-    The prefix keeps clients out of the keys the app writes itself (`webhook:EVENT`): a
-    visitor who sends `webhook:...` gets a job of their own, never a webhook's.
-    """
-    values = request.headers.getlist("idempotency-key")
-    if not values:
-        return None
-    key = values[0].strip()
-    valid = (
-        len(values) == 1
-        and 0 < len(key) <= MAX_IDEMPOTENCY_KEY_LENGTH
-        and key.isascii()
-        and key.isprintable()
-    )
-    if not valid:
-        raise ApiError(
-            400,
-            "Invalid Idempotency-Key",
-            _field_error("Idempotency-Key", "one header of 1 to 255 printable ASCII characters"),
-        )
-    return f"{prefix}{key}"
-
-
-def parse_job_id(text: str) -> UUID | None:
-    """A job id as the storefront, the admin API and the dashboard take it; None if it is not
-    a UUID. Too long is refused, not cut: a cut could leave a valid UUID."""
-    if len(text) > MAX_UUID_TEXT:
-        return None
-    try:
-        return UUID(text)
-    except ValueError:
-        return None
 
 
 def _job_id(request: Request) -> UUID:
@@ -210,6 +92,10 @@ def _job_id(request: Request) -> UUID:
     return job_id
 
 
+def _for_proxy(job_type: JobType) -> bool:
+    return job_type.proxy
+
+
 # -- endpoints -----------------------------------------------------------------------------
 
 
@@ -218,10 +104,10 @@ async def process(request: Request) -> Response:
     state = web_state(request)
     shop, customer = await _authenticate(request)
     await _check_quota(request, shop.domain, customer)
-    check_length_header(request)
-    key = idempotency_key(request)
+    announced_length(request)
+    key = idempotency_key(request, PROXY_KEY_PREFIX)
     body = await read_body(request, MAX_BODY_BYTES)
-    job_type, job_input = parse_job_request(body, state.job_types)
+    job_type, job_input = parse_job_request(body, state.job_types, offered=_for_proxy)
     submitted = await state.intake.submit(
         job_type,
         shop=shop,

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import asyncio
 
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 
 from service.web.errors import ApiError
+from service.web.parsing import announced_length, read_body
 
 RETRY_AFTER_SECONDS = 5
 
@@ -44,31 +45,11 @@ class BodyBudget:
         self.held -= size
 
 
-def _announced_length(request: Request, max_bytes: int) -> int | None:
-    length = request.headers.get("content-length")
-    if length is None:
-        return None
-    if not (len(length) <= 20 and length.isascii() and length.isdigit()):
-        raise ApiError(400, "Invalid Content-Length")
-    if int(length) > max_bytes:
-        raise ApiError(413, "Request body too large", {"limit": max_bytes})
-    return int(length)
-
-
-async def _collect(request: Request, max_bytes: int) -> bytes:
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > max_bytes:
-            raise ApiError(413, "Request body too large", {"limit": max_bytes})
-    return bytes(body)
-
-
-async def read_body(
+async def read_webhook_body(
     request: Request, budget: BodyBudget, *, max_bytes: int, timeout_seconds: float
 ) -> bytes:
     """The whole body within the bounds above, or ApiError."""
-    announced = _announced_length(request, max_bytes)
+    announced = announced_length(request, max_bytes)
     reserved = max_bytes if announced is None else announced
     if not budget.reserve(reserved):
         raise ApiError(
@@ -78,13 +59,10 @@ async def read_body(
         )
     try:
         async with asyncio.timeout(timeout_seconds):
-            return await _collect(request, max_bytes)
+            return await read_body(request, max_bytes)
     except TimeoutError:
         raise ApiError(
             408, "Request body not received in time", headers={"Connection": "close"}
         ) from None
-    except ClientDisconnect:
-        # Nobody is left to read the answer; this only keeps it out of the 500s in the log.
-        raise ApiError(400, "Client disconnected before the body was complete") from None
     finally:
         budget.release(reserved)

@@ -33,19 +33,18 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from service import store
-from service.intake import NotQueued, Source
+from service.intake import InvalidJobInput, NotQueued, Source, validate_input
 from service.shopify import bulk
 from service.shopify.shop_domain import is_shop_domain
 from service.shopify.signatures import verify_webhook
 from service.web.errors import ApiError
 from service.web.state import web_state
-from service.web.webhook_body import read_body
+from service.web.webhook_body import read_webhook_body
 
 logger = logging.getLogger("shopjobs.web")
 
@@ -76,7 +75,7 @@ def _triggered_at(request: Request) -> datetime | None:
 async def receive(request: Request) -> Response:
     state = web_state(request)
     settings = state.settings
-    body = await read_body(
+    body = await read_webhook_body(
         request,
         state.webhook_bodies,
         max_bytes=settings.webhook_max_body_bytes,
@@ -151,8 +150,8 @@ async def _handle(
         if known is None:
             return "unknown shop"
         try:
-            job_input = route.job_type.input_model.model_validate(route.make_input(payload))
-        except ValidationError:
+            job_input = validate_input(route.job_type, route.make_input(payload))
+        except InvalidJobInput:
             logger.warning(
                 "webhook %s for %s: payload does not fit %s", topic, shop, route.job_type.name
             )
@@ -163,7 +162,7 @@ async def _handle(
             database,
             shop_id=known.id,
             job_type=route.job_type.name,
-            job_input=job_input.model_dump(mode="json"),
+            job_input=job_input,
             idempotency_key=f"webhook:{event_id}",
             source=Source.WEBHOOK,
         )

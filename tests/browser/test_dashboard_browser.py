@@ -47,7 +47,9 @@ async def stack(
         spawn, env, job_max_attempts=3, job_backoff_seconds=30, worker_shutdown_grace_seconds=1
     )
     app = create_app(
-        settings.model_copy(update={"admin_username": USER, "admin_password": SecretStr(PASSWORD)})
+        settings.model_copy(
+            update={"dashboard_username": USER, "dashboard_password": SecretStr(PASSWORD)}
+        )
     )
     server = serve(app)
     async with async_playwright() as playwright:

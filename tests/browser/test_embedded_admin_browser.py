@@ -4,7 +4,7 @@ Real processes: the emulator (the admin page that frames the app and mints sessi
 its App Bridge stand-in, the token exchange), the web and a worker with one slot. The shop is
 unknown to the app at first: the page's first requests install it by token exchange. The test
 starts a job from the generated form, watches it complete, and cancels a job waiting behind
-it; it takes docs/admin.png (test-artifacts/admin.png; docs/ with UPDATE_SCREENSHOT=1).
+it; it takes docs/embedded-app.png (test-artifacts/embedded-app.png; docs/ with UPDATE_SCREENSHOT=1).
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ async def test_start_watch_and_cancel_jobs_from_the_admin_and_screenshot(  # typ
         await expect(done).to_contain_text("Sync 40 products")
         await expect(app.locator("#jobs tbody tr")).to_have_count(2)
         await expect(app.locator("#banner")).to_be_hidden()
-        save_screenshot(await page.screenshot(), "admin.png")
+        save_screenshot(await page.screenshot(), "embedded-app.png")
         await browser.close()
 
     shop = await store.get_shop(database, SHOP)

@@ -48,7 +48,7 @@ SECRETS = (
     "TOKEN_ENCRYPTION_KEYS",
 )
 # Secrets an app may have: the job dashboard's password (the dashboard is off without it).
-OPTIONAL_SECRETS = ("ADMIN_PASSWORD",)
+OPTIONAL_SECRETS = ("DASHBOARD_PASSWORD",)
 # Read by uvicorn or the image's CMD rather than by Settings.
 RUNTIME_VARIABLES = {"PORT", "FORWARDED_ALLOW_IPS"}
 FLY_MAX_KILL_TIMEOUT = 300

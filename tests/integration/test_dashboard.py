@@ -37,7 +37,7 @@ AUTH = basic(USER, PASSWORD)
 @pytest.fixture
 def admin_settings(settings: Settings) -> Settings:
     return settings.model_copy(
-        update={"admin_username": USER, "admin_password": SecretStr(PASSWORD)}
+        update={"dashboard_username": USER, "dashboard_password": SecretStr(PASSWORD)}
     )
 
 
@@ -83,12 +83,12 @@ async def post(client: httpx.AsyncClient, path: str, **form: str) -> httpx.Respo
 async def test_without_a_password_the_dashboard_does_not_exist(
     settings: Settings, database: Database, redis: ArqRedis
 ) -> None:
-    assert settings.admin_password is None
+    assert settings.dashboard_password is None
     async for client in _client(settings):
         for path in ("/admin/", "/admin/jobs/x"):
             answer = await client.get(path, headers=AUTH)
             assert answer.status_code == 404
-            assert "ADMIN_PASSWORD" in answer.json()["error"]
+            assert "DASHBOARD_PASSWORD" in answer.json()["error"]
         answer = await client.post("/admin/retry-failed", headers=AUTH, data={"type": "echo"})
         assert answer.status_code == 404
 
@@ -126,7 +126,7 @@ def test_credentials_match() -> None:
     assert not credentials_match("Basic " + base64.b64encode(b"admin").decode(), "admin", "")
 
 
-def test_admin_settings_are_checked() -> None:
+def test_dashboard_settings_are_checked() -> None:
     base = {
         "database_url": "postgresql://x/y",
         "redis_url": "redis://x",
@@ -134,11 +134,11 @@ def test_admin_settings_are_checked() -> None:
         "shopify_api_secret": TEST_SECRET,
         "token_encryption_keys": TEST_TOKEN_KEYS,
     }
-    assert Settings(**base, admin_password="").admin_password is None
+    assert Settings(**base, dashboard_password="").dashboard_password is None
     with pytest.raises(ValidationError, match="at least 12 characters"):
-        Settings(**base, admin_password="short")
+        Settings(**base, dashboard_password="short")
     with pytest.raises(ValidationError, match="must not contain ':'"):
-        Settings(**base, admin_username="a:b", admin_password=PASSWORD)
+        Settings(**base, dashboard_username="a:b", dashboard_password=PASSWORD)
     with pytest.raises(ValidationError, match="log_format"):
         Settings(**base, log_format="xml")
 
@@ -244,7 +244,7 @@ async def test_actions_need_the_csrf_token_and_a_form(
     # The token is in the pages, and changes with the credentials.
     page = (await admin.get("/admin/", headers=AUTH)).text
     assert f'name="csrf" value="{csrf_token(admin_settings)}"' in page
-    other = admin_settings.model_copy(update={"admin_password": SecretStr("another password")})
+    other = admin_settings.model_copy(update={"dashboard_password": SecretStr("another password")})
     assert csrf_token(other) != csrf_token(admin_settings)
 
 

@@ -30,7 +30,7 @@ AUTH = {"Authorization": "Basic " + base64.b64encode(b"admin:pw-for-tests").deco
 async def app(settings: Settings, database: Database, redis: ArqRedis) -> AsyncIterator:
     app = create_app(
         settings.model_copy(
-            update={"admin_username": "admin", "admin_password": SecretStr("pw-for-tests")}
+            update={"dashboard_username": "admin", "dashboard_password": SecretStr("pw-for-tests")}
         )
     )
     async with app.router.lifespan_context(app):

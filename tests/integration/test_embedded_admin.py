@@ -1,4 +1,4 @@
-"""The embedded admin's API (/api) and page (/app), in-process, with the emulator as Shopify.
+"""The embedded app's API (/api) and page (/app), in-process, with the emulator as Shopify.
 
 Session tokens are minted by the emulator's own HS256 signer, so the app's PyJWT verification
 is checked against an independent implementation; the token exchange goes over HTTP to the
@@ -21,7 +21,7 @@ from databases import Database
 from service import store
 from service.app import create_app
 from service.core.settings import Settings
-from service.web.admin_api import RETRY_HEADER
+from service.web.merchant_api import RETRY_HEADER
 from shopify_emulator.config import EmulatorConfig
 from shopify_emulator.embedded import session_claims, sign
 from tests.support.config import TEST_API_KEY, TEST_SECRET
@@ -295,7 +295,9 @@ async def test_the_page_is_framed_only_by_the_shops_admin(admin) -> None:  # typ
     assert policy == f"frame-ancestors https://{ALPINE} https://admin.shopify.com {shopify.url}"
     assert f'<meta name="shopify-api-key" content="{TEST_API_KEY}">' in page.text
     assert '<script src="https://cdn.shopify.com/shopifycloud/app-bridge.js"></script>' in page.text
-    assert (await client.get("/app/admin.js")).headers["content-type"].startswith("text/javascript")
+    assert 'src="/app/app.js"' in page.text
+    for script in ("/app/app.js", "/app/admin.js"):  # the second: its path of earlier releases
+        assert (await client.get(script)).headers["content-type"].startswith("text/javascript")
     for shop in ("", "evil.example.com", "https://x.myshopify.com.evil.com"):
         refused = await client.get("/app", params={"shop": shop})
         assert refused.status_code == 400 and "error" in refused.json()

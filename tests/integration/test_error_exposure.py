@@ -2,7 +2,7 @@
 
 A handler's NonRetryableError message, and what the worker writes itself (a timeout, a cancel),
 are written for whoever asked for the job: the storefront (app proxy) and the merchant (the
-embedded admin) see them. An unexpected exception's text may hold anything (a driver's error
+embedded app) see them. An unexpected exception's text may hold anything (a driver's error
 with host names, another customer's data): they see "The job failed", while the dashboard
 (the operator's) and the logs keep the full text.
 """
@@ -25,7 +25,7 @@ from tests.support.processes import start_web, start_worker
 from tests.support.proxy import proxy_url
 
 SHOP = "exposure-shop.myshopify.com"
-ADMIN_PASSWORD = "exposure-test-password"
+DASHBOARD_PASSWORD = "exposure-test-password"
 GENERIC = "The job failed"
 # What the unexpected exception says: the text that must stay with the operator.
 CRASH_TEXT = "echo: planned failure 1 of 1"
@@ -42,7 +42,7 @@ async def test_storefront_and_merchant_see_public_errors_only(
 ) -> None:
     shop = await make_shop(database, SHOP)
     worker = start_worker(spawn, env, job_max_attempts=1, job_timeout_seconds=1)
-    _, base = start_web(spawn, {**env, "ADMIN_PASSWORD": ADMIN_PASSWORD})
+    _, base = start_web(spawn, {**env, "DASHBOARD_PASSWORD": DASHBOARD_PASSWORD})
 
     inputs = {
         "refused": {"message": "x", "fail_permanently": True},  # NonRetryableError
@@ -87,7 +87,7 @@ async def test_storefront_and_merchant_see_public_errors_only(
         assert {job["error"] for job in listed.json()["jobs"]} == set(shown.values())
 
         # The operator's dashboard keeps the real text.
-        page = await client.get(f"/admin/jobs/{ids['crashed']}", auth=("admin", ADMIN_PASSWORD))
+        page = await client.get(f"/admin/jobs/{ids['crashed']}", auth=("admin", DASHBOARD_PASSWORD))
         assert page.status_code == 200 and CRASH_TEXT in page.text
     crashed = await store.get_job(database, ids["crashed"])
     assert crashed is not None and crashed.error_message == CRASH_TEXT

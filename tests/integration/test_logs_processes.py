@@ -24,7 +24,9 @@ async def test_real_processes_write_json_lines_with_job_and_request_fields(
     shop = await make_shop(database, "logs-shop.myshopify.com")
     worker = start_worker(spawn, env)
     port = free_port()
-    web = spawn(web_command(port), {**env, "ADMIN_PASSWORD": "a-long-admin-password"}, "web")
+    web = spawn(
+        web_command(port), {**env, "DASHBOARD_PASSWORD": "a-long-dashboard-password"}, "web"
+    )
     base = f"http://127.0.0.1:{port}"
     wait_for_http(f"{base}/healthz")
     url = signed_proxy_url(
@@ -37,7 +39,7 @@ async def test_real_processes_write_json_lines_with_job_and_request_fields(
             headers={"X-Request-ID": "req-logs-1"},
         )
         assert answer.status_code == 200 and answer.headers["x-request-id"] == "req-logs-1"
-        await client.get(f"{base}/admin/", auth=("admin", "a-long-admin-password"))
+        await client.get(f"{base}/admin/", auth=("admin", "a-long-dashboard-password"))
     job_id = answer.json()["jobId"]  # compared with the logged text below
     await wait_for_status(database, job_id, {"completed"})
     await asyncio.sleep(0.3)  # the worker's last line is written after the row

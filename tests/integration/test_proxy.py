@@ -16,7 +16,7 @@ from databases import Database
 from service import queue, store
 from service.core.settings import Settings
 from service.shopify.proxy_url import signed_proxy_url
-from service.web.proxy import MAX_BODY_BYTES
+from service.web.parsing import MAX_BODY_BYTES
 from tests.support.breakable import RedisServer, Relay
 from tests.support.config import TEST_SECRET
 from tests.support.net import free_port

@@ -8,7 +8,7 @@ import httpx
 from databases import Database
 
 from service import store
-from service.web.proxy import MAX_BODY_BYTES
+from service.web.parsing import MAX_BODY_BYTES
 from tests.support.processes import start_web
 from tests.support.proxy import proxy_url
 

@@ -15,7 +15,7 @@ async def test_admits_max_then_says_how_long_to_wait(redis: ArqRedis) -> None:
 
 
 async def test_is_shared_across_clients_and_scoped(redis: ArqRedis, settings) -> None:
-    from service.core import queue
+    from service import queue
 
     other = queue.connect(settings.redis_url)
     a, b = RateLimiter(redis, 2, 5), RateLimiter(other, 2, 5)

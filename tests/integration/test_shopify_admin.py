@@ -20,7 +20,7 @@ from service.shopify.admin import (
     backoff_seconds,
 )
 from service.shopify.throttle import CostBuckets, ThrottleStatus
-from service.shopify.tokens import ShopNotInstalled
+from service.shopify.tokens import ShopTokenMissing
 
 SHOP = "admin-shop.myshopify.com"
 TOKEN = "shpat_admin_test"
@@ -172,9 +172,9 @@ async def test_bad_token_uninstalled_shop_and_bad_query_are_not_retryable(
         await admin.admin_for(SHOP).graphql(QUERY, {"id": gid, "first": 1})
     assert "shpat_revoked" not in str(refused.value)
     await store.mark_shop_uninstalled(database, SHOP)
-    with pytest.raises(ShopNotInstalled):
+    with pytest.raises(ShopTokenMissing):
         await admin.admin_for(SHOP).graphql(QUERY, {"id": gid, "first": 1})
-    for error in (AdminQueryError, AdminAuthError, ShopNotInstalled):
+    for error in (AdminQueryError, AdminAuthError, ShopTokenMissing):
         assert issubclass(error, NonRetryableError)
 
 

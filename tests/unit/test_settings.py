@@ -46,6 +46,29 @@ def test_retired_queue_fairness_still_accepts_fifo_and_nothing_else(
         Settings()
 
 
+DASHBOARD_NAMES = ["DASHBOARD_USERNAME", "DASHBOARD_PASSWORD", "ADMIN_USERNAME", "ADMIN_PASSWORD"]
+
+
+def test_dashboard_credentials_under_their_names_and_the_deprecated_ones(
+    clean_env: pytest.MonkeyPatch,
+) -> None:
+    for name in DASHBOARD_NAMES:
+        clean_env.delenv(name, raising=False)
+    assert (Settings().dashboard_username, Settings().dashboard_password) == ("admin", None)
+    clean_env.setenv("ADMIN_USERNAME", "old-name")
+    clean_env.setenv("ADMIN_PASSWORD", "old-password-of-old")
+    settings = Settings()
+    assert settings.dashboard_username == "old-name"
+    assert settings.dashboard_password is not None
+    assert settings.dashboard_password.get_secret_value() == "old-password-of-old"
+    clean_env.setenv("DASHBOARD_USERNAME", "new-name")  # the new names win over the old
+    clean_env.setenv("DASHBOARD_PASSWORD", "new-password-of-new")
+    settings = Settings()
+    assert settings.dashboard_username == "new-name"
+    assert settings.dashboard_password is not None
+    assert settings.dashboard_password.get_secret_value() == "new-password-of-new"
+
+
 def test_app_url_prefers_shopify_app_url(clean_env: pytest.MonkeyPatch) -> None:
     clean_env.setenv("HOST", "https://host.example")
     clean_env.setenv("APP_URL", "https://app.example")

@@ -1,4 +1,4 @@
-"""The embedded admin's JSON API under /api: the merchant's own jobs, from inside Shopify.
+"""The merchant API under /api: the merchant's own jobs, for the embedded app inside Shopify.
 
 Every request carries an App Bridge session token (`Authorization: Bearer <JWT>`,
 service/shopify/session_tokens.py); its shop is the only shop the request can see. A token
@@ -36,16 +36,16 @@ from starlette.routing import Route
 from jobs.types import JobType
 from service import store
 from service.core.states import CANCELLED_MESSAGE, FINAL_STATUSES, JobStatus
-from service.intake import QueueOutcome, Source
+from service.intake import Source
 from service.shopify import oauth, session_tokens, token_exchange
-from service.web.body import read_body
 from service.web.errors import ApiError
-from service.web.proxy import (
+from service.web.parsing import (
     MAX_BODY_BYTES,
-    check_length_header,
+    announced_length,
     idempotency_key,
     parse_job_id,
     parse_job_request,
+    read_body,
 )
 from service.web.state import web_state
 
@@ -56,8 +56,9 @@ DEFAULT_PAGE_SIZE = 25
 MAX_PAGE_SIZE = 100
 MAX_FILTER_LENGTH = 100
 NO_STORE = {"Cache-Control": "no-store"}
-# The admin's Idempotency-Keys live apart from the storefront's (`proxy:`) and the app's own.
-ADMIN_KEY_PREFIX = "admin:"
+# The merchant's Idempotency-Keys live apart from the storefront's (`proxy:`) and the app's
+# own. The value is stored in jobs.idempotency_key: kept as it was when this API was "admin".
+MERCHANT_KEY_PREFIX = "admin:"
 
 
 # -- who is asking -------------------------------------------------------------------------
@@ -114,8 +115,8 @@ def _iso(moment: datetime | None) -> str | None:
 
 
 def job_json(job: store.Job, merchants: bool) -> dict[str, Any]:
-    """The job as the admin shows it; `merchants`: of a type the merchant may start (admin=True),
-    so theirs to cancel and retry too (not a compliance redaction, say)."""
+    """The job as the merchant API shows it; `merchants`: of a type the merchant may start
+    (JobType.admin=True), so theirs to cancel and retry too (not a compliance redaction, say)."""
     body: dict[str, Any] = {
         "jobId": str(job.id),
         "type": job.type,
@@ -145,7 +146,7 @@ def job_json(job: store.Job, merchants: bool) -> dict[str, Any]:
     return body
 
 
-def _admin_types(request: Request) -> dict[str, JobType]:
+def _merchant_types(request: Request) -> dict[str, JobType]:
     return {name: t for name, t in web_state(request).job_types.items() if t.admin}
 
 
@@ -182,13 +183,13 @@ async def _own_job(request: Request, shop: store.Shop) -> store.Job:
 
 
 def _shown(request: Request, job: store.Job) -> dict[str, Any]:
-    return job_json(job, job.type in _admin_types(request))
+    return job_json(job, job.type in _merchant_types(request))
 
 
 def _merchants(request: Request, job: store.Job, action: str) -> None:
     """Only jobs of the types a merchant may start are theirs to cancel or retry: the others
     (compliance redactions, webhook work, the app's own) are the app's to run."""
-    if job.type not in _admin_types(request):
+    if job.type not in _merchant_types(request):
         raise ApiError(403, f"Jobs of type {job.type} cannot be {action} from the admin")
 
 
@@ -199,7 +200,7 @@ async def job_types(request: Request) -> Response:
     await authenticate(request)
     types = [
         {"name": name, "schema": t.input_model.model_json_schema()}
-        for name, t in sorted(_admin_types(request).items())
+        for name, t in sorted(_merchant_types(request).items())
     ]
     return JSONResponse({"types": types}, headers=NO_STORE)
 
@@ -207,15 +208,15 @@ async def job_types(request: Request) -> Response:
 async def create(request: Request) -> Response:
     state = web_state(request)
     shop, session = await authenticate(request)
-    check_length_header(request)
-    key = idempotency_key(request, ADMIN_KEY_PREFIX)
+    announced_length(request)
+    key = idempotency_key(request, MERCHANT_KEY_PREFIX)
     body = await read_body(request, MAX_BODY_BYTES)
     job_type, job_input = parse_job_request(body, state.job_types, offered=lambda t: t.admin)
     submitted = await state.intake.submit(
         job_type,
         shop=shop,
         job_input=job_input,
-        source=Source.ADMIN,
+        source=Source.MERCHANT,
         idempotency_key=key,
         staff_user_id=session.user,
     )
@@ -260,9 +261,9 @@ async def list_jobs(request: Request) -> Response:
     )
     jobs = [item.job for item in listed[:limit]]
     next_cursor = _encode_cursor(jobs[-1]) if len(listed) > limit else None
-    admin = _admin_types(request)  # once for the page, not per job
+    offered = _merchant_types(request)  # once for the page, not per job
     return JSONResponse(
-        {"jobs": [job_json(job, job.type in admin) for job in jobs], "nextCursor": next_cursor},
+        {"jobs": [job_json(job, job.type in offered) for job in jobs], "nextCursor": next_cursor},
         headers=NO_STORE,
     )
 
@@ -285,16 +286,10 @@ async def cancel(request: Request) -> Response:
 
 async def retry(request: Request) -> Response:
     shop, session = await authenticate(request)
-    state = web_state(request)
     job = await _own_job(request, shop)
     _merchants(request, job, "retried")
-    if await store.retry_job(state.database, job.id) is None:
+    if await web_state(request).jobs.retry(job.id, Source.MERCHANT) is None:
         raise ApiError(409, "Only a failed job can be retried")
-    # A duplicate is fine: its entry is still queued and will run it. On an error the row is
-    # pending all the same, and the reconciler queues it.
-    outcome = await state.intake.put(job.type, job.id, shop.domain, Source.ADMIN)
-    if outcome is QueueOutcome.ERROR:
-        logger.warning("job %s retried but not queued; the reconciler will queue it", job.id)
     logger.info("job %s retried by staff user %s of %s", job.id, session.user, shop.domain)
     return JSONResponse(_shown(request, await _own_job(request, shop)), headers=NO_STORE)
 
