@@ -13,7 +13,8 @@
 
 Sizes: `full` (default, under 10 minutes), `quick` (BENCH_QUICK=1 or --quick, about 3) and
 `tiny` (the test suite's, seconds). JSON goes to bench/results/ (timestamped + latest.json),
-the chart to latest.png, and the table with the ratios to stdout.
+the chart to latest.png, and the table with the ratios to stdout. A progress bar goes to
+stderr only when stdout and stderr are terminals (never into a log).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from bench import bulk, fairness, report, throughput, web
 from bench.stack import ROOT, Proc, Stack, connect, disconnect, servers, wait_for_http
@@ -112,6 +113,13 @@ def shown(path: Path) -> str:
         return str(path.resolve().relative_to(ROOT))
     except ValueError:
         return str(path)
+
+
+def progress_wanted(turned_off: bool, out: TextIO, bar: TextIO) -> bool:
+    """Whether to draw the progress bar (on `bar`, stderr): only when it and stdout (`out`) are
+    terminals. In a log (`make bench > log 2>&1`, CI) every redraw would be one more frame
+    after a carriage return, thousands of them, and the table on stdout is what a log needs."""
+    return not turned_off and out.isatty() and bar.isatty()
 
 
 class Bar:
@@ -380,7 +388,7 @@ async def run_all(plan: Plan, args: argparse.Namespace) -> dict[str, Any]:
     begun = time.monotonic()
     out = Path(args.out)
     profile = plan.profile if args.profile is None else args.profile
-    bar = Bar(1, enabled=not args.no_progress)
+    bar = Bar(1, enabled=progress_wanted(args.no_progress, sys.stdout, sys.stderr))
     machine_before = machine()
     try:
         with servers() as stack:
@@ -419,7 +427,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, help="override N of the throughput runs")
     parser.add_argument("--out", default=str(RESULTS_DIR), help="where JSON and chart go")
     parser.add_argument("--no-chart", action="store_true")
-    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument(
+        "--no-progress", action="store_true",
+        help="no progress bar (there is none anyway unless stdout and stderr are terminals)",
+    )  # fmt: skip
     parser.add_argument(
         "--profile", action=argparse.BooleanOptionalAction, default=None,
         help="py-spy the worker and the web (default: on in the full and tiny sizes)",

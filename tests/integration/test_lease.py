@@ -6,6 +6,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+from functools import partial
+from typing import Any
 
 import pytest
 from arq.connections import ArqRedis
@@ -14,9 +18,14 @@ from databases import Database
 
 from jobs.worker import lease
 from service import store
+from tests.support.faults import wait_until
 from tests.support.jobs import add_job, make_shop
 
-LEASE_SECONDS = 0.6  # renewed every 0.2 s
+# Renewed every second. Renewals are counted as they are seen, never timed: a slow machine
+# only makes a test wait longer, and a lease left to lapse is waited out by Postgres' clock.
+LEASE_SECONDS = 3.0
+RENEWAL_SECONDS = LEASE_SECONDS / 3
+RenewedValue = Callable[[], Awaitable[Any]]
 
 
 async def claimed_job(database: Database, redis: ArqRedis, owner: str) -> uuid.UUID:
@@ -37,14 +46,48 @@ async def lease_left(database: Database, job_id: uuid.UUID) -> float:
     )
 
 
+async def lease_expiry(database: Database, job_id: uuid.UUID) -> datetime:
+    return await database.fetch_val(
+        "SELECT lease_expires_at FROM jobs WHERE id = :id", {"id": job_id}
+    )
+
+
+async def postgres_is_past(database: Database, moment: datetime) -> bool:
+    return bool(await database.fetch_val("SELECT now() > :moment", {"moment": moment}))
+
+
+async def renewals(read: RenewedValue, count: int, what: str, timeout: float = 60) -> None:
+    """Until `read` (a lease's expiry, or a key's time to live) has gone up `count` times: each
+    rise is one renewal, whenever it comes. The timeout only stops a test that would hang."""
+    last = await read()
+    seen = 0
+
+    async def rose() -> bool:
+        nonlocal last, seen
+        value = await read()
+        seen += value > last
+        last = value
+        return seen >= count
+
+    await wait_until(rose, timeout, f"{count} renewals of {what}")
+
+
 async def test_a_held_lease_outlives_itself_in_postgres_and_redis(
     database: Database, redis: ArqRedis
 ) -> None:
     job_id = await claimed_job(database, redis, "worker-a")
+    claimed_until = await lease_expiry(database, job_id)
+    key = in_progress_key_prefix + str(job_id)
     async with lease.held(database, redis, str(job_id), "worker-a", LEASE_SECONDS):
-        await asyncio.sleep(LEASE_SECONDS * 2.5)  # unrenewed, both would have lapsed by now
+        await asyncio.gather(
+            renewals(partial(lease_expiry, database, job_id), 3, "the Postgres lease"),
+            renewals(partial(redis.pttl, key), 3, "the in-progress key"),
+        )
+        # Three renewals, a third of a lease apart: the claim's own lease is over by now, and
+        # both stores still hold the job for about one more.
+        assert await postgres_is_past(database, claimed_until)
         assert 0 < await lease_left(database, job_id) <= LEASE_SECONDS
-        assert await redis.pttl(in_progress_key_prefix + str(job_id)) > 0
+        assert 0 < await redis.pttl(key) <= LEASE_SECONDS * 1000
     job = await store.get_job(database, job_id)
     assert job is not None and (job.status, job.lease_owner) == ("processing", "worker-a")
 
@@ -52,8 +95,16 @@ async def test_a_held_lease_outlives_itself_in_postgres_and_redis(
 async def test_renewal_stops_when_the_run_ends(database: Database, redis: ArqRedis) -> None:
     job_id = await claimed_job(database, redis, "worker-a")
     async with lease.held(database, redis, str(job_id), "worker-a", LEASE_SECONDS):
-        await asyncio.sleep(0.01)
-    await asyncio.sleep(LEASE_SECONDS * 1.5)
+        await renewals(partial(lease_expiry, database, job_id), 1, "the Postgres lease")
+    ended_at = await lease_expiry(database, job_id)
+    # Wait out the lease and one renewal more, by Postgres' clock: renewals still running would
+    # have moved it four times.
+    await wait_until(
+        partial(postgres_is_past, database, ended_at + timedelta(seconds=RENEWAL_SECONDS)),
+        60,
+        "the lease's end",
+    )
+    assert await lease_expiry(database, job_id) == ended_at
     assert await lease_left(database, job_id) < 0
     assert not await redis.exists(in_progress_key_prefix + str(job_id))
 
@@ -77,7 +128,7 @@ async def test_a_lease_taken_over_by_another_worker_cancels_the_run(
     )
     claims, _ = await store.claim_jobs(database, [job_id], "worker-b", 30)
     assert [(c.id, c.recovered) for c in claims] == [(job_id, True)]
-    done, _ = await asyncio.wait({running}, timeout=LEASE_SECONDS * 2)
+    done, _ = await asyncio.wait({running}, timeout=60)  # the next renewal finds it out
     assert running in done and running.cancelled()
     assert f"job {job_id}: lease lost to another worker" in caplog.text
     job = await store.get_job(database, job_id)
@@ -89,6 +140,8 @@ async def test_in_progress_keeps_the_redis_key_while_an_outcome_is_written(
     database: Database, redis: ArqRedis
 ) -> None:
     job_id = await claimed_job(database, redis, "worker-a")
+    key = in_progress_key_prefix + str(job_id)
     async with lease.in_progress(redis, str(job_id), LEASE_SECONDS):
-        await asyncio.sleep(LEASE_SECONDS * 2.5)
-        assert await redis.pttl(in_progress_key_prefix + str(job_id)) > 0
+        # Three renewals, a third of a lease apart: unrenewed, the key would be gone by now.
+        await renewals(partial(redis.pttl, key), 3, "the in-progress key")
+        assert 0 < await redis.pttl(key) <= LEASE_SECONDS * 1000

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -23,6 +24,7 @@ from service.shopify.throttle import CostBuckets, ThrottleStatus
 from service.shopify.tokens import ShopTokenMissing
 
 SHOP = "admin-shop.myshopify.com"
+SLACK = 0.01  # seconds: Redis keeps a level's time to 0.1 ms (Lua's tostring, 14 digits)
 TOKEN = "shpat_admin_test"
 QUERY = """
 query Variants($id: ID!, $first: Int!, $after: String) {
@@ -222,17 +224,38 @@ async def test_expiring_token_is_refreshed_before_use(
 
 
 async def test_cost_buckets_probe_then_queue_reservations(redis: ArqRedis) -> None:
+    """The bucket restores 1 point/s, so every wait below is its deficit in seconds, less the
+    time since the level was last set (the test's own pace, measured here). Each bound holds
+    however slow the machine is, and a model a point off breaks it."""
+    rate = 1.0
     buckets = CostBuckets(redis, prefix="test:bucket:")
     assert await buckets.reserve("s", 10) == 0  # nothing known: this caller probes
     assert await buckets.reserve("s", 10) == -1  # the others wait for what it learns
-    await buckets.settle("s", 0, ThrottleStatus(maximum=100, available=30, restore_rate=10))
+    since_known = time.monotonic()
+    await buckets.settle("s", 0, ThrottleStatus(maximum=100, available=30, restore_rate=rate))
     assert await buckets.reserve("s", 20) == 0  # 30 available
-    first = await buckets.reserve("s", 20)  # 10 left: 1 s to restore the deficit
-    second = await buckets.reserve("s", 20)  # queued behind the first
-    assert 0.9 < first < 1.1 and 2.9 < second < 3.1
-    await buckets.settle("s", 40, None)  # both reservations given back unused
+    first = await buckets.reserve("s", 20)  # 10 left: 10 s to restore the deficit
+    second = await buckets.reserve("s", 20)  # queued behind the first: 30 s
+    elapsed = time.monotonic() - since_known
+    assert 10 - elapsed - SLACK <= first <= 10 + SLACK
+    assert 30 - elapsed - SLACK <= second <= 30 + SLACK
+    assert second - first == pytest.approx(20, abs=elapsed + SLACK)
+    await buckets.settle("s", 40, None)  # both reservations given back unused: 10, restoring
     level = await buckets.level("s")
-    assert level is not None and 9 < level["available"] <= 11
-    # Shopify's word caps the model: it never believes in more points than were reported.
-    await buckets.settle("s", 0, ThrottleStatus(maximum=100, available=2, restore_rate=10))
-    assert 0.7 < await buckets.reserve("s", 10) < 0.9
+    elapsed = time.monotonic() - since_known
+    assert level is not None and 10 - SLACK <= level["available"] <= 10 + elapsed * rate + SLACK
+    # Shopify's word caps the model: it never believes in more points than were reported (2,
+    # not the model's 10 or more): 8 s to wait for 10.
+    since_known = time.monotonic()
+    await buckets.settle("s", 0, ThrottleStatus(maximum=100, available=2, restore_rate=rate))
+    wait = await buckets.reserve("s", 10)
+    elapsed = time.monotonic() - since_known
+    assert 8 - elapsed - SLACK <= wait <= 8 + SLACK
+    # Five seconds pass, as Redis' clock would show them (the level's time set back): five
+    # points restored, 3 s left to wait.
+    level = await buckets.level("s")
+    assert level is not None
+    await redis.hset("test:bucket:s", "at", str(level["at"] - 5))
+    wait = await buckets.reserve("s", 0)
+    elapsed = time.monotonic() - since_known
+    assert 3 - elapsed - SLACK <= wait <= 3 + SLACK
