@@ -11,7 +11,14 @@ import sys
 from functools import cached_property
 from typing import Annotated, Literal, TypeVar, overload
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from service.core.db import tls_argument
@@ -112,11 +119,30 @@ class Settings(TokenSettings):
     failed_retention_seconds: PositiveFloat = 604_800
     failed_retention_count: NonNegativeInt = 5_000
 
-    # POST /webhooks reads bodies from anyone before the HMAC check: bounded in size, time and
-    # bytes held across the process (service/web/webhook_body.py).
-    webhook_max_body_bytes: Annotated[int, Field(ge=1024)] = 1024 * 1024
+    # POST /webhooks reads bodies from anyone before the HMAC check: bounded in size, in time
+    # (first bytes, a floor rate, a total) and in bytes actually received and held, across the
+    # process and per client address (service/web/webhook_body.py).
+    webhook_max_body_bytes: Annotated[int, Field(ge=1024)] = 16 * 1024 * 1024
+    webhook_first_bytes_seconds: PositiveFloat = 2
+    webhook_min_bytes_per_second: PositiveFloat = 16 * 1024
     webhook_read_timeout_seconds: PositiveFloat = 10
-    webhook_body_budget_bytes: Annotated[int, Field(ge=1024)] = 16 * 1024 * 1024
+    webhook_body_budget_bytes: Annotated[int, Field(ge=1024)] = 64 * 1024 * 1024
+    webhook_client_budget_bytes: Annotated[int, Field(ge=1024)] = 32 * 1024 * 1024
+
+    @model_validator(mode="after")
+    def _webhook_bodies_fit(self) -> Settings:
+        """A budget smaller than one body would refuse every body of that size, forever: say so
+        at start-up rather than answer Shopify 503 until it gives up."""
+        if not (
+            self.webhook_max_body_bytes
+            <= self.webhook_client_budget_bytes
+            <= self.webhook_body_budget_bytes
+        ):
+            raise ValueError(
+                "need WEBHOOK_MAX_BODY_BYTES <= WEBHOOK_CLIENT_BUDGET_BYTES"
+                " <= WEBHOOK_BODY_BUDGET_BYTES"
+            )
+        return self
 
     # POST /proxy/process per shop and per logged-in customer, counted in Redis across all
     # web processes (service/web/proxy_quota.py); 0 turns a limit off.

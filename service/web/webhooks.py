@@ -75,12 +75,7 @@ def _triggered_at(request: Request) -> datetime | None:
 async def receive(request: Request) -> Response:
     state = web_state(request)
     settings = state.settings
-    body = await read_webhook_body(
-        request,
-        state.webhook_bodies,
-        max_bytes=settings.webhook_max_body_bytes,
-        timeout_seconds=settings.webhook_read_timeout_seconds,
-    )
+    body = await read_webhook_body(request, state.webhook_bodies, settings)
     secret = settings.shopify_api_secret.get_secret_value()
     if not verify_webhook(body, request.headers.get("x-shopify-hmac-sha256"), secret):
         state.metrics.rejected_signature("webhook")

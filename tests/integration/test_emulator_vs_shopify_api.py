@@ -26,7 +26,9 @@ from service.shopify import session_tokens
 from service.shopify.signatures import verify_app_proxy, verify_webhook
 from tests.support.config import TEST_API_KEY, TEST_SECRET
 from tests.support.net import ServedApp
+from tests.support.processes import start_web
 from tests.support.shopify_api import ShopifyApi, install
+from tests.support.shopify_payloads import product_update_body
 
 SHOP = "judged-shop.myshopify.com"
 TOKEN = "shpat_judged_shop"
@@ -327,3 +329,27 @@ def test_token_exchange_for_an_uninstalled_shop_is_refused(node: Path, emulator)
     )
     assert refused["name"] == "HttpResponseError" and refused["response"]["code"] == 400
     assert refused["response"]["body"]["error"] == "invalid_subject_token"
+
+
+def test_library_signed_2048_variant_webhook_is_accepted_by_the_service(
+    node: Path, env: dict[str, str], spawn
+) -> None:
+    """Shopify's largest products/update, signed and validated by the library, is read by a
+    real web process with the default WEBHOOK_* limits (the 1 MiB limit used to refuse it)."""
+    shop = "many-variants-judged.myshopify.com"
+    body = product_update_body(shop).decode()
+    signature = judge(node).run("signWebhook", body=body, apiSecret=TEST_SECRET)
+    headers = {
+        "X-Shopify-Topic": "products/update",
+        "X-Shopify-Shop-Domain": shop,
+        "X-Shopify-Event-Id": "judged-large-1",
+        "X-Shopify-Webhook-Id": "judged-large-1",
+        "X-Shopify-Api-Version": "2025-10",
+        "X-Shopify-Triggered-At": "2025-06-02T14:21:33Z",
+        "X-Shopify-Hmac-Sha256": signature,
+    }
+    valid = judge(node).run("validateWebhook", body=body, headers=headers)
+    assert valid["valid"] is True and valid["topic"] == "PRODUCTS_UPDATE"
+    _, base = start_web(spawn, env)
+    answer = httpx.post(f"{base}/webhooks", content=body.encode(), headers=headers, timeout=30)
+    assert answer.status_code == 200, answer.text
