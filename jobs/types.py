@@ -231,7 +231,8 @@ class Schedule:
 
 @dataclass(frozen=True)
 class JobType:
-    """A job type: its name, input, handler, retry limits, and who may start it (docs/worker.md).
+    """A job type: its name, input, handler, retry limits, and who may start it
+    (docs/starting-jobs.md).
 
     The app itself may enqueue any type; the storefront (`proxy`) and the merchant's embedded
     app (`admin`) only those that opt in, because both are reachable by people the app does not
