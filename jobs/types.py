@@ -231,6 +231,14 @@ class Schedule:
 
 @dataclass(frozen=True)
 class JobType:
+    """A job type: its name, input, handler, retry limits, and who may start it
+    (docs/starting-jobs.md).
+
+    The app itself may enqueue any type; the storefront (`proxy`) and the merchant's embedded
+    app (`admin`) only those that opt in, because both are reachable by people the app does not
+    control, and every job spends the shop's Admin API budget and the shared workers' time.
+    """
+
     name: str
     input_model: type[BaseModel]
     handler: Handler
@@ -238,13 +246,32 @@ class JobType:
     max_attempts: int | None = None  # None: JOB_MAX_ATTEMPTS
     backoff_seconds: float | None = None  # None: JOB_BACKOFF_SECONDS
     non_retryable: tuple[type[BaseException], ...] = field(default=())
-    # May theme JavaScript create it through the app proxy? False for types only the app
-    # itself starts (the compliance webhooks must never be triggered by a storefront visitor).
-    proxy: bool = True
+    # May theme JavaScript create it through the app proxy? Opt-in: anyone who can load the
+    # shop's storefront can reach it, anonymously, and it runs with the merchant's token. A
+    # type that does not say `proxy=True` is "Unknown job type" to the storefront
+    # (docs/app-proxy.md; the upgrade note in docs/starting-jobs.md).
+    proxy: bool = False
+    # What one storefront request may cost. `proxy_input_model`: the stricter model a
+    # storefront request's input must fit (narrower bounds, e.g. a smaller page size; None:
+    # `input_model`); subclass `input_model` so that what it accepts the worker accepts too.
+    # `proxy_limit_per_minute`: how many jobs of this type one shop's storefront may start per
+    # minute, all visitors together (None: only the PROXY_LIMIT_* quotas); over it, 429.
+    proxy_input_model: type[BaseModel] | None = None
+    proxy_limit_per_minute: int | None = None
     # May the merchant start it from the embedded app (POST /api/jobs, a form on /app)?
     admin: bool = False
     # Run it on a cron schedule too (None: only when something enqueues it).
     schedule: Schedule | None = None
+
+    def __post_init__(self) -> None:
+        """Refuse, at import, a storefront bound that would silently not bound anything."""
+        if self.proxy_limit_per_minute is not None and self.proxy_limit_per_minute < 1:
+            raise ValueError(f"{self.name}: proxy_limit_per_minute must be 1 or more, or None")
+        model = self.proxy_input_model
+        if model is not None and not issubclass(model, self.input_model):
+            # The web stores what the storefront model accepts and the worker reads it back
+            # with `input_model`: only a narrowing subclass is sure to round-trip.
+            raise ValueError(f"{self.name}: proxy_input_model must subclass input_model")
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from uuid import UUID, uuid4
 import orjson
 from arq.connections import ArqRedis
 from databases import Database
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from jobs.types import JobType
 from service import queue, store
@@ -67,15 +67,18 @@ class InvalidJobInput(Exception):
         self.problems = problems
 
 
-def validate_input(job_type: JobType, raw: Any) -> dict[str, Any]:
-    """The input as `job_type`'s model accepts it, JSON-ready (what is stored), or
-    InvalidJobInput: the one check of every path that creates a job.
+def validate_input(
+    job_type: JobType, raw: Any, model: type[BaseModel] | None = None
+) -> dict[str, Any]:
+    """The input as `job_type`'s model (or the narrower `model` a caller must fit, such as the
+    type's `proxy_input_model`) accepts it, JSON-ready (what is stored), or InvalidJobInput:
+    the one check of every path that creates a job.
 
     Besides the model, the stored form must fit jsonb: no NUL character anywhere, and no
     integer beyond 64 bits (pydantic's int takes any; orjson, which writes the row, does not).
     """
     try:
-        validated = job_type.input_model.model_validate(raw)
+        validated = (model or job_type.input_model).model_validate(raw)
     except ValidationError as exc:
         errors = exc.errors(include_url=False, include_input=False, include_context=False)
         raise InvalidJobInput(

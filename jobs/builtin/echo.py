@@ -47,5 +47,6 @@ async def echo(ctx: JobContext, data: EchoInput) -> dict[str, str]:
     return {"message": data.message}
 
 
-# Offered in the embedded app too (only ever registered when ENABLE_DIAGNOSTIC_JOBS is on).
-JOB_TYPE = JobType(name="echo", input_model=EchoInput, handler=echo, admin=True)
+# Offered to the storefront (the theme block's diagnostic, the end-to-end tests) and in the
+# embedded app; only ever registered when ENABLE_DIAGNOSTIC_JOBS is on. It calls no Admin API.
+JOB_TYPE = JobType(name="echo", input_model=EchoInput, handler=echo, proxy=True, admin=True)

@@ -10,12 +10,16 @@ count, stock, price range) that the storefront reads from /proxy/status. What to
   waits for exactly as many points as it needs;
 - a product that does not exist raises a NonRetryableError: retrying cannot create it.
 
-Any storefront visitor can start it, and it reads with the merchant's token, which sees
-everything: so it answers only for products the storefront shows (ACTIVE and published on
-the Online Store, i.e. with an `onlineStoreUrl`); a draft, archived or unpublished product is
-"not found", exactly like a missing one. Stock counts are the merchant's business: they are
-in the result only when the type is built with `show_inventory=True`
-(`PRODUCT_SUMMARY_SHOW_INVENTORY`).
+Any storefront visitor can start it (`proxy=True`), and it reads with the merchant's token,
+which sees everything and spends the shop's Admin API budget. So a storefront request is
+bounded: its `page_size` is at most STOREFRONT_MAX_PAGE_SIZE (a first call costs at most 54
+points, where 250 would cost 254), and a shop's storefront may start at most
+STOREFRONT_JOBS_PER_MINUTE of them a minute (the app, the merchant and webhooks are not
+bounded: they are trusted). And it answers only for products the storefront shows (ACTIVE
+and published on the Online Store, i.e. with an `onlineStoreUrl`); a draft, archived or
+unpublished product is "not found", exactly like a missing one. Stock counts are the
+merchant's business: they are in the result only when the type is built with
+`show_inventory=True` (`PRODUCT_SUMMARY_SHOW_INVENTORY`).
 
 It also runs for the `products/update` webhook (see `jobs/registry.py`).
 """
@@ -66,6 +70,21 @@ class ProductSummaryInput(BaseModel):
 
     product_id: str = Field(pattern=PRODUCT_GID, description="gid://shopify/Product/...")
     page_size: int = Field(default=50, ge=1, le=250, description="variants per Admin API call")
+
+
+# What one storefront request may cost (jobs/types.py, `proxy_input_model` and
+# `proxy_limit_per_minute`); docs/app-proxy.md#what-a-storefront-request-may-cost.
+STOREFRONT_MAX_PAGE_SIZE = 50
+STOREFRONT_JOBS_PER_MINUTE = 30
+
+
+class StorefrontProductSummaryInput(ProductSummaryInput):
+    """A storefront request's input: the same fields, with a page small enough that an
+    anonymous visitor cannot make one call reserve a quarter of the shop's bucket."""
+
+    page_size: int = Field(
+        default=50, ge=1, le=STOREFRONT_MAX_PAGE_SIZE, description="variants per Admin API call"
+    )
 
 
 def _cost(page_size: int, first: bool) -> int:
@@ -134,5 +153,8 @@ def job_type(*, show_inventory: bool) -> JobType:
         input_model=ProductSummaryInput,
         handler=functools.partial(product_summary, show_inventory=show_inventory),
         non_retryable=(ProductNotFound,),
+        proxy=True,  # the theme's "job button" block starts it (extensions/shopjobs-theme)
+        proxy_input_model=StorefrontProductSummaryInput,
+        proxy_limit_per_minute=STOREFRONT_JOBS_PER_MINUTE,
         admin=True,
     )

@@ -79,6 +79,34 @@ async def get_job_for_shop(database: Database, shop_id: int, job_id: UUID) -> Jo
     return job_from_row(row)
 
 
+async def get_storefront_job(
+    database: Database, shop_id: int, job_id: UUID, customer_id: str | None
+) -> Job | None:
+    """A job the storefront may read: created through the app proxy (`source` 'proxy') or a
+    batch child of such a job, of `shop_id`, and anonymous or of `customer_id` (a child is
+    judged by its parent's customer). Anything else is None, exactly like a missing job.
+
+    Admin, webhook, schedule, compliance, CLI and app jobs never pass: their ids appear in the
+    embedded admin, the dashboard and the logs, and their results (a customer's data export)
+    are not the storefront's. Every release wrote such rows with their own `source`; only the
+    proxy's inserts ever took the column's default ('proxy'), so old rows are judged alike.
+    """
+    async with connection(database) as raw:
+        row = await raw.fetchrow(
+            f"""
+            SELECT {JOB_COLUMNS} FROM jobs
+             WHERE id = $1 AND shop_id = $2
+               AND EXISTS (
+                   SELECT 1 FROM jobs AS owner
+                    WHERE owner.id IN (jobs.id, jobs.parent_id)
+                      AND owner.shop_id = $2 AND owner.source = 'proxy'
+                      AND (owner.customer_id IS NULL OR owner.customer_id = $3))
+            """,
+            job_id, shop_id, customer_id,
+        )  # fmt: skip
+    return job_from_row(row)
+
+
 async def create_job(
     database: Database,
     *,

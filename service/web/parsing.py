@@ -13,6 +13,7 @@ from typing import Any
 from uuid import UUID
 
 import orjson
+from pydantic import BaseModel
 from starlette.requests import ClientDisconnect, Request
 
 from jobs.types import JobType
@@ -107,11 +108,16 @@ def problem_details(problems: list[InputProblem]) -> list[dict[str, str]]:
 
 
 def parse_job_request(
-    body: bytes, types: dict[str, JobType], offered: Callable[[JobType], bool]
+    body: bytes,
+    types: dict[str, JobType],
+    offered: Callable[[JobType], bool],
+    model_for: Callable[[JobType], type[BaseModel] | None] = lambda _: None,
 ) -> tuple[JobType, dict[str, Any]]:
     """Body -> (job type, validated input as JSON-ready data), or a 400 naming the fields.
 
-    Only the types `offered` to this caller exist for it (the storefront's, the merchant's)."""
+    Only the types `offered` to this caller exist for it (the storefront's, the merchant's).
+    `model_for`: a narrower model this caller's input must fit (the storefront's
+    `proxy_input_model`); None: the type's `input_model`."""
     try:
         payload = orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -130,7 +136,7 @@ def parse_job_request(
     if not isinstance(raw_input, dict):
         raise ApiError(400, "Invalid request", _field_error("input", "must be a JSON object"))
     try:
-        return job_type, validate_input(job_type, raw_input)
+        return job_type, validate_input(job_type, raw_input, model_for(job_type))
     except InvalidJobInput as exc:
         raise ApiError(400, "Invalid input", problem_details(exc.problems)) from None
 

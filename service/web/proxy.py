@@ -2,8 +2,11 @@
 
 `POST /proxy/process` turns a signed request into a `pending` row and then a queue entry, in
 that order: a row that cannot be queued is deleted again and the caller gets 503, so nothing is
-left in Postgres that no worker will ever see. `GET /proxy/status` reads the row back, only for
-the shop (and the logged-in customer) that created it. The contract is docs/app-proxy.md.
+left in Postgres that no worker will ever see. Only types that opt in (`JobType.proxy`) exist
+here, with their storefront bounds (`proxy_input_model`, `proxy_limit_per_minute`): a visitor is
+anonymous and spends the merchant's Admin API budget. `GET /proxy/status` reads the row back,
+only if the storefront created it (or it is a batch child of such a job), for the shop (and the
+logged-in customer) that did. The contract is docs/app-proxy.md.
 
 Every refusal is an ApiError, answered as JSON `{"error": ...}` (service/web/errors.py); a
 database that is down gives 503, never 500.
@@ -16,6 +19,7 @@ import time
 from typing import Any
 from uuid import UUID
 
+from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -69,8 +73,7 @@ async def _authenticate(request: Request) -> tuple[store.Shop, str | None]:
 # -- what is asked -------------------------------------------------------------------------
 
 
-async def _check_quota(request: Request, shop: str, customer: str | None) -> None:
-    retry_after = await web_state(request).proxy_quota.refusal(shop, customer)
+def _too_many(retry_after: int | None) -> None:
     if retry_after is not None:
         raise ApiError(
             429,
@@ -78,6 +81,17 @@ async def _check_quota(request: Request, shop: str, customer: str | None) -> Non
             {"retryAfterSeconds": retry_after},
             headers={"Retry-After": str(retry_after)},
         )
+
+
+async def _check_quota(request: Request, shop: str, customer: str | None) -> None:
+    _too_many(await web_state(request).proxy_quota.refusal(shop, customer))
+
+
+async def _check_type_quota(request: Request, shop: str, job_type: JobType) -> None:
+    """The type's own storefront limit, once the body has named the type."""
+    if job_type.proxy_limit_per_minute is not None:
+        quota = web_state(request).proxy_quota
+        _too_many(await quota.type_refusal(shop, job_type.name, job_type.proxy_limit_per_minute))
 
 
 def _job_id(request: Request) -> UUID:
@@ -93,7 +107,12 @@ def _job_id(request: Request) -> UUID:
 
 
 def _for_proxy(job_type: JobType) -> bool:
+    """Offered to the storefront? Opt-in: a type that does not say so is an unknown type."""
     return job_type.proxy
+
+
+def _storefront_model(job_type: JobType) -> type[BaseModel] | None:
+    return job_type.proxy_input_model
 
 
 # -- endpoints -----------------------------------------------------------------------------
@@ -107,7 +126,10 @@ async def process(request: Request) -> Response:
     announced_length(request)
     key = idempotency_key(request, PROXY_KEY_PREFIX)
     body = await read_body(request, MAX_BODY_BYTES)
-    job_type, job_input = parse_job_request(body, state.job_types, offered=_for_proxy)
+    job_type, job_input = parse_job_request(
+        body, state.job_types, offered=_for_proxy, model_for=_storefront_model
+    )
+    await _check_type_quota(request, shop.domain, job_type)
     submitted = await state.intake.submit(
         job_type,
         shop=shop,
@@ -132,13 +154,14 @@ async def process(request: Request) -> Response:
 
 
 async def status(request: Request) -> Response:
-    """A job's status, progress and outcome, for its own shop and customer only."""
+    """A storefront job's status, progress and outcome, for its own shop and customer only."""
     shop, customer = await _authenticate(request)
     job_id = _job_id(request)
-    job = await store.get_job_for_shop(web_state(request).database, shop.id, job_id)
-    # A logged-in customer's job is theirs alone; an anonymous job is visible to anyone of the
-    # shop who holds its id. Every other case looks exactly like a job that does not exist.
-    if job is None or (job.customer_id is not None and job.customer_id != customer):
+    # Only the storefront's own jobs (and their batch children): a logged-in customer's are
+    # theirs alone, an anonymous one is visible to anyone of the shop who holds its id. A job
+    # the app, the merchant, a webhook or a schedule started looks exactly like a missing one.
+    job = await store.get_storefront_job(web_state(request).database, shop.id, job_id, customer)
+    if job is None:
         raise ApiError(404, "Job not found")
     body: dict[str, Any] = {"jobId": str(job.id), "status": job.status, "progress": job.progress}
     if job.progress_message:

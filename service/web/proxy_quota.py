@@ -9,6 +9,10 @@ share. Two limits per minute, counted in Redis so that every web process shares 
   (`logged_in_customer_id`). Anonymous visitors cannot be told apart (the signature names no
   visitor, and the address is Shopify's proxy), so they count against the shop's limit only.
 
+A job type may also bound its own storefront use (`JobType.proxy_limit_per_minute`: jobs of
+that type per shop per minute, all visitors together), checked once the body names the type;
+`product_summary` sets it, since each of its jobs spends the shop's Admin API budget.
+
 0 turns a limit off. The windows are fixed minutes (one counter key per shop, or customer,
 per minute, expiring after two): a cost of one Redis round trip (INCR + EXPIRE, pipelined) on
 the hot path, at the price of a burst of up to twice a limit across a minute's boundary.
@@ -48,6 +52,20 @@ class ProxyQuota:
             limits.append((f"{KEY_PREFIX}:{window}:shop:{shop}", self.per_shop))
         if customer is not None and self.per_customer:
             limits.append((f"{KEY_PREFIX}:{window}:customer:{shop}:{customer}", self.per_customer))
+        return await self._count(shop, limits, window, now)
+
+    async def type_refusal(self, shop: str, job_type: str, per_minute: int) -> int | None:
+        """Count one storefront job of `job_type` for `shop` against the type's own limit."""
+        now = time.time()
+        window = int(now // WINDOW_SECONDS)
+        key = f"{KEY_PREFIX}:{window}:type:{shop}:{job_type}"
+        return await self._count(shop, [(key, per_minute)], window, now)
+
+    async def _count(
+        self, shop: str, limits: list[tuple[str, int]], window: int, now: float
+    ) -> int | None:
+        """Increment each key of this window: None if all are within their limits, else the
+        seconds until the next window (a Redis that does not answer refuses nothing)."""
         if not limits:
             return None
         pipe = self.redis.pipeline(transaction=False)

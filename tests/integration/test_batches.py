@@ -16,6 +16,7 @@ from databases import Database
 
 from service import store
 from service.core.settings import Settings
+from service.intake import Source
 from service.jobs_client import JobsClient
 from tests.support.batch_jobs import batch_jobs_command, job_types
 from tests.support.jobs import make_shop, wait_for_status
@@ -59,8 +60,12 @@ async def test_a_batch_of_500_ends_with_its_last_child_and_survives_a_killed_wor
 ) -> None:
     await make_shop(database)
     failing = [3, 77, 411]
+    # Started as the storefront starts a job: /proxy/status shows it and its children.
     parent = await client.enqueue(
-        "fan_out", shop=SHOP, input={"children": 500, "pages": 3, "sleep_ms": 100, "fail": failing}
+        "fan_out",
+        shop=SHOP,
+        input={"children": 500, "pages": 3, "sleep_ms": 100, "fail": failing},
+        source=Source.PROXY,
     )
     workers = [
         start_worker(

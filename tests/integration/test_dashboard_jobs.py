@@ -17,6 +17,7 @@ from pydantic import SecretStr
 from service import store
 from service.app import create_app
 from service.core.settings import Settings
+from service.intake import Source
 from service.jobs_client import JobsClient
 from tests.support.jobs import make_shop
 from tests.support.proxy import proxy_url
@@ -53,7 +54,10 @@ async def test_a_delayed_job_shows_waiting(
 ) -> None:  # type: ignore[no-untyped-def]
     await make_shop(database)
     jobs: JobsClient = app.state.web.jobs
-    job = await jobs.enqueue("echo", shop=SHOP, input={"message": "later"}, delay=600)
+    # As the storefront's: /proxy/status shows only the storefront's jobs.
+    job = await jobs.enqueue(
+        "echo", shop=SHOP, input={"message": "later"}, delay=600, source=Source.PROXY
+    )
     status = (await http.get(proxy_url("", f"/proxy/status?jobId={job.id}", shop=SHOP))).json()
     assert status["status"] == "pending" and status["runAt"] == job.run_at.isoformat()
     page = (await http.get(f"/admin/jobs/{job.id}", headers=AUTH)).text
