@@ -87,10 +87,14 @@ CREATE TABLE webhook_events (
     api_version     text,
     job_id          uuid,
     received_at     timestamptz NOT NULL DEFAULT now(),
+    body_sha256     bytea,        -- SHA-256 of the raw body: a replay under new headers is a duplicate
     CONSTRAINT webhook_events_event UNIQUE (event_id)
 );
 
 CREATE INDEX webhook_events_received_idx ON webhook_events (received_at);
+-- A body seen before for this shop and topic (service/store/webhooks.py).
+CREATE INDEX webhook_events_body_idx ON webhook_events (shop_domain, topic, body_sha256)
+    WHERE body_sha256 IS NOT NULL;
 
 -- Schedules (service/store/schedules.py): the latest tick whose runs exist, per scheduled type.
 CREATE TABLE schedule_ticks (

@@ -32,7 +32,8 @@ class WebState:
     metrics: WebMetrics
     job_types: dict[str, JobType]
     webhook_jobs: dict[str, WebhookJob]
-    # For the OAuth code exchange (the web never calls the Admin API itself).
+    # For the OAuth code exchange, and the one Admin API call the web makes: confirming an
+    # app/uninstalled (service/shopify/uninstalls.py).
     http: httpx.AsyncClient
     # Bodies of /webhooks in flight, bounded (service/web/webhook_body.py).
     webhook_bodies: BodyBudget
