@@ -11,12 +11,18 @@ web asks Shopify: when a shop uninstalls an app, Shopify revokes every token of 
 - the token working (200) means the app is installed: WORKING, the webhook is not acted on;
 - no token to ask with (none stored, or expired with no refresh token left): UNKNOWN, also
   not acted on (the shop's jobs fail on their dead token as before);
-- Shopify not answering in time, 429 or 5xx, a network error: ShopifyUnreachable. The web
-  then acts on nothing and answers 503, so that Shopify delivers the event again later (it
+- Shopify not answering in time, 429 or 5xx, a network error: CheckDeferred. The web then
+  acts on nothing and answers 503, so that Shopify delivers the event again later (it
   retries for 4 hours) and the check runs again.
 
 Any other status (402 frozen shop, 403, 404, 423 locked) is not a refused token: WORKING.
 The check is bounded by CHECK_TIMEOUT_SECONDS, well inside Shopify's 5 s for a webhook answer.
+
+The body of an `app/uninstalled` (the shop) can read the same at the shop's next uninstall,
+so it is not deduplicated by its digest like other topics: a replay is answered by this check
+instead. What bounds the Admin API calls a replayer can cause is a pause: once Shopify said
+the token works, the shop is not asked again for WORKING_PAUSE_SECONDS (a Redis key shared by
+every web process); a delivery meanwhile is CheckDeferred too (503, Shopify delivers it again).
 """
 
 from __future__ import annotations
@@ -38,6 +44,8 @@ logger = logging.getLogger("shopjobs.shopify")
 
 CHECK_TIMEOUT_SECONDS = 3.0
 SHOP_QUERY = "{ shop { id } }"
+WORKING_PAUSE_SECONDS = 10
+PAUSE_KEY_PREFIX = "shopjobs:uninstall-check"
 
 
 class TokenCheck(StrEnum):
@@ -46,8 +54,9 @@ class TokenCheck(StrEnum):
     UNKNOWN = "unknown"
 
 
-class ShopifyUnreachable(Exception):
-    """Shopify could not say (no answer in time, 429, 5xx, network): ask again later."""
+class CheckDeferred(Exception):
+    """Shopify could not say (no answer in time, 429, 5xx, network), or was asked a moment
+    ago: ask again later."""
 
 
 async def _probe(http: httpx.AsyncClient, settings: Settings, shop: str, token: str) -> int:
@@ -60,10 +69,27 @@ async def _probe(http: httpx.AsyncClient, settings: Settings, shop: str, token: 
             timeout=min(CHECK_TIMEOUT_SECONDS, settings.shopify_admin_timeout_seconds),
         )
     except httpx.HTTPError as exc:
-        raise ShopifyUnreachable(f"network error {exc.__class__.__name__}") from None
+        raise CheckDeferred(f"network error {exc.__class__.__name__}") from None
     if answer.status_code == 429 or answer.status_code >= 500:
-        raise ShopifyUnreachable(f"HTTP {answer.status_code}")
+        raise CheckDeferred(f"HTTP {answer.status_code}")
     return answer.status_code
+
+
+async def confirm_uninstalled(
+    database: Database,
+    redis: Redis,
+    http: httpx.AsyncClient,
+    settings: Settings,
+    stored: store.Shop,
+) -> TokenCheck:
+    """`check_token`, at most once per WORKING_PAUSE_SECONDS per shop once the token worked."""
+    key = f"{PAUSE_KEY_PREFIX}:{stored.domain}"
+    if await redis.exists(key):
+        raise CheckDeferred("Shopify accepted the token a moment ago")
+    check = await check_token(database, redis, http, settings, stored)
+    if check is TokenCheck.WORKING:
+        await redis.set(key, "1", ex=WORKING_PAUSE_SECONDS)
+    return check
 
 
 async def check_token(
@@ -85,7 +111,7 @@ async def check_token(
         token = settings.token_cipher.decrypt(stored.access_token)
     except TokenDecryptError:
         # Cannot ask with it; an operator restores the key and Shopify's retry asks again.
-        raise ShopifyUnreachable("the stored token cannot be decrypted") from None
+        raise CheckDeferred("the stored token cannot be decrypted") from None
     assert token is not None
     status = await _probe(http, settings, stored.domain, token)
     if status != 401:
@@ -105,7 +131,7 @@ async def check_token(
     except tokens.ShopTokenMissing:
         return TokenCheck.UNKNOWN  # uninstalled or emptied meanwhile
     except oauth.OAuthError as exc:
-        raise ShopifyUnreachable(str(exc)) from None
+        raise CheckDeferred(str(exc)) from None
     assert fresh.access_token is not None
     status = await _probe(http, settings, stored.domain, fresh.access_token)
     return TokenCheck.REVOKED if status == 401 else TokenCheck.WORKING

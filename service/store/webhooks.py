@@ -39,17 +39,17 @@ async def record_webhook_event(
     webhook_id: str | None,
     api_version: str | None,
     body_sha256: bytes | None = None,
-    since_install: bool = False,
+    match_body: bool = True,
 ) -> WebhookRecord:
     """Record a webhook event unless its event id, or its body for this topic and shop, was
     recorded before.
 
-    `since_install` counts only bodies received since the shop's current install: for
-    `app/uninstalled`, whose payload (the shop) may read the same at the next uninstall, so a
-    reinstall starts afresh.
+    `match_body=False` records the digest without matching it: `app/uninstalled`, whose
+    payload (the shop) may read the same at the shop's next uninstall, is checked with Shopify
+    instead (service/web/webhooks.py).
     """
     async with connection(database) as raw, raw.transaction():
-        if body_sha256 is not None:
+        if body_sha256 is not None and match_body:
             await raw.execute(
                 "SELECT pg_advisory_xact_lock($1, hashtext($2 || ' ' || $3 || ' ' || $4))",
                 BODY_LOCK_CLASS,
@@ -61,14 +61,11 @@ async def record_webhook_event(
                 """
                 SELECT 1 FROM webhook_events
                  WHERE shop_domain = $1 AND topic = $2 AND body_sha256 = $3
-                   AND (NOT $4 OR received_at >= COALESCE(
-                        (SELECT installed_at FROM shops WHERE domain = $1), '-infinity'))
                  LIMIT 1
                 """,
                 shop_domain,
                 topic,
                 body_sha256,
-                since_install,
             )
             if seen:
                 return WebhookRecord.DUPLICATE_BODY

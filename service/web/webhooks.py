@@ -22,8 +22,10 @@ No Shopify work happens here, but for one call:
   Then the shop is marked uninstalled (its proxy calls get 404 from now on), provided it still
   holds the token that was refused. A token that works means the shop is installed (a
   replayed or late uninstall of an earlier install): 200 `not confirmed`, nothing changes. If
-  Shopify cannot be asked (timeout, 429, 5xx, network), the event's record is undone and the
-  answer is 503: Shopify delivers it again later and the check runs again;
+  Shopify cannot be asked (timeout, 429, 5xx, network; or it was asked about this shop a
+  moment ago, which bounds what replays cost), the event's record is undone and the answer is
+  503: Shopify delivers it again later and the check runs again. Its body is recorded but not
+  matched (it may read the same at the next uninstall): the check is the dedupe;
 - a topic in `jobs.registry.webhook_jobs` becomes a job row (source 'webhook', idempotency
   key `webhook:{event id}`) and a queue entry (arq `_job_id` = the job id), recorded in the
   same transaction as the event, then queued through service/intake.py; if it cannot be
@@ -131,7 +133,7 @@ async def _record(
         webhook_id=request.headers.get("x-shopify-webhook-id"),
         api_version=request.headers.get("x-shopify-api-version"),
         body_sha256=digest,
-        since_install=topic == UNINSTALLED,
+        match_body=topic != UNINSTALLED,
     )
     if outcome is store.WebhookRecord.DUPLICATE_BODY:
         logger.warning("webhook %s for %s: body received before, event id %s new", topic, shop,
@@ -152,10 +154,10 @@ async def _uninstall(
     if stored is None or not stored.installed:
         return "not installed"
     try:
-        check = await uninstalls.check_token(
+        check = await uninstalls.confirm_uninstalled(
             database, state.redis, state.http, state.settings, stored
         )
-    except uninstalls.ShopifyUnreachable as exc:
+    except uninstalls.CheckDeferred as exc:
         await store.forget_webhook_event(database, event_id)
         logger.warning("app/uninstalled for %s: Shopify could not confirm it (%s)", shop, exc)
         raise ApiError(503, "Shopify could not confirm the uninstall; deliver it again") from None
