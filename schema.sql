@@ -76,7 +76,8 @@ CREATE INDEX jobs_parent_status_idx ON jobs (parent_id, status) WHERE parent_id 
 
 -- Shopify webhooks received. Shopify delivers an event more than once (retries, several
 -- subscriptions); its X-Shopify-Event-Id is recorded here first, and the unique constraint
--- turns every later delivery of the same event into a no-op. Kept a week (longer than
+-- turns every later delivery of the same event into a no-op, as the body's digest does for a
+-- signed body re-sent under a fresh event id (service/store/webhooks.py). Kept a week (longer than
 -- Shopify's 4 hours of retries), then pruned. No foreign keys: an event outlives its job.
 CREATE TABLE webhook_events (
     id              bigserial PRIMARY KEY,
