@@ -76,7 +76,8 @@ CREATE INDEX jobs_parent_status_idx ON jobs (parent_id, status) WHERE parent_id 
 
 -- Shopify webhooks received. Shopify delivers an event more than once (retries, several
 -- subscriptions); its X-Shopify-Event-Id is recorded here first, and the unique constraint
--- turns every later delivery of the same event into a no-op. Kept a week (longer than
+-- turns every later delivery of the same event into a no-op, as the body's digest does for a
+-- signed body re-sent under a fresh event id (service/store/webhooks.py). Kept a week (longer than
 -- Shopify's 4 hours of retries), then pruned. No foreign keys: an event outlives its job.
 CREATE TABLE webhook_events (
     id              bigserial PRIMARY KEY,
@@ -87,10 +88,14 @@ CREATE TABLE webhook_events (
     api_version     text,
     job_id          uuid,
     received_at     timestamptz NOT NULL DEFAULT now(),
+    body_sha256     bytea,        -- SHA-256 of the raw body: a replay under new headers is a duplicate
     CONSTRAINT webhook_events_event UNIQUE (event_id)
 );
 
 CREATE INDEX webhook_events_received_idx ON webhook_events (received_at);
+-- A body seen before for this shop and topic (service/store/webhooks.py).
+CREATE INDEX webhook_events_body_idx ON webhook_events (shop_domain, topic, body_sha256)
+    WHERE body_sha256 IS NOT NULL;
 
 -- Schedules (service/store/schedules.py): the latest tick whose runs exist, per scheduled type.
 CREATE TABLE schedule_ticks (

@@ -34,6 +34,7 @@ from service.intake import Intake
 from service.jobs_client import JobsClient
 from service.web import dashboard, embedded, install, merchant_api, metrics, proxy, webhooks
 from service.web.errors import EXCEPTION_HANDLERS
+from service.web.login_attempts import LoginAttempts
 from service.web.middleware import RequestTelemetry
 from service.web.proxy_quota import ProxyQuota
 from service.web.shop_cache import ShopCache
@@ -125,6 +126,11 @@ def create_app(settings: Settings) -> Starlette:
                     redis,
                     settings.proxy_limit_shop_per_minute,
                     settings.proxy_limit_customer_per_minute,
+                ),
+                login_attempts=LoginAttempts(
+                    redis,
+                    settings.dashboard_login_max_failures,
+                    settings.dashboard_login_window_seconds,
                 ),
             )
             yield

@@ -78,6 +78,7 @@ def settings(servers: local_services.Services) -> Settings:
         rate_limit_max=0,  # tests of the limiter turn it on
         proxy_limit_shop_per_minute=0,  # tests of the storefront quotas turn them on
         proxy_limit_customer_per_minute=0,
+        dashboard_login_max_failures=0,  # tests/integration/test_dashboard_logins.py turns it on
         shop_cache_seconds=0,  # tests change shops behind the app's back; tests/integration/test_shop_cache.py
     )
 
@@ -101,6 +102,7 @@ def env(settings: Settings) -> dict[str, str]:
         "RATE_LIMIT_MAX": str(settings.rate_limit_max),
         "PROXY_LIMIT_SHOP_PER_MINUTE": str(settings.proxy_limit_shop_per_minute),
         "PROXY_LIMIT_CUSTOMER_PER_MINUTE": str(settings.proxy_limit_customer_per_minute),
+        "DASHBOARD_LOGIN_MAX_FAILURES": str(settings.dashboard_login_max_failures),
         "PYTHONUNBUFFERED": "1",
     }
     return values

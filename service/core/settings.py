@@ -170,6 +170,10 @@ class Settings(TokenSettings):
     dashboard_password: SecretStr | None = Field(
         default=None, validation_alias=AliasChoices("DASHBOARD_PASSWORD", "ADMIN_PASSWORD")
     )
+    # Failed dashboard logins per client (IPv4 address, IPv6 /64) within a window, counted in
+    # Redis, before the client gets 429 (service/web/login_attempts.py); 0 turns it off.
+    dashboard_login_max_failures: NonNegativeInt = 10
+    dashboard_login_window_seconds: Annotated[int, Field(ge=1)] = 900
 
     # json: one JSON object per line (production); text: readable lines (`make dev`).
     log_format: Literal["json", "text"] = "json"

@@ -2,6 +2,9 @@
 
 - App proxy: every query parameter but `signature`, blank values kept, a repeated key's values
   joined with ",", `key=value` pairs sorted and concatenated with no separator; hex HMAC-SHA256.
+  A key containing "=" is refused (401) before the signature is computed: with no separator
+  between pairs, `{"a=b": "c"}` and `{"a": "b=c"}` sign the same message, so a query Shopify
+  signed could be read back as another one. Shopify's own parameters never contain one.
 - OAuth callback: every parameter but `hmac`, sorted `key=value` pairs joined with "&"; hex.
 - Webhooks: base64 HMAC-SHA256 of the raw body.
 
@@ -52,6 +55,8 @@ def verify_app_proxy(pairs: list[tuple[str, str]], secret: str, now: float) -> s
     for key in UNIQUE_PROXY_PARAMS:
         if counts.get(key, 0) > 1:
             raise ProxySignatureError(f"Repeated parameter: {key}")
+    if any("=" in key for key in counts):
+        raise ProxySignatureError("Parameter name contains '='")
     params = dict(pairs)
     signature = params.get("signature")
     if not signature:

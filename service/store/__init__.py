@@ -66,6 +66,7 @@ from service.store.shops import (
 )
 from service.store.sql import JOB_COLUMNS
 from service.store.webhooks import (
+    WebhookRecord,
     forget_webhook_event,
     link_webhook_job,
     prune_webhook_events,
@@ -82,6 +83,7 @@ __all__ = [
     "ListedJob",
     "Shop",
     "TickJob",
+    "WebhookRecord",
     "await_children",
     "batch_counts",
     "bulk_operation_of",

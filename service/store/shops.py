@@ -138,13 +138,13 @@ async def update_shop_token(
 
 
 async def mark_shop_uninstalled(
-    database: Database, domain: str, triggered_at: datetime | None = None
+    database: Database, domain: str, *, if_token: str | None = None
 ) -> bool:
-    """app/uninstalled: Shopify has revoked the tokens; forget them.
+    """The shop uninstalled the app: Shopify has revoked its tokens; forget them.
 
-    Only an uninstall triggered after the shop's current install (`installed_at`, renewed by
-    every install) counts: a late delivery of an older one must not revoke the token of a
-    reinstall. None: now, whatever the install. False: unknown shop, or a stale event.
+    `if_token` (the stored, encrypted access token that Shopify was seen to refuse) makes it
+    conditional: a shop that stored another token meanwhile (installed again, or refreshed)
+    is left alone. None: whatever the token. False: unknown shop, or its token changed.
     """
     async with connection(database) as raw:
         row = await raw.fetchrow(
@@ -154,10 +154,10 @@ async def mark_shop_uninstalled(
                    token_expires_at = NULL, refresh_token = NULL,
                    refresh_token_expires_at = NULL, updated_at = now()
              WHERE domain = $1
-               AND installed_at < COALESCE($2::timestamptz, 'infinity')
+               AND ($2::text IS NULL OR access_token = $2)
             RETURNING id
             """,
             domain,
-            triggered_at,
+            if_token,
         )
     return row is not None

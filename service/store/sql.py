@@ -52,7 +52,8 @@ SHOP_COLUMNS = (
     f"token_expires_at, refresh_token, refresh_token_expires_at, {_TOKEN_PRESENCE}"
 )
 # The same without the token columns (read as NULL): what the web reads. Only the worker, which
-# calls the Admin API, ever reads a token (service/shopify/tokens.py decrypts it).
+# calls the Admin API, ever reads a token (service/shopify/tokens.py decrypts it), and the web
+# when it asks Shopify to confirm an app/uninstalled (service/shopify/uninstalls.py).
 SHOP_COLUMNS_WITHOUT_TOKENS = (
     "id, domain, NULL::text AS access_token, scopes, uninstalled_at, "
     f"token_expires_at, NULL::text AS refresh_token, refresh_token_expires_at, {_TOKEN_PRESENCE}"

@@ -13,6 +13,10 @@ The path stays /admin (operators' bookmarks); in the code, "admin" is only Shopi
                                         stopped) becomes failed "Cancelled", with its batch
 - POST /admin/retry-failed              every failed job of one type starts over
 
+A client that fails to log in DASHBOARD_LOGIN_MAX_FAILURES times within
+DASHBOARD_LOGIN_WINDOW_SECONDS is answered 429 (JSON, Retry-After) until the window ends
+(service/web/login_attempts.py).
+
 Browsers send basic-auth credentials with any request to the site, including a form another
 site submits, so every POST must carry a CSRF token only our own pages know: an HMAC of the
 credentials under the app's secret. The pages also refuse to be framed (clickjacking).
@@ -50,6 +54,7 @@ from service.core.settings import Settings
 from service.core.states import JobStatus
 from service.intake import QueueOutcome, Source
 from service.web.errors import ApiError
+from service.web.login_attempts import client_key
 from service.web.parsing import parse_job_id, read_body
 from service.web.state import web_state
 
@@ -126,7 +131,8 @@ def csrf_token(settings: Settings) -> str:
 
 
 class DashboardGuard:
-    """Basic auth in front of every dashboard path, plus the security headers."""
+    """Basic auth in front of every dashboard path, plus the security headers; a client's
+    failed logins are limited (service/web/login_attempts.py)."""
 
     def __init__(self, app: ASGIApp, settings: Settings) -> None:
         self.app = app
@@ -140,8 +146,19 @@ class DashboardGuard:
         if password is None:
             raise ApiError(404, "The dashboard is disabled: set DASHBOARD_PASSWORD to enable it")
         header = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
+        if not header:  # a browser's first request: the challenge, not a failed login
+            raise ApiError(401, "Unauthorized", headers={"WWW-Authenticate": REALM})
+        attempts = web_state(Request(scope)).login_attempts
+        client = client_key(scope["client"][0] if scope.get("client") else None)
+        wait = await attempts.locked_for(client)
+        if wait is not None:
+            raise ApiError(
+                429, "Too many failed logins: try again later", headers={"Retry-After": str(wait)}
+            )
         username = self.settings.dashboard_username
         if not credentials_match(header, username, password.get_secret_value()):
+            await attempts.failed(client)
+            logger.warning("dashboard: failed login from %s", client)
             raise ApiError(401, "Unauthorized", headers={"WWW-Authenticate": REALM})
 
         async def send_secured(message: Message) -> None:

@@ -13,6 +13,7 @@ from jobs.types import JobType, WebhookJob
 from service.core.settings import Settings
 from service.intake import Intake
 from service.jobs_client import JobsClient
+from service.web.login_attempts import LoginAttempts
 from service.web.metrics import WebMetrics
 from service.web.proxy_quota import ProxyQuota
 from service.web.shop_cache import ShopCache
@@ -32,12 +33,15 @@ class WebState:
     metrics: WebMetrics
     job_types: dict[str, JobType]
     webhook_jobs: dict[str, WebhookJob]
-    # For the OAuth code exchange (the web never calls the Admin API itself).
+    # For the OAuth code exchange, and the one Admin API call the web makes: confirming an
+    # app/uninstalled (service/shopify/uninstalls.py).
     http: httpx.AsyncClient
     # Bodies of /webhooks in flight, bounded (service/web/webhook_body.py).
     webhook_bodies: BodyBudget
     # The storefront's per-shop and per-customer quotas (service/web/proxy_quota.py).
     proxy_quota: ProxyQuota
+    # Failed dashboard logins per client (service/web/login_attempts.py).
+    login_attempts: LoginAttempts
 
 
 def web_state(request: Request) -> WebState:

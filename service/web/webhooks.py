@@ -4,19 +4,28 @@ The body is read within bounds (service/web/webhook_body.py: size, time, and a b
 the process), then the HMAC (X-Shopify-Hmac-Sha256: base64 HMAC-SHA256 of the raw body,
 compared in constant time) is checked before anything is parsed; a wrong one gets 401.
 
-The HMAC covers the body only: the headers (topic, shop) could be rewritten on a body
-Shopify signed for something else. So a topic whose payload names its shop
-(`app/uninstalled`: `myshopify_domain`; compliance topics: `shop_domain`) is refused with
-400 unless the payload names the header's shop, and `app/uninstalled` must say when it was
-triggered (X-Shopify-Triggered-At).
+The HMAC covers the body only: the headers (topic, shop, event id, trigger time) could be
+rewritten on a body Shopify signed for something else, or re-sent fresh on a captured body. So:
 
-Then the event is recorded by X-Shopify-Event-Id (X-Shopify-Webhook-Id when absent): the
-unique constraint on it turns Shopify's duplicate deliveries into 200 no-ops. No Shopify
-work happens here:
+- a topic whose payload names its shop (`app/uninstalled`: `myshopify_domain`; compliance
+  topics: `shop_domain`) is refused with 400 unless the payload names the header's shop, and
+  `app/uninstalled` must carry X-Shopify-Triggered-At, as Shopify's always does;
+- the event is recorded by X-Shopify-Event-Id (X-Shopify-Webhook-Id when absent) and by the
+  SHA-256 of its raw body, per topic and shop (service/store/webhooks.py): Shopify's repeated
+  deliveries of an event, and the same body re-sent under a fresh event id, are 200 no-ops
+  (`duplicate`, `duplicate body`), so a replayer gets nothing and Shopify stops retrying.
 
-- `app/uninstalled` marks the shop uninstalled at once (its proxy calls get 404 from now on),
-  but only if it was triggered after the shop's current install: a late retry of an old
-  uninstall answers 200 `stale` and leaves a fresh reinstall alone;
+No Shopify work happens here, but for one call:
+
+- `app/uninstalled` is acted on only once Shopify confirms it (service/shopify/uninstalls.py):
+  the shop's offline token answers 401 (and its refresh, for an expiring token, is refused).
+  Then the shop is marked uninstalled (its proxy calls get 404 from now on), provided it still
+  holds the token that was refused. A token that works means the shop is installed (a
+  replayed or late uninstall of an earlier install): 200 `not confirmed`, nothing changes. If
+  Shopify cannot be asked (timeout, 429, 5xx, network; or it was asked about this shop a
+  moment ago, which bounds what replays cost), the event's record is undone and the answer is
+  503: Shopify delivers it again later and the check runs again. Its body is recorded but not
+  matched (it may read the same at the next uninstall): the check is the dedupe;
 - a topic in `jobs.registry.webhook_jobs` becomes a job row (source 'webhook', idempotency
   key `webhook:{event id}`) and a queue entry (arq `_job_id` = the job id), recorded in the
   same transaction as the event, then queued through service/intake.py; if it cannot be
@@ -28,6 +37,7 @@ work happens here:
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from datetime import UTC, datetime
 from typing import Any
@@ -39,7 +49,7 @@ from starlette.routing import Route
 
 from service import store
 from service.intake import InvalidJobInput, NotQueued, Source, validate_input
-from service.shopify import bulk
+from service.shopify import bulk, uninstalls
 from service.shopify.shop_domain import is_shop_domain
 from service.shopify.signatures import verify_webhook
 from service.web.errors import ApiError
@@ -99,8 +109,67 @@ async def receive(request: Request) -> Response:
     triggered_at = _triggered_at(request)
     if topic == UNINSTALLED and triggered_at is None:
         raise ApiError(400, "Missing or invalid X-Shopify-Triggered-At")
-    outcome = await _handle(request, topic, shop, event_id, payload, triggered_at)
+    digest = hashlib.sha256(body).digest()
+    if topic == UNINSTALLED:
+        outcome = await _uninstall(request, shop, event_id, digest, triggered_at)
+    else:
+        outcome = await _handle(request, topic, shop, event_id, digest, payload)
     return JSONResponse({"status": outcome})
+
+
+async def _record(
+    request: Request, topic: str, shop: str, event_id: str, digest: bytes
+) -> store.WebhookRecord:
+    outcome = await store.record_webhook_event(
+        web_state(request).database,
+        event_id=event_id,
+        topic=topic,
+        shop_domain=shop,
+        webhook_id=request.headers.get("x-shopify-webhook-id"),
+        api_version=request.headers.get("x-shopify-api-version"),
+        body_sha256=digest,
+        match_body=topic != UNINSTALLED,
+    )
+    if outcome is store.WebhookRecord.DUPLICATE_BODY:
+        logger.warning("webhook %s for %s: body received before, event id %s new", topic, shop,
+                       event_id[:64])  # fmt: skip
+    return outcome
+
+
+async def _uninstall(
+    request: Request, shop: str, event_id: str, digest: bytes, triggered_at: datetime | None
+) -> str:
+    """Mark the shop uninstalled once Shopify confirms it; the module docstring says how."""
+    state = web_state(request)
+    database = state.database
+    recorded = await _record(request, UNINSTALLED, shop, event_id, digest)
+    if recorded is not store.WebhookRecord.FRESH:
+        return recorded.value
+    stored = await store.get_shop(database, shop, tokens=True)
+    if stored is None or not stored.installed:
+        return "not installed"
+    try:
+        check = await uninstalls.confirm_uninstalled(
+            database, state.redis, state.http, state.settings, stored
+        )
+    except uninstalls.CheckDeferred as exc:
+        await store.forget_webhook_event(database, event_id)
+        logger.warning("app/uninstalled for %s: Shopify could not confirm it (%s)", shop, exc)
+        raise ApiError(503, "Shopify could not confirm the uninstall; deliver it again") from None
+    if check is not uninstalls.TokenCheck.REVOKED:
+        logger.warning(
+            "app/uninstalled for %s (triggered %s) not confirmed by Shopify (token %s): ignored",
+            shop,
+            triggered_at,
+            check.value,
+        )
+        return "not confirmed"
+    if not await store.mark_shop_uninstalled(database, shop, if_token=stored.access_token):
+        logger.info("app/uninstalled for %s: a new token was stored meanwhile; ignored", shop)
+        return "not confirmed"
+    state.shops.forget(shop)
+    logger.info("shop %s uninstalled the app", shop)
+    return "uninstalled"
 
 
 async def _handle(
@@ -108,31 +177,16 @@ async def _handle(
     topic: str,
     shop: str,
     event_id: str,
+    digest: bytes,
     payload: dict[str, Any],
-    triggered_at: datetime | None,
 ) -> str:
     state = web_state(request)
     database = state.database
     route = state.webhook_jobs.get(topic)
     async with database.transaction():
-        fresh = await store.record_webhook_event(
-            database,
-            event_id=event_id,
-            topic=topic,
-            shop_domain=shop,
-            webhook_id=request.headers.get("x-shopify-webhook-id"),
-            api_version=request.headers.get("x-shopify-api-version"),
-        )
-        if not fresh:
-            return "duplicate"
-        if topic == UNINSTALLED:
-            assert triggered_at is not None  # checked by receive()
-            if not await store.mark_shop_uninstalled(database, shop, triggered_at):
-                logger.info("app/uninstalled for %s: unknown, or before its install; ignored", shop)
-                return "stale"
-            state.shops.forget(shop)
-            logger.info("shop %s uninstalled the app", shop)
-            return "uninstalled"
+        recorded = await _record(request, topic, shop, event_id, digest)
+        if recorded is not store.WebhookRecord.FRESH:
+            return recorded.value
         if topic == BULK_FINISHED:
             operation_id = payload.get("admin_graphql_api_id")
             if not isinstance(operation_id, str):

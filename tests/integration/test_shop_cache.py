@@ -38,7 +38,7 @@ async def test_unknown_shops_are_cached_as_unknown_and_zero_disables(database: D
 
 
 async def test_uninstall_webhook_reaches_the_proxy_at_once_with_the_cache_on(
-    settings, database: Database, redis
+    settings, database: Database, redis, emulator
 ) -> None:
     import json
     import time
@@ -51,7 +51,10 @@ async def test_uninstall_webhook_reaches_the_proxy_at_once_with_the_cache_on(
 
     shop = "uninstalling.myshopify.com"
     await store.upsert_shop(database, shop, "t", "")
-    app = create_app(settings.model_copy(update={"shop_cache_seconds": 60}))
+    shopify = emulator(shops={shop: "t"})  # asked to confirm the uninstall
+    app = create_app(
+        settings.model_copy(update={"shop_cache_seconds": 60, "shopify_admin_url": shopify.url})
+    )
     secret = settings.shopify_api_secret.get_secret_value()
     query = signed_query([], shop=shop, secret=secret, timestamp=int(time.time()))
     async with app.router.lifespan_context(app):
@@ -62,6 +65,11 @@ async def test_uninstall_webhook_reaches_the_proxy_at_once_with_the_cache_on(
                 "/proxy/process", params=query, json={"type": "echo", "input": {"message": "x"}}
             )
             assert ok.status_code == 200
+            # The merchant uninstalls: Shopify revokes the token (its own delivery goes
+            # nowhere here; the test delivers the webhook itself).
+            async with httpx.AsyncClient(timeout=30) as http:
+                revoked = await http.post(f"{shopify.url}/_emulator/shops/{shop}/uninstall")
+                assert revoked.status_code == 200
             body = json.dumps({"id": 1, "myshopify_domain": shop}).encode()
             hook = await client.post(
                 "/webhooks",

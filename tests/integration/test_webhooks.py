@@ -105,7 +105,9 @@ async def test_one_event_delivered_three_times_is_one_job(site, database: Databa
     assert len({d["webhookId"] for d in (first, *again)}) == 3
     assert len(await webhook_jobs(database)) == 1
     assert await queued(redis) == 1
-    other = await send(shopify, "products/update", PRODUCT)  # a new event is new work
+    # A new event is new work: Shopify's next products/update carries the product's new state.
+    changed = {**PRODUCT, "updated_at": "2026-01-02T03:04:05-05:00"}
+    other = await send(shopify, "products/update", changed)
     assert other["delivered"] and len(await webhook_jobs(database)) == 2
 
 
@@ -280,13 +282,16 @@ async def test_compliance_types_cannot_be_started_from_the_storefront(site) -> N
 
 async def test_old_webhook_events_are_pruned(database: Database) -> None:
     for event in ("old", "new"):
-        assert await store.record_webhook_event(
-            database,
-            event_id=event,
-            topic="x/y",
-            shop_domain=SHOP,
-            webhook_id=None,
-            api_version=None,
+        assert (
+            await store.record_webhook_event(
+                database,
+                event_id=event,
+                topic="x/y",
+                shop_domain=SHOP,
+                webhook_id=None,
+                api_version=None,
+            )
+            is store.WebhookRecord.FRESH
         )
     await database.execute(
         "UPDATE webhook_events SET received_at = now() - interval '8 days' WHERE event_id = 'old'"

@@ -166,3 +166,13 @@ def test_missing_shop_is_refused() -> None:
     pairs = [("logged_in_customer_id", ""), ("timestamp", str(STAMP))]
     pairs.append(("signature", app_proxy_signature(pairs, SECRET)))
     assert _refused(pairs) == "Missing shop"
+
+
+def test_a_key_containing_an_equals_sign_is_refused() -> None:
+    """`a=b` -> `c` and `a` -> `b=c` sign one message ("a=b=c"): a query Shopify signed could
+    be read back as another, so a key with "=" is refused, signed or not."""
+    theirs = signed_query([("a=b", "c")], shop="s.myshopify.com", secret=SECRET, timestamp=STAMP)
+    ours = [("a", "b=c") if k == "a=b" else (k, v) for k, v in theirs]
+    assert app_proxy_signature(theirs[:-1], SECRET) == app_proxy_signature(ours[:-1], SECRET)
+    assert _refused(theirs) == "Parameter name contains '='"
+    assert verify_app_proxy(ours, SECRET, now=STAMP) == "s.myshopify.com"  # values may hold "="
