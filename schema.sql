@@ -60,6 +60,13 @@ CREATE TABLE jobs (
     -- text (a driver's error, a stack's innards) only the dashboard and the logs show. Rows
     -- failed before the column existed read false, except cancelled ones (migration 0001).
     error_public    boolean NOT NULL DEFAULT false,
+    -- A suspended run (issue 24, service/migrations/0003): what it waits for ('sleep',
+    -- 'bulk_operation', 'bulk_slot', 'event'), until when (NULL: until it happens), and the
+    -- wait's name (the event's, the bulk operation's id, the slot's kind). The row stays
+    -- 'processing' with no lease; `run_at` is when a worker looks again. NULL when running.
+    wait_for        text CHECK (wait_for IN ('sleep', 'bulk_operation', 'bulk_slot', 'event')),
+    wait_until      timestamptz,
+    wait_name       text,
     CONSTRAINT jobs_idempotency UNIQUE (shop_id, idempotency_key)
 );
 
@@ -73,6 +80,8 @@ CREATE INDEX jobs_status_updated_idx ON jobs (status, updated_at);
 CREATE INDEX jobs_processing_shop_idx ON jobs (shop_id) WHERE status = 'processing';
 -- A batch's progress and completion count its children by status.
 CREATE INDEX jobs_parent_status_idx ON jobs (parent_id, status) WHERE parent_id IS NOT NULL;
+-- Waking suspended jobs: an event's, a bulk operation's, a shop's bulk slot waiters.
+CREATE INDEX jobs_waiting_idx ON jobs (shop_id, wait_for, wait_name) WHERE wait_for IS NOT NULL;
 
 -- Shopify webhooks received. Shopify delivers an event more than once (retries, several
 -- subscriptions); its X-Shopify-Event-Id is recorded here first, and the unique constraint
@@ -106,6 +115,28 @@ CREATE TABLE schedule_ticks (
 
 -- The migrations applied to this database, one row each, written by the migration runner
 -- (service/migrations/__init__.py), which also creates this table before the first one.
+-- What a job's steps recorded (`ctx.step`, and what `ctx.sleep` / `ctx.wait_for_event` /
+-- bulk waits decided): a later run of the same job gets the record instead of running again.
+CREATE TABLE job_steps (
+    job_id          uuid NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+    name            text NOT NULL,
+    result          jsonb,
+    recorded_at     timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (job_id, name)
+);
+
+-- Events sent to a shop's jobs (`JobsClient.send_event`): a job waiting for one by name
+-- (`ctx.wait_for_event`) takes the first sent after the job was created.
+CREATE TABLE job_events (
+    id              bigserial PRIMARY KEY,
+    shop_id         bigint NOT NULL REFERENCES shops (id) ON DELETE CASCADE,
+    name            text NOT NULL,
+    payload         jsonb NOT NULL,
+    sent_at         timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE INDEX job_events_lookup_idx ON job_events (shop_id, name, sent_at);
+
 CREATE TABLE schema_migrations (
     version         integer PRIMARY KEY,
     name            text NOT NULL,

@@ -156,6 +156,9 @@ class JobView:
     finished_at: datetime | None
     parent_id: UUID | None = None
     children: dict[str, int] | None = None
+    # A suspended job's wait: {"for": "sleep" | "bulk_operation" | "bulk_slot" | "event",
+    # "until": ISO time or None}; None unless the job is processing and waits.
+    waiting: dict[str, str | None] | None = None
 
 
 class JobContext(Protocol):
@@ -205,6 +208,32 @@ class JobContext(Protocol):
         *,
         on_complete: str | None = None,
         fail_parent_on_child_failure: bool = False,
+    ) -> int: ...
+
+    # Waiting without a slot (docs/waits.md). A wait suspends the job: its run ends, its
+    # worker slot, shop count and lease are freed, and it runs again from the start of its
+    # handler when the wait is over; what it recorded is read back, not done again.
+    # `step`: runs `fn()` (a value or an awaitable, JSON) once per job; later runs get the
+    # record. `sleep`: until `seconds` from the first run (or `until`), `limit` overriding
+    # JOB_WAIT_TIMEOUT_SECONDS. `wait_for_event`: the payload of the first event `name` sent to
+    # the job's shop after the job was created (JobsClient.send_event); past `timeout` the job
+    # fails naming the event. `send_event`: to this job's shop unless `shop` is given; how many
+    # waiting jobs it woke.
+    async def step(self, name: str, fn: Callable[[], Any]) -> Any: ...
+
+    async def sleep(
+        self,
+        name: str,
+        seconds: float | timedelta | None = None,
+        *,
+        until: datetime | None = None,
+        limit: float | None = None,
+    ) -> None: ...
+
+    async def wait_for_event(self, name: str, timeout: float | timedelta | None = None) -> Any: ...
+
+    async def send_event(
+        self, name: str, payload: Any = None, *, shop: str | None = None
     ) -> int: ...
 
 

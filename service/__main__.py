@@ -87,6 +87,7 @@ def _job_json(job: JobView) -> dict[str, Any]:
         "status": job.status,
         "progress": job.progress,
         "progressMessage": job.progress_message,
+        "waiting": job.waiting,
         "input": job.input,
         "result": job.result,
         "error": job.error,
@@ -102,7 +103,8 @@ def _job_json(job: JobView) -> dict[str, Any]:
 
 
 async def _jobs(args: argparse.Namespace) -> dict[str, Any]:
-    """`jobs enqueue` / `jobs show` through the app's own JobsClient; CliError on a refusal."""
+    """`jobs enqueue` / `show` / `event` through the app's own JobsClient; CliError on a
+    refusal."""
     settings = load_settings(Settings)
     database = create_database(settings.database_url, min_size=1, max_size=2)
     redis = queue.connect(settings.redis_url)
@@ -117,6 +119,8 @@ async def _jobs(args: argparse.Namespace) -> dict[str, Any]:
             if job is None:
                 raise CliError(f"job {args.job_id} not found")
             return _job_json(job)
+        if args.command == "event":
+            return await _send_event(client, args)
         try:
             job_input = orjson.loads(args.input)
         except orjson.JSONDecodeError:
@@ -144,6 +148,18 @@ async def _jobs(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         await redis.aclose()
         await database.disconnect()
+
+
+async def _send_event(client: JobsClient, args: argparse.Namespace) -> dict[str, Any]:
+    try:
+        payload = orjson.loads(args.payload)
+    except orjson.JSONDecodeError:
+        raise CliError("--payload is not JSON") from None
+    try:
+        woken = await client.send_event(args.shop, args.name, payload)
+    except (EnqueueError, ValueError) as exc:
+        raise CliError(str(exc)) from None
+    return {"event": args.name, "woken": woken}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -180,6 +196,12 @@ def main(argv: list[str] | None = None) -> int:
     enqueue.add_argument("--idempotency-key", default=None)
     show = jobs_cmd.add_parser("show", help="print a job as JSON")
     show.add_argument("job_id")
+    event = jobs_cmd.add_parser(
+        "event", help="send an event to a shop's jobs (ctx.wait_for_event), as the app's code does"
+    )
+    event.add_argument("name")
+    event.add_argument("--shop", required=True)
+    event.add_argument("--payload", default="null", help="the event's payload, JSON")
 
     args = parser.parse_args(argv)
     if args.area == "jobs":

@@ -28,12 +28,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
+import orjson
 from arq.connections import ArqRedis
 from databases import Database
 from pydantic import BaseModel
 
 from jobs.types import EnqueuedJob, JobType, JobView
-from service import queue, store
+from service import queue, store, wakes
 from service.core import cancel
 from service.core.states import JobStatus
 from service.intake import (
@@ -57,6 +58,7 @@ logger = logging.getLogger("shopjobs.jobs")
 CHILD_CHUNK = 1_000
 # A delay longer than this is surely a unit mistake (milliseconds for seconds, say).
 MAX_DELAY_SECONDS = 366 * 86_400
+MAX_EVENT_NAME_LENGTH = 200  # as ctx.wait_for_event's (jobs/worker/waits.py)
 
 
 class EnqueueError(Exception):
@@ -298,6 +300,7 @@ class JobsClient:
             finished_at=job.finished_at,
             parent_id=job.parent_id,
             children=children,
+            waiting=job.waiting,
         )
 
     async def retry(self, job_id: UUID, source: Source = Source.APP) -> QueueOutcome | None:
@@ -324,6 +327,21 @@ class JobsClient:
         for job_id, name, shop in jobs:
             await self.intake.put(name, job_id, shop, source)
         return len(jobs)
+
+    async def send_event(self, shop: str, name: str, payload: Any = None) -> int:
+        """Send event `name` to the shop's jobs: every job of the shop waiting for it
+        (`ctx.wait_for_event(name)`) runs again at once and receives `payload` (JSON), and so
+        does one that starts waiting later (a job gets the first such event sent after it was
+        created). How many waiting jobs were woken."""
+        if not isinstance(name, str) or not 0 < len(name) <= MAX_EVENT_NAME_LENGTH:
+            raise ValueError(f"an event name is 1 to {MAX_EVENT_NAME_LENGTH} characters")
+        try:
+            payload_json = orjson.dumps(payload).decode()
+        except TypeError as exc:
+            raise ValueError(f"an event's payload must be JSON: {exc}") from None
+        installed = await self.installed_shop(shop)
+        await store.send_event(self.database, installed.id, name, payload_json)
+        return await wakes.wake_event(self.database, self.redis, installed.id, name)
 
     async def cancel(self, job_id: UUID) -> bool:
         """Cancel a job that is not final, running or not, with its batch's unfinished

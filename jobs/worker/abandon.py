@@ -20,6 +20,7 @@ from jobs.types import NonRetryableError
 from jobs.worker.results import error_text
 from jobs.worker.runtime import Runtime
 from service.core.states import CANCELLED_MESSAGE
+from service.core.waits import Suspend
 
 logger = logging.getLogger("shopjobs.worker")
 
@@ -45,10 +46,11 @@ class HandlerExited(Exception):
 
 
 async def _contained(handler: Awaitable[Any]) -> Any:
-    """`await handler`, with a BaseException that is no Exception turned into HandlerExited."""
+    """`await handler`, with a BaseException that is no Exception turned into HandlerExited
+    (but a wait's Suspend, which the runner turns into a suspended job)."""
     try:
         return await handler
-    except (asyncio.CancelledError, GeneratorExit):
+    except (asyncio.CancelledError, GeneratorExit, Suspend):
         raise
     except Exception:
         raise

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -23,6 +23,7 @@ from databases import Database
 from pydantic import BaseModel
 
 from jobs.types import CompletionWrite, EnqueuedJob, NonRetryableError
+from jobs.worker import waits
 from jobs.worker.resources import Resources
 from jobs.worker.results import storable_error
 from service import store
@@ -55,6 +56,11 @@ class RunContext:
     completion_writes: list[CompletionWrite] = field(default_factory=list)
     # The spec of the batch this run started (store.start_batch), None if it started none.
     batch: dict[str, Any] | None = None
+    # The default limit of one wait (JOB_WAIT_TIMEOUT_SECONDS) and the size cap of a recorded
+    # step (JOB_RESULT_MAX_BYTES), from the worker's settings.
+    wait_timeout_seconds: float = 86_400
+    result_max_bytes: int = 1_048_576
+    _records: waits.Records | None = None
     _next_child: int = 0
     _last_write: float = 0.0
     _last_message: str | None = None
@@ -70,7 +76,7 @@ class RunContext:
             if self.resources is None:
                 raise RuntimeError("this context has no Admin API client")
             self._admin = self.resources.admin.admin_for(
-                self.shop, JobLink(UUID(self.job_id), self.report_progress)
+                self.shop, JobLink(UUID(self.job_id), self.report_progress, owner=self.owner)
             )
         return self._admin
 
@@ -134,6 +140,39 @@ class RunContext:
         first = self._next_child
         self._next_child += len(inputs)
         return await client.enqueue_children(UUID(self.job_id), shop, job_type, inputs, first)
+
+    def _steps(self) -> waits.Records:
+        if self._records is None:
+            self._records = waits.Records(
+                self.database, self.job_id, self.owner, self.result_max_bytes
+            )
+        return self._records
+
+    async def step(self, name: str, fn: Callable[[], Any]) -> Any:
+        """Run `fn()` once per job and record its JSON result; later runs get the record."""
+        return await waits.step(self._steps(), name, fn)
+
+    async def sleep(
+        self,
+        name: str,
+        seconds: float | timedelta | None = None,
+        *,
+        until: datetime | None = None,
+        limit: float | None = None,
+    ) -> None:
+        """Wait `seconds` (or until a time) without holding a worker slot: the job suspends
+        and runs again from the start when the time comes; this call then returns."""
+        await waits.sleep(self._steps(), name, seconds, until, limit or self.wait_timeout_seconds)
+
+    async def wait_for_event(self, name: str, timeout: float | timedelta | None = None) -> Any:
+        """The payload of event `name` sent to this job's shop (JobsClient.send_event), waiting
+        for it without a slot; past `timeout` the job fails, naming the event."""
+        seconds = self.wait_timeout_seconds if timeout is None else waits.seconds_of(timeout)
+        return await waits.wait_for_event(self._steps(), name, seconds)
+
+    async def send_event(self, name: str, payload: Any = None, *, shop: str | None = None) -> int:
+        """Send event `name` to a shop's jobs (this job's shop unless `shop` is given)."""
+        return await self._client().send_event(shop or self.shop, name, payload)
 
     def on_completion(self, write: CompletionWrite) -> None:
         """Commit `write` together with this job's completion, or not at all."""

@@ -30,9 +30,11 @@ from arq.connections import ArqRedis
 from databases import Database
 
 from jobs.worker.outcomes import end_batches
+from jobs.worker.runtime import Runtime
 from service import queue, store
 from service.core.settings import Settings
 from service.core.states import JobStatus
+from service.shopify import bulk, bulk_slots
 
 logger = logging.getLogger("shopjobs.worker")
 
@@ -86,6 +88,22 @@ async def requeue_stranded(
     return requeued
 
 
+async def cancel_bulk_operations(runtime: Runtime, job_id: UUID | None = None) -> int:
+    """Cancel on Shopify the bulk operations of cancelled jobs that were waiting for them (no
+    run of theirs was going to); each is taken by one worker only. How many."""
+    taken = await store.take_cancelled_bulk_waits(runtime.database, job_id)
+    for cancelled, shop, operation_id in taken:
+        try:
+            admin = runtime.resources.admin.admin_for(shop)
+            await admin.graphql(bulk.CANCEL, {"id": operation_id}, cost=bulk.MUTATION_COST)
+            for kind in ("QUERY", "MUTATION"):
+                await bulk_slots.release(runtime.redis, shop, kind, str(cancelled))
+            logger.info("job %s cancelled: bulk operation %s cancelled", cancelled, operation_id)
+        except Exception as exc:  # it ends on its own; the job is cancelled either way
+            logger.warning("bulk operation %s not cancelled (%r)", operation_id, exc)
+    return len(taken)
+
+
 async def delete_expired(database: Database, settings: Settings) -> int:
     deleted = await store.delete_old_jobs(
         database,
@@ -108,6 +126,10 @@ async def reconcile(ctx: dict[str, Any]) -> int:
     runtime = ctx["runtime"]
     # Batches whose last child ended where no one looked (its worker died just after) end here.
     await end_batches(runtime, None)
+    try:  # cancelled while waiting for a bulk operation, with no worker told (Redis was down)
+        await cancel_bulk_operations(runtime)
+    except Exception as exc:
+        logger.warning("bulk operations of cancelled jobs not looked at: %s", exc)
     settings = runtime.settings
     try:
         wrong = await queue.repair(runtime.redis, settings.shop_concurrency_limit)
@@ -129,6 +151,8 @@ async def retention(ctx: dict[str, Any]) -> int:
     runtime = ctx["runtime"]
     try:
         await store.prune_webhook_events(runtime.database, WEBHOOK_EVENT_RETENTION_SECONDS)
+        # An event is looked for by jobs created before it was sent: none outlives this.
+        await store.prune_events(runtime.database, runtime.settings.job_max_age_seconds)
         return await delete_expired(runtime.database, runtime.settings)
     except Exception as exc:
         logger.warning("retention skipped: %s", exc)

@@ -30,9 +30,10 @@ import contextlib
 import logging
 import os
 import signal
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable, Coroutine
 from signal import Signals
 from typing import Any
+from uuid import UUID
 
 import arq.worker
 from arq.connections import create_pool
@@ -94,6 +95,7 @@ class ShopjobsWorker(arq.worker.Worker):
         a freed slot, or a job enqueued anywhere (a Redis pub/sub wake-up), polls at once.
         """
         self._wake = asyncio.Event()
+        self._chores: set[asyncio.Task[Any]] = set()
         if self._pool is None:
             self._pool = await create_pool(
                 self.redis_settings,
@@ -130,9 +132,7 @@ class ShopjobsWorker(arq.worker.Worker):
                         if message["type"] != "message":
                             continue
                         if _text(message["channel"]) == cancel.CANCEL_CHANNEL:
-                            job_id = _text(message["data"])
-                            if runtime.request_stop(job_id):
-                                logger.info("job %s cancelled: stopping its handler", job_id)
+                            self._cancelled(runtime, _text(message["data"]))
                         else:
                             self._wake.set()
             except asyncio.CancelledError:
@@ -205,6 +205,25 @@ class ShopjobsWorker(arq.worker.Worker):
         the worker runs.
         """
         self.tasks[job_id] = self.loop.create_task(_until_cancelled(run))
+
+    def _cancelled(self, runtime: Runtime, job_id: str) -> None:
+        """A job was cancelled: stop its handler if it runs here; if it was waiting for a bulk
+        operation, cancel that on Shopify (one worker does: service/store/waits.py)."""
+        if runtime.request_stop(job_id):
+            logger.info("job %s cancelled: stopping its handler", job_id)
+            return
+        try:
+            cancelled = UUID(job_id)
+        except ValueError:
+            return
+        self._beside(maintenance.cancel_bulk_operations(runtime, cancelled))
+
+    def _beside(self, work: Coroutine[Any, Any, Any]) -> None:
+        """Run a short chore beside the poll loop (kept referenced until it ends; its failure
+        is logged, never raised)."""
+        task = asyncio.ensure_future(work)
+        self._chores.add(task)
+        task.add_done_callback(_chore_done(self._chores))
 
     def _slot_freed(self, _: asyncio.Task[Any]) -> None:
         self.job_counter -= 1
@@ -338,6 +357,15 @@ async def _until_cancelled(run: Any) -> None:
     """
     with contextlib.suppress(asyncio.CancelledError):
         await run
+
+
+def _chore_done(chores: set[asyncio.Task[Any]]) -> Callable[[asyncio.Task[Any]], None]:
+    def done(task: asyncio.Task[Any]) -> None:
+        chores.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.warning("chore failed: %r", task.exception())
+
+    return done
 
 
 def _text(value: bytes | str) -> str:

@@ -24,6 +24,7 @@ import logging
 import random
 import time
 from collections.abc import Coroutine
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
@@ -46,9 +47,11 @@ from jobs.worker.outcomes import (
 )
 from jobs.worker.results import encode_result
 from jobs.worker.runtime import Incoming, Runtime
+from jobs.worker.suspend import suspended
 from service import store
 from service.core import logs
 from service.core.states import ClaimResult, RunOutcome
+from service.core.waits import Suspend
 from service.queue import Finish, done, give_back, later
 
 logger = logging.getLogger("shopjobs.worker")
@@ -63,6 +66,12 @@ CHILD_ENDS = frozenset({RunOutcome.COMPLETED, RunOutcome.FAILED, RunOutcome.ABAN
 
 def _jitter(seconds: float) -> float:
     return seconds + random.uniform(0, min(0.2, seconds * 0.1 + 0.01))
+
+
+def _age_seconds(claim: store.Claim) -> float:
+    if claim.created_at is None:
+        return 0.0
+    return (datetime.now(UTC) - claim.created_at).total_seconds()
 
 
 def _is_job_id(job_id: str) -> bool:
@@ -191,7 +200,22 @@ async def _run(
         logger.error("%s failed: %s", tag, message)
         return RunOutcome.ABANDONED, done(job_id)
 
+    age = _age_seconds(claim)
+    if age > settings.job_max_age_seconds:
+        limit = settings.job_max_age_seconds
+        message = f"Too old: {age:.0f}s since it was created, over JOB_MAX_AGE_SECONDS ({limit:g})"
+        await record(
+            runtime,
+            job_id,
+            f"{tag} fail",
+            lambda: store.fail_job(database, claim.id, owner, failures, message, public=True),
+        )
+        logger.error("%s failed: %s", tag, message)
+        return RunOutcome.FAILED, done(job_id)
+
     attempt = failures + 1
+    if claim.resumed:
+        logger.info("%s resumed after waiting for %s", tag, claim.resumed)
     if claim.recovered:
         logger.warning("%s recovered from a dead worker's expired lease", tag)
     logger.info("%s started attempt=%d", tag, attempt, extra={"attempt": attempt})
@@ -205,6 +229,8 @@ async def _run(
         owner=owner,
         resources=runtime.resources,
         jobs=runtime.jobs,
+        wait_timeout_seconds=settings.job_wait_timeout_seconds,
+        result_max_bytes=settings.job_result_max_bytes,
     )
     started = time.monotonic()
     try:
@@ -229,6 +255,8 @@ async def _run(
             "%s interrupted after %.2fs, given back to the queue", tag, time.monotonic() - started
         )
         raise
+    except Suspend as wait:
+        return await suspended(runtime, job_type, claim, wait)
     except Exception as exc:
         return await failed(runtime, job_type, claim, exc, timeout)
 

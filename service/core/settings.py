@@ -97,6 +97,11 @@ class Settings(TokenSettings):
     job_max_attempts: Annotated[int, Field(ge=1)] = 3
     job_backoff_seconds: Annotated[float, Field(ge=0)] = 5
     job_timeout_seconds: PositiveFloat = 300
+    # A wait (a sleep, a bulk operation or slot, an event) longer than this fails its job, naming
+    # the wait; ctx.sleep / ctx.wait_for_event may set their own. A job older than
+    # JOB_MAX_AGE_SECONDS (from its creation, waits and retries included) fails at its next run.
+    job_wait_timeout_seconds: PositiveFloat = 86_400
+    job_max_age_seconds: PositiveFloat = 604_800
     # A run that does not stop within this long of being cancelled (at its timeout) is abandoned.
     job_abandon_grace_seconds: Annotated[float, Field(ge=0)] = 5
     # Abandoned runs still going in one process beyond this turn its /healthz to 503.

@@ -45,6 +45,7 @@ class RunOutcome(StrEnum):
     LEASE_LOST = "lease_lost"  # another worker took the job over; this run's result is dropped
     INTERRUPTED = "interrupted"  # shutdown cancelled it: given back to the queue, not counted
     WAITING = "waiting"  # a batch parent's handler returned: it ends when its children have
+    SUSPENDED = "suspended"  # it waits (a sleep, a bulk operation, an event): it runs again
 
 
 # The message a cancelled job ends failed with (dashboard, admin API).

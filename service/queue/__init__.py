@@ -27,14 +27,15 @@ Every step is a sorted-set or hash operation on one shop or one job: taking or f
 costs O(log n), whatever the size of any shop's backlog. A shop is in at most one of ready,
 delayed and capped; the scripts keep that, atomically.
 
-The API: `connect` / `ping` (connection.py); `enqueue` / `enqueue_many` (enqueue.py); a
+The API: `connect` / `ping` (connection.py); `enqueue` / `enqueue_many` / `wake` (a
+suspended job due now) (enqueue.py); a
 worker's `Taker` with `take` and `finish` (`done`, `later`, `give_back`) (take.py); the
 reconciler's `find`, `repair`, `place_shops`, `drop_leftover` and the gauges' `depth`
 (upkeep.py).
 """
 
 from service.queue.connection import connect, ping, redis_settings
-from service.queue.enqueue import enqueue, enqueue_many
+from service.queue.enqueue import enqueue, enqueue_many, wake
 from service.queue.keys import QUEUE_NAME, WAKE_CHANNEL
 from service.queue.take import Finish, Taken, Taker, done, give_back, later
 from service.queue.upkeep import Found, depth, drop_leftover, find, place_shops, repair
@@ -62,4 +63,5 @@ __all__ = [
     "redis_settings",
     "repair",
     "serialize",
+    "wake",
 ]

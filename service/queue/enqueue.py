@@ -41,6 +41,18 @@ async def enqueue(
     return bool(await scripts(redis).enqueue(keys=keys, args=args))
 
 
+async def wake(redis: Redis, job_type: str, job_id: str, *, shop: str | None) -> bool:
+    """Make a suspended job's entry due now (what it waited for happened); an entry that was
+    lost is queued anew. False when neither was needed: a worker holds the job now."""
+    now_ms = int(time.time() * 1000)
+    woken = await scripts(redis).wake(
+        keys=[shop_queue(shop)], args=[job_id, now_ms, shop or APP_BUCKET]
+    )
+    if woken:
+        return True
+    return await enqueue(redis, job_type, job_id, shop=shop)
+
+
 async def enqueue_many(redis: Redis, jobs: list[tuple[str, str, str | None]]) -> list[bool]:
     """`enqueue` for many (job type, job id, shop), due now, in one round trip (a pipeline)."""
     script = scripts(redis).enqueue

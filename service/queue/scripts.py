@@ -1,9 +1,10 @@
 """Every Lua script of the queue, named and loaded in one place.
 
 Each script is one atomic step on the layout described in `service/queue/__init__.py`:
-ENQUEUE (a job joins its shop's set), TAKE (due jobs leave for a worker, shop by shop, the
-per-shop cap held), FINISH (a taken job is done, due again later, or given back), and the
-reconciler's REPAIR and PLACE; DEPTH feeds the gauges. `scripts(redis)` registers them once
+ENQUEUE (a job joins its shop's set), WAKE (a suspended job's entry made due now), TAKE (due
+jobs leave for a worker, shop by shop, the per-shop cap held), FINISH (a taken job is done,
+due again later, or given back), and the reconciler's REPAIR and PLACE; DEPTH feeds the
+gauges. `scripts(redis)` registers them once
 per client: a call then sends EVALSHA (the script's text only if Redis lost it).
 """
 
@@ -289,12 +290,30 @@ return 1
 """
 )
 
+# A suspended job's entry made due now (what it waited for happened): its score lowered to now
+# in its shop's set, the shop into the rotation, idle workers woken. Returns 0 when the entry is
+# not in its shop's set (taken by a worker now, or lost: the caller queues it anew).
+# KEYS: the shop's set. ARGV: job id, now (ms), the shop (or APP_BUCKET).
+WAKE_LUA = (
+    PRELUDE
+    + f"""
+if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then
+  return 0
+end
+redis.call('ZADD', KEYS[1], 'LT', ARGV[2], ARGV[1])
+joined(ARGV[3], tonumber(ARGV[2]), tonumber(ARGV[2]))
+redis.call('PUBLISH', '{WAKE_CHANNEL}', '1')
+return 1
+"""
+)
+
 
 @dataclass(frozen=True)
 class Scripts:
     """The queue's scripts, registered on one Redis client."""
 
     enqueue: AsyncScript
+    wake: AsyncScript
     take: AsyncScript
     finish: AsyncScript
     repair: AsyncScript
@@ -311,6 +330,7 @@ def scripts(redis: Redis) -> Scripts:
     if found is None:
         found = _registered[redis] = Scripts(
             enqueue=redis.register_script(ENQUEUE_LUA),
+            wake=redis.register_script(WAKE_LUA),
             take=redis.register_script(TAKE_LUA),
             finish=redis.register_script(FINISH_LUA),
             repair=redis.register_script(REPAIR_LUA),

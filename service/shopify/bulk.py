@@ -10,8 +10,13 @@ writes JSONL to a URL. Here:
 - the operation's id is kept with the job (jobs.bulk_operation_id) before any waiting, so a
   run interrupted while waiting (a killed worker) resumes that operation; a completed one whose
   result has not expired is read again rather than run again;
-- waiting polls the operation with backoff, and wakes early when the `bulk_operations/finish`
-  webhook (service/web/webhooks.py) pushes the operation's id to a Redis list;
+- a job run by a worker does not wait in place: while it waits for a slot or for Shopify it
+  suspends (service/core/waits.py), freeing its worker slot, and runs again when the
+  `bulk_operations/finish` webhook wakes it (service/wakes.py), when a slot frees, or at its
+  next poll (backoff from 1 s to 30 s); each call's operation is recorded as a step of the
+  job, so the run after a wait (or a crash) picks up the same operation;
+- a caller without a job (tools, tests) waits in place: it polls with backoff, and wakes
+  early when the webhook pushes the operation's id to a Redis list;
 - `objectCount` is reported as the job's progress, then the rows read while streaming;
 - the result is streamed with httpx line by line (bulk_rows.py): memory stays flat whatever
   the file size;
@@ -26,15 +31,19 @@ importing everything from here.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import tempfile
+import time
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
 from redis.asyncio import Redis
 
-from service import store
+from service import store, wakes
+from service.core.waits import Suspend, WaitFor
 from service.shopify import bulk_slots
 from service.shopify.bulk_errors import (
     RETRYABLE_ERROR_CODES,
@@ -52,6 +61,7 @@ from service.shopify.bulk_rows import (
     MutationResult,
 )
 from service.shopify.bulk_slots import finished_key, signal_finished
+from service.store.sql import to_json
 
 # What callers reach through this module (jobs/worker, service/web, tests).
 __all__ = [
@@ -78,6 +88,11 @@ logger = logging.getLogger("shopjobs.shopify")
 POLL_FIRST_SECONDS = 0.2
 POLL_MAX_SECONDS = 5.0
 POLL_GROWTH = 1.5
+# A suspended job looks again at its running operation after a quarter of the time it has
+# waited, between these bounds (the webhook wakes it at once when the shop is subscribed).
+SUSPENDED_POLL_MIN_SECONDS = 1.0
+SUSPENDED_POLL_MAX_SECONDS = 30.0
+SLOT_POLL_SECONDS = 5.0  # a job waiting for a slot looks again (a freed slot wakes it sooner)
 RUNNING = ("CREATED", "RUNNING", "CANCELING")
 
 OPERATION_FIELDS = "id type status errorCode objectCount rootObjectCount url partialDataUrl query"
@@ -142,6 +157,15 @@ class BulkRunner:
         settings = admin.client.settings
         self.limit = bulk_slots.concurrent_limit(settings.shopify_api_version)
         self.holder = str(self.link.job_id) if self.link else f"adhoc:{id(self)}"
+        self.wait_limit = settings.job_wait_timeout_seconds
+        # The step this call's operation is recorded under (with a worker's job only): the
+        # n-th call of a run with this text resumes the n-th operation recorded for it.
+        self.step_key: str | None = None
+        if self.link is not None and self.link.owner is not None:
+            digest = hashlib.sha256(f"{kind}\n{text}".encode()).hexdigest()[:24]
+            nth = self.link.calls.get(digest, 0)
+            self.link.calls[digest] = nth + 1
+            self.step_key = f"bulk:{kind.lower()}:{digest}:{nth}"
 
     @property
     def redis(self) -> Redis:
@@ -154,6 +178,12 @@ class BulkRunner:
 
     async def _release(self) -> None:
         await bulk_slots.release(self.redis, self.admin.shop, self.kind, self.holder)
+        try:  # a job suspended until a slot frees runs now
+            await wakes.wake_slot(
+                self.admin.client.database, self.redis, self.admin.shop, self.kind, 1
+            )
+        except Exception as exc:  # it looks again at its next poll all the same
+            logger.warning("%s: bulk slot waiters not woken (%r)", self.admin.shop, exc)
 
     async def _progress(self, percent: int, message: str) -> None:
         if self.link is not None:
@@ -207,6 +237,8 @@ class BulkRunner:
             delay = min(POLL_MAX_SECONDS, delay * POLL_GROWTH)
 
     async def run(self, start: Callable[[], Awaitable[dict[str, Any]]]) -> BulkRows:
+        if self.step_key is not None:
+            return await self._run_suspending(start)
         await self._wait_for_slot()
         try:
             operation = await self._resumable()
@@ -229,6 +261,117 @@ class BulkRunner:
         if self.link is not None:
             self.link.handed_over.add(str(operation["id"]))
         return self._outcome(operation)
+
+    async def _run_suspending(self, start: Callable[[], Awaitable[dict[str, Any]]]) -> BulkRows:
+        """`run` for a worker's job: every wait suspends the job (Suspend) instead."""
+        assert self.link is not None
+        database = self.admin.client.database
+        operation = await self._recorded()
+        try:
+            if operation is None:
+                operation = await self._start_suspending(start)
+            operation_id = str(operation["id"])
+            if operation["status"] in RUNNING:
+                await self._suspend_while_running(operation)
+        except Suspend:
+            raise  # a running operation keeps its slot while the job waits
+        except BaseException:
+            await self._release()
+            raise
+        await self._release()
+        self.link.handed_over.add(operation_id)
+        await store.keep_bulk_operation(database, self.link.job_id, operation_id)
+        return self._outcome(operation)
+
+    async def _recorded(self) -> dict[str, Any] | None:
+        """The operation this call started in an earlier run of the job, as Shopify has it now;
+        None if it started none, or one that failed in a way a retry starts anew."""
+        assert self.link is not None and self.step_key is not None
+        found, kept = await store.step_of(
+            self.admin.client.database, self.link.job_id, self.step_key
+        )
+        if not found:
+            # A run of the previous release kept its operation in jobs.bulk_operation_id only.
+            return await self._resumable()
+        operation = await self._node(str(kept))
+        if operation is None:
+            raise BulkOperationFailed(f"Bulk operation {kept} is gone")
+        if operation["status"] == "FAILED" and operation.get("errorCode") in RETRYABLE_ERROR_CODES:
+            return None  # the job's retry starts it again
+        return operation  # running, completed, or ended: its outcome says how
+
+    async def _start_suspending(
+        self, start: Callable[[], Awaitable[dict[str, Any]]]
+    ) -> dict[str, Any]:
+        assert self.link is not None and self.link.owner is not None
+        assert self.step_key is not None
+        if not await self._acquire():
+            await self._progress(0, "waiting for the shop's bulk operation slot")
+            raise self._suspend(WaitFor.BULK_SLOT, self.kind, SLOT_POLL_SECONDS)
+        payload = await start()
+        operation: dict[str, Any] | None = payload.get("bulkOperation")
+        if not operation:
+            errors = payload.get("userErrors") or []
+            if not {e.get("code") for e in errors} & set(BUSY_CODES):
+                text = "; ".join(str(e.get("message")) for e in errors) or "no operation"
+                raise BulkOperationFailed(f"Shopify refused the bulk operation: {text}")
+            # Busy with an operation we do not know of (another process, another app version)
+            await self._progress(0, "waiting for the shop's running bulk operation")
+            await bulk_slots.release(self.redis, self.admin.shop, self.kind, self.holder)
+            raise self._suspend(WaitFor.BULK_SLOT, self.kind, SLOT_POLL_SECONDS)
+        database = self.admin.client.database
+        operation_id = str(operation["id"])
+        recorded = await store.record_step(
+            database,
+            self.link.job_id,
+            self.link.owner,
+            self.step_key,
+            to_json(operation_id),
+            replace=True,
+        )
+        if not recorded:
+            await self._cancel(operation_id)
+            raise BulkOperationFailed(
+                f"Bulk operation {operation_id} was started by a run that lost its job: cancelled"
+            )
+        await store.keep_bulk_operation(database, self.link.job_id, operation_id)
+        return operation
+
+    async def _suspend_while_running(self, operation: dict[str, Any]) -> None:
+        """Suspend the job until the operation ends (or fail it past the wait limit)."""
+        assert self.link is not None
+        operation_id = str(operation["id"])
+        if await store.job_is_final(self.admin.client.database, self.link.job_id):
+            await self._cancel(operation_id)
+            raise BulkOperationCanceled(
+                f"The job was cancelled: bulk operation {operation_id} cancelled with it"
+            )
+        waited = time.time() - await bulk_slots.waiting_since(self.redis, operation_id)
+        if waited > self.wait_limit:
+            await self._cancel(operation_id)
+            raise BulkOperationFailed(
+                f"Bulk operation {operation_id} still running after {waited:.0f}s, over the "
+                f"wait limit ({self.wait_limit:g}s, JOB_WAIT_TIMEOUT_SECONDS): cancelled"
+            )
+        count = int(operation.get("objectCount") or 0)
+        percent = min(49, count * 50 // self.expected) if self.expected else 0
+        await self._progress(percent, f"bulk operation running: {count} objects")
+        delay = min(SUSPENDED_POLL_MAX_SECONDS, max(SUSPENDED_POLL_MIN_SECONDS, waited / 4))
+        # The slot stays this job's while it waits: Shopify counts the operation either way.
+        await bulk_slots.acquire(
+            self.redis,
+            self.admin.shop,
+            self.kind,
+            self.limit,
+            self.holder,
+            lease_seconds=max(bulk_slots.SLOT_LEASE_SECONDS, 2 * delay + 30),
+        )
+        raise self._suspend(WaitFor.BULK_OPERATION, operation_id, delay)
+
+    def _suspend(self, wait_for: WaitFor, name: str, seconds: float) -> Suspend:
+        """The job waits until Shopify says (no known end), looking again in `seconds`."""
+        look_again = datetime.now(UTC) + timedelta(seconds=seconds)
+        return Suspend(wait_for, name=name, until=None, look_again=look_again)
 
     async def _cancel_if_job_ended(self) -> None:
         if self.link is None:

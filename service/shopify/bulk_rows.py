@@ -63,6 +63,13 @@ class JobLink:
     # Operations this run already handed over: never resumed by a later call of the same run
     # (a second bulk_mutation with the same mutation has other rows).
     handed_over: set[str] = field(default_factory=set)
+    # The worker running the job (its lease): with it, each operation is recorded as a step of
+    # the job under the call that started it, and waits suspend the job instead of holding
+    # the run (service/core/waits.py). None: the run waits in place (tests, tools).
+    owner: str | None = None
+    # How many bulk calls of each (kind, text) this run made: the n-th call resumes the n-th
+    # operation an earlier run of the job recorded for the same text.
+    calls: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass

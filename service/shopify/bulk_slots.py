@@ -24,6 +24,7 @@ CONCURRENT_LIMIT = 5
 SLOT_LEASE_SECONDS = 60.0  # a slot whose holder stopped renewing it (killed) frees itself
 SIGNAL_BLOCK_SECONDS = 1.0  # under the Redis client's socket timeout
 SIGNAL_LIFETIME_SECONDS = 3600
+SINCE_LIFETIME_SECONDS = 8 * 86_400  # a bulk result expires after 7 days
 
 # KEYS[1] the shop's slots (a sorted set: job id -> lease expiry, ms);
 # ARGV: now ms, limit, job id, lease ms. A holder renewing its slot always gets it back.
@@ -46,8 +47,16 @@ def slots_key(shop: str, kind: str) -> str:
     return f"shopjobs:bulk:slots:{shop}:{kind}"
 
 
-async def acquire(redis: Redis, shop: str, kind: str, limit: int, holder: str) -> bool:
-    """Take (or renew) `holder`'s slot among the shop's `limit` slots of `kind`."""
+async def acquire(
+    redis: Redis,
+    shop: str,
+    kind: str,
+    limit: int,
+    holder: str,
+    lease_seconds: float = SLOT_LEASE_SECONDS,
+) -> bool:
+    """Take (or renew) `holder`'s slot among the shop's `limit` slots of `kind`, for
+    `lease_seconds` (a suspended job holds it until it looks again, and some)."""
     now = int(time.time() * 1000)
     # redis-py types each command as "an awaitable or, on the sync client, the answer", and
     # EVAL's arguments as strings (what Redis receives: an int is sent as its digits either way)
@@ -60,7 +69,7 @@ async def acquire(redis: Redis, shop: str, kind: str, limit: int, holder: str) -
             str(now),
             str(limit),
             holder,
-            str(int(SLOT_LEASE_SECONDS * 1000)),
+            str(int(lease_seconds * 1000)),
         ),
     )
     return bool(got)
@@ -68,6 +77,19 @@ async def acquire(redis: Redis, shop: str, kind: str, limit: int, holder: str) -
 
 async def release(redis: Redis, shop: str, kind: str, holder: str) -> None:
     await redis.zrem(slots_key(shop, kind), holder)
+
+
+def since_key(operation_id: str) -> str:
+    return f"shopjobs:bulk:since:{operation_id}"
+
+
+async def waiting_since(redis: Redis, operation_id: str) -> float:
+    """When a suspended job began waiting for this operation (epoch seconds): its wait limit
+    and its polling backoff count from then, across its runs."""
+    key = since_key(operation_id)
+    await redis.set(key, str(time.time()), nx=True, ex=SINCE_LIFETIME_SECONDS)
+    kept = await redis.get(key)
+    return float(kept) if kept is not None else time.time()
 
 
 def finished_key(operation_id: str) -> str:

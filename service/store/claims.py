@@ -8,6 +8,7 @@ whether it recovered a dead worker's job: an UPDATE's RETURNING sees only the ne
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -37,6 +38,8 @@ class Claim:
     shop: str
     recovered: bool = False  # it was processing under an expired lease: its worker died
     parent_id: UUID | None = None  # a batch child: its end may end its parent's batch
+    resumed: str | None = None  # it was suspended, waiting for this (service/core/waits.py)
+    created_at: datetime | None = None  # its age bounds it (JOB_MAX_AGE_SECONDS)
 
 
 def _claim(row: Row) -> Claim:
@@ -49,13 +52,15 @@ def _claim(row: Row) -> Claim:
         shop=row["shop"],
         recovered=row["recovered"],
         parent_id=row["parent_id"],
+        resumed=row["waited"],
+        created_at=row["created_at"],
     )
 
 
 # A job another claim has locked is skipped, not waited for.
 _CLAIM_MANY = f"""
     WITH before AS (
-        SELECT id, status AS was FROM jobs
+        SELECT id, status AS was, wait_for AS waited FROM jobs
          WHERE id = ANY($1::uuid[]) AND {CLAIMABLE}
          FOR UPDATE SKIP LOCKED
     )

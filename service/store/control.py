@@ -21,7 +21,8 @@ _RESET_TO_PENDING = """
     status = 'pending', attempts = 0, retry_count = 0, progress = 0, progress_message = NULL,
     result = NULL, error_message = NULL, error_public = false,
     run_at = NULL, started_at = NULL, finished_at = NULL,
-    lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
+    lease_owner = NULL, lease_expires_at = NULL, updated_at = now(),
+    wait_for = NULL, wait_name = NULL, wait_until = NULL
 """
 
 
@@ -56,7 +57,8 @@ async def retry_failed_jobs(database: Database, job_type: str) -> list[tuple[UUI
 async def cancel_job(database: Database, job_id: UUID) -> list[UUID] | None:
     """Cancel a job that is not final, and its batch's unfinished children: they become failed
     CANCELLED_MESSAGE. None if the job is final or gone; else the ids among them that a worker
-    is running, whose handlers the caller asks to stop (service/core/cancel.py).
+    is running or waiting, whose handlers (or bulk operations) the caller asks the workers
+    to stop (service/core/cancel.py).
 
     Failed is final: every write of the worker running it is guarded by the lease and the
     `processing` status (sql.HELD_BY_OWNER), so the run that is stopped records nothing.
@@ -75,6 +77,11 @@ async def cancel_job(database: Database, job_id: UUID) -> list[UUID] | None:
                )
                UPDATE jobs SET status = 'failed', error_message = $2, error_public = true,
                       run_at = NULL,
+                      -- A wait ends with the job; one on a bulk operation is kept as the mark
+                      -- that the operation still runs on Shopify: a worker cancels it there
+                      -- and clears it (store.take_cancelled_bulk_waits).
+                      wait_for = CASE WHEN wait_for = 'bulk_operation' THEN wait_for END,
+                      wait_until = NULL,
                       lease_owner = NULL, lease_expires_at = NULL,
                       finished_at = now(), updated_at = now()
                  FROM target

@@ -42,6 +42,19 @@ class Job:
     batch: dict[str, Any] | None = None
     # Whether error_message may be shown outside the operator's dashboard (schema.sql).
     error_public: bool = False
+    # A suspended job's wait (service/core/waits.py): what for, and until when (None: until it
+    # happens). None while it runs or is not processing.
+    wait_for: str | None = None
+    wait_until: datetime | None = None
+
+    @property
+    def waiting(self) -> dict[str, str | None] | None:
+        """What every reader shows of a suspended job: `{"for": ..., "until": ISO or null}`;
+        None unless the job is processing and waits."""
+        if self.status != JobStatus.PROCESSING or self.wait_for is None:
+            return None
+        until = None if self.wait_until is None else self.wait_until.isoformat()
+        return {"for": self.wait_for, "until": until}
 
     @property
     def shown_error(self) -> str | None:

@@ -23,6 +23,9 @@ async def stranded_jobs(
                        AND (j.run_at IS NULL OR j.run_at < now() - make_interval(secs => $1)))
                    OR (j.status = 'processing'
                        AND j.lease_expires_at < now() - make_interval(secs => $1))
+                   OR (j.status = 'processing' AND j.lease_owner IS NULL
+                       AND j.wait_for IS NOT NULL
+                       AND j.run_at < now() - make_interval(secs => $1))
                 ORDER BY j.updated_at
                 LIMIT $2""",
             older_than_seconds,

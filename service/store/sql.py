@@ -63,14 +63,16 @@ JOB_COLUMNS = (
     "id, shop_id, type, input, status, progress, progress_message, result, error_message, "
     "attempts, retry_count, customer_id, idempotency_key, source, lease_owner, lease_expires_at, "
     "run_at, created_at, updated_at, started_at, finished_at, staff_user_id, parent_id, batch, "
-    "error_public"
+    "error_public, wait_for, wait_until"
 )
 
-# A job a worker may take: waiting (pending, retrying), or held under a lease that has expired
-# (its worker died). Completed and failed are final.
+# A job a worker may take: waiting (pending, retrying), held under a lease that has expired
+# (its worker died), or suspended (processing with no lease and a wait: service/store/waits.py;
+# a batch parent has no lease and no wait, and is not taken). Completed and failed are final.
 CLAIMABLE = """
     (status IN ('pending', 'retrying')
-     OR (status = 'processing' AND lease_expires_at < now()))
+     OR (status = 'processing' AND lease_expires_at < now())
+     OR (status = 'processing' AND lease_owner IS NULL AND wait_for IS NOT NULL))
 """
 
 # What a claim writes ($2: the worker, $3: the lease in seconds), and what it returns: the
@@ -78,12 +80,14 @@ CLAIMABLE = """
 CLAIM_SET = """
        SET status = 'processing', attempts = attempts + 1, lease_owner = $2,
            lease_expires_at = now() + make_interval(secs => $3),
-           started_at = COALESCE(started_at, now()), run_at = NULL, updated_at = now()
+           started_at = COALESCE(started_at, now()), run_at = NULL, updated_at = now(),
+           wait_for = NULL, wait_name = NULL, wait_until = NULL
 """
 CLAIM_RETURNING = """
     RETURNING jobs.id, jobs.type, jobs.input, jobs.attempts, jobs.retry_count, jobs.parent_id,
               (SELECT domain FROM shops WHERE shops.id = jobs.shop_id) AS shop,
-              before.was = 'processing' AS recovered
+              before.was = 'processing' AND before.waited IS NULL AS recovered,
+              before.waited, jobs.created_at
 """
 
 # The guard of every write by the worker running a job ($1: the job, $2: the worker): a worker

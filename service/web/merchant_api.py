@@ -123,6 +123,7 @@ def job_json(job: store.Job, merchants: bool) -> dict[str, Any]:
         "status": job.status,
         "progress": job.progress,
         "progressMessage": job.progress_message,
+        "waiting": job.waiting,
         "input": job.input,
         "attempts": job.attempts,
         "retryCount": job.retry_count,

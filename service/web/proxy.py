@@ -166,6 +166,8 @@ async def status(request: Request) -> Response:
     body: dict[str, Any] = {"jobId": str(job.id), "status": job.status, "progress": job.progress}
     if job.progress_message:
         body["progressMessage"] = job.progress_message
+    if job.waiting is not None:  # processing, suspended: what for and until when
+        body["waiting"] = job.waiting
     if job.run_at is not None and job.status == JobStatus.PENDING:
         body["runAt"] = job.run_at.isoformat()  # a delayed job, waiting until then
     if job.batch is not None:  # a batch parent: its children by status, counted in SQL

@@ -30,8 +30,9 @@ No Shopify work happens here, but for one call:
   key `webhook:{event id}`) and a queue entry (arq `_job_id` = the job id), recorded in the
   same transaction as the event, then queued through service/intake.py; if it cannot be
   queued, both are undone and the answer is 503 so Shopify delivers it again;
-- `bulk_operations/finish` wakes the job run waiting for that bulk operation (a Redis list
-  it blocks on, service/shopify/bulk_slots.py), which then reads the operation's final state;
+- `bulk_operations/finish` wakes the job waiting for that bulk operation: a suspended job
+  runs again at once (service/wakes.py), a run waiting in place stops blocking on its Redis
+  list (service/shopify/bulk_slots.py); either then reads the operation's final state;
 - any other topic is recorded and acknowledged.
 """
 
@@ -47,7 +48,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from service import store
+from service import store, wakes
 from service.intake import InvalidJobInput, NotQueued, Source, validate_input
 from service.shopify import bulk, uninstalls
 from service.shopify.shop_domain import is_shop_domain
@@ -191,7 +192,10 @@ async def _handle(
             operation_id = payload.get("admin_graphql_api_id")
             if not isinstance(operation_id, str):
                 return "invalid payload"
+            # The marker first: a job deciding to wait right now finds it once its wait is
+            # recorded (jobs/worker/suspend.py); then the job already waiting, if any, is woken.
             await bulk.signal_finished(state.redis, operation_id, str(payload.get("status")))
+            await wakes.wake_bulk_operation(database, state.redis, operation_id)
             return "bulk operation finished"
         if route is None:
             return "ignored"

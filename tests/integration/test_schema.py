@@ -186,6 +186,8 @@ async def test_schema_sql_describes_every_table_in_one_statement() -> None:
         "jobs",
         "webhook_events",
         "schedule_ticks",
+        "job_steps",
+        "job_events",
         "schema_migrations",
     }
     assert not re.search(r"^\s*(ALTER|DROP|DO|UPDATE|INSERT)\b", sql, re.MULTILINE | re.I)
@@ -318,7 +320,15 @@ async def test_a_database_made_by_the_previous_schema_upgrades_in_place(
                 "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
             )
         }
-        assert tables == {"shops", "jobs", "webhook_events", "schedule_ticks", "schema_migrations"}
+        assert tables == {
+            "shops",
+            "jobs",
+            "webhook_events",
+            "schedule_ticks",
+            "job_steps",
+            "job_events",
+            "schema_migrations",
+        }
         assert (
             await store.record_webhook_event(
                 old,
@@ -514,6 +524,12 @@ async def test_the_first_migration_keeps_every_row_of_an_unversioned_database(
         after = await _rows(old)
         for event in after["webhook_events"]:
             assert event.pop("body_sha256") is None  # added by 0002, empty for older rows
+        for job in after["jobs"]:  # added by 0003: no job of an older release waits
+            assert (job.pop("wait_for"), job.pop("wait_until"), job.pop("wait_name")) == (
+                None,
+                None,
+                None,
+            )
         assert after == before
         assert await _versions(old) == [(m.version, m.name) for m in MIGRATIONS]
         # The work goes on: the lease is still honoured, the waiting child runs, the batch counts.

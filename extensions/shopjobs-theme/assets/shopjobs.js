@@ -114,7 +114,7 @@ async function call(url, init, signal) {
  * Start a job and follow it. Resolves with the job's result once it completes; rejects with
  * a JobError (HTTP error, unreachable store, or the job's own error when it fails) or, when
  * `signal` aborts, with the signal's reason. Options:
- *   onProgress({jobId, status, progress, message, retrying, error}) after every answer;
+ *   onProgress({jobId, status, progress, message, waiting, retrying, error}) after every answer;
  *   basePath: the app proxy path ("/apps/jobs"); idempotencyKey: one per user action
  *   (default: a new one); poll: {initial, factor, max} in ms; createAttempts (4);
  *   maxPollErrors: consecutive failed polls before giving up (30).
@@ -145,6 +145,7 @@ export async function startJob(type, input = {}, options = {}) {
     status: job.status,
     progress: job.progress ?? 0,
     message: job.progressMessage ?? null,
+    waiting: job.waiting ?? null,
     retrying: false,
     ...extra,
   });
@@ -201,10 +202,11 @@ export function renderResult(el, result) {
   }
 }
 
-function statusText({ status, progress, message, retrying, error }) {
+function statusText({ status, progress, message, waiting, retrying, error }) {
   if (retrying) return error?.status ? "The store did not answer, retrying…" : "Connection lost, retrying…";
   if (status === "pending") return "Queued…";
   if (status === "retrying") return "Retrying…";
+  if (waiting) return `Waiting… ${progress}%${message ? ` (${message})` : ""}`;
   return `Working… ${progress}%${message ? ` (${message})` : ""}`;
 }
 

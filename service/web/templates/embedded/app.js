@@ -174,6 +174,10 @@ function row(job) {
     details.append(el("div", { text: `${job.progress}%` + (job.progressMessage ? ` · ${job.progressMessage}` : "") }),
                    el("div", { class: "bar" }, el("i", { style: `width: ${job.progress}%` })));
   }
+  if (job.waiting) {
+    const until = job.waiting.until ? ` until ${new Date(job.waiting.until).toLocaleString()}` : "";
+    details.append(el("div", { class: "muted", text: `waiting for ${job.waiting.for.replace("_", " ")}${until}` }));
+  }
   if (job.error) details.append(el("div", { class: "error", text: job.error }));
   if (job.status === "completed") {
     details.append(el("code", { text: JSON.stringify(job.result).slice(0, 200) }));
