@@ -11,12 +11,15 @@ import asyncio
 import signal
 import sys
 import time
+from datetime import datetime
+from typing import Any
 
 import httpx
 import pytest
 from databases import Database
 
 from service import store
+from service.jobs_client import JobsClient
 from shopify_emulator.catalogue import build
 from tests.support.jobs import add_job, wait_for_status
 from tests.support.net import free_port, wait_for_http
@@ -101,3 +104,59 @@ async def test_killed_worker_resumes_the_same_bulk_operation(
         "SELECT topic FROM webhook_events WHERE topic = 'bulk_operations/finish'"
     )
     assert event is not None
+
+
+async def _operations(shopify_url: str) -> list[dict[str, Any]]:
+    async with httpx.AsyncClient(base_url=shopify_url) as emulator:
+        return list((await emulator.get("/_emulator/bulk")).json())
+
+
+async def test_a_report_waiting_on_shopify_frees_the_worker_and_wakes_on_the_webhook(
+    stack, spawn, database: Database, redis
+) -> None:
+    """One worker, one slot: another shop's job runs while the report waits for Shopify, and
+    the report completes soon after its operation ends (woken by the finish webhook)."""
+    shopify_url, stack_env = stack
+    shop = await store.upsert_shop(database, SHOP, TOKEN, "read_products")
+    other = await store.upsert_shop(database, "other-bulk.myshopify.com", "shpat_x", "")
+    start_worker(spawn, stack_env, worker_concurrency=1)
+    report = await add_job(database, redis, shop, {}, "inventory_report")
+    deadline = time.monotonic() + 60
+    while (job := await store.get_job(database, report)) is None or job.waiting is None:
+        assert time.monotonic() < deadline, "the report never waited"
+        await asyncio.sleep(0.05)
+    assert job.waiting == {"for": "bulk_operation", "until": None}
+    quick = await add_job(database, redis, other, {"message": "meanwhile"})
+    done = await wait_for_status(database, quick, {"completed"}, timeout=30)
+    [operation] = await _operations(shopify_url)
+    assert operation["status"] == "RUNNING"  # the quick job ran while Shopify worked
+    assert done.finished_at is not None
+    finished = await wait_for_status(database, report, {"completed"}, timeout=90)
+    [operation] = await _operations(shopify_url)
+    assert operation["status"] == "COMPLETED"
+    assert finished.finished_at is not None
+    ended = datetime.fromisoformat(operation["completedAt"])
+    # Woken by the webhook, not by its next poll (which is 2 s or more after an 8 s wait).
+    assert (finished.finished_at - ended).total_seconds() < RUN_SECONDS / 4
+
+
+async def test_cancelling_a_waiting_report_cancels_its_bulk_operation(
+    stack, spawn, database: Database, redis
+) -> None:
+    shopify_url, stack_env = stack
+    shop = await store.upsert_shop(database, SHOP, TOKEN, "read_products")
+    start_worker(spawn, stack_env)
+    report = await add_job(database, redis, shop, {}, "inventory_report")
+    deadline = time.monotonic() + 60
+    while (job := await store.get_job(database, report)) is None or job.waiting is None:
+        assert time.monotonic() < deadline, "the report never waited"
+        await asyncio.sleep(0.05)
+    assert await JobsClient(database, redis, {}).cancel(report)
+    cancelled = await store.get_job(database, report)
+    assert cancelled is not None and cancelled.status == "failed"
+    assert cancelled.error_message == "Cancelled"
+    deadline = time.monotonic() + 30
+    while (operation := (await _operations(shopify_url))[0])["status"] != "CANCELED":
+        assert operation["status"] in ("RUNNING", "CANCELING"), operation  # not completed
+        assert time.monotonic() < deadline, operation
+        await asyncio.sleep(0.1)
