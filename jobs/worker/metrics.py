@@ -75,7 +75,7 @@ class WorkerMetrics:
         self.run_seconds = Histogram(
             "shopjobs_job_run_seconds",
             "Time a run took, by type and outcome "
-            "(completed, failed, retried, interrupted, lease_lost).",
+            "(completed, failed, retried, interrupted, lease_lost, suspended, waiting).",
             ["type", "outcome"],
             buckets=RUN_BUCKETS,
             registry=r,

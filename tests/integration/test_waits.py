@@ -142,3 +142,29 @@ async def test_flushall_while_jobs_wait_loses_none(env, spawn, database, redis) 
     for job_id in ids:
         job = await wait_for_status(database, job_id, {"completed"}, timeout=90)
         assert job.result is not None and job.result["slept"] == 3
+
+
+async def test_every_reader_shows_the_wait_and_cancel_ends_it(env, spawn, database, redis) -> None:
+    shop = await make_shop(database)
+    start_worker(spawn, env, wrap=wait_jobs_command)
+    job_id = await add_job(database, redis, shop, {"seconds": 600}, "napper")
+    assert await wait_until_waiting(database, job_id) == "sleep"
+    client = JobsClient(database, redis, {})
+    view = await client.get(job_id)
+    assert view is not None and view.status == "processing"
+    assert view.waiting is not None and view.waiting["for"] == "sleep"
+    assert view.waiting["until"] is not None  # an ISO time, about ten minutes on
+    assert await client.cancel(job_id)
+    cancelled = await client.get(job_id)
+    assert cancelled is not None and cancelled.status == "failed" and cancelled.waiting is None
+    assert cancelled.error == "Cancelled"
+
+
+async def test_a_job_older_than_its_maximum_age_fails_at_its_next_run(
+    env, spawn, database, redis
+) -> None:
+    shop = await make_shop(database)
+    start_worker(spawn, env, wrap=wait_jobs_command, job_max_age_seconds=2)
+    job_id = await add_job(database, redis, shop, {"seconds": 3}, "napper")
+    job = await wait_for_status(database, job_id, {"failed"}, timeout=60)
+    assert job.error_message is not None and "JOB_MAX_AGE_SECONDS" in job.error_message
