@@ -10,6 +10,9 @@
 6. fairness across shops (bench/fairness.py, issue 14): small shops' wait beside one shop's
    big backlog against an idle system, fair against FIFO jobs/s, the take's Redis cost per
    job at three backlogs.
+7. waits (bench/waits.py, issue 24): other shops' short jobs while ten shops' reports wait on
+   long bulk operations, against the same traffic on an idle system; the worker slots the
+   waiting reports hold; each report's completion after its operation's end.
 
 Sizes: `full` (default, under 10 minutes), `quick` (BENCH_QUICK=1 or --quick, about 3) and
 `tiny` (the test suite's, seconds). JSON goes to bench/results/ (timestamped + latest.json),
@@ -33,13 +36,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-from bench import bulk, fairness, report, throughput, web
+from bench import bulk, fairness, report, throughput, waits, web
 from bench.stack import ROOT, Proc, Stack, connect, disconnect, servers, wait_for_http
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 REDRAW_SECONDS = 0.5
 PROFILE_WEB_SECONDS = 5.0
 PROFILE_MIN_JOBS = 2_000  # enough work to outlast the profile in every size
+SCENARIOS = ("bulk", "fairness", "waits")  # start their own processes; `--only` runs one
 
 
 @dataclass(frozen=True)
@@ -80,6 +84,17 @@ class Plan:
     fair_cost_backlogs: tuple[int, ...] = (1_000, 10_000, 100_000)
     fair_cost_jobs: int = 500
     fair_repeats: int = 2
+    # The waits scenario (bench/waits.py): `waits_reports` shops' inventory_report jobs wait
+    # on bulk operations of `waits_run_seconds` while `waits_traffic_shops` other shops send
+    # `waits_sleep_ms` echo jobs at `waits_rate` jobs/s to one worker at `waits_concurrency`;
+    # the same traffic alone for `waits_idle_seconds` first.
+    waits_reports: int = 10
+    waits_run_seconds: float = 20.0
+    waits_idle_seconds: float = 10.0
+    waits_rate: float = 40.0
+    waits_sleep_ms: int = 20
+    waits_concurrency: int = 10
+    waits_traffic_shops: int = 50
 
 
 PLANS = {
@@ -95,6 +110,7 @@ PLANS = {
         enqueue_connections=50, enqueue_seconds=2, enqueue_warmup=0.5, scaling_jobs=1_000,
         scaling_concurrency=10, scaling_sleep_ms=20, profile=False, profile_seconds=5,
         bulk_products=500, fair_backlog=10_000, fair_seconds=6, fair_repeats=1,
+        waits_run_seconds=12, waits_idle_seconds=6,
     ),
     "tiny": Plan(
         name="tiny", jobs=40, concurrencies=(10, 50), arq_poll_delays=(0.01,),
@@ -103,6 +119,7 @@ PLANS = {
         scaling_concurrency=10, scaling_sleep_ms=20, profile=True, profile_seconds=0.5,
         bulk_products=20, bulk_max_variants=5, fair_shops=20, fair_backlog=300, fair_rate=20,
         fair_seconds=1, fair_cost_backlogs=(100, 300), fair_cost_jobs=50, fair_repeats=1,
+        waits_run_seconds=3, waits_idle_seconds=1, waits_rate=20, waits_traffic_shops=10,
     ),
 }  # fmt: skip
 
@@ -179,9 +196,9 @@ class Bar:
 
 def step_count(plan: Plan, bullmq: bool, profile: bool) -> int:
     per_concurrency = 2 + len(plan.arq_poll_delays) + (1 if bullmq else 0)
-    # + latency, enqueue, scaling with one and with two processes, inventory_report, fairness
+    # + latency, enqueue, inventory_report, fairness, waits; scaling with one and two processes
     scaling = 2 * plan.scaling_repeats
-    return len(plan.concurrencies) * per_concurrency + 4 + scaling + (2 if profile else 0)
+    return len(plan.concurrencies) * per_concurrency + 5 + scaling + (2 if profile else 0)
 
 
 def machine() -> dict[str, Any]:
@@ -208,7 +225,34 @@ async def server_versions(stack: Stack) -> dict[str, str]:
     }
 
 
-async def measure(plan: Plan, stack: Stack, bar: Bar, profile_dir: Path | None) -> dict[str, Any]:
+async def scenario(name: str, plan: Plan, stack: Stack, bar: Bar) -> dict[str, Any]:
+    """One of the scenarios that start their own processes (`--only` runs one alone)."""
+    if name == "bulk":
+        bar.step(f"inventory_report: {plan.bulk_products} products, bulk query")
+        result = await bulk.inventory_report(
+            stack, products=plan.bulk_products, max_variants=plan.bulk_max_variants
+        )
+    elif name == "fairness":
+        progress = bar.step(
+            f"fairness: {plan.fair_shops} shops beside a backlog of {plan.fair_backlog}"
+        )
+        result = await fairness.fairness(stack, plan, progress)
+    else:
+        bar.step(
+            f"waits: {plan.waits_reports} reports on {plan.waits_run_seconds:g} s bulk "
+            f"operations beside short jobs"
+        )
+        result = await waits.waits(stack, plan)
+    bar.done()
+    return result
+
+
+async def measure(
+    plan: Plan, stack: Stack, bar: Bar, profile_dir: Path | None, only: str | None = None
+) -> dict[str, Any]:
+    if only is not None:
+        bar.total = 1
+        return {only: await scenario(only, plan, stack, bar)}
     results: dict[str, Any] = {}
     bullmq_problem = throughput.bullmq_ready()
     bar.total = step_count(plan, bullmq_problem is None, profile_dir is not None)
@@ -303,17 +347,8 @@ async def measure(plan: Plan, stack: Stack, bar: Bar, profile_dir: Path | None) 
     scaling["ratio"] = round(scaling["two"]["jobs_per_second"] / one, 3) if one else 0.0
     results["scaling"] = scaling
 
-    bar.step(f"inventory_report: {plan.bulk_products} products, bulk query")
-    results["bulk"] = await bulk.inventory_report(
-        stack, products=plan.bulk_products, max_variants=plan.bulk_max_variants
-    )
-    bar.done()
-
-    progress = bar.step(
-        f"fairness: {plan.fair_shops} shops beside a backlog of {plan.fair_backlog}"
-    )
-    results["fairness"] = await fairness.fairness(stack, plan, progress)
-    bar.done()
+    for name in SCENARIOS:
+        results[name] = await scenario(name, plan, stack, bar)
     return results
 
 
@@ -395,7 +430,9 @@ async def run_all(plan: Plan, args: argparse.Namespace) -> dict[str, Any]:
             await connect(stack)
             try:
                 versions = await server_versions(stack)
-                results = await measure(plan, stack, bar, out if profile else None)
+                results = await measure(
+                    plan, stack, bar, out if profile and not args.only else None, args.only
+                )
             finally:
                 await disconnect(stack)
     finally:
@@ -426,6 +463,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="the quick size (BENCH_QUICK=1)")
     parser.add_argument("--jobs", type=int, help="override N of the throughput runs")
     parser.add_argument("--out", default=str(RESULTS_DIR), help="where JSON and chart go")
+    parser.add_argument(
+        "--only", choices=SCENARIOS,
+        help="run this scenario alone (no chart, no profile; its targets only)",
+    )  # fmt: skip
     parser.add_argument("--no-chart", action="store_true")
     parser.add_argument(
         "--no-progress", action="store_true",
@@ -447,9 +488,13 @@ def main(argv: list[str] | None = None) -> int:
     results = asyncio.run(run_all(plan, args))
     out = Path(args.out)
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-    if not args.no_chart:
+    if not args.no_chart and not args.only:
         results["chart"] = shown(report.chart(results, out / "latest.png"))
-    latest = report.write_json(results, out, stamp)
+    if args.only:  # a part of a run: kept apart from the whole run's latest.json
+        stamp, latest_name = f"{stamp}-{args.only}", f"latest-{args.only}.json"
+    else:
+        latest_name = "latest.json"
+    latest = report.write_json(results, out, stamp, latest_name)
     print(report.table(results))
     print(f"\nresults: {latest} (and bench-{stamp}.json)" + (
         f", chart: {results['chart']}" if "chart" in results else ""

@@ -1,5 +1,5 @@
-"""What a run leaves behind: the ratios against the targets (issues 7 and 14), a table, JSON and
-a chart."""
+"""What a run leaves behind: the ratios against the targets (issues 7, 14 and 24), a table, JSON
+and a chart."""
 
 from __future__ import annotations
 
@@ -21,7 +21,15 @@ TARGETS = [
     ("fair_work_conservation", "fairness: jobs/s fair / fifo, same work", ">=", 0.9),
     ("fair_commands_spread", "fairness: Redis commands/job, spread", "<=", 0.2),
     ("fair_cpu_spread", "fairness: Redis CPU/job, spread", "<=", 0.2),
+    ("waits_p99_vs_limit", "waits: short p99 / (2x idle p99 + 50 ms)", "<=", 1.0),
+    ("waits_slots_held", "waits: worker slots held by waiting reports", "<=", 0.0),
+    ("waits_completion_lag_s", "waits: report done after its operation (s)", "<=", 1.0),
 ]
+# The section of the results each target reads (by its key's first word): `--only` runs some.
+SECTIONS = {
+    "throughput": "throughput", "latency": "latency", "enqueue": "enqueue",
+    "scaling": "scaling", "bulk": "bulk", "fair": "fairness", "waits": "waits",
+}  # fmt: skip
 
 
 def best_runs(results: dict[str, Any]) -> dict[str, dict[str, dict[str, Any]]]:
@@ -46,26 +54,46 @@ def _rate(best: dict[str, dict[str, Any]], system: str) -> float | None:
     return None if run is None else run["jobs_per_second"]
 
 
+def _values(results: dict[str, Any]) -> dict[str, float | None]:
+    """Each target's figure, from the sections of the results the run has."""
+    values: dict[str, float | None] = {}
+    if "throughput" in results:
+        best = best_runs(results).get("50", {})
+        ours = _rate(best, "shopjobs")
+        values["throughput_vs_arq"] = _ratio(ours, _rate(best, "arq"))
+        values["throughput_vs_saq"] = _ratio(ours, _rate(best, "saq"))
+    if "latency" in results:
+        values["latency_p50_ms"] = results["latency"]["p50_ms"]
+        values["latency_p99_ms"] = results["latency"]["p99_ms"]
+    if "enqueue" in results:
+        values["enqueue_vs_bare"] = results["enqueue"]["ratio"]
+    if "scaling" in results:
+        values["scaling_two_vs_one"] = results["scaling"]["ratio"]
+    if "bulk" in results:
+        values["bulk_memory_growth_mb"] = results["bulk"]["memory_growth_mb"]
+        values["bulk_points_vs_paging"] = results["bulk"]["points_vs_paging"]
+    if "fairness" in results:
+        fair = results["fairness"]
+        values["fair_p99_vs_limit"] = fair["p99_vs_limit"]
+        values["fair_work_conservation"] = fair["work_conservation"]
+        values["fair_commands_spread"] = fair["commands_spread"]
+        values["fair_cpu_spread"] = fair["cpu_spread"]
+    if "waits" in results:
+        waits = results["waits"]
+        values["waits_p99_vs_limit"] = waits["p99_vs_limit"]
+        values["waits_slots_held"] = waits["slots_held_max"]
+        values["waits_completion_lag_s"] = waits["completion_lag_max_s"]
+    return values
+
+
 def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
-    """One row per target: the measured value, the target, and whether it is met."""
-    best = best_runs(results).get("50", {})
-    ours = _rate(best, "shopjobs")
-    values: dict[str, float | None] = {
-        "throughput_vs_arq": _ratio(ours, _rate(best, "arq")),
-        "throughput_vs_saq": _ratio(ours, _rate(best, "saq")),
-        "latency_p50_ms": results["latency"]["p50_ms"],
-        "latency_p99_ms": results["latency"]["p99_ms"],
-        "enqueue_vs_bare": results["enqueue"]["ratio"],
-        "scaling_two_vs_one": results["scaling"]["ratio"],
-        "bulk_memory_growth_mb": results["bulk"]["memory_growth_mb"],
-        "bulk_points_vs_paging": results["bulk"]["points_vs_paging"],
-        "fair_p99_vs_limit": results["fairness"]["p99_vs_limit"],
-        "fair_work_conservation": results["fairness"]["work_conservation"],
-        "fair_commands_spread": results["fairness"]["commands_spread"],
-        "fair_cpu_spread": results["fairness"]["cpu_spread"],
-    }
+    """One row per target whose section was run: the measured value, the target, and whether
+    it is met."""
+    values = _values(results)
     rows = []
     for key, what, op, target in TARGETS:
+        if SECTIONS[key.split("_", 1)[0]] not in results:
+            continue
         value = values[key]
         met = None if value is None else (value >= target if op == ">=" else value <= target)
         rows.append(
@@ -94,6 +122,71 @@ def _fmt(value: float | None, digits: int = 2) -> str:
 def table(results: dict[str, Any]) -> str:
     """The printed summary: measured figures, then every target with its ratio and verdict."""
     lines = [f"shopjobs benchmark ({results['mode']}, {results['started_at']})", ""]
+    if "throughput" in results:
+        lines += throughput_lines(results)
+    if "latency" in results:
+        lat = results["latency"]
+        lines += [
+            "",
+            f"End-to-end latency, {lat['jobs']} sequential jobs (POST -> status `completed`, "
+            f"polled every {lat['poll_ms']:g} ms)",
+            f"  p50 {lat['p50_ms']:.1f} ms   p95 {lat['p95_ms']:.1f} ms   p99 {lat['p99_ms']:.1f} "
+            f"ms   (POST answer p50 {lat['post']['p50_ms']:.1f} ms)",
+        ]
+    if "enqueue" in results:
+        enq = results["enqueue"]
+        lines += [
+            "",
+            f"Enqueue endpoint, {enq['connections']} connections, {enq['seconds']:g} s each",
+            *(
+                f"  {name:<22}{enq[key]['rps']:>10,.0f} req/s   CPU: {_cpu(enq[key]['cpu'])}, "
+                f"load generator {enq[key]['client_cpu_percent']:.0f}%"
+                for name, key in (("bare route", "bare"), ("POST /proxy/process", "process"))
+            ),
+        ]
+    if "scaling" in results:
+        sc = results["scaling"]
+        lines += [
+            "",
+            f"Scaling, {sc['one']['n']} jobs of {sc['sleep_ms']} ms, concurrency "
+            f"{sc['one']['concurrency']} per process (best of {len(sc.get('runs', [])) // 2 or 1})",
+            f"  1 process {sc['one']['jobs_per_second']:,.0f} jobs/s   "
+            f"2 processes {sc['two']['jobs_per_second']:,.0f} jobs/s",
+            f"  CPU, 1 process: {_cpu(sc['one'].get('cpu', {}))}; busy slots: mean "
+            f"{sc['one']['settings'].get('arq_slots_busy_mean')} of {sc['one']['concurrency']}",
+            f"  CPU, 2 processes: {_cpu(sc['two'].get('cpu', {}))}; busy slots: mean "
+            f"{sc['two']['settings'].get('arq_slots_busy_mean')} of {2 * sc['two']['concurrency']}",
+        ]
+    if "bulk" in results:
+        bk = results["bulk"]
+        lines += [
+            "",
+            f"inventory_report, one bulk query: {bk['products']:,} products, "
+            f"{bk['variants']:,} variants (emulator up in {bk['emulator_start_seconds']:g} s)",
+            f"  {bk['job_seconds']:g} s, {_fmt(bk['rows_per_second'], 0)} rows/s; worker memory "
+            f"{bk['worker_rss_before_mb']:g} MB before, {bk['worker_peak_mb']:g} MB at peak "
+            f"(+{bk['memory_growth_mb']:g} MB)",
+            f"  Admin API points {bk['points_spent']:,} in {bk['admin_requests']} requests; "
+            f"paging the same data: {bk['paging_points']:,} ({bk['points_vs_paging']:.3%})",
+        ]
+    if "fairness" in results:
+        lines += ["", *fairness_lines(results["fairness"])]
+    if "waits" in results:
+        lines += ["", *waits_lines(results["waits"])]
+    lines += ["", "Targets"]
+    lines.append(f"  {'what':<46}{'measured':>10}{'target':>10}   result")
+    for row in results["targets"]:
+        verdict = {True: "met", False: "NOT met", None: "n/a"}[row["met"]]
+        target = f"{row['op']} {row['target']:g}"
+        lines.append(f"  {row['what']:<46}{_fmt(row['value']):>10}{target:>10}   {verdict}")
+    if results.get("profile"):
+        lines += ["", f"Profiles (py-spy) of the worker and the web: {results['profile']['file']}"]
+    return "\n".join(lines)
+
+
+def throughput_lines(results: dict[str, Any]) -> list[str]:
+    """No-op throughput per system and concurrency, with CPU and busy slots."""
+    lines = []
     best = best_runs(results)
     systems = ["shopjobs", "arq", "saq", "bullmq"]
     lines.append("Worker throughput, no-op jobs (jobs/s; arq at its best poll_delay)")
@@ -129,59 +222,38 @@ def table(results: dict[str, Any]) -> str:
             f"/{s} {_fmt(_ratio(ours, _rate(row, s)))}x" for s in systems[1:] if s in row
         )
         lines.append(f"  shopjobs at c={concurrency}: {ratios}")
-    lat = results["latency"]
-    lines += [
-        "",
-        f"End-to-end latency, {lat['jobs']} sequential jobs (POST -> status `completed`, "
-        f"polled every {lat['poll_ms']:g} ms)",
-        f"  p50 {lat['p50_ms']:.1f} ms   p95 {lat['p95_ms']:.1f} ms   p99 {lat['p99_ms']:.1f} ms"
-        f"   (POST answer p50 {lat['post']['p50_ms']:.1f} ms)",
+    return lines
+
+
+def waits_lines(waits: dict[str, Any]) -> list[str]:
+    """The waits scenario (bench/waits.py): short jobs beside reports waiting on Shopify."""
+    lines = [
+        f"Waits: {waits['reports']} shops' inventory_report on {waits['run_seconds']:g} s bulk "
+        f"operations, beside {waits['traffic_shops']} shops' {waits['sleep_ms']} ms jobs at "
+        f"{waits['rate_per_second']:g}/s, one worker at concurrency {waits['concurrency']}",
+        f"  {'short jobs':<28}{'p50 wait':>10}{'p99 wait':>10}{'max wait':>10}{'started':>12}",
     ]
-    enq = results["enqueue"]
+    for key, name in (("idle", "idle (no reports)"), ("waits", "while the reports wait")):
+        run = waits[key]
+        started = f"{run['short_jobs_started']}/{run['short_jobs']}"
+        lines.append(
+            f"  {name:<28}{_fmt(run['short_wait_p50_ms'], 1):>10}"
+            f"{_fmt(run['short_wait_p99_ms'], 1):>10}{_fmt(run['short_wait_max_ms'], 1):>10}"
+            f"{started:>12}"
+        )
     lines += [
-        "",
-        f"Enqueue endpoint, {enq['connections']} connections, {enq['seconds']:g} s each",
-        *(
-            f"  {name:<22}{enq[key]['rps']:>10,.0f} req/s   CPU: {_cpu(enq[key]['cpu'])}, "
-            f"load generator {enq[key]['client_cpu_percent']:.0f}%"
-            for name, key in (("bare route", "bare"), ("POST /proxy/process", "process"))
-        ),
+        f"  short p99 limit (2x idle + 50 ms): {_fmt(waits['p99_limit_ms'], 1)} ms; reports all "
+        f"suspended {waits['suspended_after_seconds']:g} s after they were queued",
+        f"  slots held by the waiting reports: max {waits['slots_held_max']}, mean "
+        f"{_fmt(waits['slots_held_mean'], 3)} over {waits['samples']} samples (reports "
+        f"suspended: min {waits['reports_waiting_min']}; the worker's running gauge: max "
+        f"{_fmt(waits['worker_running_max'], 0)})",
+        f"  report completed after its operation's end: max "
+        f"{_fmt(waits['completion_lag_max_s'], 3)} s "
+        f"(all: {', '.join(f'{lag:g}' for lag in waits['completion_lags_s'])}); operations "
+        f"{waits['operations_completed']}/{waits['operations']} completed",
     ]
-    sc = results["scaling"]
-    lines += [
-        "",
-        f"Scaling, {sc['one']['n']} jobs of {sc['sleep_ms']} ms, concurrency "
-        f"{sc['one']['concurrency']} per process (best of {len(sc.get('runs', [])) // 2 or 1})",
-        f"  1 process {sc['one']['jobs_per_second']:,.0f} jobs/s   "
-        f"2 processes {sc['two']['jobs_per_second']:,.0f} jobs/s",
-        f"  CPU, 1 process: {_cpu(sc['one'].get('cpu', {}))}; busy slots: mean "
-        f"{sc['one']['settings'].get('arq_slots_busy_mean')} of {sc['one']['concurrency']}",
-        f"  CPU, 2 processes: {_cpu(sc['two'].get('cpu', {}))}; busy slots: mean "
-        f"{sc['two']['settings'].get('arq_slots_busy_mean')} of {2 * sc['two']['concurrency']}",
-    ]
-    bk = results["bulk"]
-    lines += [
-        "",
-        f"inventory_report, one bulk query: {bk['products']:,} products, "
-        f"{bk['variants']:,} variants (emulator up in {bk['emulator_start_seconds']:g} s)",
-        f"  {bk['job_seconds']:g} s, {_fmt(bk['rows_per_second'], 0)} rows/s; worker memory "
-        f"{bk['worker_rss_before_mb']:g} MB before, {bk['worker_peak_mb']:g} MB at peak "
-        f"(+{bk['memory_growth_mb']:g} MB)",
-        f"  Admin API points {bk['points_spent']:,} in {bk['admin_requests']} requests; "
-        f"paging the same data: {bk['paging_points']:,} ({bk['points_vs_paging']:.3%})",
-        "",
-        *fairness_lines(results["fairness"]),
-        "",
-        "Targets",
-    ]
-    lines.append(f"  {'what':<46}{'measured':>10}{'target':>10}   result")
-    for row in results["targets"]:
-        verdict = {True: "met", False: "NOT met", None: "n/a"}[row["met"]]
-        target = f"{row['op']} {row['target']:g}"
-        lines.append(f"  {row['what']:<46}{_fmt(row['value']):>10}{target:>10}   {verdict}")
-    if results.get("profile"):
-        lines += ["", f"Profiles (py-spy) of the worker and the web: {results['profile']['file']}"]
-    return "\n".join(lines)
+    return lines
 
 
 def fairness_lines(fair: dict[str, Any]) -> list[str]:
@@ -224,11 +296,13 @@ def fairness_lines(fair: dict[str, Any]) -> list[str]:
     return lines
 
 
-def write_json(results: dict[str, Any], directory: Path, stamp: str) -> Path:
+def write_json(
+    results: dict[str, Any], directory: Path, stamp: str, latest_name: str = "latest.json"
+) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     text = json.dumps(results, indent=2) + "\n"
     (directory / f"bench-{stamp}.json").write_text(text)
-    latest = directory / "latest.json"
+    latest = directory / latest_name
     latest.write_text(text)
     return latest
 

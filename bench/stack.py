@@ -78,10 +78,11 @@ class Stack:
         return values
 
     async def reset(self) -> None:
-        """Empty the queue and the jobs table between runs (the shop stays)."""
+        """Empty the queue and the jobs table between runs (the shops stay). job_steps
+        references jobs, and job_events is the jobs' too (docs/waits.md)."""
         assert self.redis is not None and self.pg is not None
         await self.redis.flushdb()
-        await self.pg.execute("TRUNCATE jobs, webhook_events")
+        await self.pg.execute("TRUNCATE jobs, job_steps, job_events, webhook_events")
 
     def cpu_meter(self, **groups: list[Proc]) -> CpuMeter:
         """A CpuMeter over the given processes and, when the harness started them, the servers."""

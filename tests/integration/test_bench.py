@@ -47,12 +47,14 @@ def _target_figures(data: dict) -> dict[str, float]:
         if rates:
             best[name] = max(rates)
     enqueue, scaling, bulk, fair = data["enqueue"], data["scaling"], data["bulk"], data["fairness"]
+    waits = data["waits"]
     assert enqueue["ratio"] == _ratio(enqueue["process"]["rps"], enqueue["bare"]["rps"])
     two, one = scaling["two"]["jobs_per_second"], scaling["one"]["jobs_per_second"]
     assert scaling["ratio"] == _ratio(two, one)
     assert bulk["points_vs_paging"] == _ratio(bulk["points_spent"], bulk["paging_points"], 5)
     limit = 2 * fair["idle"]["small_wait_p99_ms"] + 50
     fair_p99 = max(run["small_wait_p99_ms"] for run in fair["fair_runs"])  # the worst fair run
+    waits_limit = 2 * waits["idle"]["short_wait_p99_ms"] + 50
     return {
         "throughput_vs_arq": _ratio(best["shopjobs"], best["arq"]),
         "throughput_vs_saq": _ratio(best["shopjobs"], best["saq"]),
@@ -68,6 +70,9 @@ def _target_figures(data: dict) -> dict[str, float]:
         ),
         "fair_commands_spread": _spread([cost["commands_per_job"] for cost in fair["cost"]]),
         "fair_cpu_spread": _spread([cost["redis_cpu_us_per_job"] for cost in fair["cost"]]),
+        "waits_p99_vs_limit": _ratio(waits["waits"]["short_wait_p99_ms"], waits_limit),
+        "waits_slots_held": waits["slots_held_max"],
+        "waits_completion_lag_s": max(waits["completion_lags_s"]),
     }
 
 
@@ -141,6 +146,17 @@ def test_the_harness_runs_at_a_tiny_size_and_reports_everything(tmp_path: Path) 
     for cost in fair["cost"]:
         assert cost["commands_per_job"] > 0 and cost["redis_cpu_us_per_job"] > 0
     assert "Fairness: 20 shops" in result.stdout
+
+    waits = data["waits"]  # bench/waits.py: short jobs beside reports waiting on Shopify
+    assert waits["reports"] == waits["operations"] == waits["operations_completed"] == 10
+    for key in ("idle", "waits"):  # every short job ran, in both windows
+        run = waits[key]
+        assert run["short_jobs"] > 0 and run["short_jobs_started"] == run["short_jobs"]
+        assert 0 <= run["short_wait_p50_ms"] <= run["short_wait_p99_ms"] <= run["short_wait_max_ms"]
+    assert waits["samples"] > 0 and 0 <= waits["slots_held_mean"] <= waits["slots_held_max"]
+    assert 0 <= waits["reports_waiting_min"] <= 10
+    assert len(waits["completion_lags_s"]) == 10  # one per report, against its own operation
+    assert "Waits: 10 shops' inventory_report" in result.stdout
 
     # Each target is read from the figure it names (ratios recomputed here from the runs),
     # judged by its own comparison, and printed with that verdict.
