@@ -22,7 +22,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
 from uuid import UUID
 
-from pydantic import BaseModel
+from pydantic import AliasChoices, AliasPath, BaseModel
 
 if TYPE_CHECKING:
     import asyncpg
@@ -291,6 +291,11 @@ class JobType:
     admin: bool = False
     # Run it on a cron schedule too (None: only when something enqueues it).
     schedule: Schedule | None = None
+    # Brings an input an earlier release stored up to `input_model` (docs/upgrading.md#job-
+    # inputs-across-releases): takes the stored dict, returns one the current model accepts.
+    # Needed only for a rename or a reshape; a removed field needs nothing (below). It runs
+    # on every stored input, old or new, at every run, so it must leave a current one alone.
+    upgrade_input: Callable[[dict[str, Any]], dict[str, Any]] | None = None
 
     def __post_init__(self) -> None:
         """Refuse, at import, a storefront bound that would silently not bound anything."""
@@ -301,6 +306,42 @@ class JobType:
             # The web stores what the storefront model accepts and the worker reads it back
             # with `input_model`: only a narrowing subclass is sure to round-trip.
             raise ValueError(f"{self.name}: proxy_input_model must subclass input_model")
+
+    def parse_stored_input(self, stored: Any) -> BaseModel:
+        """A stored input (a job row's `input`) as `input_model`, for the worker to run.
+
+        A row may have been written by an earlier release, and a queued, delayed, retrying or
+        waiting job must still run after a deploy. So, unlike a new request (which the web
+        validates strictly: an unknown field is the caller's mistake), a stored input is
+        first passed through `upgrade_input`, and then its top-level keys that the model does
+        not declare are dropped: a field since removed, or a default an earlier release
+        stored along with the caller's values. What is left must still fit the model: a
+        value out of bounds or a required field missing is still refused (pydantic's
+        ValidationError). Defaults the caller did not give are filled here, by the model.
+        """
+        data = stored
+        if self.upgrade_input is not None and isinstance(data, dict):
+            data = self.upgrade_input(dict(data))
+        model = self.input_model
+        if isinstance(data, dict) and model.model_config.get("extra") != "allow":
+            known = _declared_keys(model)
+            data = {key: value for key, value in data.items() if key in known}
+        return model.model_validate(data)
+
+
+def _declared_keys(model: type[BaseModel]) -> set[str]:
+    """Every top-level key `model` reads: its field names and their string aliases."""
+    keys: set[str] = set()
+    for name, info in model.model_fields.items():
+        keys.add(name)
+        for alias in (info.alias, info.validation_alias):
+            choices = alias.choices if isinstance(alias, AliasChoices) else [alias]
+            for choice in choices:
+                if isinstance(choice, str):
+                    keys.add(choice)
+                elif isinstance(choice, AliasPath) and isinstance(choice.path[0], str):
+                    keys.add(choice.path[0])
+    return keys
 
 
 @dataclass(frozen=True)

@@ -87,7 +87,17 @@ def validate_input(
                 for e in errors
             ]
         ) from None
-    data: dict[str, Any] = validated.model_dump(mode="json")
+    # What the caller gave, not every default: a default belongs to the release that runs
+    # the job (the worker's model fills it in), and a stored default names a field that a
+    # later release may drop or rename, which would fail the queued job after an upgrade
+    # (docs/upgrading.md#job-inputs-across-releases).
+    data: dict[str, Any] = validated.model_dump(mode="json", exclude_unset=True)
+    if model is not None and model is not job_type.input_model:
+        # A narrower model's own defaults (a smaller page for the storefront) are kept where
+        # `input_model`'s would differ: the worker must run what this model allowed.
+        chosen = validated.model_dump(mode="json")
+        filled = job_type.input_model.model_validate(data).model_dump(mode="json")
+        data.update({k: v for k, v in chosen.items() if k not in data and filled.get(k) != v})
     if not store.jsonb_safe(data):
         raise InvalidJobInput([InputProblem(("input",), "contains a NUL character")])
     try:

@@ -145,7 +145,7 @@ class JobsClient:
         """The input as the type's model accepts it, JSON-ready (service/intake.py's
         validate_input, as for the proxy and webhooks); InvalidInput otherwise."""
         if isinstance(job_input, BaseModel):
-            job_input = job_input.model_dump(mode="json")
+            job_input = job_input.model_dump(mode="json", exclude_unset=True)
         try:
             return validate_input(job_type, job_input or {})
         except InvalidJobInput as exc:

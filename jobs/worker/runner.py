@@ -236,7 +236,7 @@ async def _run(
     try:
         async with lease.held(database, runtime.redis, job_id, owner, settings.job_lease_seconds):
             try:
-                data = job_type.input_model.model_validate(claim.input)
+                data = job_type.parse_stored_input(claim.input)
             except ValidationError as exc:
                 raise InvalidStoredInput(f"Invalid input: {exc.errors(include_url=False)}") from exc
             handler_run = job_type.handler(context, data)

@@ -47,7 +47,9 @@ async def run_schedules(
         try:
             tick = latest_tick(schedule, now)
             interval = (next_tick(schedule, tick) - tick).total_seconds()
-            job_input = job_type.input_model.model_validate(schedule.input).model_dump(mode="json")
+            job_input = job_type.input_model.model_validate(schedule.input).model_dump(
+                mode="json", exclude_unset=True
+            )
         except (CronSimError, ValidationError) as exc:
             # The type's own mistake: it must not stop the types after it (nor pass for an
             # outage, as the caller's warning would say).

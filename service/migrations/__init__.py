@@ -23,6 +23,9 @@ To change the schema, add migration 0002 (then 0003, ...):
    by `ALTER TABLE ... ADD COLUMN` goes last in it, where Postgres puts it).
 3. Run `tests/integration/test_schema.py`: a fresh database from `schema.sql` must equal one
    migrated from empty and from each earlier release, column order included.
+4. Expand only: add, never drop, rename or rewrite what the previous release reads or writes;
+   the release command runs this while that release's processes still serve (the deploy
+   order and the rule: docs/deploy.md, docs/upgrading.md). Drop it a release later.
 Never edit or renumber a migration a release has shipped: databases that recorded it will not
 run it again, and `apply_migrations` refuses a database whose record names it otherwise.
 """
