@@ -164,9 +164,10 @@ async def test_private_servers_listen_on_ipv6_and_ipv4(env, spawn) -> None:
         for host in ("[::1]", "127.0.0.1"):
             response = await client.get(f"http://{host}:{health}/healthz")
             assert (response.status_code, response.json()) == (200, {"status": "ok"}), host
-            assert "shopjobs_jobs_running" in (
-                await client.get(f"http://{host}:{health}/metrics")
-            ).text
+            assert (
+                "shopjobs_jobs_running"
+                in (await client.get(f"http://{host}:{health}/metrics")).text
+            )
             scraped = await client.get(f"http://{host}:{metrics_port}/metrics")
             assert "shopjobs_http_requests_total" in scraped.text, host
 
