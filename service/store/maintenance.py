@@ -69,10 +69,11 @@ async def delete_old_jobs(
             max_age_seconds,
             idempotency_window_seconds,
         )
-        extra: list[object] = []
+        extra = 0
         if keep_per_shop:
-            extra = await raw.fetch(
-                f"""DELETE FROM jobs WHERE id IN (
+            extra = len(
+                await raw.fetch(
+                    f"""DELETE FROM jobs WHERE id IN (
                        SELECT id FROM (
                            SELECT id, row_number() OVER (
                                       PARTITION BY shop_id
@@ -80,8 +81,9 @@ async def delete_old_jobs(
                              FROM jobs WHERE status = $1) AS ranked
                         WHERE newest > $2)
                       AND {_NOT_IN_OPEN_BATCH} AND {_KEY_WINDOW_OVER} RETURNING 1""",
-                status,
-                keep_per_shop,
-                idempotency_window_seconds,
+                    status,
+                    keep_per_shop,
+                    idempotency_window_seconds,
+                )
             )
-    return len(aged) + len(extra)
+    return len(aged) + extra
