@@ -53,6 +53,7 @@ async def test_a_busy_shop_never_prunes_fresh_results(database: Database, settin
                 "failed_retention_count",
                 "idempotency_window_seconds",
             )
+            if name in defaults
         }
     )
     assert await maintenance.delete_expired(database, retention) == 5

@@ -67,8 +67,6 @@ async def test_uvicorn_workers_4_serves_and_counts_every_process(env, spawn) -> 
     )
     wait_for_http(f"http://127.0.0.1:{web_port}/healthz", timeout=60)
     wait_for_http(f"http://127.0.0.1:{metrics_port}/metrics", timeout=30)
-    shared = Path(tempfile.gettempdir()) / f"shopjobs-web-metrics-{proc.popen.pid}"
-    assert (shared / LOCK_FILE).exists()
     baseline = await _requests_counted(metrics_port, "/healthz")  # the readiness polls
 
     statuses = await _hit(f"http://127.0.0.1:{web_port}/healthz", REQUESTS)
@@ -76,6 +74,9 @@ async def test_uvicorn_workers_4_serves_and_counts_every_process(env, spawn) -> 
 
     # Every request counted once, whichever process answered it and whichever serves /metrics.
     assert await _requests_counted(metrics_port, "/healthz") == baseline + REQUESTS
+    assert "cannot be used" not in proc.output  # no process refused to start
+    shared = Path(tempfile.gettempdir()) / f"shopjobs-web-metrics-{proc.popen.pid}"
+    assert (shared / LOCK_FILE).exists()
     answered_by = _pids_with_counters(shared)
     assert len(answered_by) >= 2, answered_by  # the count is a sum over processes, not one's
 
