@@ -87,7 +87,7 @@ async def effect_echo(ctx: JobContext, data: EffectEchoInput) -> dict[str, str]:
     return result
 
 
-JOB_TYPE = JobType(name="echo", input_model=EffectEchoInput, handler=effect_echo)
+JOB_TYPE = JobType(name="echo", input_model=EffectEchoInput, handler=effect_echo, proxy=True)
 
 _product_job_types = jobs.registry.job_types
 
