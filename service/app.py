@@ -3,9 +3,10 @@
 `create_app(settings)` builds the Starlette app from explicit settings (tests call it
 directly); the module attribute `app` is built on first access from the environment, so a
 missing setting stops uvicorn with one line naming it. Besides the Shopify-facing routes it
-serves GET /healthz, the job dashboard under /admin, and the embedded app (the merchant's
-page /app and the merchant API under /api). Its Prometheus metrics are on a port of their own
-(WEB_METRICS_PORT, service/web/metrics.py): GET /metrics here is 404 like any unknown path.
+serves GET /healthz (liveness: the process and Postgres), the job dashboard under /admin, and
+the embedded app (the merchant's page /app and the merchant API under /api). Its Prometheus
+metrics are on a port of their own (WEB_METRICS_PORT, service/web/metrics.py, shared by every
+process of `uvicorn --workers N`): GET /metrics here is 404 like any unknown path.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from service.core.settings import Settings, load_settings
 from service.intake import Intake
 from service.jobs_client import JobsClient
 from service.web import dashboard, embedded, install, merchant_api, metrics, proxy, webhooks
-from service.web.errors import EXCEPTION_HANDLERS
+from service.web.errors import EXCEPTION_HANDLERS, RETRY_AFTER_SECONDS
 from service.web.login_attempts import LoginAttempts
 from service.web.middleware import RequestTelemetry
 from service.web.proxy_quota import ProxyQuota
@@ -45,20 +46,35 @@ HEALTH_TIMEOUT_SECONDS = 2.0
 logger = logging.getLogger("shopjobs.web")
 
 
+async def _answers(name: str, check: Callable[[], Awaitable[object]]) -> bool:
+    try:
+        await asyncio.wait_for(check(), HEALTH_TIMEOUT_SECONDS)
+    except Exception as exc:  # a dependency is down: report it, never crash
+        logger.warning("healthz: %s failing: %s: %s", name, exc.__class__.__name__, exc)
+        return False
+    return True
+
+
 async def healthz(request: Request) -> JSONResponse:
-    """200, or 503 naming the dependency that failed. The exception itself goes to the log
-    only: this port is public, and a driver's error text can carry host names and addresses."""
+    """Liveness, what the platform routes by: 200 while this process and Postgres answer, 503
+    (with Retry-After) when Postgres does not. Redis down is 200 `{"status": "degraded",
+    "degraded": ["redis"]}`: status reads, the dashboard and webhooks' checks still work, and
+    what needs Redis answers its own retryable 503; taking the Machine out of routing would cut
+    those off too. The exception goes to the log only: this port is public, and a driver's
+    error text can carry host names and addresses."""
     state = web_state(request)
-    checks: tuple[tuple[str, Callable[[], Awaitable[object]]], ...] = (
-        ("postgres", lambda: state.database.fetch_val("SELECT 1")),
-        ("redis", lambda: state.redis.ping()),
+    postgres, redis = await asyncio.gather(
+        _answers("postgres", lambda: state.database.fetch_val("SELECT 1")),
+        _answers("redis", lambda: state.redis.ping()),
     )
-    for name, check in checks:
-        try:
-            await asyncio.wait_for(check(), HEALTH_TIMEOUT_SECONDS)
-        except Exception as exc:  # a dependency is down: report it, never crash
-            logger.warning("healthz: %s failing: %s: %s", name, exc.__class__.__name__, exc)
-            return JSONResponse({"status": "error", "failing": name}, status_code=503)
+    if not postgres:
+        return JSONResponse(
+            {"status": "error", "failing": "postgres"},
+            status_code=503,
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        )
+    if not redis:
+        return JSONResponse({"status": "degraded", "degraded": ["redis"]})
     return JSONResponse({"status": "ok"})
 
 
@@ -91,6 +107,8 @@ class StartupFailureInOneLine:
 
 def create_app(settings: Settings) -> Starlette:
     configure_logging(settings.log_format)
+    # Before any metric exists: with several web processes, their series are shared.
+    shared_metrics = metrics.multiprocess_directory() if settings.web_metrics_port else None
     web_metrics = metrics.WebMetrics()
 
     @asynccontextmanager
@@ -101,8 +119,14 @@ def create_app(settings: Settings) -> Starlette:
             await database.connect()
             closing.push_async_callback(database.disconnect)
             if settings.web_metrics_port:
-                server = await metrics.serve(web_metrics, settings.web_metrics_port)
-                closing.push_async_callback(server.cleanup)
+                await closing.enter_async_context(
+                    metrics.serve(
+                        web_metrics,
+                        settings.web_metrics_port,
+                        settings.web_metrics_host,
+                        shared_metrics,
+                    )
+                )
                 logger.info("metrics on :%d/metrics", settings.web_metrics_port)
             redis = queue.connect(settings.redis_url)
             closing.push_async_callback(redis.aclose)

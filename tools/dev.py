@@ -24,6 +24,7 @@ from pathlib import Path
 
 from cryptography.fernet import Fernet
 
+from service.core.settings import Settings
 from tools import services
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -112,6 +113,22 @@ def run(args: list[str], env: dict[str, str]) -> None:
     subprocess.run([sys.executable, *args], env=env, cwd=ROOT, check=True)
 
 
+def rate_limit_line(env: dict[str, str]) -> str:
+    """What the global start rate means for scaling: it, not the workers, is the ceiling."""
+    defaults = Settings.model_fields
+    most = int(env.get("RATE_LIMIT_MAX") or defaults["rate_limit_max"].default)
+    window = float(
+        env.get("RATE_LIMIT_WINDOW_SECONDS") or defaults["rate_limit_window_seconds"].default
+    )
+    if most == 0:
+        return "job starts are not rate limited (RATE_LIMIT_MAX=0)"
+    return (
+        f"at most {most} job starts per {window:g} s across all workers (RATE_LIMIT_MAX, "
+        "RATE_LIMIT_WINDOW_SECONDS): adding workers adds nothing past it; raise it, or set "
+        "0 for none, before scaling (docs/deploy.md#7-scale-the-workers)"
+    )
+
+
 def main() -> int:
     env = dev_environment()
     run(["-m", "service", "db", "apply"], env)
@@ -125,6 +142,7 @@ def main() -> int:
         f"web :{env['WEB_METRICS_PORT']}/metrics, " if env["WEB_METRICS_PORT"] != "0" else ""
     )
     print(f"dev: metrics on {web_metrics}worker :{env['WORKER_HEALTH_PORT']}/metrics")
+    print(f"dev: {rate_limit_line(env)}")
     emulator = f"http://127.0.0.1:{env['SHOPIFY_EMULATOR_PORT']}"
     print(f"dev: local Shopify on {emulator} (Admin API for the app: {env['SHOPIFY_ADMIN_URL']})")
     print(f"dev: demo storefront of {DEMO_SHOP} (the theme's Job button block): {emulator}/")

@@ -123,6 +123,15 @@ async def _stop(runtime: Runtime, job_type: str, task: asyncio.Task[Any]) -> boo
                 grace,
                 len(runtime.abandoned),
             )
+            limit = runtime.settings.worker_max_abandoned_runs
+            if len(runtime.abandoned) > limit and not runtime.wedged.is_set():
+                logger.critical(
+                    "%d abandoned runs still going, over WORKER_MAX_ABANDONED_RUNS=%d: this "
+                    "worker stops (as on SIGTERM) and exits for the platform to restart it",
+                    len(runtime.abandoned),
+                    limit,
+                )
+                runtime.wedged.set()
     if task.done() and not task.cancelled():
         task.exception()  # retrieved: the outcome no longer depends on it
     if interrupted:

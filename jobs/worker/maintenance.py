@@ -14,9 +14,12 @@
 - `reconcile` also ends batches whose children are all final but whose parent is still
   waiting (the worker that finished the last child died before it looked), and queues their
   follow-ups: see service/store/batches.py.
-- `retention`: completed jobs are kept 1 day and at most 1,000, failed ones 7 days and at most
-  5,000 (settings), so the table stays the size of what someone may still look at. Recorded
-  webhook events are kept a week (Shopify stops retrying an event after 4 hours).
+- `retention`: completed jobs are kept 1 day, failed ones 7 days (settings), so the table stays
+  the size of what someone may still look at; optional counts are per shop, so a busy shop
+  never prunes a quiet one's fresh results. A job with an idempotency key is kept at least
+  IDEMPOTENCY_WINDOW_SECONDS from its creation whatever these say: the same key gets the same
+  job for that long. Recorded webhook events are kept a week (Shopify stops retrying an event
+  after 4 hours).
 """
 
 from __future__ import annotations
@@ -110,12 +113,14 @@ async def delete_expired(database: Database, settings: Settings) -> int:
         JobStatus.COMPLETED,
         settings.completed_retention_seconds,
         settings.completed_retention_count,
+        settings.idempotency_window_seconds,
     )
     deleted += await store.delete_old_jobs(
         database,
         JobStatus.FAILED,
         settings.failed_retention_seconds,
         settings.failed_retention_count,
+        settings.idempotency_window_seconds,
     )
     if deleted:
         logger.info("retention: deleted %d old job(s)", deleted)

@@ -12,6 +12,8 @@ this module when the pinned version or those attributes move.
 
 - claims are leases: arq's in-progress key lasts JOB_LEASE_SECONDS (renewed while a job runs,
   see jobs/worker/lease.py), not the largest job_timeout + 10 s;
+- more than WORKER_MAX_ABANDONED_RUNS abandoned runs stop the worker as SIGTERM does, and it
+  exits with EXIT_WEDGED (3) for the platform to restart it;
 - a signal first turns the health endpoint to `shutting_down`, then stops taking jobs, waits
   WORKER_SHUTDOWN_GRACE_SECONDS for running ones and gives the rest back (jobs/worker/runner.py);
 - the Redis client retries forever with capped backoff, so a Redis restart pauses the worker
@@ -70,6 +72,8 @@ STARTUP_RETRY_SECONDS = 1.0
 # How long the steps of shutdown that need Redis or Postgres may take, all together, before
 # what is left is skipped.
 CLOSE_SECONDS = 5.0
+# The exit code of a worker that ended itself for too many abandoned runs (Fly restarts it).
+EXIT_WEDGED = 3
 # arq names the runs of cron functions (our maintenance) "cron:NAME:TIMESTAMP".
 CRON_PREFIX = "cron:"
 
@@ -111,6 +115,7 @@ class ShopjobsWorker(arq.worker.Worker):
         runtime: Runtime = self.ctx["runtime"]
         self.in_progress_timeout_s = runtime.settings.job_lease_seconds
         listener = asyncio.create_task(self._listen_for_wake_ups())
+        wedged = asyncio.create_task(self._stop_when_wedged(runtime))
         try:
             while True:
                 await self._poll_iteration()
@@ -119,6 +124,15 @@ class ShopjobsWorker(arq.worker.Worker):
                 self._wake.clear()
         finally:
             listener.cancel()
+            wedged.cancel()
+
+    async def _stop_when_wedged(self, runtime: Runtime) -> None:
+        """Too many abandoned runs (jobs/worker/abandon.py): stop as SIGTERM stops, running jobs
+        given their grace; `run` then exits with EXIT_WEDGED. A 503 alone restarts nothing:
+        Fly Machines are not restarted for failing checks, but a process that exits is."""
+        await runtime.wedged.wait()
+        if self.allow_pick_jobs:  # not already stopping
+            self.handle_sig_wait_for_completion(signal.SIGTERM)
 
     async def _listen_for_wake_ups(self) -> None:
         """Poll as soon as a job is enqueued (service/queue/enqueue.py publishes on every enqueue),
@@ -282,6 +296,14 @@ class ShopjobsWorker(arq.worker.Worker):
         """
         super().run()
         runtime: Runtime | None = self.ctx.get("runtime")
+        if runtime is not None and runtime.wedged.is_set():
+            logger.critical(
+                "exiting with code %d: too many abandoned runs (%d still going)",
+                EXIT_WEDGED,
+                len(runtime.abandoned),
+            )
+            logging.shutdown()
+            os._exit(EXIT_WEDGED)
         if runtime is not None and runtime.abandoned:
             logger.warning("exiting with %d abandoned run(s) still going", len(runtime.abandoned))
             logging.shutdown()

@@ -42,13 +42,17 @@ class Runtime:
     resources: Resources
     metrics: WorkerMetrics
     # Handlers that did not stop when cancelled at their timeout, still going: their jobs have
-    # been given up on and their slots freed (jobs/worker/abandon.py); /healthz counts them.
+    # been given up on and their slots freed (jobs/worker/abandon.py); too many end the process.
     abandoned: set[asyncio.Task[Any]] = field(default_factory=set)
     # A future per running handler, by job id, set when the job is cancelled (a message on
     # service/core/cancel.py's channel): jobs/worker/abandon.py `call` then stops the handler.
     stop_requests: dict[str, asyncio.Future[None]] = field(default_factory=dict)
     # How handlers start jobs (ctx.enqueue, ctx.enqueue_batch); None: they cannot.
     jobs: JobsClient | None = None
+    # Set when more than WORKER_MAX_ABANDONED_RUNS abandoned runs are still going: the worker
+    # then stops as on SIGTERM and exits with EXIT_WEDGED (jobs/worker/process.py), so the
+    # platform, which restarts a process that exits, gets their memory and connections back.
+    wedged: asyncio.Event = field(default_factory=asyncio.Event)
 
     def request_stop(self, job_id: str) -> bool:
         """Stop the handler of a cancelled job if this process runs it; False if it does not."""

@@ -115,7 +115,8 @@ def build_worker_settings(settings: Settings, types: dict[str, JobType] | None =
 
         async def check_abandoned_runs() -> None:
             # Abandoned runs hold memory, connections, perhaps threads, for ever: past the limit
-            # only a restart gets them back, and a 503 is how the platform learns it must restart.
+            # only a restart gets them back. The worker then ends itself (jobs/worker/abandon.py,
+            # process.py); this 503 covers the seconds until it has.
             stuck = len(abandoned)
             if stuck > settings.worker_max_abandoned_runs:
                 raise RuntimeError(
@@ -133,9 +134,13 @@ def build_worker_settings(settings: Settings, types: dict[str, JobType] | None =
             },
             extra_routes=metrics.routes(worker_metrics, health_redis),
         )
-        health_runner = await health.start(health_state, settings.worker_health_port)
+        health_runner = await health.start(
+            health_state, settings.worker_health_port, settings.worker_health_host
+        )
         closing.push_async_callback(health_runner.cleanup)
-        logger.info("health server on :%d", settings.worker_health_port)
+        logger.info(
+            "health server on [%s]:%d", settings.worker_health_host, settings.worker_health_port
+        )
         await _connect(database)
         closing.push_async_callback(database.disconnect)
         # Tokens an earlier version stored in clear, or under a key no longer first.

@@ -89,6 +89,10 @@ class Settings(TokenSettings):
     )
 
     worker_health_port: Annotated[int, Field(ge=0, le=65535)] = 3001
+    # Where the worker's health server and the web's metrics listen (service/core/listen.py):
+    # "::" is every IPv6 and IPv4 address (one dual-stack socket).
+    worker_health_host: str = "::"
+    web_metrics_host: str = "::"
     # The web's Prometheus metrics are served on this port of their own, never on the public
     # one (service/web/metrics.py); 0 turns them off.
     web_metrics_port: Annotated[int, Field(ge=0, le=65535)] = 9091
@@ -104,7 +108,7 @@ class Settings(TokenSettings):
     job_max_age_seconds: PositiveFloat = 604_800
     # A run that does not stop within this long of being cancelled (at its timeout) is abandoned.
     job_abandon_grace_seconds: Annotated[float, Field(ge=0)] = 5
-    # Abandoned runs still going in one process beyond this turn its /healthz to 503.
+    # Abandoned runs still going in one process beyond this end it (it stops, exit code 3).
     worker_max_abandoned_runs: NonNegativeInt = 3
     job_result_max_bytes: Annotated[int, Field(ge=2)] = 1_048_576
     job_lease_seconds: PositiveFloat = 10
@@ -119,10 +123,13 @@ class Settings(TokenSettings):
     shop_cache_seconds: Annotated[float, Field(ge=0)] = 2.0
     reconcile_interval_seconds: Annotated[int, Field(ge=1, le=60)] = 10
 
+    # Retention is by age; the counts (0: none) are per shop, never across shops. A job with
+    # an idempotency key is kept IDEMPOTENCY_WINDOW_SECONDS from its creation whatever these say.
     completed_retention_seconds: PositiveFloat = 86_400
-    completed_retention_count: NonNegativeInt = 1_000
+    completed_retention_count: NonNegativeInt = 0
     failed_retention_seconds: PositiveFloat = 604_800
-    failed_retention_count: NonNegativeInt = 5_000
+    failed_retention_count: NonNegativeInt = 0
+    idempotency_window_seconds: PositiveFloat = 86_400
 
     # POST /webhooks reads bodies from anyone before the HMAC check: bounded in size, in time
     # (first bytes, a floor rate, a total) and in bytes actually received and held, across the

@@ -42,23 +42,48 @@ _NOT_IN_OPEN_BATCH = """
 """
 
 
+# A job with an idempotency key answers a repeated request with itself for the window, whatever
+# retention says (service/store/jobs.py `create_job`): its row is kept that long from creation.
+_KEY_WINDOW_OVER = """
+    (idempotency_key IS NULL OR created_at < now() - make_interval(secs => $3))
+"""
+
+
 async def delete_old_jobs(
-    database: Database, status: JobStatus, max_age_seconds: float, keep: int
+    database: Database,
+    status: JobStatus,
+    max_age_seconds: float,
+    keep_per_shop: int,
+    idempotency_window_seconds: float,
 ) -> int:
-    """Retention of one final status: drop jobs finished more than `max_age_seconds` ago, and
-    all but the newest `keep` (children of a batch still open excepted)."""
+    """Retention of one final status: drop jobs finished more than `max_age_seconds` ago and,
+    when `keep_per_shop` is not 0, each shop's jobs beyond its newest `keep_per_shop`: one
+    shop's volume never prunes another's. Never dropped: children of a batch still open, and
+    jobs with an idempotency key created less than `idempotency_window_seconds` ago."""
     async with connection(database) as raw:
         aged = await raw.fetch(
             f"""DELETE FROM jobs WHERE status = $1 AND {_NOT_IN_OPEN_BATCH}
+                  AND {_KEY_WINDOW_OVER}
                   AND finished_at < now() - make_interval(secs => $2) RETURNING 1""",
             status,
             max_age_seconds,
+            idempotency_window_seconds,
         )
-        extra = await raw.fetch(
-            f"""DELETE FROM jobs WHERE id IN (
-                   SELECT id FROM jobs WHERE status = $1 AND {_NOT_IN_OPEN_BATCH}
-                    ORDER BY finished_at DESC NULLS LAST, id OFFSET $2) RETURNING 1""",
-            status,
-            keep,
-        )
-    return len(aged) + len(extra)
+        extra = 0
+        if keep_per_shop:
+            extra = len(
+                await raw.fetch(
+                    f"""DELETE FROM jobs WHERE id IN (
+                       SELECT id FROM (
+                           SELECT id, row_number() OVER (
+                                      PARTITION BY shop_id
+                                      ORDER BY finished_at DESC NULLS LAST, id) AS newest
+                             FROM jobs WHERE status = $1) AS ranked
+                        WHERE newest > $2)
+                      AND {_NOT_IN_OPEN_BATCH} AND {_KEY_WINDOW_OVER} RETURNING 1""",
+                    status,
+                    keep_per_shop,
+                    idempotency_window_seconds,
+                )
+            )
+    return len(aged) + extra

@@ -21,6 +21,10 @@ from service.intake import NotQueued
 
 logger = logging.getLogger("shopjobs.web")
 
+# Every 503 says when to try again (a dependency down, a budget full): what a client that
+# honours Retry-After (Shopify's webhook delivery, a storefront poll) waits.
+RETRY_AFTER_SECONDS = 5
+
 REASONS = {
     400: "Bad request",
     401: "Unauthorized",
@@ -54,7 +58,10 @@ def _answer(status: int, message: str, details: Any = None) -> JSONResponse:
     body: dict[str, Any] = {"error": message}
     if details is not None:
         body["details"] = details
-    return JSONResponse(body, status_code=status, headers={"Cache-Control": "no-store"})
+    headers = {"Cache-Control": "no-store"}
+    if status == 503:
+        headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 async def api_error(request: Request, exc: Exception) -> Response:

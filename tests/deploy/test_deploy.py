@@ -9,6 +9,7 @@ fresh database, all from that virtualenv, with the settings the TOML files set.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -17,6 +18,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 import tomllib
 import uuid
 from collections.abc import AsyncIterator
@@ -30,6 +32,7 @@ import pytest
 from databases import Database
 from pydantic import AliasChoices
 
+from jobs.worker.process import CLOSE_SECONDS
 from service.app import HEALTH_TIMEOUT_SECONDS
 from service.core.db import create_database
 from service.core.settings import Settings
@@ -52,7 +55,6 @@ OPTIONAL_SECRETS = ("DASHBOARD_PASSWORD",)
 # Read by uvicorn or the image's CMD rather than by Settings.
 RUNTIME_VARIABLES = {"PORT", "FORWARDED_ALLOW_IPS"}
 FLY_MAX_KILL_TIMEOUT = 300
-REQUEUE_MARGIN_SECONDS = 5
 USER_SETUP_COMMANDS = {"useradd", "adduser", "groupadd", "addgroup"}
 
 
@@ -462,9 +464,73 @@ def test_worker_config_matches_the_app(monkeypatch: pytest.MonkeyPatch) -> None:
         assert set(table.get("processes", [])) <= set(WORKER["processes"])
 
     assert WORKER["kill_signal"] == "SIGTERM"
-    grace = settings.worker_shutdown_grace_seconds
     kill_timeout = seconds(WORKER["kill_timeout"])
-    assert grace + REQUEUE_MARGIN_SECONDS <= kill_timeout <= FLY_MAX_KILL_TIMEOUT
+    # The code's own bound on a shutdown, with the margin, within what Fly waits.
+    assert worst_case_shutdown(settings) + shutdown_margin(settings) <= kill_timeout
+    assert kill_timeout <= FLY_MAX_KILL_TIMEOUT
+
+
+def worst_case_shutdown(settings: Settings) -> float:
+    """The longest a worker takes after SIGTERM, by its own bounds: running jobs get
+    WORKER_SHUTDOWN_GRACE_SECONDS, a handler still going is cancelled and gets
+    JOB_ABANDON_GRACE_SECONDS before it is abandoned, and the steps that need Redis or Postgres
+    (giving runs back, closing) get CLOSE_SECONDS together (jobs/worker/process.py)."""
+    return (
+        settings.worker_shutdown_grace_seconds + settings.job_abandon_grace_seconds + CLOSE_SECONDS
+    )
+
+
+def shutdown_margin(settings: Settings) -> float:
+    """What kill_timeout keeps beyond a shutdown: a tenth of the graces (a Machine slower than
+    this one, a loaded event loop) and a lease (JOB_LEASE_SECONDS) for the last outcome writes
+    and Python's exit to land before SIGKILL."""
+    graces = settings.worker_shutdown_grace_seconds + settings.job_abandon_grace_seconds
+    return graces / 10 + settings.job_lease_seconds
+
+
+async def test_kill_timeout_covers_the_measured_worst_case_shutdown(
+    env: dict[str, str], spawn, database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A real worker with fly.worker.toml's settings and a run whose handler ignores
+    cancellation (the worst case: it uses the whole shutdown grace, then the whole abandon
+    grace), SIGTERMed as Fly does: it exits, and within kill_timeout less the margin.
+    Before: kill_timeout 35 was the worst case itself, with nothing to spare."""
+    from service import queue
+    from tests.support.jobs import add_job, make_shop, wait_for_status
+
+    settings = settings_from(WORKER["env"], monkeypatch)
+    health = free_port()  # the TOML's port may be taken by another suite on this machine
+    values = {**env, **WORKER["env"], "WORKER_HEALTH_PORT": str(health)}
+    for name in ("JOB_ABANDON_GRACE_SECONDS", "JOB_LEASE_SECONDS"):
+        values.pop(name, None)  # the production defaults, not the test suite's
+    command = [sys.executable, "-m", "arq", "tests.support.hostile_worker.WorkerSettings"]
+    worker = spawn(command, values, "worker-worst-case")
+    wait_for_http(f"http://127.0.0.1:{health}/healthz", timeout=30)
+    redis = queue.connect(env["REDIS_URL"])
+    try:
+        shop = await make_shop(database)
+        stuck = await add_job(database, redis, shop, {}, job_type="swallows_cancel_slowly")
+        await wait_for_status(database, stuck, {"processing"})
+    finally:
+        await redis.aclose()
+
+    kill_timeout = seconds(WORKER["kill_timeout"])
+    sent = time.monotonic()
+    worker.signal(signal.SIGTERM)
+    code = await asyncio.to_thread(worker.wait, kill_timeout)  # Fly's SIGKILL comes then
+    measured = time.monotonic() - sent
+    assert code == 0, worker.output
+    graces = settings.worker_shutdown_grace_seconds + settings.job_abandon_grace_seconds
+    assert measured >= graces, "not the worst case: the stuck run was not waited for"
+    assert measured <= worst_case_shutdown(settings)
+    assert measured <= kill_timeout - shutdown_margin(settings), (measured, kill_timeout)
+    # The stuck run's job was given back for the next worker, not lost with the process.
+    job = await wait_for_status(database, stuck, {"retrying", "pending"})
+    assert job.lease_owner is None
+    print(
+        f"worst-case shutdown {measured:.2f}s; bound {worst_case_shutdown(settings):g}s; "
+        f"margin {shutdown_margin(settings):g}s; kill_timeout {kill_timeout:g}s"
+    )
 
 
 @pytest.mark.parametrize("app", [WEB, WORKER], ids=["web", "worker"])

@@ -50,6 +50,7 @@ def dev(env: dict[str, str], spawn, database: object):
     assert "demo-shop.myshopify.com" in stats["shops"]  # the demo shop, with its token
     storefront = f"http://127.0.0.1:{shopify_port}/"
     assert f"Job button block): {storefront}" in proc.output  # where the demo page is
+    assert "dev: job starts are not rate limited (RATE_LIMIT_MAX=0)" in proc.output  # the tests'
     assert "data-shopjobs-block" in wait_for_http(storefront).text
     return proc, marker
 
@@ -75,3 +76,18 @@ def test_one_child_dying_stops_the_other_and_fails(dev) -> None:
     os.kill(worker[0], signal.SIGKILL)
     assert proc.wait(20) != 0
     assert _marked_pids(marker) == []
+
+
+def test_the_banner_says_the_rate_limit_caps_what_workers_add() -> None:
+    """The seed's RATE_LIMIT_MAX (10 a minute, across all workers) is the ceiling of a default
+    deployment, whatever `fly scale count worker=N` says: `make dev` says so at start."""
+    from tools.dev import rate_limit_line
+
+    assert rate_limit_line({}) == (
+        "at most 10 job starts per 60 s across all workers (RATE_LIMIT_MAX, "
+        "RATE_LIMIT_WINDOW_SECONDS): adding workers adds nothing past it; raise it, or set 0 "
+        "for none, before scaling (docs/deploy.md#7-scale-the-workers)"
+    )
+    assert rate_limit_line({"RATE_LIMIT_MAX": "600", "RATE_LIMIT_WINDOW_SECONDS": "1"}).startswith(
+        "at most 600 job starts per 1 s"
+    )

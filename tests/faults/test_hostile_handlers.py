@@ -54,7 +54,8 @@ def _sigterm_exit_seconds(proc) -> float:
 async def test_hostile_handlers_end_final_while_the_job_behind_them_runs(
     env, spawn, database: Database, redis: ArqRedis
 ) -> None:
-    proc = hostile_worker(spawn, env, worker_max_abandoned_runs=0)
+    # One abandoned run is within the limit (more end the worker: test_health_actions.py).
+    proc = hostile_worker(spawn, env, worker_max_abandoned_runs=1)
     port = env["WORKER_HEALTH_PORT"]
     shop = await make_shop(database)
     begun = time.monotonic()
@@ -88,12 +89,7 @@ async def test_hostile_handlers_end_final_while_the_job_behind_them_runs(
 
     async with httpx.AsyncClient() as client:
         health = await client.get(f"http://127.0.0.1:{port}/healthz")
-        assert health.status_code == 503
-        assert health.json() == {
-            "status": "error",
-            "failing": "abandoned_runs",
-            "message": "too many abandoned runs: restart this process",
-        }
+        assert (health.status_code, health.json()) == (200, {"status": "ok"})
         metrics = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
     assert 'shopjobs_runs_abandoned_total{type="swallows_cancel"} 1.0' in metrics
     assert "shopjobs_abandoned_runs_running 1.0" in metrics

@@ -41,7 +41,7 @@ async def test_worker_survives_a_redis_restart(env, spawn, database: Database, o
     await asyncio.sleep(1.5)
     down = await asyncio.to_thread(health, env)
     # Which dependency, in fixed words: the driver's text (host, port) only reaches the log.
-    assert down.status_code == 503
+    assert down.status_code == 503 and int(down.headers["Retry-After"]) > 0
     assert down.json() == {"status": "error", "failing": "redis", "message": "redis unreachable"}
     assert str(own_redis.port) not in down.text
     assert "healthz: redis failing" in worker.output

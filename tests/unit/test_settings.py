@@ -30,8 +30,9 @@ def test_defaults_match_the_contract(clean_env: pytest.MonkeyPatch) -> None:
     assert (s.job_backoff_seconds, s.rate_limit_max, s.rate_limit_window_seconds) == (5, 10, 60)
     assert s.worker_shutdown_grace_seconds == 25
     assert s.enable_diagnostic_jobs is False
-    assert (s.completed_retention_seconds, s.completed_retention_count) == (86_400, 1_000)
-    assert (s.failed_retention_seconds, s.failed_retention_count) == (604_800, 5_000)
+    assert (s.completed_retention_seconds, s.completed_retention_count) == (86_400, 0)
+    assert (s.failed_retention_seconds, s.failed_retention_count) == (604_800, 0)
+    assert s.idempotency_window_seconds == 86_400
 
 
 def test_retired_queue_fairness_still_accepts_fifo_and_nothing_else(
