@@ -18,6 +18,7 @@ from service.store.batches import (
     start_batch,
 )
 from service.store.bulk import bulk_operation_of, job_is_final, keep_bulk_operation
+from service.store.charts import Bucket, Series, Window, job_chart
 from service.store.claims import (
     Claim,
     claim_jobs,
@@ -90,14 +91,17 @@ from service.store.webhooks import (
 __all__ = [
     "CANCELLED_MESSAGE",
     "JOB_COLUMNS",
+    "Bucket",
     "Claim",
     "FollowUp",
     "Job",
     "JobFilter",
     "ListedJob",
+    "Series",
     "Shop",
     "TickJob",
     "WebhookRecord",
+    "Window",
     "Woken",
     "await_children",
     "batch_counts",
@@ -127,6 +131,7 @@ __all__ = [
     "get_storefront_job",
     "insert_children",
     "insert_jobs",
+    "job_chart",
     "job_from_row",
     "job_is_final",
     "job_types_in_use",
