@@ -27,6 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from jobs.registry import job_types, webhook_jobs
 from service import queue
+from service.core import tracing
 from service.core.db import DatabaseTlsError, create_database
 from service.core.logs import configure_logging
 from service.core.settings import Settings, load_settings
@@ -91,6 +92,7 @@ class StartupFailureInOneLine:
 
 def create_app(settings: Settings) -> Starlette:
     configure_logging(settings.log_format)
+    tracing.configure("shopjobs-web")  # off unless OTEL_* asks (docs/operations.md)
     web_metrics = metrics.WebMetrics()
 
     @asynccontextmanager
@@ -100,6 +102,7 @@ def create_app(settings: Settings) -> Starlette:
             database = create_database(settings.database_url)
             await database.connect()
             closing.push_async_callback(database.disconnect)
+            closing.callback(tracing.flush)
             if settings.web_metrics_port:
                 server = await metrics.serve(web_metrics, settings.web_metrics_port)
                 closing.push_async_callback(server.cleanup)
@@ -151,6 +154,7 @@ def create_app(settings: Settings) -> Starlette:
         middleware=[
             Middleware(StartupFailureInOneLine),
             Middleware(RequestTelemetry, metrics=web_metrics),
+            Middleware(tracing.TracedRequests),
         ],
     )
     return app

@@ -66,6 +66,7 @@ from service.store.shops import (
     upsert_shop,
 )
 from service.store.sql import JOB_COLUMNS
+from service.store.traces import set_trace_context, trace_context_of
 from service.store.waits import (
     Woken,
     event_for,
@@ -153,12 +154,14 @@ __all__ = [
     "schedule_retry",
     "schedule_ticks",
     "send_event",
+    "set_trace_context",
     "start_batch",
     "step_of",
     "steps_of",
     "stranded_jobs",
     "suspend_job",
     "take_cancelled_bulk_waits",
+    "trace_context_of",
     "update_shop_token",
     "upsert_shop",
     "wake_bulk_waiters",
