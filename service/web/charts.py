@@ -102,10 +102,12 @@ def draw(name: str, title: str, bars: list[Bar], window: Window, unit: str = "")
                 f'stroke="{WAIT_HIGH}" stroke-width="2"/>'
             )
         parts.append("</g>")
-    for i in (0, len(bars) // 2, len(bars) - 1) if bars else ():
-        x = LEFT + i * slot + slot / 2
+    ends = {0: "start", len(bars) // 2: "middle", len(bars) - 1: "end"} if bars else {}
+    for i, anchor in ends.items():  # the first and last labels kept inside the picture
+        x = LEFT + i * slot + (slot * 0.12 if anchor == "start" else slot / 2)
+        x = x + slot * 0.38 if anchor == "end" else x
         parts.append(
-            f'<text x="{x:.1f}" y="{HEIGHT - 6}" text-anchor="middle" font-size="10" '
+            f'<text x="{x:.1f}" y="{HEIGHT - 6}" text-anchor="{anchor}" font-size="10" '
             f'fill="#656d76">{_label(bars[i].start, window)}</text>'
         )
     parts.append("</svg>")

@@ -360,9 +360,9 @@ async def charts_page(request: Request) -> Response:
             {
                 "series": series,
                 "charts": [
-                    charts.throughput(series),
-                    charts.failures(series),
-                    charts.waits(series),
+                    ("Finished (throughput)", charts.throughput(series)),
+                    ("Failed", charts.failures(series)),
+                    ("Wait, created → started", charts.waits(series)),
                 ],
                 "finished": sum(b.completed + b.failed for b in series.buckets),
                 "failed": sum(b.failed for b in series.buckets),

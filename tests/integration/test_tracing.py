@@ -157,9 +157,9 @@ async def test_one_trace_from_the_storefront_request_to_the_run(
     assert run.attributes["shopjobs.job.type"] == "echo"
 
 
-async def _client(runtime: Runtime, database: Database, redis: ArqRedis) -> JobsClient:
+async def _client(worker: Runtime, database: Database, redis: ArqRedis) -> JobsClient:
     intake = Intake(database, redis, lambda *_: None)
-    return JobsClient(database, redis, dict(runtime.types), intake=intake)
+    return JobsClient(database, redis, dict(worker.types), intake=intake)
 
 
 async def test_a_retry_joins_the_trace_of_the_jobs_creation(
