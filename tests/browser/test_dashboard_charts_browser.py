@@ -69,7 +69,7 @@ async def seed_day(database: Database) -> int:
     return recent_alpine_echo
 
 
-async def test_charts_are_drawn_filtered_and_fit_a_phone(
+async def test_charts_drawn_filtered_on_a_phone_and_screenshot(
     charts_stack: Stack, database: Database, request: pytest.FixtureRequest
 ) -> None:
     alpine_echo = await seed_day(database)
