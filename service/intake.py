@@ -248,7 +248,10 @@ class Intake:
         the trace of the request (service/core/tracing.py)."""
         trace_context = tracing.carrier()
         if trace_context is not None:
-            await store.set_trace_context(self.database, job_id, trace_context)
+            try:
+                await store.set_trace_context(self.database, job_id, trace_context)
+            except Exception as exc:  # a trace is not worth refusing the job: runs start anew
+                logger.warning("job %s: trace context not kept: %r", job_id, exc)
         if await self.put(job_type, job_id, shop, source, run_at=run_at) is not QueueOutcome.QUEUED:
             await store.delete_job(self.database, job_id)
             raise NotQueued(job_id)
