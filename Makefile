@@ -26,7 +26,7 @@ test: install
 test-unit: install
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
-## Retake the docs' pictures (docs/demo.png, docs/dashboard.png, docs/embedded-app.png) with the browser tests
+## Retake the docs' pictures (docs/demo.png, docs/dashboard.png, docs/dashboard-charts.png, docs/embedded-app.png) with the browser tests
 screenshot: install
 	UPDATE_SCREENSHOT=1 $(PY) -m pytest tests/browser -q -k screenshot
 

@@ -67,6 +67,9 @@ CREATE TABLE jobs (
     wait_for        text CHECK (wait_for IN ('sleep', 'bulk_operation', 'bulk_slot', 'event')),
     wait_until      timestamptz,
     wait_name       text,
+    -- The W3C trace context of the job's creation (JSON text), for OpenTelemetry traces
+    -- (service/core/tracing.py, migration 0004); NULL while traces are off.
+    trace_context   text,
     CONSTRAINT jobs_idempotency UNIQUE (shop_id, idempotency_key)
 );
 

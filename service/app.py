@@ -28,6 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from jobs.registry import job_types, webhook_jobs
 from service import queue
+from service.core import tracing
 from service.core.db import DatabaseTlsError, create_database
 from service.core.logs import configure_logging
 from service.core.settings import Settings, load_settings
@@ -109,6 +110,7 @@ def create_app(settings: Settings) -> Starlette:
     configure_logging(settings.log_format)
     # Before any metric exists: with several web processes, their series are shared.
     shared_metrics = metrics.multiprocess_directory() if settings.web_metrics_port else None
+    tracing.configure("shopjobs-web")  # off unless OTEL_* asks (docs/operations.md)
     web_metrics = metrics.WebMetrics()
 
     @asynccontextmanager
@@ -118,6 +120,7 @@ def create_app(settings: Settings) -> Starlette:
             database = create_database(settings.database_url)
             await database.connect()
             closing.push_async_callback(database.disconnect)
+            closing.callback(tracing.flush)
             if settings.web_metrics_port:
                 await closing.enter_async_context(
                     metrics.serve(
@@ -175,6 +178,7 @@ def create_app(settings: Settings) -> Starlette:
         middleware=[
             Middleware(StartupFailureInOneLine),
             Middleware(RequestTelemetry, metrics=web_metrics),
+            Middleware(tracing.TracedRequests),
         ],
     )
     return app

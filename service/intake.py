@@ -29,6 +29,7 @@ from pydantic import BaseModel, ValidationError
 
 from jobs.types import JobType
 from service import queue, store
+from service.core import tracing
 from service.core.db import UNAVAILABLE_ERRORS
 from service.core.group_commit import GroupCommit
 
@@ -186,6 +187,33 @@ class Intake:
         is unreachable (after deleting the row, which may have committed all the same).
         """
         wanted = uuid4()
+        attributes = {"shopjobs.job.type": job_type.name, "shopjobs.shop": shop.domain,
+                      "shopjobs.source": str(source)}  # fmt: skip
+        with tracing.span(f"enqueue {job_type.name}", attributes, kind="PRODUCER") as traced:
+            submitted = await self._submit(
+                wanted, job_type, shop=shop, job_input=job_input, source=source,
+                idempotency_key=idempotency_key, customer_id=customer_id,
+                staff_user_id=staff_user_id, run_at=run_at, parent_id=parent_id,
+            )  # fmt: skip
+            if traced is not None:
+                traced.set_attribute("shopjobs.job.id", str(submitted.job_id))
+                traced.set_attribute("shopjobs.created", submitted.existing is None)
+        return submitted
+
+    async def _submit(
+        self,
+        wanted: UUID,
+        job_type: JobType,
+        *,
+        shop: store.Shop,
+        job_input: dict[str, Any],
+        source: Source,
+        idempotency_key: str | None,
+        customer_id: str | None,
+        staff_user_id: str | None,
+        run_at: datetime | None,
+        parent_id: UUID | None,
+    ) -> Submitted:
         try:
             if run_at is None and parent_id is None:
                 job_id, existing = await self._create(
@@ -224,7 +252,16 @@ class Intake:
         run_at: datetime | None = None,
     ) -> None:
         """Queue the job of a row just written; if the queue does not take it, delete the row
-        and raise NotQueued."""
+        and raise NotQueued.
+
+        With traces on, the row first keeps the current trace context, so that its runs join
+        the trace of the request (service/core/tracing.py)."""
+        trace_context = tracing.carrier()
+        if trace_context is not None:
+            try:
+                await store.set_trace_context(self.database, job_id, trace_context)
+            except Exception as exc:  # a trace is not worth refusing the job: runs start anew
+                logger.warning("job %s: trace context not kept: %r", job_id, exc)
         if await self.put(job_type, job_id, shop, source, run_at=run_at) is not QueueOutcome.QUEUED:
             await store.delete_job(self.database, job_id)
             raise NotQueued(job_id)

@@ -25,13 +25,13 @@ import random
 import time
 from collections.abc import Coroutine
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from pydantic import ValidationError
 
 from jobs.types import JobType
-from jobs.worker import lease
+from jobs.worker import lease, traces
 from jobs.worker.abandon import call
 from jobs.worker.context import RunContext
 from jobs.worker.metrics import DATABASE_DOWN, LEASE_HELD, RATE_LIMIT
@@ -53,6 +53,9 @@ from service.core import logs
 from service.core.states import ClaimResult, RunOutcome
 from service.core.waits import Suspend
 from service.queue import Finish, done, give_back, later
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Span
 
 logger = logging.getLogger("shopjobs.worker")
 
@@ -158,6 +161,13 @@ async def start_runs(
 
 
 async def execute(runtime: Runtime, job_type: JobType, claim: store.Claim) -> None:
+    async with traces.run_span(runtime, job_type, claim) as traced:
+        await _execute(runtime, job_type, claim, traced)
+
+
+async def _execute(
+    runtime: Runtime, job_type: JobType, claim: store.Claim, traced: Span | None
+) -> None:
     runtime.metrics.run_started(job_type.name, claim.recovered)
     started = time.monotonic()
     outcome = RunOutcome.INTERRUPTED  # unless the run says otherwise: shutdown cancelled it
@@ -172,6 +182,7 @@ async def execute(runtime: Runtime, job_type: JobType, claim: store.Claim) -> No
         raise
     finally:
         runtime.metrics.run_ended(job_type.name, outcome, time.monotonic() - started)
+        traces.end(traced, outcome)
     await runtime.queue.finish(finish)
 
 

@@ -32,6 +32,7 @@ from jobs.worker.ratelimit import RateLimiter
 from jobs.worker.resources import close_resources, open_resources
 from jobs.worker.runtime import Runtime
 from service import queue, store
+from service.core import tracing
 from service.core.db import DatabaseTlsError, create_database
 from service.core.group_commit import GroupCommit
 from service.core.logs import adopt, configure_logging
@@ -89,6 +90,7 @@ def build_worker_settings(settings: Settings, types: dict[str, JobType] | None =
     a startup cut short (a signal while Postgres is down) had built is closed, nothing more.
     """
     configure_logging(settings.log_format)
+    tracing.configure("shopjobs-worker")  # off unless OTEL_* asks (docs/operations.md)
     types = job_types(settings) if types is None else types
     owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
     worker_metrics = metrics.WorkerMetrics()
@@ -179,6 +181,7 @@ def build_worker_settings(settings: Settings, types: dict[str, JobType] | None =
 
     async def on_shutdown(ctx: dict[str, Any]) -> None:
         await closing.aclose()
+        tracing.flush()
         logger.info("worker %s stopped", owner)
 
     reconcile_seconds = set(range(0, 60, settings.reconcile_interval_seconds))

@@ -33,6 +33,7 @@ from redis.asyncio import Redis
 
 from jobs.types import NonRetryableError
 from service import store
+from service.core import tracing
 from service.core.settings import Settings
 from service.shopify import bulk, endpoints, tokens
 from service.shopify.throttle import UNKNOWN, CostBuckets, ThrottleStatus
@@ -166,7 +167,16 @@ class ShopAdmin:
     async def graphql(
         self, query: str, variables: dict[str, Any] | None = None, *, cost: float | None = None
     ) -> dict[str, Any]:
-        """The `data` of a successful query; raises as the module docstring describes."""
+        """The `data` of a successful query; raises as the module docstring describes.
+
+        With traces on, one `shopify.admin.graphql` span covers the call, its throttling
+        waits and retries included (service/core/tracing.py)."""
+        with tracing.span("shopify.admin.graphql", {"shopjobs.shop": self.shop}, kind="CLIENT"):
+            return await self._graphql(query, variables, cost=cost)
+
+    async def _graphql(
+        self, query: str, variables: dict[str, Any] | None, *, cost: float | None
+    ) -> dict[str, Any]:
         c = self.client
         url = endpoints.graphql_url(c.settings, self.shop)
         estimate = cost if cost is not None else c.learned_costs.get(query, DEFAULT_COST_ESTIMATE)
@@ -248,7 +258,9 @@ class ShopAdmin:
         `expected_objects`, when known, turns the running operation's objectCount into a
         percentage of the job's progress.
         """
-        return await bulk.bulk_query(self, query, expected_objects=expected_objects)
+        attributes = {"shopjobs.shop": self.shop, "shopjobs.bulk.kind": "QUERY"}
+        with tracing.span("shopify.bulk_operation", attributes):
+            return await bulk.bulk_query(self, query, expected_objects=expected_objects)
 
     async def bulk_mutation(
         self,
@@ -256,4 +268,6 @@ class ShopAdmin:
         rows: Iterable[dict[str, Any]] | AsyncIterable[dict[str, Any]],
     ) -> bulk.BulkMutationResults:
         """Run `mutation` once per row of variables as a bulk operation; stream the results."""
-        return await bulk.bulk_mutation(self, mutation, rows)
+        attributes = {"shopjobs.shop": self.shop, "shopjobs.bulk.kind": "MUTATION"}
+        with tracing.span("shopify.bulk_operation", attributes):
+            return await bulk.bulk_mutation(self, mutation, rows)

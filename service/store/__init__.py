@@ -18,6 +18,7 @@ from service.store.batches import (
     start_batch,
 )
 from service.store.bulk import bulk_operation_of, job_is_final, keep_bulk_operation
+from service.store.charts import Bucket, Series, Window, job_chart
 from service.store.claims import (
     Claim,
     claim_jobs,
@@ -65,6 +66,7 @@ from service.store.shops import (
     upsert_shop,
 )
 from service.store.sql import JOB_COLUMNS
+from service.store.traces import set_trace_context, trace_context_of
 from service.store.waits import (
     Woken,
     event_for,
@@ -90,14 +92,17 @@ from service.store.webhooks import (
 __all__ = [
     "CANCELLED_MESSAGE",
     "JOB_COLUMNS",
+    "Bucket",
     "Claim",
     "FollowUp",
     "Job",
     "JobFilter",
     "ListedJob",
+    "Series",
     "Shop",
     "TickJob",
     "WebhookRecord",
+    "Window",
     "Woken",
     "await_children",
     "batch_counts",
@@ -127,6 +132,7 @@ __all__ = [
     "get_storefront_job",
     "insert_children",
     "insert_jobs",
+    "job_chart",
     "job_from_row",
     "job_is_final",
     "job_types_in_use",
@@ -148,12 +154,14 @@ __all__ = [
     "schedule_retry",
     "schedule_ticks",
     "send_event",
+    "set_trace_context",
     "start_batch",
     "step_of",
     "steps_of",
     "stranded_jobs",
     "suspend_job",
     "take_cancelled_bulk_waits",
+    "trace_context_of",
     "update_shop_token",
     "upsert_shop",
     "wake_bulk_waiters",

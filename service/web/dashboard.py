@@ -7,6 +7,8 @@ The path stays /admin (operators' bookmarks); in the code, "admin" is only Shopi
 
 - GET  /admin/                          counts by status, the jobs newest first, filterable by
                                         status, shop and type, paged; failed jobs per type
+- GET  /admin/charts                    throughput, failures and waits of the last hour and day,
+                                        for the shop and type filtered (inline SVG)
 - GET  /admin/jobs/{job_id}             one job: input, result, error, attempts, timings
 - POST /admin/jobs/{job_id}/retry       a failed job starts over (pending, counters at 0)
 - POST /admin/jobs/{job_id}/cancel      a job not yet final (a running one too: its handler is
@@ -53,6 +55,7 @@ from service.core.schedule_times import next_tick
 from service.core.settings import Settings
 from service.core.states import JobStatus
 from service.intake import QueueOutcome, Source
+from service.web import charts
 from service.web.errors import ApiError
 from service.web.login_attempts import client_key
 from service.web.parsing import parse_job_id, read_body
@@ -343,6 +346,36 @@ async def job_page(request: Request) -> Response:
     )
 
 
+async def charts_page(request: Request) -> Response:
+    """Throughput, failures and waits of the last hour and the last day, for the shop and type
+    the filter names (service/store/charts.py queries, service/web/charts.py draws)."""
+    filters, _ = _filters(request)
+    filters = dataclasses.replace(filters, status=None)
+    state = web_state(request)
+    now = datetime.now(UTC)
+    windows = []
+    for window in store.Window:
+        series = await store.job_chart(state.database, filters, window, now)
+        windows.append(
+            {
+                "series": series,
+                "charts": [
+                    ("Finished (throughput)", charts.throughput(series)),
+                    ("Failed", charts.failures(series)),
+                    ("Wait, created → started", charts.waits(series)),
+                ],
+                "finished": sum(b.completed + b.failed for b in series.buckets),
+                "failed": sum(b.failed for b in series.buckets),
+            }
+        )
+    types = sorted(set(state.job_types) | set(await store.job_types_in_use(state.database)))
+    return _render(
+        request,
+        "charts.html",
+        {"filters": filters, "windows": windows, "types": types, "current": _query(filters)},
+    )
+
+
 # -- acting --------------------------------------------------------------------------------
 
 
@@ -425,6 +458,7 @@ def mount(settings: Settings, path: str = "/admin") -> Mount:
         path,
         routes=[
             Route("/", index, methods=["GET"], name="dashboard_index"),
+            Route("/charts", charts_page, methods=["GET"], name="dashboard_charts"),
             Route("/jobs/{job_id}", job_page, methods=["GET"], name="dashboard_job"),
             Route("/jobs/{job_id}/retry", retry, methods=["POST"]),
             Route("/jobs/{job_id}/cancel", cancel, methods=["POST"]),

@@ -530,6 +530,7 @@ async def test_the_first_migration_keeps_every_row_of_an_unversioned_database(
                 None,
                 None,
             )
+            assert job.pop("trace_context") is None  # added by 0004: no trace context before
         assert after == before
         assert await _versions(old) == [(m.version, m.name) for m in MIGRATIONS]
         # The work goes on: the lease is still honoured, the waiting child runs, the batch counts.
