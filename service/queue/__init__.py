@@ -35,19 +35,32 @@ reconciler's `find`, `repair`, `place_shops`, `drop_leftover` and the gauges' `d
 """
 
 from service.queue.connection import connect, ping, redis_settings
-from service.queue.enqueue import enqueue, enqueue_many, wake
-from service.queue.keys import QUEUE_NAME, WAKE_CHANNEL
+from service.queue.enqueue import Entry, check_priority, enqueue, enqueue_many, wake
+from service.queue.keys import MAX_PRIORITY, QUEUE_NAME, WAKE_CHANNEL
 from service.queue.take import Finish, Taken, Taker, done, give_back, later
-from service.queue.upkeep import Found, depth, drop_leftover, find, place_shops, repair
+from service.queue.upkeep import (
+    Found,
+    depth,
+    drop_leftover,
+    find,
+    pause_shop,
+    paused_shops,
+    place_shops,
+    repair,
+    resume_shop,
+)
 from service.queue.wire import deserialize, serialize
 
 __all__ = [
+    "MAX_PRIORITY",
     "QUEUE_NAME",
     "WAKE_CHANNEL",
+    "Entry",
     "Finish",
     "Found",
     "Taken",
     "Taker",
+    "check_priority",
     "connect",
     "depth",
     "deserialize",
@@ -58,10 +71,13 @@ __all__ = [
     "find",
     "give_back",
     "later",
+    "pause_shop",
+    "paused_shops",
     "ping",
     "place_shops",
     "redis_settings",
     "repair",
+    "resume_shop",
     "serialize",
     "wake",
 ]
