@@ -7,8 +7,10 @@ rotation comes round again at once and fills every slot (work-conserving).
 
 The layout (key names in `keys.py`, the Lua that keeps it in `scripts.py`):
 
-- `arq:fair:shop:{shop}`: the shop's jobs, scored by when they are due (ms), so within a shop
-  jobs run in due order (retries and delays respected). Jobs without a shop share APP_BUCKET.
+- `arq:fair:shop:{shop}`: the shop's due jobs, scored by rank: priority band first (higher
+  priority first), then when they came due (ms). `arq:fair:later:{shop}`: its jobs due later
+  (retries, delays, waits), scored by when; a take moves the ones now due into the ranked set
+  (their band kept in `arq:fair:band`). Jobs without a shop share APP_BUCKET.
 - `arq:fair:ready`: the shops with a due job, scored by a turn number (`arq:fair:seq`); the
   take pops the lowest and, if the shop still has a due job, puts it back with a new turn: at
   the back of the rotation.
@@ -16,7 +18,12 @@ The layout (key names in `keys.py`, the Lua that keeps it in `scripts.py`):
   ones now due into the rotation.
 - `arq:fair:capped`: shops running SHOP_CONCURRENCY_LIMIT jobs already (`arq:fair:counts`,
   across every worker process); out of the rotation until one of their jobs finishes. This is
-  the one place the per-shop cap is enforced.
+  the one place the per-shop cap is enforced. `arq:fair:paused`: shops an operator paused, out
+  of the rotation until resumed (their jobs wait in their sets; running ones finish).
+- Per-type and per-key caps (`JobType.concurrency`, `JobType.concurrency_key`): running counts
+  by cap in `arq:fair:capcounts`; a job whose cap is full when its turn comes is held back in
+  `arq:fair:blocked:{cap}` (out of its shop) until one of that cap's jobs ends, which puts
+  the longest held back in its shop again.
 - `arq:fair:running` (job id -> lease deadline) and `arq:fair:taken` (job id -> "due shop"): a
   taken job leaves its shop's set; if its worker dies, a later take finds its lease lapsed
   (arq's in-progress key gone) and puts it back where it was.
