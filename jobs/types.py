@@ -194,6 +194,7 @@ class JobContext(Protocol):
         delay: float | timedelta | None = None,
         run_at: datetime | None = None,
         idempotency_key: str | None = None,
+        priority: int | None = None,
     ) -> EnqueuedJob: ...
 
     # Fan out children of this job, one per input, created in bulk. This job becomes final
@@ -296,9 +297,26 @@ class JobType:
     # Needed only for a rename or a reshape; a removed field needs nothing (below). It runs
     # on every stored input, old or new, at every run, so it must leave a current one alone.
     upgrade_input: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+    # Flow control (docs/starting-jobs.md). `priority`: 0 to 9, higher first within a shop
+    # (across shops the round-robin is unchanged); None: 5 when the merchant starts it, else 0;
+    # `priority=` on an enqueue overrides it. `concurrency`: at most this many of the type run
+    # at once across every worker (0: no cap). `concurrency_key`: a function of the validated
+    # input naming what the job works on (a product's id, say): at most `key_concurrency` jobs
+    # of the type with the same key run at once per shop. Held at the take; a job waiting
+    # (suspended) holds none of these.
+    priority: int | None = None
+    concurrency: int = 0
+    concurrency_key: Callable[[Any], str] | None = None
+    key_concurrency: int = 1
 
     def __post_init__(self) -> None:
-        """Refuse, at import, a storefront bound that would silently not bound anything."""
+        """Refuse, at import, a bound that would silently not bound anything."""
+        if self.priority is not None and not 0 <= self.priority <= 9:
+            raise ValueError(f"{self.name}: priority must be from 0 to 9, or None")
+        if self.concurrency < 0 or self.key_concurrency < 1:
+            raise ValueError(
+                f"{self.name}: concurrency must be 0 or more, key_concurrency 1 or more"
+            )
         if self.proxy_limit_per_minute is not None and self.proxy_limit_per_minute < 1:
             raise ValueError(f"{self.name}: proxy_limit_per_minute must be 1 or more, or None")
         model = self.proxy_input_model

@@ -32,6 +32,7 @@ from service import queue, store
 from service.core import tracing
 from service.core.db import UNAVAILABLE_ERRORS
 from service.core.group_commit import GroupCommit
+from service.queue import Entry
 
 logger = logging.getLogger("shopjobs.intake")
 
@@ -122,6 +123,48 @@ class Source(StrEnum):
     SCHEDULE = "schedule"  # a job type's cron schedule (jobs/worker/schedules.py)
 
 
+# The priority of a job the merchant starts (the embedded app, the dashboard's retries), when
+# its type sets none: above the default 0 of background work, so a pressed button does not
+# wait behind the shop's nightly sync.
+MERCHANT_PRIORITY = 5
+
+
+def queue_priority(job_type: JobType, source: Source, priority: int | None = None) -> int:
+    """A new job's priority: the enqueue's, else its type's, else by who asked."""
+    if priority is not None:
+        return queue.check_priority(priority)
+    if job_type.priority is not None:
+        return job_type.priority
+    return MERCHANT_PRIORITY if source == Source.MERCHANT else 0
+
+
+def concurrency_key(job_type: JobType, job_input: dict[str, Any]) -> str | None:
+    """What the job works on, for its type's per-key cap (JobType.concurrency_key); None for a
+    type without one. Computed from the validated input, as the handler will see it."""
+    if job_type.concurrency_key is None:
+        return None
+    key = str(job_type.concurrency_key(job_type.input_model.model_validate(job_input)))
+    return key.replace("|", "/")[:200]  # "|" separates the parts of a cap's name
+
+
+def queue_entry(
+    job_type: JobType,
+    job_id: UUID,
+    shop: str,
+    job_input: dict[str, Any],
+    source: Source,
+    priority: int | None = None,
+) -> Entry:
+    """The queue entry of a job: its type, id, shop, priority and concurrency key."""
+    return Entry(
+        job_type.name,
+        str(job_id),
+        shop,
+        queue_priority(job_type, source, priority),
+        concurrency_key(job_type, job_input),
+    )
+
+
 class QueueOutcome(StrEnum):
     """How putting one entry on the queue went, as the enqueue histogram counts it."""
 
@@ -162,7 +205,7 @@ class Intake:
         self.redis = redis
         self._observe = observe
         self._rows: GroupCommit[NewRow, bool] = GroupCommit(self._insert)
-        self._queue: GroupCommit[tuple[str, str, str | None], bool] = GroupCommit(self._enqueue)
+        self._queue: GroupCommit[Entry, bool] = GroupCommit(self._enqueue)
 
     async def submit(
         self,
@@ -176,6 +219,7 @@ class Intake:
         staff_user_id: str | None = None,
         run_at: datetime | None = None,
         parent_id: UUID | None = None,
+        priority: int | None = None,
     ) -> Submitted:
         """Write a `pending` job and queue it; `job_input` is already validated, JSON-ready.
 
@@ -194,6 +238,7 @@ class Intake:
                 wanted, job_type, shop=shop, job_input=job_input, source=source,
                 idempotency_key=idempotency_key, customer_id=customer_id,
                 staff_user_id=staff_user_id, run_at=run_at, parent_id=parent_id,
+                priority=priority,
             )  # fmt: skip
             if traced is not None:
                 traced.set_attribute("shopjobs.job.id", str(submitted.job_id))
@@ -213,6 +258,7 @@ class Intake:
         staff_user_id: str | None,
         run_at: datetime | None,
         parent_id: UUID | None,
+        priority: int | None,
     ) -> Submitted:
         try:
             if run_at is None and parent_id is None:
@@ -239,41 +285,29 @@ class Intake:
             raise
         if existing is not None:
             return Submitted(existing.id, existing)
-        await self.queue(job_type.name, job_id, shop.domain, source, run_at=run_at)
+        entry = queue_entry(job_type, job_id, shop.domain, job_input, source, priority)
+        await self.queue(entry, source, run_at=run_at)
         return Submitted(job_id, None)
 
-    async def queue(
-        self,
-        job_type: str,
-        job_id: UUID,
-        shop: str,
-        source: Source,
-        *,
-        run_at: datetime | None = None,
-    ) -> None:
+    async def queue(self, entry: Entry, source: Source, *, run_at: datetime | None = None) -> None:
         """Queue the job of a row just written; if the queue does not take it, delete the row
         and raise NotQueued.
 
         With traces on, the row first keeps the current trace context, so that its runs join
         the trace of the request (service/core/tracing.py)."""
+        job_id = UUID(entry.job_id)
         trace_context = tracing.carrier()
         if trace_context is not None:
             try:
                 await store.set_trace_context(self.database, job_id, trace_context)
             except Exception as exc:  # a trace is not worth refusing the job: runs start anew
                 logger.warning("job %s: trace context not kept: %r", job_id, exc)
-        if await self.put(job_type, job_id, shop, source, run_at=run_at) is not QueueOutcome.QUEUED:
+        if await self.put(entry, source, run_at=run_at) is not QueueOutcome.QUEUED:
             await store.delete_job(self.database, job_id)
             raise NotQueued(job_id)
 
     async def put(
-        self,
-        job_type: str,
-        job_id: UUID,
-        shop: str,
-        source: Source,
-        *,
-        run_at: datetime | None = None,
+        self, entry: Entry, source: Source, *, run_at: datetime | None = None
     ) -> QueueOutcome:
         """Put a job's entry on the queue (due at `run_at`, else now), timed; never raises (a
         failure is ERROR)."""
@@ -281,18 +315,19 @@ class Intake:
         outcome = QueueOutcome.ERROR
         try:
             if run_at is None:
-                entry = self._queue.submit((job_type, str(job_id), shop))
+                queued_at = self._queue.submit(entry)
             else:
                 # The score is whole milliseconds from a clock read again: 2 ms more, so the
                 # entry is never due before `run_at`.
-                entry = queue.enqueue(
-                    self.redis, job_type, str(job_id), shop=shop,
+                queued_at = queue.enqueue(
+                    self.redis, entry.job_type, entry.job_id, shop=entry.shop,
                     defer_seconds=max(0.0, run_at.timestamp() - time.time() + 0.002),
+                    priority=entry.priority, key=entry.key,
                 )  # fmt: skip
-            queued = await asyncio.wait_for(entry, ENQUEUE_TIMEOUT_SECONDS)
+            queued = await asyncio.wait_for(queued_at, ENQUEUE_TIMEOUT_SECONDS)
             outcome = QueueOutcome.QUEUED if queued else QueueOutcome.DUPLICATE
         except Exception as exc:  # Redis down, slow or refusing: the caller decides what it means
-            logger.warning("job %s could not be queued: %r", job_id, exc)
+            logger.warning("job %s could not be queued: %r", entry.job_id, exc)
         finally:
             self._observe(source, outcome, time.perf_counter() - started)
         return outcome
@@ -345,5 +380,5 @@ class Intake:
         inserted = await store.insert_jobs(self.database, rows)
         return [row[0] in inserted for row in rows]
 
-    async def _enqueue(self, jobs: list[tuple[str, str, str | None]]) -> list[bool]:
+    async def _enqueue(self, jobs: list[Entry]) -> list[bool]:
         return await queue.enqueue_many(self.redis, jobs)

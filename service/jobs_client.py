@@ -46,6 +46,8 @@ from service.intake import (
     ObserveEnqueue,
     QueueOutcome,
     Source,
+    queue_entry,
+    queue_priority,
     validate_input,
 )
 from service.shopify import shop_domain
@@ -174,9 +176,11 @@ class JobsClient:
         idempotency_key: str | None = None,
         source: Source = Source.APP,
         parent_id: UUID | None = None,
+        priority: int | None = None,
     ) -> EnqueuedJob:
         """Create a job of `job_type` for `shop`, due now, after `delay` seconds, or at
-        `run_at`; with `idempotency_key`, a second call returns the first call's job."""
+        `run_at`; with `idempotency_key`, a second call returns the first call's job.
+        `priority` (0 to 9, higher first within the shop) overrides the type's."""
         kind = self.job_type(job_type)
         data = self.validate(kind, input)
         if idempotency_key is not None and not (
@@ -205,6 +209,7 @@ class JobsClient:
                 idempotency_key=idempotency_key,
                 run_at=due,
                 parent_id=parent_id,
+                priority=priority,
             )
         except NotQueued:
             raise QueueUnavailable() from None
@@ -261,8 +266,7 @@ class JobsClient:
             try:
                 await asyncio.wait_for(
                     queue.enqueue_many(
-                        self.redis,
-                        [(kind.name, str(job_id), shop.domain) for job_id in ids],
+                        self.redis, await self._entries(kind, ids, shop.domain, Source.JOB)
                     ),
                     ENQUEUE_TIMEOUT_SECONDS * 5,
                 )
@@ -315,7 +319,8 @@ class JobsClient:
         if reset is None:
             return None
         job_type, shop = reset
-        outcome = await self.intake.put(job_type, job_id, shop, source)
+        [entry] = await self._entries(job_type, [job_id], shop, source)
+        outcome = await self.intake.put(entry, source)
         if outcome is QueueOutcome.ERROR:
             logger.warning("job %s retried but not queued; the reconciler will queue it", job_id)
         return outcome
@@ -325,8 +330,23 @@ class JobsClient:
         many."""
         jobs = await store.retry_failed_jobs(self.database, job_type)
         for job_id, name, shop in jobs:
-            await self.intake.put(name, job_id, shop, source)
+            [entry] = await self._entries(name, [job_id], shop, source)
+            await self.intake.put(entry, source)
         return len(jobs)
+
+    async def _entries(
+        self, job_type: JobType | str, ids: Sequence[UUID], shop: str, source: Source
+    ) -> list[queue.Entry]:
+        """The queue entries of jobs already written: their type's priority and, for a type
+        with a concurrency key, each one's key (read back from its stored input)."""
+        kind = job_type if isinstance(job_type, JobType) else self.job_types.get(job_type)
+        if kind is None:  # a type no longer registered: the worker fails it when taken
+            return [queue.Entry(str(job_type), str(job_id), shop) for job_id in ids]
+        if kind.concurrency_key is None:
+            priority = queue_priority(kind, source)
+            return [queue.Entry(kind.name, str(job_id), shop, priority) for job_id in ids]
+        inputs = await store.inputs_of(self.database, list(ids))
+        return [queue_entry(kind, job_id, shop, inputs.get(job_id, {}), source) for job_id in ids]
 
     async def send_event(self, shop: str, name: str, payload: Any = None) -> int:
         """Send event `name` to the shop's jobs: every job of the shop waiting for it

@@ -94,6 +94,7 @@ class RunContext:
         delay: float | timedelta | None = None,
         run_at: datetime | None = None,
         idempotency_key: str | None = None,
+        priority: int | None = None,
     ) -> EnqueuedJob:
         """Start a job (for this job's shop unless `shop` is given), as JobsClient.enqueue."""
         return await self._client().enqueue(
@@ -104,6 +105,7 @@ class RunContext:
             run_at=run_at,
             idempotency_key=idempotency_key,
             source=Source.JOB,
+            priority=priority,
         )
 
     async def enqueue_batch(

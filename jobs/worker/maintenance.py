@@ -25,18 +25,20 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection
+from collections.abc import Mapping
 from typing import Any
 from uuid import UUID
 
 from arq.connections import ArqRedis
 from databases import Database
 
+from jobs.types import JobType
 from jobs.worker.outcomes import end_batches
-from jobs.worker.runtime import Runtime
+from jobs.worker.runtime import Runtime, key_caps, type_caps
 from service import queue, store
 from service.core.settings import Settings
 from service.core.states import JobStatus
+from service.intake import Source, queue_entry
 from service.shopify import bulk, bulk_slots
 
 logger = logging.getLogger("shopjobs.worker")
@@ -55,7 +57,7 @@ async def requeue_stranded(
     database: Database,
     redis: ArqRedis,
     older_than_seconds: float,
-    known: Collection[str],
+    known: Mapping[str, JobType],
     shop_cap: int = 0,
 ) -> int:
     stranded = await store.stranded_jobs(database, older_than_seconds)
@@ -74,12 +76,16 @@ async def requeue_stranded(
     found = await queue.find(redis, [(str(job_id), shop) for job_id, _, shop in stranded])
     requeued = 0
     waiting: set[str] = set()  # shops with a job long waiting in their set
+    keyed = [job_id for job_id, job_type, _ in stranded if known[job_type].concurrency_key]
+    inputs = await store.inputs_of(database, keyed) if keyed else {}
     for (job_id, job_type, shop), where in zip(stranded, found, strict=True):
         if where == queue.Found.SHOP_SET:
             waiting.add(shop)
         elif where == queue.Found.MISSING:
             await queue.drop_leftover(redis, str(job_id))
-            if await queue.enqueue(redis, job_type, str(job_id), shop=shop):
+            # Queued again with its type's priority (an enqueue's own is not kept) and key.
+            entry = queue_entry(known[job_type], job_id, shop, inputs.get(job_id, {}), Source.APP)
+            if (await queue.enqueue_many(redis, [entry]))[0]:
                 requeued += 1
     if requeued:
         logger.warning("reconciler: re-queued %d stranded job(s)", requeued)
@@ -137,7 +143,12 @@ async def reconcile(ctx: dict[str, Any]) -> int:
         logger.warning("bulk operations of cancelled jobs not looked at: %s", exc)
     settings = runtime.settings
     try:
-        wrong = await queue.repair(runtime.redis, settings.shop_concurrency_limit)
+        wrong = await queue.repair(
+            runtime.redis,
+            settings.shop_concurrency_limit,
+            type_caps(runtime.types),
+            key_caps(runtime.types),
+        )
         if wrong:
             logger.warning("reconciler: repaired the running counts of %d shop(s)", wrong)
         return await requeue_stranded(

@@ -24,8 +24,9 @@ from jobs.worker.results import UnstorableResult, error_text, storable_error
 from jobs.worker.runtime import Runtime
 from service import queue, store
 from service.core.states import RunOutcome
+from service.intake import Source, queue_entry
 from service.jobs_client import InvalidInput, ShopNotInstalled, UnknownJobType
-from service.queue import Finish, done, later
+from service.queue import Entry, Finish, done, later
 
 logger = logging.getLogger("shopjobs.worker")
 
@@ -169,6 +170,18 @@ async def await_children(
     return RunOutcome.WAITING, done(job_id)
 
 
+async def _follow_up_entries(runtime: Runtime, follow_ups: list[store.FollowUp]) -> list[Entry]:
+    types = runtime.types
+    keyed = [f.id for f in follow_ups if f.type in types and types[f.type].concurrency_key]
+    inputs = await store.inputs_of(runtime.database, keyed) if keyed else {}
+    return [
+        queue_entry(types[f.type], f.id, f.shop, inputs.get(f.id, {}), Source.JOB)
+        if f.type in types
+        else Entry(f.type, str(f.id), f.shop)
+        for f in follow_ups
+    ]
+
+
 async def end_batches(runtime: Runtime, parent_ids: list[UUID] | None) -> int:
     """Make final the batches (of `parent_ids`, or any) whose children are all final, and queue
     their follow-ups. Never raises: the reconciler's tick looks again (a follow-up not queued is
@@ -176,10 +189,9 @@ async def end_batches(runtime: Runtime, parent_ids: list[UUID] | None) -> int:
     try:
         finished, follow_ups = await store.finish_batches(runtime.database, parent_ids)
         if follow_ups:
-            await queue.enqueue_many(
-                runtime.redis,
-                [(f.type, str(f.id), f.shop) for f in follow_ups],
-            )
+            # A follow-up's input is what the batch's end wrote: its key, if its type has one,
+            # is read back from its row like a retried job's (JobsClient._entries).
+            await queue.enqueue_many(runtime.redis, await _follow_up_entries(runtime, follow_ups))
     except Exception as exc:
         logger.warning("batches not ended now (the reconciler will): %r", exc)
         return 0

@@ -8,6 +8,7 @@ takes its first job; the runner (jobs/worker/runner.py), the handler calls
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
@@ -77,3 +78,13 @@ class Incoming:
         except Exception:  # an entry without a shop (enqueued by hand, say)
             shop = None
         return {"job_id": self.taken.job_id, "type": self.job_type.name, "shop": shop}
+
+
+def type_caps(types: Mapping[str, JobType]) -> dict[str, int]:
+    """Each capped type's cap on its running jobs (JobType.concurrency), held at the take."""
+    return {name: t.concurrency for name, t in types.items() if t.concurrency > 0}
+
+
+def key_caps(types: Mapping[str, JobType]) -> dict[str, int]:
+    """The per-key cap of each type that names what its jobs work on (concurrency_key)."""
+    return {name: t.key_concurrency for name, t in types.items() if t.concurrency_key is not None}

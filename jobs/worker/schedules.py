@@ -23,6 +23,7 @@ from pydantic import ValidationError
 from jobs.types import JobType
 from service import queue, store
 from service.core.schedule_times import CronSimError, latest_tick, next_tick
+from service.intake import Source, concurrency_key, queue_priority
 
 logger = logging.getLogger("shopjobs.worker")
 
@@ -74,6 +75,8 @@ async def run_schedules(
                         str(run.id),
                         shop=run.shop,
                         defer_seconds=max(0.0, run.run_at.timestamp() - time.time() + 0.002),
+                        priority=queue_priority(job_type, Source.SCHEDULE),
+                        key=concurrency_key(job_type, job_input),
                     )
                     for run in runs[start : start + QUEUE_CHUNK]
                 )

@@ -30,7 +30,7 @@ from jobs.worker import health, looplag, maintenance, metrics, schedules
 from jobs.worker.process import STARTUP_RETRY_SECONDS, install
 from jobs.worker.ratelimit import RateLimiter
 from jobs.worker.resources import close_resources, open_resources
-from jobs.worker.runtime import Runtime
+from jobs.worker.runtime import Runtime, key_caps, type_caps
 from service import queue, store
 from service.core import tracing
 from service.core.db import DatabaseTlsError, create_database
@@ -158,7 +158,12 @@ def build_worker_settings(settings: Settings, types: dict[str, JobType] | None =
             database=database,
             redis=redis,
             limiter=RateLimiter(redis, settings.rate_limit_max, settings.rate_limit_window_seconds),
-            queue=queue.Taker(redis, shop_cap=settings.shop_concurrency_limit),
+            queue=queue.Taker(
+                redis,
+                shop_cap=settings.shop_concurrency_limit,
+                type_caps=type_caps(types),
+                key_caps=key_caps(types),
+            ),
             completions=GroupCommit(lambda done: store.complete_jobs(database, done)),
             resources=resources,
             metrics=worker_metrics,

@@ -7,8 +7,10 @@ rotation comes round again at once and fills every slot (work-conserving).
 
 The layout (key names in `keys.py`, the Lua that keeps it in `scripts.py`):
 
-- `arq:fair:shop:{shop}`: the shop's jobs, scored by when they are due (ms), so within a shop
-  jobs run in due order (retries and delays respected). Jobs without a shop share APP_BUCKET.
+- `arq:fair:shop:{shop}`: the shop's due jobs, scored by rank: priority band first (higher
+  priority first), then when they came due (ms). `arq:fair:later:{shop}`: its jobs due later
+  (retries, delays, waits), scored by when; a take moves the ones now due into the ranked set
+  (their band kept in `arq:fair:band`). Jobs without a shop share APP_BUCKET.
 - `arq:fair:ready`: the shops with a due job, scored by a turn number (`arq:fair:seq`); the
   take pops the lowest and, if the shop still has a due job, puts it back with a new turn: at
   the back of the rotation.
@@ -16,7 +18,12 @@ The layout (key names in `keys.py`, the Lua that keeps it in `scripts.py`):
   ones now due into the rotation.
 - `arq:fair:capped`: shops running SHOP_CONCURRENCY_LIMIT jobs already (`arq:fair:counts`,
   across every worker process); out of the rotation until one of their jobs finishes. This is
-  the one place the per-shop cap is enforced.
+  the one place the per-shop cap is enforced. `arq:fair:paused`: shops an operator paused, out
+  of the rotation until resumed (their jobs wait in their sets; running ones finish).
+- Per-type and per-key caps (`JobType.concurrency`, `JobType.concurrency_key`): running counts
+  by cap in `arq:fair:capcounts`; a job whose cap is full when its turn comes is held back in
+  `arq:fair:blocked:{cap}` (out of its shop) until one of that cap's jobs ends, which puts
+  the longest held back in its shop again.
 - `arq:fair:running` (job id -> lease deadline) and `arq:fair:taken` (job id -> "due shop"): a
   taken job leaves its shop's set; if its worker dies, a later take finds its lease lapsed
   (arq's in-progress key gone) and puts it back where it was.
@@ -35,19 +42,32 @@ reconciler's `find`, `repair`, `place_shops`, `drop_leftover` and the gauges' `d
 """
 
 from service.queue.connection import connect, ping, redis_settings
-from service.queue.enqueue import enqueue, enqueue_many, wake
-from service.queue.keys import QUEUE_NAME, WAKE_CHANNEL
+from service.queue.enqueue import Entry, check_priority, enqueue, enqueue_many, wake
+from service.queue.keys import MAX_PRIORITY, QUEUE_NAME, WAKE_CHANNEL
 from service.queue.take import Finish, Taken, Taker, done, give_back, later
-from service.queue.upkeep import Found, depth, drop_leftover, find, place_shops, repair
+from service.queue.upkeep import (
+    Found,
+    depth,
+    drop_leftover,
+    find,
+    pause_shop,
+    paused_shops,
+    place_shops,
+    repair,
+    resume_shop,
+)
 from service.queue.wire import deserialize, serialize
 
 __all__ = [
+    "MAX_PRIORITY",
     "QUEUE_NAME",
     "WAKE_CHANNEL",
+    "Entry",
     "Finish",
     "Found",
     "Taken",
     "Taker",
+    "check_priority",
     "connect",
     "depth",
     "deserialize",
@@ -58,10 +78,13 @@ __all__ = [
     "find",
     "give_back",
     "later",
+    "pause_shop",
+    "paused_shops",
     "ping",
     "place_shops",
     "redis_settings",
     "repair",
+    "resume_shop",
     "serialize",
     "wake",
 ]

@@ -22,13 +22,27 @@ RETRY = retry_key_prefix  # arq's try counter (arq's run_job: cron)
 RESULT = result_key_prefix  # arq's kept result (cron); also blocks a re-enqueue of the id
 
 # The per-shop layout (fair scheduling across shops).
-SHOP_QUEUE_PREFIX = "arq:fair:shop:"  # + shop: that shop's jobs, scored by due time (ms)
+SHOP_QUEUE_PREFIX = "arq:fair:shop:"  # + shop: its due jobs, scored by rank (priority, due)
+LATER_PREFIX = "arq:fair:later:"  # + shop: its jobs due later, scored by due time (ms)
+BAND = "arq:fair:band"  # job id -> its priority band, for a job in a later or blocked set
 READY = "arq:fair:ready"  # shops with a due job, scored by turn number
 DELAYED = "arq:fair:delayed"  # shops whose first job is due later, scored by when (ms)
 CAPPED = "arq:fair:capped"  # shops at SHOP_CONCURRENCY_LIMIT, out of the rotation
+PAUSED = "arq:fair:paused"  # shops paused by an operator: out of the rotation until resumed
 COUNTS = "arq:fair:counts"  # shop -> its jobs running, across every worker
 RUNNING = "arq:fair:running"  # job id -> lease deadline (ms) of a taken job
-TAKEN = "arq:fair:taken"  # job id -> "due shop": where a taken job goes back to
+TAKEN = "arq:fair:taken"  # job id -> "rank shop type": where a taken job goes back to
+# Per-type and per-key concurrency (JobType.concurrency, JobType.concurrency_key): running
+# counts by cap name ("t:TYPE", "k:SHOP|TYPE|KEY"), the jobs each cap holds back, and the
+# caps that hold some back.
+CAP_COUNTS = "arq:fair:capcounts"  # cap name -> its jobs running, across every worker
+BLOCKED_PREFIX = "arq:fair:blocked:"  # + cap name: the jobs it holds back, scored by rank
+BLOCKED_SHOP = "arq:fair:blockedshop"  # job id -> its shop, for a held-back job
+BLOCKING = "arq:fair:blocking"  # the cap names holding some job back
+JOB_KEY = "arq:fair:jobkey"  # job id -> its concurrency key (types that have one)
+# Taken jobs woken while they ran (what their run was about to wait for happened): their
+# finish puts them back due now instead of later, so the wake-up is not lost.
+REWAKE = "arq:fair:rewake"
 SEQ = "arq:fair:seq"  # the turn counter of READY
 # The bucket of jobs that belong to no shop (the app's own): one more turn in the rotation.
 APP_BUCKET = "*app*"
@@ -37,5 +51,18 @@ WAKE_CHANNEL = "shopjobs:wake"  # published on every enqueue: idle workers poll 
 
 
 def shop_queue(shop: str | None) -> str:
-    """The sorted set of a shop's jobs (the app's own bucket for None)."""
+    """The sorted set of a shop's due jobs (the app's own bucket for None)."""
     return SHOP_QUEUE_PREFIX + (shop or APP_BUCKET)
+
+
+def later_queue(shop: str | None) -> str:
+    """The sorted set of a shop's jobs due later."""
+    return LATER_PREFIX + (shop or APP_BUCKET)
+
+
+# Priorities run from 0 (the default of background work) to MAX_PRIORITY; a job's rank in its
+# shop's set is its band (MAX_PRIORITY - priority) times RANK_BAND plus when it came due (ms),
+# so higher priority first, then due order. Epoch milliseconds stay below RANK_BAND until the
+# year 2248, and every rank below 2**53 (exact in Redis and Lua doubles).
+MAX_PRIORITY = 9
+RANK_BAND = 2**43

@@ -5,7 +5,9 @@ and every worker process races for the same head of the queue. Here one script (
 whole batch of due jobs atomically: arq's queue first (cron ticks, entries queued before an
 upgrade), then the shops' rotation, one shop per slot. SHOP_CONCURRENCY_LIMIT is held there,
 and only there, across every worker process: a shop at its cap sits out the rotation until one
-of its jobs finishes. "Take" is this Redis step; "claim" is the Postgres one that follows
+of its jobs finishes; within a shop, the highest priority due job comes first; a job whose
+type (JobType.concurrency) or key (JobType.concurrency_key) is at its cap is held back until
+one of that cap's jobs ends. "Take" is this Redis step; "claim" is the Postgres one that follows
 (service/store/claims.py).
 
 Finishing is group-committed (service/core/group_commit.py): done, due again later, or given
@@ -15,6 +17,7 @@ back, many jobs per round trip.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
@@ -61,21 +64,40 @@ def give_back(job_id: str) -> Finish:
     return Finish(job_id, QueueFinish.GIVE_BACK)
 
 
-class Taker:
-    """Takes and finishes jobs for one worker process; `shop_cap` is SHOP_CONCURRENCY_LIMIT."""
+def caps_argument(caps: Mapping[str, int]) -> str:
+    """Caps as the scripts read them: "name=limit" pairs joined by commas."""
+    for name in caps:
+        if not name or any(c in name for c in "=,| "):
+            raise ValueError(f"job type name {name!r} cannot carry a cap")
+    return ",".join(f"{name}={limit}" for name, limit in sorted(caps.items()) if limit > 0)
 
-    def __init__(self, redis: Redis, *, shop_cap: int = 0) -> None:
+
+class Taker:
+    """Takes and finishes jobs for one worker process: `shop_cap` is SHOP_CONCURRENCY_LIMIT,
+    `type_caps` each type's cap on its running jobs (JobType.concurrency), `key_caps` the cap
+    per concurrency key of the types that have one (JobType.key_concurrency)."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        shop_cap: int = 0,
+        type_caps: Mapping[str, int] | None = None,
+        key_caps: Mapping[str, int] | None = None,
+    ) -> None:
         self.redis = redis
         self.shop_cap = shop_cap
+        self.type_caps = caps_argument(type_caps or {})
+        self.key_caps = caps_argument(key_caps or {})
         self._scripts = scripts(redis)
         self._finishes: GroupCommit[Finish, None] = GroupCommit(self._finish_group)
 
     async def take(self, count: int, lease_ms: int, now_ms: int, look_ahead: int) -> list[Taken]:
         """Take up to `count` due jobs, in one round trip, each held for `lease_ms`;
         `look_ahead` bounds how far into arq's own queue one take reads."""
+        args = [now_ms, count, lease_ms, look_ahead, self.shop_cap, CHORES_PER_TAKE]
         flat = await self._scripts.take(
-            keys=[QUEUE_NAME],
-            args=[now_ms, count, lease_ms, look_ahead, self.shop_cap, CHORES_PER_TAKE],
+            keys=[QUEUE_NAME], args=[*args, self.type_caps, self.key_caps]
         )
         return [
             Taken(job_id=flat[i].decode(), payload=flat[i + 1], score=int(float(flat[i + 2])))

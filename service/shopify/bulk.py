@@ -93,6 +93,9 @@ POLL_GROWTH = 1.5
 SUSPENDED_POLL_MIN_SECONDS = 1.0
 SUSPENDED_POLL_MAX_SECONDS = 30.0
 SLOT_POLL_SECONDS = 5.0  # a job waiting for a slot looks again (a freed slot wakes it sooner)
+# A shop that delivers `bulk_operations/finish` wakes its waiting jobs itself: they look again
+# only this rarely, in case a webhook is lost.
+SUBSCRIBED_POLL_SECONDS = 60.0
 RUNNING = ("CREATED", "RUNNING", "CANCELING")
 
 OPERATION_FIELDS = "id type status errorCode objectCount rootObjectCount url partialDataUrl query"
@@ -357,6 +360,8 @@ class BulkRunner:
         percent = min(49, count * 50 // self.expected) if self.expected else 0
         await self._progress(percent, f"bulk operation running: {count} objects")
         delay = min(SUSPENDED_POLL_MAX_SECONDS, max(SUSPENDED_POLL_MIN_SECONDS, waited / 4))
+        if await bulk_slots.is_subscribed(self.redis, self.admin.shop):
+            delay = SUBSCRIBED_POLL_SECONDS
         # The slot stays this job's while it waits: Shopify counts the operation either way.
         await bulk_slots.acquire(
             self.redis,

@@ -25,6 +25,7 @@ SLOT_LEASE_SECONDS = 60.0  # a slot whose holder stopped renewing it (killed) fr
 SIGNAL_BLOCK_SECONDS = 1.0  # under the Redis client's socket timeout
 SIGNAL_LIFETIME_SECONDS = 3600
 SINCE_LIFETIME_SECONDS = 8 * 86_400  # a bulk result expires after 7 days
+SUBSCRIBED_LIFETIME_SECONDS = 7 * 86_400  # a shop's last finish webhook vouches this long
 
 # KEYS[1] the shop's slots (a sorted set: job id -> lease expiry, ms);
 # ARGV: now ms, limit, job id, lease ms. A holder renewing its slot always gets it back.
@@ -90,6 +91,20 @@ async def waiting_since(redis: Redis, operation_id: str) -> float:
     await redis.set(key, str(time.time()), nx=True, ex=SINCE_LIFETIME_SECONDS)
     kept = await redis.get(key)
     return float(kept) if kept is not None else time.time()
+
+
+def subscribed_key(shop: str) -> str:
+    return f"shopjobs:bulk:subscribed:{shop}"
+
+
+async def mark_subscribed(redis: Redis, shop: str) -> None:
+    """The shop delivered a `bulk_operations/finish` webhook: it is subscribed, so a job
+    waiting for its operations is woken by the webhook and need not poll often."""
+    await redis.set(subscribed_key(shop), "1", ex=SUBSCRIBED_LIFETIME_SECONDS)
+
+
+async def is_subscribed(redis: Redis, shop: str) -> bool:
+    return bool(await redis.exists(subscribed_key(shop)))
 
 
 def finished_key(operation_id: str) -> str:

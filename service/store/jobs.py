@@ -77,6 +77,13 @@ def job_from_row(row: Row | None) -> Job | None:
     return Job(**fields)
 
 
+async def inputs_of(database: Database, job_ids: list[UUID]) -> dict[UUID, dict[str, Any]]:
+    """The stored inputs of these jobs, by id (the missing ones left out)."""
+    async with connection(database) as raw:
+        rows = await raw.fetch("SELECT id, input FROM jobs WHERE id = ANY($1::uuid[])", job_ids)
+    return {row["id"]: from_json(row["input"]) for row in rows}
+
+
 async def get_job(database: Database, job_id: UUID) -> Job | None:
     async with connection(database) as raw:
         row = await raw.fetchrow(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1", job_id)

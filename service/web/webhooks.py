@@ -49,8 +49,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from service import store, wakes
-from service.intake import InvalidJobInput, NotQueued, Source, validate_input
-from service.shopify import bulk, uninstalls
+from service.intake import InvalidJobInput, NotQueued, Source, queue_entry, validate_input
+from service.shopify import bulk, bulk_slots, uninstalls
 from service.shopify.shop_domain import is_shop_domain
 from service.shopify.signatures import verify_webhook
 from service.web.errors import ApiError
@@ -195,6 +195,7 @@ async def _handle(
             # The marker first: a job deciding to wait right now finds it once its wait is
             # recorded (jobs/worker/suspend.py); then the job already waiting, if any, is woken.
             await bulk.signal_finished(state.redis, operation_id, str(payload.get("status")))
+            await bulk_slots.mark_subscribed(state.redis, shop)
             await wakes.wake_bulk_operation(database, state.redis, operation_id)
             return "bulk operation finished"
         if route is None:
@@ -221,7 +222,8 @@ async def _handle(
         )
         await store.link_webhook_job(database, event_id, job.id)
     try:
-        await state.intake.queue(job.type, job.id, shop, Source.WEBHOOK)
+        entry = queue_entry(route.job_type, job.id, shop, job_input, Source.WEBHOOK)
+        await state.intake.queue(entry, Source.WEBHOOK)
     except NotQueued:
         # Undone with its job, so that Shopify's next delivery of the event is not a duplicate.
         await store.forget_webhook_event(database, event_id)

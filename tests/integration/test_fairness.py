@@ -16,6 +16,7 @@ import orjson
 from arq.connections import ArqRedis
 from databases import Database
 
+from jobs.builtin.echo import JOB_TYPE as ECHO
 from jobs.worker import maintenance
 from service import queue, store
 from service.queue import Taker, keys
@@ -197,5 +198,5 @@ async def test_the_reconciler_puts_a_shop_left_out_of_the_rotation_back(
         return [t.job_id for t in await taker.take(5, 5000, int(time.time() * 1000), 100)]
 
     assert await take() == []  # queued, but where no take looks
-    assert await maintenance.requeue_stranded(database, redis, 30, {"echo"}) == 0
+    assert await maintenance.requeue_stranded(database, redis, 30, {"echo": ECHO}) == 0
     assert await take() == [str(job_id)]

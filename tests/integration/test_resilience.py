@@ -9,6 +9,7 @@ import httpx
 from arq.connections import ArqRedis
 from databases import Database
 
+from jobs.builtin.echo import JOB_TYPE as ECHO
 from jobs.worker import maintenance
 from service import queue
 from service.core.db import create_database
@@ -107,10 +108,12 @@ async def test_reconciler_requeues_stranded_jobs(database: Database, redis: ArqR
         {"t": old, "id": dead},
     )
     await database.execute("UPDATE jobs SET status = 'completed' WHERE id = :id", {"id": finished})
-    assert await maintenance.requeue_stranded(database, redis, 30, {"echo"}) == 2
+    assert await maintenance.requeue_stranded(database, redis, 30, {"echo": ECHO}) == 2
     members = set(await queue_entries(redis))
     assert members == {str(lost), str(queued), str(dead)}
-    assert await maintenance.requeue_stranded(database, redis, 30, {"echo"}) == 0  # idempotent
+    assert (
+        await maintenance.requeue_stranded(database, redis, 30, {"echo": ECHO}) == 0
+    )  # idempotent
 
 
 async def test_reconciler_fails_rows_of_unknown_types_instead_of_requeueing_them(
@@ -128,7 +131,7 @@ async def test_reconciler_fails_rows_of_unknown_types_instead_of_requeueing_them
         "UPDATE jobs SET updated_at = now() - make_interval(mins => CASE WHEN id = :o THEN 5 ELSE 9 END)",
         {"o": orphan},
     )
-    assert await maintenance.requeue_stranded(database, redis, 30, {"echo"}) == 1
+    assert await maintenance.requeue_stranded(database, redis, 30, {"echo": ECHO}) == 1
     assert set(await queue_entries(redis)) == {str(orphan)}
     rows = await database.fetch_all(
         "SELECT status, error_message FROM jobs WHERE id = ANY(:ids)", {"ids": gone}

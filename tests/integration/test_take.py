@@ -36,16 +36,29 @@ def taker(redis: ArqRedis) -> Taker:
 _order = itertools.count()
 
 
-async def put(redis: ArqRedis, shop: str | None, n: int = 1, delay: float = 0) -> list[str]:
+async def put(
+    redis: ArqRedis,
+    shop: str | None,
+    n: int = 1,
+    delay: float = 0,
+    *,
+    priority: int = 0,
+    job_type: str = "echo",
+    key: str | None = None,
+) -> list[str]:
     """`n` jobs for `shop`, queued as the web does; due now, one millisecond apart in the order
-    they were put (so that order is the due order), or `delay` seconds from now."""
+    they were put (so that order is the due order within a priority), or `delay` seconds from
+    now."""
     ids = [str(uuid.uuid4()) for _ in range(n)]
     if delay:
         for job_id in ids:
-            assert await queue.enqueue(redis, "echo", job_id, shop=shop, defer_seconds=delay)
+            assert await queue.enqueue(
+                redis, job_type, job_id, shop=shop, defer_seconds=delay, priority=priority, key=key
+            )
         return ids
-    assert all(await queue.enqueue_many(redis, [("echo", job_id, shop) for job_id in ids]))
-    base = now_ms(-100)
+    entries = [queue.Entry(job_type, job_id, shop, priority, key) for job_id in ids]
+    assert all(await queue.enqueue_many(redis, entries))
+    base = now_ms(-100) + (keys.MAX_PRIORITY - priority) * keys.RANK_BAND
     await redis.zadd(
         keys.shop_queue(shop), {job_id: base + next(_order) for job_id in ids}, xx=True
     )
@@ -252,3 +265,95 @@ async def test_two_takers_racing_never_take_the_same_job(
     assert taken[0] and taken[1]
     assert len(taken[0]) + len(taken[1]) == len(ids)
     assert set(taken[0]) | set(taken[1]) == ids
+
+
+async def test_within_a_shop_higher_priority_goes_first(redis: ArqRedis, taker: Taker) -> None:
+    """A merchant's job behind a thousand background jobs of its shop is the next one taken;
+    within a priority, due order."""
+    background = await put(redis, BIG, 1000)
+    merchant = await put(redis, BIG, 2, priority=5)
+    urgent = await put(redis, BIG, priority=9)
+    assert await take(taker, 4) == [*urgent, *merchant, background[0]]
+
+
+async def test_priority_does_not_cut_across_shops(redis: ArqRedis, taker: Taker) -> None:
+    big = await put(redis, BIG, 3, priority=9)
+    small = await put(redis, SMALL, 2)
+    assert await take(taker, 4) == [big[0], small[0], big[1], small[1]]
+
+
+async def test_a_delayed_job_keeps_its_priority_when_it_comes_due(
+    redis: ArqRedis, taker: Taker
+) -> None:
+    later = await put(redis, BIG, delay=1, priority=7)
+    now = await put(redis, BIG, 2)
+    assert await take(taker, 1) == now[:1]
+    assert await take(taker, 5, ahead=2) == [*later, now[1]]
+
+
+async def test_a_paused_shop_sits_out_until_resumed(redis: ArqRedis, taker: Taker) -> None:
+    paused = await put(redis, BIG, 2)
+    other = await put(redis, SMALL)
+    await queue.pause_shop(redis, BIG)
+    more = await put(redis, BIG)  # queued while paused: waits too
+    assert await take(taker, 10) == other
+    assert await take(taker, 10) == []
+    assert await queue.paused_shops(redis) == {BIG}
+    assert await queue.depth(redis) == (4, 4)  # a paused shop's 3 are counted, and 1 running
+    assert await queue.resume_shop(redis, BIG)
+    assert await take(taker, 10) == [*paused, *more]
+    assert not await queue.resume_shop(redis, BIG)  # not paused any more
+
+
+async def test_a_type_at_its_cap_is_held_back_until_one_of_its_jobs_ends(
+    redis: ArqRedis, settings: Settings
+) -> None:
+    capped = Taker(redis, type_caps={"export": 2})
+    exports = await put(redis, BIG, 3, job_type="export")
+    exports += await put(redis, SMALL, 2, job_type="export")
+    echoes = await put(redis, OTHER, 2)
+    got = await take(capped, 10)
+    assert got[:2] == [exports[0], exports[3]]  # one per shop's turn, two in all
+    assert sorted(got[2:]) == sorted(echoes)  # the cap holds exports back, nothing else
+    assert await take(capped, 10) == []
+    assert await redis.hget(keys.CAP_COUNTS, "t:export") == b"2"
+    await capped.finish(queue.done(exports[0]))
+    assert await take(capped, 10) == [exports[1]]  # the one held back longest, with room
+    await capped.finish(queue.give_back(exports[1]))  # a give-back frees its place too
+    await capped.finish(queue.done(exports[3]))
+    assert sorted(await take(capped, 10)) == sorted([exports[1], exports[4]])
+
+
+async def test_one_key_runs_one_job_at_a_time_per_shop(redis: ArqRedis) -> None:
+    keyed = Taker(redis, key_caps={"sync": 1})
+    first = await put(redis, BIG, job_type="sync", key="product-1")
+    second = await put(redis, BIG, job_type="sync", key="product-1")
+    other_product = await put(redis, BIG, job_type="sync", key="product-2")
+    other_shop = await put(redis, SMALL, job_type="sync", key="product-1")
+    assert sorted(await take(keyed, 10)) == sorted([*first, *other_product, *other_shop])
+    assert await take(keyed, 10) == []  # the second of product-1 in BIG waits for the first
+    await keyed.finish(queue.done(first[0]))
+    assert await take(keyed, 10) == second
+
+
+async def test_repair_releases_what_a_cap_with_room_holds_back(redis: ArqRedis) -> None:
+    capped = Taker(redis, type_caps={"export": 1})
+    exports = await put(redis, BIG, 2, job_type="export")
+    assert await take(capped, 10) == exports[:1]
+    assert await take(capped, 10) == []  # the second is held back
+    await redis.hset(keys.CAP_COUNTS, "t:export", 5)  # as if a finish were lost
+    assert await queue.repair(redis, 0, {"export": 1}) >= 1
+    assert await redis.hget(keys.CAP_COUNTS, "t:export") == b"1"  # rebuilt from the taken
+    assert await take(capped, 10) == []
+    assert await queue.repair(redis, 0, {"export": 2}) == 0  # a raised cap makes room
+    assert await take(Taker(redis, type_caps={"export": 2}), 10) == exports[1:]
+
+
+async def test_a_wake_during_the_run_that_suspends_is_not_lost(
+    redis: ArqRedis, taker: Taker
+) -> None:
+    (job_id,) = await put(redis, BIG)
+    assert await take(taker, 1) == [job_id]
+    assert await queue.wake(redis, "echo", job_id, shop=BIG)  # while the run still ends
+    await taker.finish(queue.later(job_id, 600))  # it decided to wait ten minutes
+    assert await take(taker, 1) == [job_id]  # due now: the wake held

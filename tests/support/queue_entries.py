@@ -19,11 +19,16 @@ async def queue_entries(redis: Redis) -> dict[str, float]:
     entries = {
         m.decode(): s for m, s in await redis.zrange(queue.QUEUE_NAME, 0, -1, withscores=True)
     }
+    # A shop's due jobs are scored by rank (priority band, then when due): the due time is
+    # what is left of a rank below one band; its later jobs are scored by when they are due.
     async for key in redis.scan_iter(match=keys.SHOP_QUEUE_PREFIX + "*", count=1000):
+        for member, score in await redis.zrange(key, 0, -1, withscores=True):
+            entries[member.decode()] = score % keys.RANK_BAND
+    async for key in redis.scan_iter(match=keys.LATER_PREFIX + "*", count=1000):
         for member, score in await redis.zrange(key, 0, -1, withscores=True):
             entries[member.decode()] = score
     for job_id, info in (await redis.hgetall(keys.TAKEN)).items():
-        entries[job_id.decode()] = float(info.split(b" ", 1)[0])
+        entries[job_id.decode()] = float(info.split(b" ", 1)[0]) % keys.RANK_BAND
     return entries
 
 
@@ -35,8 +40,9 @@ async def queued_score(redis: Redis, job_id: str) -> float | None:
 async def drop_entry(redis: Redis, job_id: str) -> None:
     """Remove a job's entry wherever it is (as Redis losing it would)."""
     await redis.zrem(queue.QUEUE_NAME, job_id)
-    async for key in redis.scan_iter(match=keys.SHOP_QUEUE_PREFIX + "*", count=1000):
-        await redis.zrem(key, job_id)
+    for prefix in (keys.SHOP_QUEUE_PREFIX, keys.LATER_PREFIX):
+        async for key in redis.scan_iter(match=prefix + "*", count=1000):
+            await redis.zrem(key, job_id)
 
 
 async def put_on_arq_queue(

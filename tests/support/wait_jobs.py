@@ -4,6 +4,8 @@ through this module (`python -m tests.support.wait_jobs arq jobs.WorkerSettings`
 
 - `napper`: `await ctx.sleep("nap", seconds)`, written as an app developer would;
 - `listener`: `await ctx.wait_for_event(name, timeout=...)`, returns the payload;
+- `capped` (at most two at once across workers) and `per_product` (one per product and shop at
+  once): a handler that holds its slot for `ms` milliseconds;
 - `three_steps`: three `ctx.step`s, each appending its name and the run to a log file (so a
   test counts how often each ran); with `stall_after_second`, its first run stops for ever
   between the second and the third step (for a test to kill its worker there).
@@ -67,7 +69,26 @@ async def three_steps(ctx: JobContext, data: StepsInput) -> dict[str, Any]:
     return {"steps": [first, second, third]}
 
 
+class BusyInput(BaseModel):
+    ms: int
+    product: str = "p"
+
+
+async def busy(ctx: JobContext, data: BusyInput) -> dict[str, Any]:
+    await asyncio.sleep(data.ms / 1000)  # holds its slot: running, not waiting
+    return {"product": data.product}
+
+
 NAPPER = JobType(name="napper", input_model=NapInput, handler=napper)
+# At most two run at once across every worker (JobType.concurrency).
+CAPPED = JobType(name="capped", input_model=BusyInput, handler=busy, concurrency=2)
+# At most one per product and shop at once (JobType.concurrency_key).
+PER_PRODUCT = JobType(
+    name="per_product",
+    input_model=BusyInput,
+    handler=busy,
+    concurrency_key=lambda data: data.product,
+)
 LISTENER = JobType(name="listener", input_model=ListenInput, handler=listener)
 THREE_STEPS = JobType(name="three_steps", input_model=StepsInput, handler=three_steps)
 
@@ -81,6 +102,8 @@ def job_types(settings: Settings) -> dict[str, JobType]:
         "napper": NAPPER,
         "listener": LISTENER,
         "three_steps": THREE_STEPS,
+        "capped": CAPPED,
+        "per_product": PER_PRODUCT,
     }
 
 
