@@ -28,15 +28,17 @@ costs O(log n), whatever the size of any shop's backlog. A shop is in at most on
 delayed and capped; the scripts keep that, atomically.
 
 The API: `connect` / `ping` (connection.py); `enqueue` / `enqueue_many` / `wake` (a
-suspended job due now) (enqueue.py); a
+suspended job due now) / `reschedule` (a debounced job due later) (enqueue.py);
+`pause_shop` / `resume_shop` (the paused set, pause.py); a
 worker's `Taker` with `take` and `finish` (`done`, `later`, `give_back`) (take.py); the
 reconciler's `find`, `repair`, `place_shops`, `drop_leftover` and the gauges' `depth`
 (upkeep.py).
 """
 
 from service.queue.connection import connect, ping, redis_settings
-from service.queue.enqueue import enqueue, enqueue_many, wake
+from service.queue.enqueue import enqueue, enqueue_many, reschedule, wake
 from service.queue.keys import QUEUE_NAME, WAKE_CHANNEL
+from service.queue.pause import pause_shop, resume_shop
 from service.queue.take import Finish, Taken, Taker, done, give_back, later
 from service.queue.upkeep import Found, depth, drop_leftover, find, place_shops, repair
 from service.queue.wire import deserialize, serialize
@@ -58,10 +60,13 @@ __all__ = [
     "find",
     "give_back",
     "later",
+    "pause_shop",
     "ping",
     "place_shops",
     "redis_settings",
     "repair",
+    "reschedule",
+    "resume_shop",
     "serialize",
     "wake",
 ]

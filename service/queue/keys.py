@@ -30,6 +30,7 @@ COUNTS = "arq:fair:counts"  # shop -> its jobs running, across every worker
 RUNNING = "arq:fair:running"  # job id -> lease deadline (ms) of a taken job
 TAKEN = "arq:fair:taken"  # job id -> "due shop": where a taken job goes back to
 SEQ = "arq:fair:seq"  # the turn counter of READY
+PAUSED = "arq:fair:paused"  # shops whose work is paused (JobsClient.pause_shop)
 # The bucket of jobs that belong to no shop (the app's own): one more turn in the rotation.
 APP_BUCKET = "*app*"
 

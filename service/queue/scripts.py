@@ -290,6 +290,23 @@ return 1
 """
 )
 
+# A debounced job's entry due at a new time (later, as a burst goes on): its score set in its
+# shop's set, the shop placed for that time (an earlier DELAYED score is harmless: the take
+# places the shop again when it comes). Returns 0 when the entry is not in its shop's set
+# (taken by a worker now, or lost: the caller queues it anew).
+# KEYS: the shop's set. ARGV: job id, due (ms), the shop (or APP_BUCKET), now (ms).
+RESCHEDULE_LUA = (
+    PRELUDE
+    + """
+if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then
+  return 0
+end
+redis.call('ZADD', KEYS[1], 'XX', ARGV[2], ARGV[1])
+joined(ARGV[3], tonumber(ARGV[2]), tonumber(ARGV[4]))
+return 1
+"""
+)
+
 # A suspended job's entry made due now (what it waited for happened): its score lowered to now
 # in its shop's set, the shop into the rotation, idle workers woken. Returns 0 when the entry is
 # not in its shop's set (taken by a worker now, or lost: the caller queues it anew).
@@ -314,6 +331,7 @@ class Scripts:
 
     enqueue: AsyncScript
     wake: AsyncScript
+    reschedule: AsyncScript
     take: AsyncScript
     finish: AsyncScript
     repair: AsyncScript
@@ -331,6 +349,7 @@ def scripts(redis: Redis) -> Scripts:
         found = _registered[redis] = Scripts(
             enqueue=redis.register_script(ENQUEUE_LUA),
             wake=redis.register_script(WAKE_LUA),
+            reschedule=redis.register_script(RESCHEDULE_LUA),
             take=redis.register_script(TAKE_LUA),
             finish=redis.register_script(FINISH_LUA),
             repair=redis.register_script(REPAIR_LUA),
