@@ -29,12 +29,13 @@ class JobFilter:
 class ListedJob:
     job: Job
     shop: str
-    paused: bool = False  # its shop's work is paused (shops.paused_at)
+    paused: bool = False  # not final, and its shop's work is paused (shops.paused_at)
 
 
 _LISTED_COLUMNS = (
     ", ".join(f"j.{name}" for name in JOB_COLUMNS.split(", "))
-    + ", s.domain, s.paused_at IS NOT NULL AS shop_paused"
+    + ", s.domain, s.paused_at IS NOT NULL AND j.status NOT IN ('completed', 'failed')"
+    + " AS shop_paused"
 )
 
 
