@@ -208,18 +208,17 @@ async def test_a_types_rate_limit_holds_each_shop_and_says_until_when(
         await asyncio.sleep(0.05)
     assert seen_note is not None and seen_note.startswith("Rate limited until ")
     datetime.fromisoformat(seen_note.removeprefix("Rate limited until "))
+    every: list[datetime] = []
     for domain, job_ids in ids.items():
         starts = sorted(
             [(await wait_for_status(database, j, {"completed"})).started_at for j in job_ids]
         )
-        # Two at once, the third only once the first's 3 s window has passed.
+        # At most two in any 3 s: the third only once the first's window has passed.
         assert (starts[2] - starts[0]).total_seconds() >= 2.9, (domain, starts)
-        assert (starts[1] - starts[0]).total_seconds() < 2, (domain, starts)
-    # Per shop: the other shop's first two were not held back by this shop's.
-    firsts = sorted(
-        [(await store.get_job(database, ids[d][1])).started_at for d in ids]  # type: ignore[union-attr]
-    )
-    assert (firsts[1] - firsts[0]).total_seconds() < 2
+        every += starts
+    # Per shop: each shop has its own log. One log for the type would need three windows
+    # (2 + 2 + 2 starts, 6 s and more) for the six jobs; two logs, two windows.
+    assert (max(every) - min(every)).total_seconds() < 5.5, sorted(every)
     messages = await database.fetch_all("SELECT progress_message FROM jobs WHERE type = 'limited'")
     assert all(m["progress_message"] is None for m in messages)  # the claim cleared it
 
