@@ -17,7 +17,9 @@ CREATE TABLE shops (
     refresh_token_expires_at  timestamptz,
     installed_at    timestamptz NOT NULL DEFAULT now(),
     uninstalled_at  timestamptz,
-    updated_at      timestamptz NOT NULL DEFAULT now()
+    updated_at      timestamptz NOT NULL DEFAULT now(),
+    -- When the shop's work was paused (JobsClient.pause_shop; migration 0004); NULL: running.
+    paused_at       timestamptz
 );
 
 CREATE TABLE jobs (
@@ -70,6 +72,12 @@ CREATE TABLE jobs (
     -- The W3C trace context of the job's creation (JSON text), for OpenTelemetry traces
     -- (service/core/tracing.py, migration 0004); NULL while traces are off.
     trace_context   text,
+    -- Flow control (issue 28, service/migrations/0005): a debounced job's key and the latest
+    -- its run may be pushed to (first event + max_seconds); a keep-one-pending key. Each is
+    -- unique among pending rows of a shop and type (the partial indexes below).
+    debounce_key    text,
+    debounce_until  timestamptz,
+    unique_key      text,
     CONSTRAINT jobs_idempotency UNIQUE (shop_id, idempotency_key)
 );
 
@@ -81,6 +89,11 @@ CREATE INDEX jobs_created_idx ON jobs (created_at DESC);
 CREATE INDEX jobs_status_updated_idx ON jobs (status, updated_at);
 -- The per-shop concurrency cap counts a shop's running jobs at every claim.
 CREATE INDEX jobs_processing_shop_idx ON jobs (shop_id) WHERE status = 'processing';
+-- One pending job per debounce key, and per keep-one-pending key (shop and type).
+CREATE UNIQUE INDEX jobs_debounce_pending_idx ON jobs (shop_id, type, debounce_key)
+    WHERE status = 'pending' AND debounce_key IS NOT NULL;
+CREATE UNIQUE INDEX jobs_unique_pending_idx ON jobs (shop_id, type, unique_key)
+    WHERE status = 'pending' AND unique_key IS NOT NULL;
 -- A batch's progress and completion count its children by status.
 CREATE INDEX jobs_parent_status_idx ON jobs (parent_id, status) WHERE parent_id IS NOT NULL;
 -- Waking suspended jobs: an event's, a bulk operation's, a shop's bulk slot waiters.

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from jobs.types import (
     AdminAPI,
     CompletionWrite,
+    Debounce,
     EnqueuedJob,
     Handler,
     JobContext,
@@ -26,6 +27,7 @@ from jobs.types import (
     JobType,
     JobView,
     NonRetryableError,
+    RateLimit,
     Schedule,
     WebhookJob,
 )
@@ -44,6 +46,7 @@ if TYPE_CHECKING:
 __all__ = [
     "AdminAPI",
     "CompletionWrite",
+    "Debounce",
     "EnqueueError",
     "EnqueuedJob",
     "Handler",
@@ -55,6 +58,7 @@ __all__ = [
     "JobsClient",
     "NonRetryableError",
     "QueueUnavailable",
+    "RateLimit",
     "Schedule",
     "ShopNotInstalled",
     "UnknownJobType",

@@ -116,9 +116,54 @@ class AdminAPI(Protocol):
 
 
 @dataclass(frozen=True)
+class Debounce:
+    """Collapse a burst into one job (docs/starting-jobs.md#debounce): enqueues with the same
+    `key` (per shop and job type) that come within `seconds` of each other become one job,
+    run once with the LAST input, `seconds` after the last of them but never later than
+    `max_seconds` after the first. A job already running is not cut short: the next enqueue
+    starts a new window (a new job).
+
+    `key`: on `JobsClient.enqueue` / `ctx.enqueue`, a string; on a `WebhookJob`, a function of
+    the webhook's payload returning one (e.g. `lambda p: str(p["id"])`: one job per product).
+    """
+
+    key: str | Callable[[dict[str, Any]], str]
+    seconds: float
+    max_seconds: float | None = None  # None: 10 x seconds
+
+    def __post_init__(self) -> None:
+        if not 0 < self.seconds <= 86_400:
+            raise ValueError("Debounce.seconds must be more than 0 and at most 86400")
+        if self.max_seconds is not None and not self.seconds <= self.max_seconds <= 30 * 86_400:
+            raise ValueError("Debounce.max_seconds must be at least seconds, at most 30 days")
+
+    @property
+    def max_wait(self) -> float:
+        return self.max_seconds if self.max_seconds is not None else self.seconds * 10
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """At most `max` starts of a job type in any `per_seconds`, across every worker; with
+    `per_shop`, for each shop on its own (docs/worker.md#rate-limits). A job over it stays
+    waiting, without using an attempt, and says until when in its `progress_message`
+    ("Rate limited until <ISO time>")."""
+
+    max: int
+    per_seconds: float
+    per_shop: bool = False
+
+    def __post_init__(self) -> None:
+        if self.max < 1 or not self.per_seconds > 0:
+            raise ValueError("RateLimit needs max >= 1 and per_seconds > 0")
+
+
+@dataclass(frozen=True)
 class EnqueuedJob:
     """A job an enqueue stands for: its id, status and due time (None: due at once).
-    `created` is False when its idempotency key already named a job (that one is returned)."""
+    `created` is False when its idempotency key already named a job, when a pending job held
+    its `unique_key`, or when its debounce key joined it to a pending job (that one is
+    returned; a debounce pushed its `run_at`)."""
 
     id: UUID
     status: JobStatus
@@ -159,6 +204,9 @@ class JobView:
     # A suspended job's wait: {"for": "sleep" | "bulk_operation" | "bulk_slot" | "event",
     # "until": ISO time or None}; None unless the job is processing and waits.
     waiting: dict[str, str | None] | None = None
+    # Its shop's work is paused (JobsClient.pause_shop): a pending job stays pending until the
+    # shop is resumed. Beside `status`, which keeps its five values.
+    paused: bool = False
 
 
 class JobContext(Protocol):
@@ -195,6 +243,8 @@ class JobContext(Protocol):
         run_at: datetime | None = None,
         idempotency_key: str | None = None,
         priority: int | None = None,
+        unique_key: str | None = None,
+        debounce: Debounce | None = None,
     ) -> EnqueuedJob: ...
 
     # Fan out children of this job, one per input, created in bulk. This job becomes final
@@ -308,6 +358,9 @@ class JobType:
     concurrency: int = 0
     concurrency_key: Callable[[Any], str] | None = None
     key_concurrency: int = 1
+    # At most so many starts per window, across every worker (per shop with per_shop=True),
+    # beside the global RATE_LIMIT_MAX (None: only that).
+    rate_limit: RateLimit | None = None
 
     def __post_init__(self) -> None:
         """Refuse, at import, a bound that would silently not bound anything."""
@@ -364,7 +417,18 @@ def _declared_keys(model: type[BaseModel]) -> set[str]:
 
 @dataclass(frozen=True)
 class WebhookJob:
-    """A webhook topic that starts a job: the type, and how a payload becomes its input."""
+    """A webhook topic that starts a job: the type, and how a payload becomes its input.
+
+    `debounce`: a burst of events with the same key (its `key` a function of the payload)
+    becomes one job with the last event's input. `unique_key`: a string, or a function of the
+    payload returning one; while a job of the type with that key is pending for the shop, an
+    event adds no other. Every event is recorded and answered 200 either way."""
 
     job_type: JobType
     make_input: Callable[[dict[str, Any]], dict[str, Any]]
+    debounce: Debounce | None = None
+    unique_key: str | Callable[[dict[str, Any]], str] | None = None
+
+    def __post_init__(self) -> None:
+        if self.debounce is not None and self.unique_key is not None:
+            raise ValueError(f"{self.job_type.name}: give debounce or unique_key, not both")

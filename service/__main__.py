@@ -6,6 +6,15 @@ python -m service sign --shop DOMAIN [--customer ID] [--base URL] PATH[?QUERY]
 python -m service jobs enqueue TYPE --shop DOMAIN [--input JSON] [--delay SECONDS]
                                     [--idempotency-key KEY]
 python -m service jobs show ID
+python -m service jobs retry|cancel [--shop DOMAIN] [--type TYPE] [--status STATUS]
+                                    [--created-after T] [--created-before T]
+                                    [--finished-after T] [--finished-before T] [--dry-run]
+python -m service shops pause|resume DOMAIN
+
+`jobs retry` starts failed (not cancelled) jobs matching the filter over; `jobs cancel` cancels
+the waiting ones (pending, retrying, suspended); both in batches of 500, and print
+`{"action": ..., "matched" or "retried"/"cancelled": n}`; `--dry-run` only counts. Times are
+ISO 8601 (a time without a zone is UTC).
 
 `jobs enqueue` prints `{"jobId": ..., "status": ...}` as JSON on its last line; `jobs show`
 prints the job as JSON. A refusal is one line on stderr and exit code 2.
@@ -19,6 +28,7 @@ import logging
 import os
 import sys
 import time
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
@@ -29,6 +39,7 @@ from jobs.types import JobView
 from service import queue, store
 from service.core.db import DatabaseTlsError, create_database
 from service.core.settings import DatabaseSettings, Settings, TokenSettings, load_settings
+from service.core.states import JobStatus
 from service.intake import Source
 from service.jobs_client import EnqueueError, InvalidInput, JobsClient
 from service.migrations import MIGRATIONS, MigrationError, apply_migrations
@@ -88,6 +99,7 @@ def _job_json(job: JobView) -> dict[str, Any]:
         "progress": job.progress,
         "progressMessage": job.progress_message,
         "waiting": job.waiting,
+        "paused": job.paused,
         "input": job.input,
         "result": job.result,
         "error": job.error,
@@ -121,6 +133,8 @@ async def _jobs(args: argparse.Namespace) -> dict[str, Any]:
             return _job_json(job)
         if args.command == "event":
             return await _send_event(client, args)
+        if args.command in ("retry", "cancel"):
+            return await _by_filter(client, args)
         try:
             job_input = orjson.loads(args.input)
         except orjson.JSONDecodeError:
@@ -150,6 +164,62 @@ async def _jobs(args: argparse.Namespace) -> dict[str, Any]:
         await database.disconnect()
 
 
+def _time(text: str | None, flag: str) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise CliError(f"{flag}: not an ISO 8601 time") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+async def _by_filter(client: JobsClient, args: argparse.Namespace) -> dict[str, Any]:
+    """`jobs retry` / `jobs cancel` by filter: counted first; acted on unless --dry-run."""
+    if args.status is not None and args.status not in set(JobStatus):
+        raise CliError("--status must be one of " + ", ".join(JobStatus))
+    shop = None
+    if args.shop is not None:
+        try:
+            shop = shop_domain.normalize(args.shop)
+        except ValueError as exc:
+            raise CliError(str(exc)) from None
+    filters = store.FlowFilter(
+        shop=shop,
+        job_type=args.type,
+        status=JobStatus(args.status) if args.status else None,
+        created_after=_time(args.created_after, "--created-after"),
+        created_before=_time(args.created_before, "--created-before"),
+        finished_after=_time(args.finished_after, "--finished-after"),
+        finished_before=_time(args.finished_before, "--finished-before"),
+    )
+    matched = await store.count_matching(client.database, args.command, filters)
+    if args.dry_run:
+        return {"action": args.command, "filter": filters.describe(), "matched": matched}
+    if args.command == "retry":
+        done = await client.retry_matching(filters, Source.CLI, by="cli")
+        return {"action": "retry", "filter": filters.describe(), "retried": done}
+    done = await client.cancel_matching(filters, by="cli")
+    return {"action": "cancel", "filter": filters.describe(), "cancelled": done}
+
+
+async def _shops_pause(domain: str, pause: bool) -> None:
+    settings = load_settings(Settings)
+    database = create_database(settings.database_url, min_size=1, max_size=1)
+    redis = queue.connect(settings.redis_url)
+    await database.connect()
+    try:
+        client = JobsClient(database, redis, job_types(settings))
+        if pause:
+            await client.pause_shop(domain)
+        else:
+            await client.resume_shop(domain)
+    finally:
+        await redis.aclose()
+        await database.disconnect()
+    print(f"shop {domain} {'paused' if pause else 'resumed'}")
+
+
 async def _send_event(client: JobsClient, args: argparse.Namespace) -> dict[str, Any]:
     try:
         payload = orjson.loads(args.payload)
@@ -172,6 +242,8 @@ def main(argv: list[str] | None = None) -> int:
     add.add_argument("domain")
     add.add_argument("--token", required=True)
     add.add_argument("--scopes", default="")
+    for name, what in (("pause", "pause a shop's work"), ("resume", "resume a paused shop")):
+        shops_cmd.add_parser(name, help=what).add_argument("domain")
 
     db = commands.add_parser("db", help="database schema")
     db_cmd = db.add_subparsers(dest="command", required=True)
@@ -202,6 +274,18 @@ def main(argv: list[str] | None = None) -> int:
     event.add_argument("name")
     event.add_argument("--shop", required=True)
     event.add_argument("--payload", default="null", help="the event's payload, JSON")
+    for name, what in (
+        ("retry", "start failed jobs matching a filter over (cancelled ones excluded)"),
+        ("cancel", "cancel waiting jobs (pending, retrying, suspended) matching a filter"),
+    ):
+        bulk = jobs_cmd.add_parser(name, help=what)
+        bulk.add_argument("--shop", default=None, help="the shop's domain, exactly")
+        bulk.add_argument("--type", default=None)
+        bulk.add_argument("--status", default=None)
+        for flag in ("--created-after", "--created-before", "--finished-after",
+                     "--finished-before"):  # fmt: skip
+            bulk.add_argument(flag, default=None, help="ISO 8601 time (UTC if no zone)")
+        bulk.add_argument("--dry-run", action="store_true", help="print the count, do nothing")
 
     args = parser.parse_args(argv)
     if args.area == "jobs":
@@ -224,7 +308,14 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
-        asyncio.run(_shops_add(domain, args.token, args.scopes))
+        if args.command == "add":
+            asyncio.run(_shops_add(domain, args.token, args.scopes))
+        else:
+            try:
+                asyncio.run(_shops_pause(domain, args.command == "pause"))
+            except EnqueueError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 2
     elif args.area == "db":
         asyncio.run(_db_apply())
     elif args.area == "sign":

@@ -220,6 +220,8 @@ class Intake:
         run_at: datetime | None = None,
         parent_id: UUID | None = None,
         priority: int | None = None,
+        unique_key: str | None = None,
+        debounce: store.DebounceSpec | None = None,
     ) -> Submitted:
         """Write a `pending` job and queue it; `job_input` is already validated, JSON-ready.
 
@@ -238,7 +240,7 @@ class Intake:
                 wanted, job_type, shop=shop, job_input=job_input, source=source,
                 idempotency_key=idempotency_key, customer_id=customer_id,
                 staff_user_id=staff_user_id, run_at=run_at, parent_id=parent_id,
-                priority=priority,
+                priority=priority, unique_key=unique_key, debounce=debounce,
             )  # fmt: skip
             if traced is not None:
                 traced.set_attribute("shopjobs.job.id", str(submitted.job_id))
@@ -259,7 +261,16 @@ class Intake:
         run_at: datetime | None,
         parent_id: UUID | None,
         priority: int | None,
+        unique_key: str | None,
+        debounce: store.DebounceSpec | None,
     ) -> Submitted:
+        if unique_key is not None or debounce is not None:
+            return await self._submit_keyed(
+                job_type, shop=shop, job_input=job_input, source=source,
+                idempotency_key=idempotency_key, customer_id=customer_id,
+                staff_user_id=staff_user_id, run_at=run_at, parent_id=parent_id,
+                unique_key=unique_key, debounce=debounce, job_id=wanted, priority=priority,
+            )  # fmt: skip
         try:
             if run_at is None and parent_id is None:
                 job_id, existing = await self._create(
@@ -288,6 +299,58 @@ class Intake:
         entry = queue_entry(job_type, job_id, shop.domain, job_input, source, priority)
         await self.queue(entry, source, run_at=run_at)
         return Submitted(job_id, None)
+
+    async def _submit_keyed(
+        self,
+        job_type: JobType,
+        *,
+        shop: store.Shop,
+        job_input: dict[str, Any],
+        source: Source,
+        idempotency_key: str | None,
+        customer_id: str | None,
+        staff_user_id: str | None,
+        run_at: datetime | None,
+        parent_id: UUID | None,
+        unique_key: str | None,
+        debounce: store.DebounceSpec | None,
+        job_id: UUID,
+        priority: int | None,
+    ) -> Submitted:
+        """`submit` for a job with a keep-one-pending key or a debounce (store/flow.py): the
+        pending job that holds the key is returned (a debounce pushes its due time, in the
+        queue too); else a new one is written and queued."""
+        try:
+            job, created = await store.create_keyed_job(
+                self.database, shop_id=shop.id, job_type=job_type.name, job_input=job_input,
+                source=source, customer_id=customer_id, idempotency_key=idempotency_key,
+                staff_user_id=staff_user_id, run_at=run_at, parent_id=parent_id,
+                unique_key=unique_key, debounce=debounce, job_id=job_id,
+            )  # fmt: skip
+        except UNAVAILABLE_ERRORS:
+            await self._forget(job_id)
+            raise
+        entry = queue_entry(job_type, job.id, shop.domain, job_input, source, priority)
+        if not created:
+            if debounce is not None and job.id != job_id:
+                await self.push(entry, job.run_at)
+            return Submitted(job.id, job)
+        await self.queue(entry, source, run_at=job.run_at)
+        return Submitted(job.id, None)
+
+    async def push(self, entry: Entry, run_at: datetime | None) -> None:
+        """Move a debounced job's queue entry to its new due time. Never raises: if Redis does
+        not answer, the row (pending, its new run_at) is what counts, and the entry, due at its
+        earlier time, runs it then with the latest input (or the reconciler queues it)."""
+        defer = 0.0 if run_at is None else max(0.0, run_at.timestamp() - time.time() + 0.002)
+        try:
+            await asyncio.wait_for(
+                queue.reschedule(self.redis, entry.job_type, entry.job_id, shop=entry.shop,
+                                 defer_seconds=defer, priority=entry.priority, key=entry.key),
+                ENQUEUE_TIMEOUT_SECONDS,
+            )  # fmt: skip
+        except Exception as exc:
+            logger.warning("debounced job %s not rescheduled: %r", entry.job_id, exc)
 
     async def queue(self, entry: Entry, source: Source, *, run_at: datetime | None = None) -> None:
         """Queue the job of a row just written; if the queue does not take it, delete the row

@@ -33,7 +33,7 @@ from arq.connections import ArqRedis
 from databases import Database
 from pydantic import BaseModel
 
-from jobs.types import EnqueuedJob, JobType, JobView
+from jobs.types import Debounce, EnqueuedJob, JobType, JobView
 from service import queue, store, wakes
 from service.core import cancel
 from service.core.states import JobStatus
@@ -177,24 +177,42 @@ class JobsClient:
         source: Source = Source.APP,
         parent_id: UUID | None = None,
         priority: int | None = None,
+        unique_key: str | None = None,
+        debounce: Debounce | None = None,
+        staff_user_id: str | None = None,
     ) -> EnqueuedJob:
         """Create a job of `job_type` for `shop`, due now, after `delay` seconds, or at
         `run_at`; with `idempotency_key`, a second call returns the first call's job.
-        `priority` (0 to 9, higher first within the shop) overrides the type's."""
+
+        `priority` (0 to 9, higher first within the shop) overrides the type's. `unique_key`:
+        while a job of this type and shop with that key is pending, it is returned (`created`
+        False) instead of a new one. `debounce` (its key a string): calls with the same key
+        within `debounce.seconds` of each other become one job, run with the last call's input
+        (docs/starting-jobs.md#debounce); a call that joined a pending job returns it
+        (`created` False, `run_at` its new due time)."""
         kind = self.job_type(job_type)
         data = self.validate(kind, input)
-        if idempotency_key is not None and not (
-            0 < len(idempotency_key) <= MAX_IDEMPOTENCY_KEY_LENGTH and idempotency_key.isprintable()
-        ):
-            raise InvalidInput(
-                "Invalid idempotency key",
-                [
-                    {
-                        "field": "idempotency_key",
-                        "message": f"1 to {MAX_IDEMPOTENCY_KEY_LENGTH} printable characters",
-                    }
-                ],
-            )
+        _check_key("idempotency_key", idempotency_key)
+        _check_key("unique_key", unique_key)
+        spec = None
+        if debounce is not None:
+            if not isinstance(debounce.key, str):
+                raise InvalidInput(
+                    "Invalid debounce",
+                    [
+                        {
+                            "field": "debounce.key",
+                            "message": "a string (a function only on WebhookJob)",
+                        }
+                    ],
+                )
+            _check_key("debounce.key", debounce.key)
+            if unique_key is not None or delay is not None or run_at is not None:
+                raise InvalidInput(
+                    "Invalid debounce",
+                    [{"field": "debounce", "message": "not with unique_key, delay or run_at"}],
+                )
+            spec = store.DebounceSpec(debounce.key, debounce.seconds, debounce.max_wait)
         try:
             due = due_time(delay, run_at)
         except ValueError as exc:
@@ -210,12 +228,17 @@ class JobsClient:
                 run_at=due,
                 parent_id=parent_id,
                 priority=priority,
+                unique_key=unique_key,
+                debounce=spec,
+                staff_user_id=staff_user_id,
             )
         except NotQueued:
             raise QueueUnavailable() from None
         existing = submitted.existing
         if existing is not None:
             return EnqueuedJob(existing.id, existing.status, existing.run_at, created=False)
+        if spec is not None:  # due when the debounce's quiet time is over
+            due = datetime.fromtimestamp(time.time() + spec.seconds, UTC)
         return EnqueuedJob(submitted.job_id, JobStatus.PENDING, due)
 
     async def enqueue_children(
@@ -305,6 +328,7 @@ class JobsClient:
             parent_id=job.parent_id,
             children=children,
             waiting=job.waiting,
+            paused=listed.paused,
         )
 
     async def retry(self, job_id: UUID, source: Source = Source.APP) -> QueueOutcome | None:
@@ -328,11 +352,72 @@ class JobsClient:
     async def retry_failed(self, job_type: str, source: Source = Source.APP) -> int:
         """Start every failed (not cancelled) job of a type over, as `retry` does one; how
         many."""
-        jobs = await store.retry_failed_jobs(self.database, job_type)
-        for job_id, name, shop in jobs:
-            [entry] = await self._entries(name, [job_id], shop, source)
-            await self.intake.put(entry, source)
-        return len(jobs)
+        return await self.retry_matching(store.FlowFilter(job_type=job_type), source)
+
+    async def retry_matching(
+        self, filters: store.FlowFilter, source: Source = Source.APP, *, by: str = "app"
+    ) -> int:
+        """Start every failed (not cancelled) job matching `filters` over, as `retry` does
+        one, BATCH_SIZE per statement, each batch queued again before the next; how many.
+        Logged with the filter and the count (`by`: who asked)."""
+        total = 0
+        while True:
+            jobs = await store.retry_matching(self.database, filters)
+            for job_id, name, shop in jobs:
+                [entry] = await self._entries(name, [job_id], shop, source)
+                await self.intake.put(entry, source)
+            total += len(jobs)
+            if len(jobs) < store.BATCH_SIZE:
+                break
+        logger.info("%s retried %d job(s) matching %s", by, total, filters.describe())
+        return total
+
+    async def cancel_matching(self, filters: store.FlowFilter, *, by: str = "app") -> int:
+        """Cancel every waiting job (pending, retrying, suspended) matching `filters`, as
+        `cancel` does one (a batch's children with it), BATCH_SIZE per transaction; how many.
+        Logged with the filter and the count (`by`: who asked)."""
+        total = 0
+        for _ in range(100_000):  # bounded: each round cancels what it found, or they changed
+            ids = await store.matching_to_cancel(self.database, filters)
+            if not ids:
+                break
+            cancelled, running = await store.cancel_jobs(self.database, ids)
+            total += cancelled
+            if running:
+                try:
+                    await cancel.request_stop(self.redis, running)
+                except Exception as exc:
+                    logger.warning("%d cancelled job(s) not told to stop: %r", len(running), exc)
+            if len(ids) < store.BATCH_SIZE:
+                break
+        logger.info("%s cancelled %d job(s) matching %s", by, total, filters.describe())
+        return total
+
+    async def pause_shop(self, shop: str) -> None:
+        """Pause a shop's work: its due jobs stay pending (running ones finish), its status
+        reads say `paused`, until `resume_shop`. Recorded in Postgres, then in the queue's
+        paused set (ShopNotInstalled: no such shop)."""
+        domain = await self._known_shop(shop)
+        await store.pause_shop(self.database, domain, True)
+        await queue.pause_shop(self.redis, domain)
+        logger.info("shop %s paused", domain)
+
+    async def resume_shop(self, shop: str) -> None:
+        """Put a paused shop's jobs back in the rotation."""
+        domain = await self._known_shop(shop)
+        await store.pause_shop(self.database, domain, False)
+        await queue.resume_shop(self.redis, domain)
+        logger.info("shop %s resumed", domain)
+
+    async def _known_shop(self, domain: str) -> str:
+        """The normalized domain of a shop the app knows (installed or not)."""
+        try:
+            normalized = shop_domain.normalize(domain)
+        except ValueError:
+            raise ShopNotInstalled(domain) from None
+        if await store.get_shop(self.database, normalized) is None:
+            raise ShopNotInstalled(domain)
+        return normalized
 
     async def _entries(
         self, job_type: JobType | str, ids: Sequence[UUID], shop: str, source: Source
@@ -378,6 +463,22 @@ class JobsClient:
         except Exception as exc:  # the cancel holds in Postgres; the lease renewal stops the run
             logger.warning("job %s cancelled, but its worker was not told: %r", job_id, exc)
         return True
+
+
+def _check_key(field: str, key: str | None) -> None:
+    """An idempotency, unique or debounce key: 1 to 255 printable characters."""
+    if key is not None and not (
+        isinstance(key, str) and 0 < len(key) <= MAX_IDEMPOTENCY_KEY_LENGTH and key.isprintable()
+    ):
+        raise InvalidInput(
+            f"Invalid {field.replace('_', ' ')}",
+            [
+                {
+                    "field": field,
+                    "message": f"1 to {MAX_IDEMPOTENCY_KEY_LENGTH} printable characters",
+                }
+            ],
+        )
 
 
 def _ignore(source: Source, outcome: QueueOutcome, seconds: float) -> None:

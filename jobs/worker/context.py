@@ -22,7 +22,7 @@ from uuid import UUID
 from databases import Database
 from pydantic import BaseModel
 
-from jobs.types import CompletionWrite, EnqueuedJob, NonRetryableError
+from jobs.types import CompletionWrite, Debounce, EnqueuedJob, NonRetryableError
 from jobs.worker import waits
 from jobs.worker.resources import Resources
 from jobs.worker.results import storable_error
@@ -95,6 +95,8 @@ class RunContext:
         run_at: datetime | None = None,
         idempotency_key: str | None = None,
         priority: int | None = None,
+        unique_key: str | None = None,
+        debounce: Debounce | None = None,
     ) -> EnqueuedJob:
         """Start a job (for this job's shop unless `shop` is given), as JobsClient.enqueue."""
         return await self._client().enqueue(
@@ -104,6 +106,8 @@ class RunContext:
             delay=delay,
             run_at=run_at,
             idempotency_key=idempotency_key,
+            unique_key=unique_key,
+            debounce=debounce,
             source=Source.JOB,
             priority=priority,
         )

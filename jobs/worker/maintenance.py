@@ -137,6 +137,13 @@ async def reconcile(ctx: dict[str, Any]) -> int:
     runtime = ctx["runtime"]
     # Batches whose last child ended where no one looked (its worker died just after) end here.
     await end_batches(runtime, None)
+    try:  # paused shops Redis forgot (a restart without persistence, a FLUSHALL): paused again
+        paused = set(await store.paused_shops(runtime.database))
+        for shop in paused - await queue.paused_shops(runtime.redis):
+            await queue.pause_shop(runtime.redis, shop)
+            logger.warning("reconciler: shop %s paused again in the queue", shop)
+    except Exception as exc:
+        logger.warning("paused shops not looked at: %s", exc)
     try:  # cancelled while waiting for a bulk operation, with no worker told (Redis was down)
         await cancel_bulk_operations(runtime)
     except Exception as exc:

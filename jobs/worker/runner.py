@@ -45,12 +45,13 @@ from jobs.worker.outcomes import (
     failed,
     record,
 )
+from jobs.worker.ratelimit import type_scope
 from jobs.worker.results import encode_result
 from jobs.worker.runtime import Incoming, Runtime
 from jobs.worker.suspend import suspended
 from service import store
 from service.core import logs
-from service.core.states import ClaimResult, RunOutcome
+from service.core.states import UNINSTALLED_MESSAGE, ClaimResult, RunOutcome
 from service.core.waits import Suspend
 from service.queue import Finish, done, give_back, later
 
@@ -86,16 +87,32 @@ def _is_job_id(job_id: str) -> bool:
 
 
 async def _admit(runtime: Runtime, incoming: Incoming) -> Finish | None:
-    """None if the job may be claimed now; else when to look at it again (no attempt used)."""
+    """None if the job may be claimed now; else when to look at it again (no attempt used).
+
+    The global limit and the type's own (`JobType.rate_limit`, per shop with `per_shop`) are
+    checked together (jobs/worker/ratelimit.py). A job held back by its type's limit says so,
+    and until when, in its progress_message (the claim clears it)."""
     job_id = incoming.taken.job_id
-    wait = await runtime.limiter.acquire()
+    own = incoming.job_type.rate_limit
+    extra: tuple[tuple[str, int, float], ...] = ()
+    if own is not None:
+        shop = incoming.log_fields()["shop"] if own.per_shop else None
+        extra = ((type_scope(incoming.job_type.name, shop), own.max, own.per_seconds),)
+    wait = await runtime.limiter.acquire(extra=extra)
     if wait:
         if logger.isEnabledFor(logging.DEBUG):  # log_fields() decodes the payload
             logger.debug(
                 "job %s rate limited, deferred %.2fs", job_id, wait, extra=incoming.log_fields()
             )
         runtime.metrics.deferred(incoming.job_type.name, RATE_LIMIT)
-        return later(job_id, _jitter(wait))
+        delay = _jitter(wait)
+        if own is not None and _is_job_id(job_id):
+            until = datetime.fromtimestamp(time.time() + delay, UTC)
+            try:
+                await store.note_rate_limited(runtime.database, UUID(job_id), until)
+            except Exception as exc:  # advisory: the deferral holds without it
+                logger.warning("job %s: rate limit not noted (%r)", job_id, exc)
+        return later(job_id, delay)
     return None
 
 
@@ -210,6 +227,18 @@ async def _run(
         )
         logger.error("%s failed: %s", tag, message)
         return RunOutcome.ABANDONED, done(job_id)
+
+    if claim.shop_uninstalled:  # slipped past the uninstall's failing of the shop's jobs
+        await record(
+            runtime,
+            job_id,
+            f"{tag} fail",
+            lambda: store.fail_job(
+                database, claim.id, owner, failures, UNINSTALLED_MESSAGE, public=True
+            ),
+        )
+        logger.warning("%s failed: %s", tag, UNINSTALLED_MESSAGE)
+        return RunOutcome.FAILED, done(job_id)
 
     age = _age_seconds(claim)
     if age > settings.job_max_age_seconds:

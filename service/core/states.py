@@ -50,6 +50,11 @@ class RunOutcome(StrEnum):
 
 # The message a cancelled job ends failed with (dashboard, admin API).
 CANCELLED_MESSAGE = "Cancelled"
+# The message every unfinished job of a shop that uninstalled the app ends failed with.
+UNINSTALLED_MESSAGE = "Shop uninstalled"
+# The start of a job's progress_message while a type's or shop's rate limit holds it back
+# (jobs/worker/runner.py writes it, the claim clears it): "Rate limited until <ISO time>".
+RATE_LIMITED_PREFIX = "Rate limited until "
 # What the storefront and the embedded app see of a failure whose message is not public
 # (an unexpected exception: jobs.error_public is false); the dashboard shows the real text.
 GENERIC_FAILURE_MESSAGE = "The job failed"

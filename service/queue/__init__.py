@@ -35,14 +35,21 @@ costs O(log n), whatever the size of any shop's backlog. A shop is in at most on
 delayed and capped; the scripts keep that, atomically.
 
 The API: `connect` / `ping` (connection.py); `enqueue` / `enqueue_many` / `wake` (a
-suspended job due now) (enqueue.py); a
-worker's `Taker` with `take` and `finish` (`done`, `later`, `give_back`) (take.py); the
-reconciler's `find`, `repair`, `place_shops`, `drop_leftover` and the gauges' `depth`
-(upkeep.py).
+suspended job due now) / `reschedule` (a debounced job due later) (enqueue.py);
+a worker's `Taker` with `take` and `finish` (`done`, `later`, `give_back`) (take.py); the
+reconciler's `find`, `repair`, `place_shops`, `drop_leftover`, the operator's `pause_shop` /
+`resume_shop` / `paused_shops` and the gauges' `depth` (upkeep.py).
 """
 
 from service.queue.connection import connect, ping, redis_settings
-from service.queue.enqueue import Entry, check_priority, enqueue, enqueue_many, wake
+from service.queue.enqueue import (
+    Entry,
+    check_priority,
+    enqueue,
+    enqueue_many,
+    reschedule,
+    wake,
+)
 from service.queue.keys import MAX_PRIORITY, QUEUE_NAME, WAKE_CHANNEL
 from service.queue.take import Finish, Taken, Taker, done, give_back, later
 from service.queue.upkeep import (
@@ -84,6 +91,7 @@ __all__ = [
     "place_shops",
     "redis_settings",
     "repair",
+    "reschedule",
     "resume_shop",
     "serialize",
     "wake",

@@ -81,6 +81,30 @@ async def wake(redis: Redis, job_type: str, job_id: str, *, shop: str | None) ->
     return await enqueue(redis, job_type, job_id, shop=shop)
 
 
+async def reschedule(
+    redis: Redis,
+    job_type: str,
+    job_id: str,
+    *,
+    shop: str | None,
+    defer_seconds: float,
+    priority: int = 0,
+    key: str | None = None,
+) -> bool:
+    """Make a queued job due `defer_seconds` from now (a debounced job pushed later); an entry
+    that was lost is queued anew. False when neither was needed: a worker holds the job now."""
+    now_ms = int(time.time() * 1000)
+    due_ms = now_ms + max(0, int(defer_seconds * 1000))
+    moved = await scripts(redis).reschedule(
+        keys=[], args=[job_id, due_ms, shop or APP_BUCKET, now_ms]
+    )
+    if moved:
+        return True
+    return await enqueue(
+        redis, job_type, job_id, shop=shop, defer_seconds=defer_seconds, priority=priority, key=key
+    )
+
+
 async def enqueue_many(
     redis: Redis, jobs: Sequence[Entry | tuple[str, str, str | None]]
 ) -> list[bool]:

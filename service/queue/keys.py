@@ -44,6 +44,7 @@ JOB_KEY = "arq:fair:jobkey"  # job id -> its concurrency key (types that have on
 # finish puts them back due now instead of later, so the wake-up is not lost.
 REWAKE = "arq:fair:rewake"
 SEQ = "arq:fair:seq"  # the turn counter of READY
+PAUSED = "arq:fair:paused"  # shops whose work is paused (JobsClient.pause_shop)
 # The bucket of jobs that belong to no shop (the app's own): one more turn in the rotation.
 APP_BUCKET = "*app*"
 

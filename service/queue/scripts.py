@@ -444,6 +444,32 @@ return 1
 """
 )
 
+# A debounced job's entry due at a new time (later, as a burst goes on): out of whichever of
+# its shop's sets it is in, into the right one for that time (its priority kept), the shop
+# placed for it. Returns 0 when the entry is in neither (taken by a worker now, held back by a
+# cap, or lost: the caller queues it anew). ARGV: job id, due (ms), the shop (or APP_BUCKET),
+# now (ms).
+RESCHEDULE_LUA = (
+    PRELUDE
+    + """
+local id, due, shop, now = ARGV[1], tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
+local band = nil
+local r = redis.call('ZSCORE', P .. shop, id)
+if r then
+  band = band_of(tonumber(r))
+  redis.call('ZREM', P .. shop, id)
+elseif redis.call('ZREM', L .. shop, id) == 1 then
+  band = tonumber(redis.call('HGET', BAND, id) or DEFAULT_BAND)
+  redis.call('HDEL', BAND, id)
+else
+  return 0
+end
+put(shop, id, band, due, now)
+joined(shop, due, now)
+return 1
+"""
+)
+
 # A suspended job's entry made due now (what it waited for happened): out of its later set into
 # its shop's ranked set (its priority kept), the shop into the rotation, idle workers woken.
 # A job taken by a worker now is marked: its finish puts it back due now. Returns 0 when the
@@ -505,6 +531,7 @@ class Scripts:
 
     enqueue: AsyncScript
     wake: AsyncScript
+    reschedule: AsyncScript
     take: AsyncScript
     finish: AsyncScript
     repair: AsyncScript
@@ -524,6 +551,7 @@ def scripts(redis: Redis) -> Scripts:
         found = _registered[redis] = Scripts(
             enqueue=redis.register_script(ENQUEUE_LUA),
             wake=redis.register_script(WAKE_LUA),
+            reschedule=redis.register_script(RESCHEDULE_LUA),
             take=redis.register_script(TAKE_LUA),
             finish=redis.register_script(FINISH_LUA),
             repair=redis.register_script(REPAIR_LUA),

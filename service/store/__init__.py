@@ -27,7 +27,18 @@ from service.store.claims import (
     renew_lease,
 )
 from service.store.compliance import customer_jobs, delete_customer_jobs, redact_shop
-from service.store.control import cancel_job, retry_failed_jobs, retry_job
+from service.store.control import (
+    BATCH_SIZE,
+    FlowFilter,
+    cancel_job,
+    cancel_jobs,
+    count_matching,
+    matching_to_cancel,
+    retry_failed_jobs,
+    retry_job,
+    retry_matching,
+)
+from service.store.flow import DebounceSpec, create_keyed_job
 from service.store.jobs import (
     Job,
     create_job,
@@ -54,6 +65,7 @@ from service.store.outcomes import (
     complete_job,
     complete_jobs,
     fail_job,
+    note_rate_limited,
     record_progress,
     schedule_retry,
 )
@@ -63,6 +75,8 @@ from service.store.shops import (
     encrypt_stored_tokens,
     get_shop,
     mark_shop_uninstalled,
+    pause_shop,
+    paused_shops,
     update_shop_token,
     upsert_shop,
 )
@@ -91,10 +105,13 @@ from service.store.webhooks import (
 )
 
 __all__ = [
+    "BATCH_SIZE",
     "CANCELLED_MESSAGE",
     "JOB_COLUMNS",
     "Bucket",
     "Claim",
+    "DebounceSpec",
+    "FlowFilter",
     "FollowUp",
     "Job",
     "JobFilter",
@@ -109,11 +126,14 @@ __all__ = [
     "batch_counts",
     "bulk_operation_of",
     "cancel_job",
+    "cancel_jobs",
     "claim_jobs",
     "complete_job",
     "complete_jobs",
     "count_jobs_by_status",
+    "count_matching",
     "create_job",
+    "create_keyed_job",
     "create_tick_jobs",
     "customer_jobs",
     "delete_customer_jobs",
@@ -143,6 +163,10 @@ __all__ = [
     "link_webhook_job",
     "list_jobs",
     "mark_shop_uninstalled",
+    "matching_to_cancel",
+    "note_rate_limited",
+    "pause_shop",
+    "paused_shops",
     "prune_events",
     "prune_webhook_events",
     "record_progress",
@@ -153,6 +177,7 @@ __all__ = [
     "renew_lease",
     "retry_failed_jobs",
     "retry_job",
+    "retry_matching",
     "schedule_retry",
     "schedule_ticks",
     "send_event",

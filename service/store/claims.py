@@ -40,6 +40,9 @@ class Claim:
     parent_id: UUID | None = None  # a batch child: its end may end its parent's batch
     resumed: str | None = None  # it was suspended, waiting for this (service/core/waits.py)
     created_at: datetime | None = None  # its age bounds it (JOB_MAX_AGE_SECONDS)
+    # Its shop uninstalled the app: the run fails it "Shop uninstalled" instead of running it
+    # (one that slipped past the uninstall's own failing of the shop's jobs).
+    shop_uninstalled: bool = False
 
 
 def _claim(row: Row) -> Claim:
@@ -54,6 +57,7 @@ def _claim(row: Row) -> Claim:
         parent_id=row["parent_id"],
         resumed=row["waited"],
         created_at=row["created_at"],
+        shop_uninstalled=bool(row["shop_uninstalled"]),
     )
 
 

@@ -29,9 +29,14 @@ class JobFilter:
 class ListedJob:
     job: Job
     shop: str
+    paused: bool = False  # not final, and its shop's work is paused (shops.paused_at)
 
 
-_LISTED_COLUMNS = ", ".join(f"j.{name}" for name in JOB_COLUMNS.split(", ")) + ", s.domain"
+_LISTED_COLUMNS = (
+    ", ".join(f"j.{name}" for name in JOB_COLUMNS.split(", "))
+    + ", s.domain, s.paused_at IS NOT NULL AND j.status NOT IN ('completed', 'failed')"
+    + " AS shop_paused"
+)
 
 
 def _escape_like(text: str) -> str:
@@ -61,9 +66,10 @@ def _job_filter(filters: JobFilter, *, with_status: bool = True) -> tuple[str, l
 def _listed(row: Row) -> ListedJob:
     fields = dict(row)
     domain = fields.pop("domain")
+    paused = bool(fields.pop("shop_paused"))
     job = job_from_row(fields)
     assert job is not None
-    return ListedJob(job=job, shop=domain)
+    return ListedJob(job=job, shop=domain, paused=paused)
 
 
 async def list_jobs(

@@ -7,11 +7,13 @@ past it and another worker took the job over) records nothing, and learns so fro
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from uuid import UUID
 
 from databases import Database
 
 from jobs.types import CompletionWrite
+from service.core.states import RATE_LIMITED_PREFIX
 from service.store.sql import HELD_BY_OWNER, connection
 
 
@@ -26,6 +28,18 @@ async def record_progress(
             owner,
             percent,
             message,
+        )
+
+
+async def note_rate_limited(database: Database, job_id: UUID, until: datetime) -> None:
+    """Say on a waiting job that its type's rate limit holds it back, and until when: its
+    progress_message becomes RATE_LIMITED_PREFIX + the ISO time (the claim clears it)."""
+    async with connection(database) as raw:
+        await raw.execute(
+            """UPDATE jobs SET progress_message = $2, updated_at = now()
+                WHERE id = $1 AND status IN ('pending', 'retrying')""",
+            job_id,
+            RATE_LIMITED_PREFIX + until.isoformat(timespec="seconds"),
         )
 
 

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime
 
 from databases import Database
 
+from service.core.states import UNINSTALLED_MESSAGE
 from service.core.token_cipher import TokenCipher, TokenDecryptError
 from service.store.sql import SHOP_COLUMNS, SHOP_COLUMNS_WITHOUT_TOKENS, Row, connection
+
+logger = logging.getLogger("shopjobs.store")
 
 
 @dataclass(frozen=True)
@@ -23,6 +27,11 @@ class Shop:
     refresh_token_expires_at: datetime | None = None
     has_access_token: bool = False  # stored, whether or not this read fetched it
     has_refresh_token: bool = False
+    paused_at: datetime | None = None  # its work is paused (JobsClient.pause_shop)
+
+    @property
+    def paused(self) -> bool:
+        return self.paused_at is not None
 
     @property
     def installed(self) -> bool:
@@ -140,7 +149,12 @@ async def update_shop_token(
 async def mark_shop_uninstalled(
     database: Database, domain: str, *, if_token: str | None = None
 ) -> bool:
-    """The shop uninstalled the app: Shopify has revoked its tokens; forget them.
+    """The shop uninstalled the app: Shopify has revoked its tokens; forget them, and fail
+    every job of the shop that is not running (pending, retrying, suspended, a batch parent
+    waiting for its children) with UNINSTALLED_MESSAGE, in the same statement: no job can run
+    for it again. A running one ends as its handler does (its next Admin API call fails); a
+    queue entry left behind finds its job final and is dropped; a job that slips through (a
+    claim racing this) is failed at its run (Claim.shop_uninstalled).
 
     `if_token` (the stored, encrypted access token that Shopify was seen to refuse) makes it
     conditional: a shop that stored another token meanwhile (installed again, or refreshed)
@@ -149,15 +163,55 @@ async def mark_shop_uninstalled(
     async with connection(database) as raw:
         row = await raw.fetchrow(
             """
-            UPDATE shops
-               SET uninstalled_at = COALESCE(uninstalled_at, now()), access_token = NULL,
-                   token_expires_at = NULL, refresh_token = NULL,
-                   refresh_token_expires_at = NULL, updated_at = now()
-             WHERE domain = $1
-               AND ($2::text IS NULL OR access_token = $2)
-            RETURNING id
+            WITH shop AS (
+                UPDATE shops
+                   SET uninstalled_at = COALESCE(uninstalled_at, now()), access_token = NULL,
+                       token_expires_at = NULL, refresh_token = NULL,
+                       refresh_token_expires_at = NULL, updated_at = now()
+                 WHERE domain = $1
+                   AND ($2::text IS NULL OR access_token = $2)
+                RETURNING id
+            ), failed AS (
+                UPDATE jobs SET status = 'failed', error_message = $3, error_public = true,
+                       run_at = NULL, wait_for = NULL, wait_name = NULL, wait_until = NULL,
+                       lease_owner = NULL, lease_expires_at = NULL,
+                       finished_at = now(), updated_at = now()
+                  FROM shop
+                 WHERE jobs.shop_id = shop.id
+                   AND (jobs.status IN ('pending', 'retrying')
+                        OR (jobs.status = 'processing' AND jobs.lease_owner IS NULL))
+                RETURNING jobs.id
+            )
+            SELECT id, (SELECT count(*) FROM failed) AS failed FROM shop
             """,
             domain,
             if_token,
+            UNINSTALLED_MESSAGE,
+        )
+    if row is not None and row["failed"]:
+        logger.info("shop %s uninstalled: %d unfinished job(s) failed", domain, row["failed"])
+    return row is not None
+
+
+async def pause_shop(database: Database, domain: str, paused: bool) -> bool:
+    """Pause (or resume) a shop's work: `paused_at` set (kept if already paused) or cleared.
+    False: no such shop."""
+    async with connection(database) as raw:
+        row = await raw.fetchrow(
+            """UPDATE shops
+                  SET paused_at = CASE WHEN $2 THEN COALESCE(paused_at, now()) END,
+                      updated_at = now()
+                WHERE domain = $1 RETURNING id""",
+            domain,
+            paused,
         )
     return row is not None
+
+
+async def paused_shops(database: Database) -> list[str]:
+    """The domains of every paused shop (what the queue's paused set must hold)."""
+    async with connection(database) as raw:
+        rows = await raw.fetch(
+            "SELECT domain FROM shops WHERE paused_at IS NOT NULL ORDER BY domain"
+        )
+    return [row["domain"] for row in rows]

@@ -49,14 +49,15 @@ _TOKEN_PRESENCE = (
 )
 SHOP_COLUMNS = (
     "id, domain, access_token, scopes, uninstalled_at, "
-    f"token_expires_at, refresh_token, refresh_token_expires_at, {_TOKEN_PRESENCE}"
+    f"token_expires_at, refresh_token, refresh_token_expires_at, {_TOKEN_PRESENCE}, paused_at"
 )
 # The same without the token columns (read as NULL): what the web reads. Only the worker, which
 # calls the Admin API, ever reads a token (service/shopify/tokens.py decrypts it), and the web
 # when it asks Shopify to confirm an app/uninstalled (service/shopify/uninstalls.py).
 SHOP_COLUMNS_WITHOUT_TOKENS = (
     "id, domain, NULL::text AS access_token, scopes, uninstalled_at, "
-    f"token_expires_at, NULL::text AS refresh_token, refresh_token_expires_at, {_TOKEN_PRESENCE}"
+    f"token_expires_at, NULL::text AS refresh_token, refresh_token_expires_at, {_TOKEN_PRESENCE}, "
+    "paused_at"
 )
 
 JOB_COLUMNS = (
@@ -81,13 +82,17 @@ CLAIM_SET = """
        SET status = 'processing', attempts = attempts + 1, lease_owner = $2,
            lease_expires_at = now() + make_interval(secs => $3),
            started_at = COALESCE(started_at, now()), run_at = NULL, updated_at = now(),
-           wait_for = NULL, wait_name = NULL, wait_until = NULL
+           wait_for = NULL, wait_name = NULL, wait_until = NULL,
+           progress_message = CASE WHEN starts_with(progress_message, 'Rate limited until ')
+                                   THEN NULL ELSE progress_message END
 """
 CLAIM_RETURNING = """
     RETURNING jobs.id, jobs.type, jobs.input, jobs.attempts, jobs.retry_count, jobs.parent_id,
               (SELECT domain FROM shops WHERE shops.id = jobs.shop_id) AS shop,
               before.was = 'processing' AND before.waited IS NULL AS recovered,
-              before.waited, jobs.created_at
+              before.waited, jobs.created_at,
+              (SELECT uninstalled_at IS NOT NULL FROM shops WHERE shops.id = jobs.shop_id)
+                  AS shop_uninstalled
 """
 
 # The guard of every write by the worker running a job ($1: the job, $2: the worker): a worker

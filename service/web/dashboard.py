@@ -14,6 +14,11 @@ The path stays /admin (operators' bookmarks); in the code, "admin" is only Shopi
 - POST /admin/jobs/{job_id}/cancel      a job not yet final (a running one too: its handler is
                                         stopped) becomes failed "Cancelled", with its batch
 - POST /admin/retry-failed              every failed job of one type starts over
+- GET  /admin/bulk?action=retry|cancel&...  how many jobs a retry or cancel by filter (shop,
+                                        type, status, created / finished between) would act on,
+                                        with a form to confirm
+- POST /admin/bulk                      do it (batches of 500), logged with filter and count
+- POST /admin/shops/pause|resume        pause or resume a shop's work (form field `shop`)
 
 A client that fails to log in DASHBOARD_LOGIN_MAX_FAILURES times within
 DASHBOARD_LOGIN_WINDOW_SECONDS is answered 429 (JSON, Retry-After) until the window ends
@@ -32,6 +37,7 @@ import dataclasses
 import hashlib
 import hmac
 import logging
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -55,6 +61,7 @@ from service.core.schedule_times import next_tick
 from service.core.settings import Settings
 from service.core.states import JobStatus
 from service.intake import QueueOutcome, Source
+from service.jobs_client import ShopNotInstalled
 from service.web import charts
 from service.web.errors import ApiError
 from service.web.login_attempts import client_key
@@ -98,7 +105,21 @@ NOTICES = {
         "Only a job that is not final can be cancelled; this one has finished.",
     ),
     "bulk-retried": ("ok", "{n} failed {type} job(s) queued again."),
+    "filter-retried": ("ok", "{n} job(s) matching the filter queued again."),
+    "filter-cancelled": ("ok", "{n} job(s) matching the filter cancelled."),
+    "shop-paused": ("ok", "Shop paused: its jobs stay pending until it is resumed."),
+    "shop-resumed": ("ok", "Shop resumed: its jobs are back in the rotation."),
+    "unknown-shop": ("error", "No such shop."),
 }
+FLOW_FIELDS = (
+    "shop",
+    "type",
+    "status",
+    "created_after",
+    "created_before",
+    "finished_after",
+    "finished_before",
+)
 
 
 # -- access --------------------------------------------------------------------------------
@@ -300,6 +321,7 @@ async def index(request: Request) -> Response:
             "failed_by_type": await store.failed_jobs_by_type(database),
             "schedules": await _schedules(state.job_types, database),
             "current": _query(filters, page=page if page > 1 else None),
+            "paused_shops": await store.paused_shops(database),
         },
     )
 
@@ -452,6 +474,81 @@ async def retry_failed(request: Request) -> Response:
     return RedirectResponse(f"{base}/?{query}", status_code=303)
 
 
+def _flow_filter(values: Mapping[str, str]) -> tuple[str, store.FlowFilter, dict[str, str]]:
+    """The action and filter of a retry or cancel by filter, and the fields as given."""
+    action = values.get("action", "")
+    if action not in ("retry", "cancel"):
+        raise ApiError(400, "action must be retry or cancel")
+    fields = {name: values.get(name, "").strip() for name in FLOW_FIELDS}
+    fields = {name: value for name, value in fields.items() if value}
+    if any(len(v) > MAX_FILTER_LENGTH or "\x00" in v for v in fields.values()):
+        raise ApiError(400, "filter too long or not text")
+    status = fields.get("status")
+    if status is not None and status not in STATUSES:
+        raise ApiError(400, "status must be one of " + ", ".join(STATUSES))
+    times: dict[str, datetime | None] = {}
+    for name in FLOW_FIELDS[3:]:
+        text = fields.get(name)
+        try:
+            moment = None if text is None else datetime.fromisoformat(text)
+        except ValueError:
+            raise ApiError(400, f"{name} must be an ISO 8601 time") from None
+        times[name] = moment if moment is None or moment.tzinfo else moment.replace(tzinfo=UTC)
+    shop = fields.get("shop")
+    filters = store.FlowFilter(
+        shop=shop.lower() if shop else None,
+        job_type=fields.get("type"),
+        status=JobStatus(status) if status else None,
+        **times,
+    )
+    return action, filters, fields
+
+
+async def bulk_page(request: Request) -> Response:
+    action, filters, fields = _flow_filter(request.query_params)
+    count = await store.count_matching(web_state(request).database, action, filters)
+    return _render(
+        request,
+        "bulk.html",
+        {"action": action, "count": count, "fields": fields, "described": filters.describe()},
+    )
+
+
+async def bulk_act(request: Request) -> Response:
+    form = await _form(request)
+    action, filters, _ = _flow_filter(form)
+    jobs = web_state(request).jobs
+    if action == "retry":
+        count = await jobs.retry_matching(filters, Source.MERCHANT, by="dashboard")
+    else:
+        count = await jobs.cancel_matching(filters, by="dashboard")
+    base = request.scope.get("root_path", "")
+    notice = "filter-retried" if action == "retry" else "filter-cancelled"
+    return RedirectResponse(f"{base}/?{urlencode({'notice': notice, 'n': count})}", 303)
+
+
+async def _pause(request: Request, pause: bool) -> Response:
+    form = await _form(request)
+    shop = form.get("shop", "").strip()
+    jobs = web_state(request).jobs
+    base = request.scope.get("root_path", "")
+    try:
+        await (jobs.pause_shop(shop) if pause else jobs.resume_shop(shop))
+    except ShopNotInstalled:
+        return RedirectResponse(f"{base}/?notice=unknown-shop", status_code=303)
+    logger.info("dashboard %s shop %s", "paused" if pause else "resumed", shop)
+    notice = "shop-paused" if pause else "shop-resumed"
+    return RedirectResponse(f"{base}/?notice={notice}", status_code=303)
+
+
+async def pause_shop(request: Request) -> Response:
+    return await _pause(request, True)
+
+
+async def resume_shop(request: Request) -> Response:
+    return await _pause(request, False)
+
+
 def mount(settings: Settings, path: str = "/admin") -> Mount:
     """The dashboard as a Starlette Mount, guarded by basic auth."""
     return Mount(
@@ -463,6 +560,10 @@ def mount(settings: Settings, path: str = "/admin") -> Mount:
             Route("/jobs/{job_id}/retry", retry, methods=["POST"]),
             Route("/jobs/{job_id}/cancel", cancel, methods=["POST"]),
             Route("/retry-failed", retry_failed, methods=["POST"]),
+            Route("/bulk", bulk_page, methods=["GET"]),
+            Route("/bulk", bulk_act, methods=["POST"]),
+            Route("/shops/pause", pause_shop, methods=["POST"]),
+            Route("/shops/resume", resume_shop, methods=["POST"]),
         ],
         middleware=[Middleware(DashboardGuard, settings=settings)],
     )

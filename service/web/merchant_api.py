@@ -114,7 +114,7 @@ def _iso(moment: datetime | None) -> str | None:
     return None if moment is None else moment.isoformat()
 
 
-def job_json(job: store.Job, merchants: bool) -> dict[str, Any]:
+def job_json(job: store.Job, merchants: bool, paused: bool = False) -> dict[str, Any]:
     """The job as the merchant API shows it; `merchants`: of a type the merchant may start
     (JobType.admin=True), so theirs to cancel and retry too (not a compliance redaction, say)."""
     body: dict[str, Any] = {
@@ -124,6 +124,7 @@ def job_json(job: store.Job, merchants: bool) -> dict[str, Any]:
         "progress": job.progress,
         "progressMessage": job.progress_message,
         "waiting": job.waiting,
+        "paused": paused,  # not final, its shop's work paused (JobsClient.pause_shop)
         "input": job.input,
         "attempts": job.attempts,
         "retryCount": job.retry_count,
@@ -260,11 +261,13 @@ async def list_jobs(request: Request) -> Response:
         limit=limit + 1,
         before=_decode_cursor(cursor) if cursor else None,
     )
-    jobs = [item.job for item in listed[:limit]]
+    page = listed[:limit]
+    jobs = [item.job for item in page]
     next_cursor = _encode_cursor(jobs[-1]) if len(listed) > limit else None
     offered = _merchant_types(request)  # once for the page, not per job
+    shown = [job_json(item.job, item.job.type in offered, item.paused) for item in page]
     return JSONResponse(
-        {"jobs": [job_json(job, job.type in offered) for job in jobs], "nextCursor": next_cursor},
+        {"jobs": shown, "nextCursor": next_cursor},
         headers=NO_STORE,
     )
 

@@ -168,6 +168,8 @@ async def status(request: Request) -> Response:
         body["progressMessage"] = job.progress_message
     if job.waiting is not None:  # processing, suspended: what for and until when
         body["waiting"] = job.waiting
+    if shop.paused and job.status not in FINAL_STATUSES:  # held until the shop is resumed
+        body["paused"] = True
     if job.run_at is not None and job.status == JobStatus.PENDING:
         body["runAt"] = job.run_at.isoformat()  # a delayed job, waiting until then
     if job.batch is not None:  # a batch parent: its children by status, counted in SQL

@@ -29,7 +29,10 @@ No Shopify work happens here, but for one call:
 - a topic in `jobs.registry.webhook_jobs` becomes a job row (source 'webhook', idempotency
   key `webhook:{event id}`) and a queue entry (arq `_job_id` = the job id), recorded in the
   same transaction as the event, then queued through service/intake.py; if it cannot be
-  queued, both are undone and the answer is 503 so Shopify delivers it again;
+  queued, both are undone and the answer is 503 so Shopify delivers it again. A route with a
+  `debounce` or a `unique_key` whose key a pending job of the shop holds adds no job: a
+  debounced event gives that job its input and pushes its due time (`debounced`), a unique
+  one leaves it as it is (`already pending`); the event is recorded and linked to that job;
 - `bulk_operations/finish` wakes the job waiting for that bulk operation: a suspended job
   runs again at once (service/wakes.py), a run waiting in place stops blocking on its Redis
   list (service/shopify/bulk_slots.py); either then reads the operation's final state;
@@ -40,6 +43,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -48,6 +52,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from jobs.types import WebhookJob
 from service import store, wakes
 from service.intake import InvalidJobInput, NotQueued, Source, queue_entry, validate_input
 from service.shopify import bulk, bulk_slots, uninstalls
@@ -210,26 +215,74 @@ async def _handle(
                 "webhook %s for %s: payload does not fit %s", topic, shop, route.job_type.name
             )
             return "invalid payload"
+        try:
+            unique_key, debounce = _flow_keys(route, payload)
+        except ValueError as exc:
+            logger.warning("webhook %s for %s: %s", topic, shop, exc)
+            return "invalid payload"
         # The row is written with the event, in its transaction (not through the intake's
         # group commit), so an event is never recorded without its job.
-        job, _ = await store.create_job(
-            database,
-            shop_id=known.id,
-            job_type=route.job_type.name,
-            job_input=job_input,
-            idempotency_key=f"webhook:{event_id}",
-            source=Source.WEBHOOK,
-        )
+        if unique_key is None and debounce is None:
+            job, created = await store.create_job(
+                database,
+                shop_id=known.id,
+                job_type=route.job_type.name,
+                job_input=job_input,
+                idempotency_key=f"webhook:{event_id}",
+                source=Source.WEBHOOK,
+            )
+        else:
+            # A burst's events meet on the pending job that holds the key (store/flow.py);
+            # concurrent deliveries, on any web process, wait on each other's insert there.
+            job, created = await store.create_keyed_job(
+                database,
+                shop_id=known.id,
+                job_type=route.job_type.name,
+                job_input=job_input,
+                idempotency_key=f"webhook:{event_id}",
+                source=Source.WEBHOOK,
+                unique_key=unique_key,
+                debounce=debounce,
+            )
         await store.link_webhook_job(database, event_id, job.id)
+    entry = queue_entry(route.job_type, job.id, shop, job_input, Source.WEBHOOK)
+    if not created:
+        if debounce is not None:
+            await state.intake.push(entry, job.run_at)
+            logger.info("webhook %s for %s debounced into job %s", topic, shop, job.id)
+            return "debounced"
+        logger.info("webhook %s for %s: job %s already pending", topic, shop, job.id)
+        return "already pending"
     try:
-        entry = queue_entry(route.job_type, job.id, shop, job_input, Source.WEBHOOK)
-        await state.intake.queue(entry, Source.WEBHOOK)
+        await state.intake.queue(entry, Source.WEBHOOK, run_at=job.run_at)
     except NotQueued:
         # Undone with its job, so that Shopify's next delivery of the event is not a duplicate.
         await store.forget_webhook_event(database, event_id)
         raise
     logger.info("webhook %s for %s queued job %s", topic, shop, job.id)
     return "queued"
+
+
+def _flow_keys(
+    route: WebhookJob, payload: dict[str, Any]
+) -> tuple[str | None, store.DebounceSpec | None]:
+    """The route's keep-one-pending key and debounce for this payload; ValueError when a key
+    function fails or gives no usable key (1 to 255 printable characters)."""
+
+    def key_of(key: str | Callable[[dict[str, Any]], str]) -> str:
+        try:
+            value = key(payload) if callable(key) else key
+        except Exception as exc:
+            raise ValueError(f"its key function failed: {exc!r}"[:300]) from None
+        if not (isinstance(value, str) and 0 < len(value) <= 255 and value.isprintable()):
+            raise ValueError("its key function gave no key of 1 to 255 printable characters")
+        return value
+
+    unique = None if route.unique_key is None else key_of(route.unique_key)
+    spec = route.debounce
+    if spec is None:
+        return unique, None
+    return unique, store.DebounceSpec(key_of(spec.key), spec.seconds, spec.max_wait)
 
 
 routes = [Route("/webhooks", receive, methods=["POST"])]

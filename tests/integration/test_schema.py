@@ -531,6 +531,11 @@ async def test_the_first_migration_keeps_every_row_of_an_unversioned_database(
                 None,
             )
             assert job.pop("trace_context") is None  # added by 0004: no trace context before
+        for job in after["jobs"]:  # added by 0005: no job of an older release holds a key
+            keys = (job.pop("debounce_key"), job.pop("debounce_until"), job.pop("unique_key"))
+            assert keys == (None, None, None)
+        for shop in after["shops"]:  # added by 0005: no shop of an older release is paused
+            assert shop.pop("paused_at") is None
         assert after == before
         assert await _versions(old) == [(m.version, m.name) for m in MIGRATIONS]
         # The work goes on: the lease is still honoured, the waiting child runs, the batch counts.
