@@ -131,21 +131,21 @@ async def test_list_filters_phone_layout_and_screenshot(
         )
         save_screenshot(await page.screenshot(full_page=True), "dashboard.png")
 
-        await page.locator('select[name="status"]').select_option("failed")
+        await page.locator('#list-filter select[name="status"]').select_option("failed")
         await page.get_by_role("button", name="Filter").click()
         await expect(page).to_have_url(f"{stack.url}/?status=failed&shop=&type=")  # a GET form
         await expect(page.locator("#jobs tbody tr")).to_have_count(1)
         await expect(row(page, ids["failed"])).to_contain_text("echo: asked to fail permanently")
 
-        await page.locator('select[name="status"]').select_option("")
-        await page.locator('input[name="shop"]').fill("harbor")
-        await page.locator('select[name="type"]').select_option("product_summary")
+        await page.locator('#list-filter select[name="status"]').select_option("")
+        await page.locator('#list-filter input[name="shop"]').fill("harbor")
+        await page.locator('#list-filter select[name="type"]').select_option("product_summary")
         await page.get_by_role("button", name="Filter").click()
         await expect(page.locator("#jobs tbody tr")).to_have_count(1)
         await expect(row(page, ids["pending-summary"])).to_contain_text(SHOPS[1])
         await expect(page.locator('a.card[data-status="pending"] b')).to_have_text("1")
 
-        await page.locator('select[name="type"]').select_option("")
+        await page.locator('#list-filter select[name="type"]').select_option("")
         await page.get_by_role("button", name="Filter").click()
         await expect(page.locator("#jobs tbody tr")).to_have_count(5)
         for status in await page.locator("#jobs tbody tr").evaluate_all(
