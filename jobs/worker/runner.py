@@ -72,6 +72,25 @@ def _jitter(seconds: float) -> float:
     return seconds + random.uniform(0, min(0.2, seconds * 0.1 + 0.01))
 
 
+def _refusal(
+    claim: store.Claim, max_attempts: int, max_age_seconds: float
+) -> tuple[str, RunOutcome] | None:
+    """Why a claimed job fails without running (its message, public, and the outcome counted),
+    or None: it keeps killing its workers, its shop uninstalled the app meanwhile, or it is
+    older than JOB_MAX_AGE_SECONDS."""
+    if claim.attempts > max_attempts + EXTRA_STARTS_ALLOWED:
+        return f"Abandoned: started {claim.attempts - 1} times without finishing", (
+            RunOutcome.ABANDONED
+        )
+    if claim.shop_uninstalled:  # slipped past the uninstall's failing of the shop's jobs
+        return UNINSTALLED_MESSAGE, RunOutcome.FAILED
+    age = _age_seconds(claim)
+    if age > max_age_seconds:
+        message = f"Too old: {age:.0f}s since it was created, over JOB_MAX_AGE_SECONDS"
+        return f"{message} ({max_age_seconds:g})", RunOutcome.FAILED
+    return None
+
+
 def _age_seconds(claim: store.Claim) -> float:
     if claim.created_at is None:
         return 0.0
@@ -217,8 +236,9 @@ async def _run(
     failures = claim.retry_count
     tag = f"job {job_id} type={job_type.name} shop={claim.shop}"
 
-    if claim.attempts > max_attempts + EXTRA_STARTS_ALLOWED:
-        message = f"Abandoned: started {claim.attempts - 1} times without finishing"
+    refusal = _refusal(claim, max_attempts, settings.job_max_age_seconds)
+    if refusal is not None:  # failed before its handler runs: retrying cannot help
+        message, outcome = refusal
         await record(
             runtime,
             job_id,
@@ -226,32 +246,7 @@ async def _run(
             lambda: store.fail_job(database, claim.id, owner, failures, message, public=True),
         )
         logger.error("%s failed: %s", tag, message)
-        return RunOutcome.ABANDONED, done(job_id)
-
-    if claim.shop_uninstalled:  # slipped past the uninstall's failing of the shop's jobs
-        await record(
-            runtime,
-            job_id,
-            f"{tag} fail",
-            lambda: store.fail_job(
-                database, claim.id, owner, failures, UNINSTALLED_MESSAGE, public=True
-            ),
-        )
-        logger.warning("%s failed: %s", tag, UNINSTALLED_MESSAGE)
-        return RunOutcome.FAILED, done(job_id)
-
-    age = _age_seconds(claim)
-    if age > settings.job_max_age_seconds:
-        limit = settings.job_max_age_seconds
-        message = f"Too old: {age:.0f}s since it was created, over JOB_MAX_AGE_SECONDS ({limit:g})"
-        await record(
-            runtime,
-            job_id,
-            f"{tag} fail",
-            lambda: store.fail_job(database, claim.id, owner, failures, message, public=True),
-        )
-        logger.error("%s failed: %s", tag, message)
-        return RunOutcome.FAILED, done(job_id)
+        return outcome, done(job_id)
 
     attempt = failures + 1
     if claim.resumed:
