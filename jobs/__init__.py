@@ -18,8 +18,11 @@ from typing import TYPE_CHECKING, Any
 
 from jobs.types import (
     AdminAPI,
+    BulkAction,
     CompletionWrite,
     EnqueuedJob,
+    FlowAction,
+    FlowTrigger,
     Handler,
     JobContext,
     JobStatus,
@@ -43,9 +46,12 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AdminAPI",
+    "BulkAction",
     "CompletionWrite",
     "EnqueueError",
     "EnqueuedJob",
+    "FlowAction",
+    "FlowTrigger",
     "Handler",
     "InvalidInput",
     "JobContext",
