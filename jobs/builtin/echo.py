@@ -68,6 +68,7 @@ JOB_TYPE = JobType(
         handle="echo",
         name="Run echo job",
         description="Starts the diagnostic echo job of shopjobs",
+        fields=("message", "sleep_ms"),
     ),
     bulk_action=BulkAction(field="message", resources=("product", "order")),
 )

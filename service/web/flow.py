@@ -79,6 +79,13 @@ async def run_action(request: Request) -> Response:
     properties = payload.get("properties", {})
     if not isinstance(properties, dict):
         raise ApiError(400, "properties must be an object")
+    offered = job_type.flow_action.fields if job_type.flow_action is not None else None
+    unknown = [key for key in properties if offered is not None and key not in offered]
+    if unknown:
+        details = [{"field": f"properties.{k[:100]}", "message": "not a field of this action"}
+                   for k in unknown[:20]]  # fmt: skip
+        raise ApiError(400, f"Invalid properties: {', '.join(d['field'] for d in details)}",
+                       details)  # fmt: skip
     try:
         job_input = validate_input(job_type, properties)
     except InvalidJobInput as exc:
