@@ -47,6 +47,15 @@ async def stack(env: dict[str, str], spawn, database: Database, redis):
     return web_url, shopify_url, stack_env
 
 
+def _get(url: str) -> dict:
+    """A blocking GET of JSON (the emulator's control routes answer at once)."""
+    return httpx.get(url, timeout=30).json()
+
+
+def _post(url: str, **options) -> httpx.Response:
+    return httpx.post(url, timeout=30, **options)
+
+
 def _flow(shopify_url: str, **spec) -> dict:
     answer = httpx.post(f"{shopify_url}/_emulator/flow/actions", json={"shop": SHOP, **spec},
                         timeout=60)  # fmt: skip
@@ -64,7 +73,7 @@ async def _job_rows(database: Database, source: str = "flow") -> list[dict]:
 async def test_a_signed_flow_action_creates_the_job_and_a_resend_returns_it(
     stack, database: Database
 ) -> None:
-    web_url, shopify_url, _ = stack
+    _, shopify_url, _ = stack
     run_id = str(uuid.uuid4())
     sent = _flow(shopify_url, handle="echo", action_run_id=run_id,
                  properties={"message": "from Flow", "sleep_ms": 5})  # fmt: skip
@@ -85,7 +94,7 @@ async def test_a_signed_flow_action_creates_the_job_and_a_resend_returns_it(
 
 
 async def test_flow_action_refusals_name_the_problem(stack, database: Database) -> None:
-    web_url, shopify_url, _ = stack
+    _, shopify_url, _ = stack
     forged = _flow(shopify_url, handle="echo", secret="not-the-app-secret", attempts=1,
                    properties={"message": "x"})  # fmt: skip
     assert forged["attempts"] == [{"status": 401, "body": {"error": "Invalid HMAC"}}]
@@ -123,8 +132,8 @@ async def test_redis_down_answers_503_and_leaves_no_row(
             "action_run_id": "run-redis-down", "action_definition_id": "echo",
             "handle": "echo", "properties": {"message": "queued?"},
         }).encode()  # fmt: skip
-        answer = httpx.post(
-            f"http://127.0.0.1:{web_port}/flow/actions/echo", content=body, timeout=30,
+        answer = _post(
+            f"http://127.0.0.1:{web_port}/flow/actions/echo", content=body,
             headers={"X-Shopify-Hmac-SHA256": webhook_hmac(body, env["SHOPIFY_API_SECRET"]),
                      "Content-Type": "application/json"},
         )  # fmt: skip
@@ -139,7 +148,7 @@ async def _wait_triggers(shopify_url: str, count: int, timeout: float = 30) -> l
     deadline = time.monotonic() + timeout
     triggers: list[dict] = []
     while time.monotonic() < deadline:
-        triggers = httpx.get(f"{shopify_url}/_emulator/flow").json()["triggers"]
+        triggers = _get(f"{shopify_url}/_emulator/flow")["triggers"]
         if len(triggers) >= count:
             return triggers
         await asyncio.sleep(0.2)
@@ -160,13 +169,13 @@ async def _wait_status(database: Database, job_type: str, status: str, timeout: 
 
 
 async def _enqueue(web_url: str, env: dict[str, str], job_type: str, message: str) -> None:
-    from shopify_emulator.embedded import session_token  # the admin's own signer
     from shopify_emulator.config import EmulatorConfig
+    from shopify_emulator.embedded import session_token  # the admin's own signer
 
     config = EmulatorConfig(app_url=web_url, api_key=env["SHOPIFY_API_KEY"],
                             api_secret=env["SHOPIFY_API_SECRET"])  # fmt: skip
     token = session_token(config, SHOP, "42", time.time())
-    answer = httpx.post(f"{web_url}/api/jobs", headers={"Authorization": f"Bearer {token}"},
+    answer = _post(f"{web_url}/api/jobs", headers={"Authorization": f"Bearer {token}"},
                         json={"type": job_type, "input": {"message": message}})  # fmt: skip
     assert answer.status_code == 201, answer.text
 
@@ -184,7 +193,7 @@ async def test_a_completed_job_with_a_trigger_calls_flow_trigger_receive_once(
                                   "Status": "completed", "message": "report ready"}  # fmt: skip
     await _wait_status(database, "flow_trigger", "completed")
     await asyncio.sleep(1.0)  # nothing else arrives
-    assert len(httpx.get(f"{shopify_url}/_emulator/flow").json()["triggers"]) == 1
+    assert len(_get(f"{shopify_url}/_emulator/flow")["triggers"]) == 1
 
 
 async def test_a_worker_killed_mid_send_still_makes_exactly_one_call(
@@ -193,22 +202,22 @@ async def test_a_worker_killed_mid_send_still_makes_exactly_one_call(
     web_url, shopify_url, stack_env = stack
     env = {**stack_env, "JOB_LEASE_SECONDS": "2"}
     # The next Admin API call of the shop hangs 3 s on its way in: the worker dies meanwhile.
-    httpx.post(f"{shopify_url}/_emulator/faults",
+    _post(f"{shopify_url}/_emulator/faults",
                json={"kind": "slow", "count": 1, "delay": 3, "shop": SHOP}).raise_for_status()  # fmt: skip
     worker = spawn(worker_command(), env, "worker")
     await _enqueue(web_url, env, "echo_notify", "killed mid-send")
     await _wait_status(database, "echo_notify", "completed")
     deadline = time.monotonic() + 20
-    while httpx.get(f"{shopify_url}/_emulator/stats").json()["shops"][SHOP]["requests"] < 1:
+    while _get(f"{shopify_url}/_emulator/stats")["shops"][SHOP]["requests"] < 1:
         assert time.monotonic() < deadline, "the trigger was never sent"
         await asyncio.sleep(0.05)
     worker.signal(signal.SIGKILL)
     worker.wait(10)
     await asyncio.sleep(3.5)  # the emulator's delay is over: the dead worker's call is not run
-    assert httpx.get(f"{shopify_url}/_emulator/flow").json()["triggers"] == []
+    assert _get(f"{shopify_url}/_emulator/flow")["triggers"] == []
     spawn(worker_command(), env, "worker-2")
     [trigger] = await _wait_triggers(shopify_url, 1)
     assert trigger["payload"]["message"] == "killed mid-send"
     await _wait_status(database, "flow_trigger", "completed", timeout=40)
     await asyncio.sleep(1.0)
-    assert len(httpx.get(f"{shopify_url}/_emulator/flow").json()["triggers"]) == 1
+    assert len(_get(f"{shopify_url}/_emulator/flow")["triggers"]) == 1
