@@ -67,6 +67,7 @@ async def graphql(request: Request) -> JSONResponse:
     if fault is not None:
         shop.counters["faults"] += 1
         if fault.kind == "slow":
+            await request.body()  # read (and kept) first: is_disconnected() would drop it
             await asyncio.sleep(fault.delay)
             if await request.is_disconnected():  # the caller gave up (or died) meanwhile
                 return JSONResponse({"errors": "Client closed the request"}, status_code=499)
