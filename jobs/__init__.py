@@ -18,9 +18,12 @@ from typing import TYPE_CHECKING, Any
 
 from jobs.types import (
     AdminAPI,
+    BulkAction,
     CompletionWrite,
     Debounce,
     EnqueuedJob,
+    FlowAction,
+    FlowTrigger,
     Handler,
     JobContext,
     JobStatus,
@@ -45,10 +48,13 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AdminAPI",
+    "BulkAction",
     "CompletionWrite",
     "Debounce",
     "EnqueueError",
     "EnqueuedJob",
+    "FlowAction",
+    "FlowTrigger",
     "Handler",
     "InvalidInput",
     "JobContext",

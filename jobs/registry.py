@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from jobs.builtin import catalogue_audit, compliance, echo, inventory_report, product_summary
+from jobs.builtin import (
+    bulk_action,
+    catalogue_audit,
+    compliance,
+    echo,
+    flow_trigger,
+    inventory_report,
+    product_summary,
+)
 from jobs.types import JobType, WebhookJob
 from service.core.settings import Settings
 
@@ -19,7 +27,12 @@ def job_types(settings: Settings) -> dict[str, JobType]:
         catalogue_audit.PAGE_JOB_TYPE,
     ]
     if settings.enable_diagnostic_jobs:
-        types.append(echo.JOB_TYPE)
+        types += [echo.JOB_TYPE, echo.NOTIFY_JOB_TYPE]
+    # Shopify's entry points' own types (docs/shopify-flow.md), when a type uses them.
+    if flow_trigger.uses_triggers(types):
+        types.append(flow_trigger.JOB_TYPE)
+    if any(t.bulk_action is not None for t in types):
+        types.append(bulk_action.JOB_TYPE)
     return {t.name: t for t in types}
 
 

@@ -34,7 +34,17 @@ from service.core.logs import configure_logging
 from service.core.settings import Settings, load_settings
 from service.intake import Intake
 from service.jobs_client import JobsClient
-from service.web import dashboard, embedded, install, merchant_api, metrics, proxy, webhooks
+from service.web import (
+    bulk_actions,
+    dashboard,
+    embedded,
+    flow,
+    install,
+    merchant_api,
+    metrics,
+    proxy,
+    webhooks,
+)
 from service.web.errors import EXCEPTION_HANDLERS, RETRY_AFTER_SECONDS
 from service.web.login_attempts import LoginAttempts
 from service.web.middleware import RequestTelemetry
@@ -168,6 +178,8 @@ def create_app(settings: Settings) -> Starlette:
         *install.routes,
         *webhooks.routes,
         *merchant_api.routes,
+        *bulk_actions.routes,
+        *flow.routes,
         *embedded.routes,
         dashboard.mount(settings),
     ]

@@ -121,6 +121,7 @@ class Source(StrEnum):
     JOB = "job"  # a handler, through ctx.enqueue
     CLI = "cli"  # python -m service jobs enqueue
     SCHEDULE = "schedule"  # a job type's cron schedule (jobs/worker/schedules.py)
+    FLOW = "flow"  # a Shopify Flow action (service/web/flow.py)
 
 
 # The priority of a job the merchant starts (the embedded app, the dashboard's retries), when

@@ -27,7 +27,7 @@ from graphql import (
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from shopify_emulator import bulk, query_cost
+from shopify_emulator import bulk, flow, query_cost
 from shopify_emulator.admin_schema import SCHEMA, root_value
 from shopify_emulator.state import EmulatorState, ShopState
 
@@ -67,7 +67,10 @@ async def graphql(request: Request) -> JSONResponse:
     if fault is not None:
         shop.counters["faults"] += 1
         if fault.kind == "slow":
+            await request.body()  # read (and kept) first: is_disconnected() would drop it
             await asyncio.sleep(fault.delay)
+            if await request.is_disconnected():  # the caller gave up (or died) meanwhile
+                return JSONResponse({"errors": "Client closed the request"}, status_code=499)
         else:
             headers = {"Retry-After": f"{fault.retry_after:g}"} if fault.retry_after else {}
             status = int(fault.kind)
@@ -103,7 +106,7 @@ async def graphql(request: Request) -> JSONResponse:
     }
     extra = bulk.resolvers(
         state, domain, request.path_params["version"], str(request.base_url).rstrip("/")
-    )
+    ) | flow.resolvers(state, domain)
     return _run(state, shop, document, operation, fragments, variables, operation_name, extra)
 
 

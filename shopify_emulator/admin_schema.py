@@ -25,6 +25,9 @@ MAX_PAGE_SIZE = 250
 SDL = """
 scalar Money
 scalar DateTime
+scalar JSON
+
+type FlowTriggerReceivePayload { userErrors: [UserError!]! }
 
 type Query {
   shop: Shop!
@@ -38,6 +41,7 @@ type Query {
 
 type Mutation {
   productUpdate(product: ProductUpdateInput!): ProductUpdatePayload
+  flowTriggerReceive(handle: String, payload: JSON, body: String): FlowTriggerReceivePayload
   bulkOperationRunQuery(query: String!, groupObjects: Boolean): BulkOperationRunQueryPayload
   bulkOperationRunMutation(
     mutation: String!, stagedUploadPath: String!, groupObjects: Boolean, clientIdentifier: String

@@ -15,6 +15,7 @@ from shopify_emulator import (
     bulk_routes,
     control,
     embedded,
+    flow,
     oauth,
     storefront,
     theme,
@@ -66,6 +67,8 @@ def create_app(config: EmulatorConfig) -> Starlette:
         Route("/_emulator/shops/{domain}/uninstall", control.uninstall, methods=["POST"]),
         Route("/_emulator/webhooks/send", control.send_webhook, methods=["POST"]),
         Route("/_emulator/webhooks", control.deliveries, methods=["GET"]),
+        Route("/_emulator/flow/actions", flow.send_action, methods=["POST"]),
+        Route("/_emulator/flow", flow.recorded, methods=["GET"]),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.emulator = EmulatorState(config)

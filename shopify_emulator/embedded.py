@@ -40,6 +40,8 @@ ID_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:id_token"
 OFFLINE_TOKEN_TYPE = "urn:shopify:params:oauth:token-type:offline-access-token"
 ONLINE_TOKEN_TYPE = "urn:shopify:params:oauth:token-type:online-access-token"
 DEFAULT_STAFF_USER = "42"
+# The admin's product list, as far as the emulated admin shows it (its selection's bulk action).
+PRODUCT_LIST_SIZE = 20
 
 
 def _b64(data: bytes) -> str:
@@ -155,7 +157,15 @@ async def admin_page(request: Request) -> Response:
         }
     )
     src = f"{config.app_url}/app?{query}"
+    products = [state.catalogue[key] for key in sorted(state.catalogue)][:PRODUCT_LIST_SIZE]
+    rows = "".join(
+        f'<label class="row"><input type="checkbox" name="product" value="{p.id}"> '
+        f"{html.escape(p.title)}</label>"
+        for p in products
+    )
     page = ADMIN_PAGE.format(
+        products=rows,
+        bulk_base=json.dumps(f"{config.app_url}/app/bulk/products?{query}"),
         shop=html.escape(shop),
         user=html.escape(user),
         src=html.escape(src),
@@ -229,14 +239,41 @@ ADMIN_PAGE = """<!doctype html>
   .frame {{ background: #f1f1f1; border-radius: 12px 12px 0 0; height: calc(100vh - 56px);
            overflow: hidden; }}
   iframe {{ border: 0; width: 100%; height: 100%; display: block; }}
+  header button {{ font: inherit; border-radius: 8px; padding: 4px 10px; border: 0; }}
+  #products {{ position: absolute; top: 56px; left: 16px; width: 320px; max-height: 70vh;
+              overflow: auto; background: #fff; border-radius: 12px; padding: 12px;
+              box-shadow: 0 4px 20px rgba(0,0,0,.3); }}
+  #products .row {{ display: block; padding: 4px 0; }}
 </style></head>
 <body>
 <header><b>Shopify admin (emulated)</b><span>{shop}</span>
+  <button type="button" id="open-products">Products</button>
   <span style="margin-left:auto">staff user {user}</span></header>
+<section id="products" aria-label="Products" hidden>
+  <form id="product-list">{products}</form>
+  <p><button type="button" id="bulk-action" hidden>Run a background job</button></p>
+</section>
 <div class="frame"><iframe id="app" title="App" src="{src}"></iframe></div>
 <script>
   const appOrigin = {app_origin}, shop = {shop_json}, user = {user_json};
+  const bulkBase = {bulk_base};
   const frame = document.getElementById("app");
+  // The product list's selection and its bulk action: the app's admin link
+  // (admin.product-index.selection-link) opens the app's page with the selected ids.
+  const panel = document.getElementById("products"), run = document.getElementById("bulk-action");
+  document.getElementById("open-products").addEventListener("click", () => {{
+    panel.hidden = !panel.hidden;
+  }});
+  const selected = () => [...document.querySelectorAll("#product-list input:checked")]
+    .map((box) => box.value);
+  document.getElementById("product-list").addEventListener("change", () => {{
+    run.hidden = selected().length === 0;
+  }});
+  run.addEventListener("click", () => {{
+    const ids = selected().map((id) => "ids%5B%5D=" + encodeURIComponent(id)).join("&");
+    frame.src = bulkBase + "&" + ids;
+    panel.hidden = true;
+  }});
   window.addEventListener("message", async (event) => {{
     const data = event.data || {{}};
     if (event.source !== frame.contentWindow || event.origin !== appOrigin) return;

@@ -32,7 +32,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from jobs.types import JobContext, JobType, NonRetryableError
+from jobs.types import BulkAction, JobContext, JobType, NonRetryableError
 
 PRODUCT_GID = r"^gid://shopify/Product/[0-9]{1,20}$"
 
@@ -157,4 +157,6 @@ def job_type(*, show_inventory: bool) -> JobType:
         proxy_input_model=StorefrontProductSummaryInput,
         proxy_limit_per_minute=STOREFRONT_JOBS_PER_MINUTE,
         admin=True,
+        # The admin's product list: "Summarize" the selected products, one child job each.
+        bulk_action=BulkAction(field="product_id", resources=("product",)),
     )

@@ -31,7 +31,7 @@ from uuid import UUID
 from pydantic import ValidationError
 
 from jobs.types import JobType
-from jobs.worker import lease, traces
+from jobs.worker import flow, lease, traces
 from jobs.worker.abandon import call
 from jobs.worker.context import RunContext
 from jobs.worker.metrics import DATABASE_DOWN, LEASE_HELD, RATE_LIMIT
@@ -211,6 +211,7 @@ async def _execute(
         # Every line logged during the run, by whatever code, carries the job's fields.
         with logs.bind(job_id=str(claim.id), type=job_type.name, shop=claim.shop):
             outcome, finish = await _run(runtime, job_type, claim)
+            await flow.after_run(runtime, job_type, claim, outcome)
             if claim.parent_id is not None and outcome in CHILD_ENDS:
                 await end_batches(runtime, [claim.parent_id])
     except asyncio.CancelledError:
@@ -298,6 +299,7 @@ async def _run(
     if context.batch is not None:
         return await await_children(runtime, job_type, claim, context, encoded, started)
     completions = runtime.completions
+    flow.before_completion(job_type, claim, context, encoded)  # its Flow trigger's job, if any
     try:
         if context.completion_writes:
             # Writes to commit with the completion get a transaction of their own

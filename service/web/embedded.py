@@ -37,8 +37,15 @@ def frame_ancestors(shop: str, admin_url: str | None) -> str:
     return "frame-ancestors " + " ".join(sources)
 
 
+# The admin's lists whose selection the bulk action link opens (service/web/bulk_actions.py).
+BULK_PAGES = {"products": "product", "orders": "order"}
+
+
 async def page(request: Request) -> Response:
     settings = web_state(request).settings
+    bulk = request.path_params.get("resource")
+    if bulk is not None and bulk not in BULK_PAGES:
+        raise ApiError(404, "No bulk action for this list")
     try:
         shop = shop_domain.normalize(request.query_params.get("shop", ""))
     except ValueError:
@@ -47,6 +54,7 @@ async def page(request: Request) -> Response:
         api_key=settings.shopify_api_key,
         app_bridge_url=settings.app_bridge_url,
         shop=shop,
+        bulk_resource=BULK_PAGES.get(bulk or "", ""),
     )
     return HTMLResponse(
         html,
@@ -68,6 +76,8 @@ async def script(request: Request) -> Response:
 routes = [
     Route("/app", page, methods=["GET"]),
     Route("/app/app.js", script, methods=["GET"]),
+    # The admin link on the product and order lists' selection: the same page, with the ids.
+    Route("/app/bulk/{resource}", page, methods=["GET"]),
     # Its path before "admin" came to mean only Shopify's Admin API; kept for pages still open.
     Route("/app/admin.js", script, methods=["GET"]),
 ]

@@ -170,11 +170,15 @@ def _decode_cursor(cursor: str) -> tuple[datetime, UUID]:
         raise ApiError(400, "Invalid cursor") from None
 
 
-def _path_job_id(request: Request) -> UUID:
-    job_id = parse_job_id(str(request.path_params["job_id"]))
+def parse_job_id_or_400(text: str) -> UUID:
+    job_id = parse_job_id(text)
     if job_id is None:
         raise ApiError(400, "Malformed job id: expected a UUID")
     return job_id
+
+
+def _path_job_id(request: Request) -> UUID:
+    return parse_job_id_or_400(str(request.path_params["job_id"]))
 
 
 async def _own_job(request: Request, shop: store.Shop) -> store.Job:

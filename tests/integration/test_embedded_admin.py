@@ -203,7 +203,12 @@ async def test_only_admin_types_and_valid_input_are_accepted(admin, database) ->
     client, _ = admin
     await shops(database)
     types = (await client.get("/api/job-types", headers=bearer(token()))).json()["types"]
-    assert {t["name"] for t in types} == {"echo", "product_summary", "inventory_report"}
+    assert {t["name"] for t in types} == {
+        "echo",
+        "echo_notify",
+        "product_summary",
+        "inventory_report",
+    }
     assert "message" in next(t for t in types if t["name"] == "echo")["schema"]["properties"]
     for body in (
         {"type": "shop_redact", "input": {}},

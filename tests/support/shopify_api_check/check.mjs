@@ -59,6 +59,13 @@ const commands = {
     return await shopify.webhooks.validate({ rawBody: body, rawRequest, rawResponse: {} });
   },
 
+  // shopify.flow.validate on a Flow action request as the app received it.
+  async validateFlow(shopify, { body, headers, path }) {
+    const lowered = Object.fromEntries(Object.entries(headers).map(([k, v]) => [k.toLowerCase(), v]));
+    const rawRequest = { headers: lowered, method: 'POST', url: path };
+    return await shopify.flow.validate({ rawBody: body, rawRequest, rawResponse: {} });
+  },
+
   // shopify.utils.validateHmac on a query (repeated keys as arrays): app proxy or OAuth.
   async validateHmac(shopify, { query, signator }) {
     return await shopify.utils.validateHmac(query, { signator });

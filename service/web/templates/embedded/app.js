@@ -248,7 +248,56 @@ async function act(event) {
   await refresh(true).catch((e) => banner(e.message));
 }
 
+// -- the admin's bulk action ------------------------------------------------------------------
+// Opened as /app/bulk/products?ids[]=1&ids[]=2 (the admin link on the list's selection): the
+// types that take such an id, one batch for the selection, and its children's progress.
+
+function selectedIds() {
+  const params = new URLSearchParams(location.search);
+  return [...params.getAll("ids[]"), ...params.getAll("ids")].filter((id) => id);
+}
+
+async function watchBatch(jobId) {
+  const batch = await api(`/api/bulk-actions/${jobId}`);
+  const counts = batch.children || { total: 0 };
+  const finished = (counts.completed || 0) + (counts.failed || 0);
+  const percent = counts.total ? Math.round((finished * 100) / counts.total) : 0;
+  const done = batch.status === "completed" || batch.status === "failed";
+  $("#bulk-status").textContent = done
+    ? `Batch ${batch.status}: ${counts.completed || 0} completed, ${counts.failed || 0} failed`
+    : `Running: ${finished} of ${counts.total} done`;
+  $("#bulk-progress").dataset.status = batch.status;
+  $("#bulk-bar").style.width = `${done ? 100 : percent}%`;
+  if (!done) setTimeout(() => watchBatch(jobId).catch((e) => banner(e.message)), MIN_POLL_MS);
+  else refresh(true).catch((e) => banner(e.message));
+}
+
+async function startBulk(resource) {
+  const ids = selectedIds();
+  $("#bulk").hidden = false;
+  $("#bulk-selected").textContent = `${ids.length} ${resource}(s) selected`;
+  const offered = (await api(`/api/bulk-actions?resource=${encodeURIComponent(resource)}`)).types;
+  $("#bulk-type").replaceChildren(...offered.map((t) => el("option", { value: t.name, text: t.name })));
+  $("#bulk-run").disabled = !ids.length || !offered.length;
+  $("#bulk-run").addEventListener("click", async () => {
+    $("#bulk-run").disabled = true;
+    try {
+      const started = await api("/api/bulk-actions", { method: "POST",
+        body: JSON.stringify({ type: $("#bulk-type").value, resource, ids }) });
+      banner("");
+      $("#bulk-progress").hidden = false;
+      $("#bulk-progress").dataset.jobId = started.jobId;
+      await watchBatch(started.jobId);
+    } catch (error) {
+      banner(error.message);
+      $("#bulk-run").disabled = false;
+    }
+  });
+}
+
 async function start() {
+  const bulkResource = document.querySelector("main").dataset.bulkResource;
+  if (bulkResource) startBulk(bulkResource).catch((e) => banner(e.message));
   try {
     state.types = (await api("/api/job-types")).types;
   } catch (error) {
