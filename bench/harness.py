@@ -13,6 +13,9 @@
 7. waits (bench/waits.py, issue 24): other shops' short jobs while ten shops' reports wait on
    long bulk operations, against the same traffic on an idle system; the worker slots the
    waiting reports hold; each report's completion after its operation's end.
+8. a burst (bench/burst.py, issue 28): 100 signed `products/update` webhooks for one product
+   within 2 s, through a real web and worker, with a debounce of 5 s: the jobs that ran, with
+   which input, when after the last webhook; the events recorded; the answers other than 200.
 
 Sizes: `full` (default, under 10 minutes), `quick` (BENCH_QUICK=1 or --quick, about 3) and
 `tiny` (the test suite's, seconds). JSON goes to bench/results/ (timestamped + latest.json),
@@ -36,14 +39,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-from bench import bulk, fairness, report, throughput, waits, web
+from bench import bulk, burst, fairness, report, throughput, waits, web
 from bench.stack import ROOT, Proc, Stack, connect, disconnect, servers, wait_for_http
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 REDRAW_SECONDS = 0.5
 PROFILE_WEB_SECONDS = 5.0
 PROFILE_MIN_JOBS = 2_000  # enough work to outlast the profile in every size
-SCENARIOS = ("bulk", "fairness", "waits")  # start their own processes; `--only` runs one
+SCENARIOS = ("bulk", "fairness", "waits", "burst")  # start their own processes; `--only` runs one
 
 
 @dataclass(frozen=True)
@@ -196,9 +199,10 @@ class Bar:
 
 def step_count(plan: Plan, bullmq: bool, profile: bool) -> int:
     per_concurrency = 2 + len(plan.arq_poll_delays) + (1 if bullmq else 0)
-    # + latency, enqueue, inventory_report, fairness, waits; scaling with one and two processes
+    # + latency, enqueue, inventory_report, fairness, waits, burst; scaling with one and two
+    # processes
     scaling = 2 * plan.scaling_repeats
-    return len(plan.concurrencies) * per_concurrency + 5 + scaling + (2 if profile else 0)
+    return len(plan.concurrencies) * per_concurrency + 6 + scaling + (2 if profile else 0)
 
 
 def machine() -> dict[str, Any]:
@@ -237,6 +241,12 @@ async def scenario(name: str, plan: Plan, stack: Stack, bar: Bar) -> dict[str, A
             f"fairness: {plan.fair_shops} shops beside a backlog of {plan.fair_backlog}"
         )
         result = await fairness.fairness(stack, plan, progress)
+    elif name == "burst":
+        bar.step(
+            f"burst: {burst.WEBHOOKS} webhooks for one product in {burst.WINDOW_SECONDS:g} s, "
+            f"debounce {burst.DEBOUNCE_SECONDS:g} s"
+        )
+        result = await burst.burst(stack, plan)
     else:
         bar.step(
             f"waits: {plan.waits_reports} reports on {plan.waits_run_seconds:g} s bulk "

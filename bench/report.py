@@ -1,5 +1,5 @@
-"""What a run leaves behind: the ratios against the targets (issues 7, 14 and 24), a table, JSON
-and a chart."""
+"""What a run leaves behind: the ratios against the targets (issues 7, 14, 24 and 28), a table,
+JSON and a chart."""
 
 from __future__ import annotations
 
@@ -24,11 +24,17 @@ TARGETS = [
     ("waits_p99_vs_limit", "waits: short p99 / (2x idle p99 + 50 ms)", "<=", 1.0),
     ("waits_slots_held", "waits: worker slots held by waiting reports", "<=", 0.0),
     ("waits_completion_lag_s", "waits: report done after its operation (s)", "<=", 1.0),
+    ("burst_jobs_ran", "burst: jobs run for 100 webhooks", "==", 1.0),
+    ("burst_last_input", "burst: ran with the last payload (1 = yes)", "==", 1.0),
+    ("burst_start_after_last_s", "burst: start after the last webhook (s)", "<=", 6.0),
+    ("burst_events_recorded", "burst: events recorded in webhook_events", "==", 100.0),
+    ("burst_non_200", "burst: webhooks answered other than 200", "<=", 0.0),
 ]
 # The section of the results each target reads (by its key's first word): `--only` runs some.
 SECTIONS = {
     "throughput": "throughput", "latency": "latency", "enqueue": "enqueue",
     "scaling": "scaling", "bulk": "bulk", "fair": "fairness", "waits": "waits",
+    "burst": "burst",
 }  # fmt: skip
 
 
@@ -83,7 +89,23 @@ def _values(results: dict[str, Any]) -> dict[str, float | None]:
         values["waits_p99_vs_limit"] = waits["p99_vs_limit"]
         values["waits_slots_held"] = waits["slots_held_max"]
         values["waits_completion_lag_s"] = waits["completion_lag_max_s"]
+    if "burst" in results:
+        burst = results["burst"]
+        values["burst_jobs_ran"] = burst["jobs_ran"]
+        values["burst_last_input"] = 1.0 if burst["ran_with_last_input"] else 0.0
+        values["burst_start_after_last_s"] = burst["start_after_last_s"]
+        values["burst_events_recorded"] = burst["events_recorded"]
+        values["burst_non_200"] = burst["non_200"]
     return values
+
+
+def judge(value: float | None, op: str, target: float) -> bool | None:
+    """Whether `value` meets the target by `op` (>=, <= or ==); None when nothing was measured."""
+    if value is None:
+        return None
+    if op == "==":
+        return value == target
+    return value >= target if op == ">=" else value <= target
 
 
 def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
@@ -95,7 +117,7 @@ def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
         if SECTIONS[key.split("_", 1)[0]] not in results:
             continue
         value = values[key]
-        met = None if value is None else (value >= target if op == ">=" else value <= target)
+        met = judge(value, op, target)
         rows.append(
             {"key": key, "what": what, "value": value, "op": op, "target": target, "met": met}
         )
@@ -173,6 +195,8 @@ def table(results: dict[str, Any]) -> str:
         lines += ["", *fairness_lines(results["fairness"])]
     if "waits" in results:
         lines += ["", *waits_lines(results["waits"])]
+    if "burst" in results:
+        lines += ["", *burst_lines(results["burst"])]
     lines += ["", "Targets"]
     lines.append(f"  {'what':<46}{'measured':>10}{'target':>10}   result")
     for row in results["targets"]:
@@ -254,6 +278,29 @@ def waits_lines(waits: dict[str, Any]) -> list[str]:
         f"{waits['operations_completed']}/{waits['operations']} completed",
     ]
     return lines
+
+
+def burst_lines(burst: dict[str, Any]) -> list[str]:
+    """The burst scenario (bench/burst.py): webhooks for one product collapsed by a debounce."""
+    codes = ", ".join(f"{k}: {v}" for k, v in burst["answers_by_code"].items())
+    ran = [job for job in burst["jobs"] if job["started_after_last_s"] is not None]
+    inputs = ", ".join(f"n={job['input']['n']}" for job in ran) or "none"
+    statuses = ", ".join(f"{job['status']} (attempts {job['attempts']})" for job in burst["jobs"])
+    last = "yes" if burst["ran_with_last_input"] else "NO"
+    answers = ", ".join(f"{k} {v}" for k, v in sorted(burst["answers_by_status"].items()))
+    return [
+        f"Burst: {burst['webhooks']} signed products/update webhooks for one product, sent in "
+        f"{burst['burst_seconds']:g} s (goal {burst['window_seconds']:g} s), debounce "
+        f"{burst['debounce_seconds']:g} s (max {burst['debounce_max_seconds']:g} s)",
+        f"  answers: {codes} ({answers}); events recorded {burst['events_recorded']} over "
+        f"{_fmt(burst['events_window_seconds'], 3)} s, linked to {burst['events_jobs_linked']} "
+        f"job(s); answered in {_fmt(burst['answer_p50_ms'], 1)} ms at the median, "
+        f"{_fmt(burst['answer_max_ms'], 1)} ms at most",
+        f"  jobs created {burst['jobs_created']} ({statuses or 'none'}), run {burst['jobs_ran']} "
+        f"with {inputs} (last sent: n={burst['last_input']['n']}); the last input: {last}",
+        f"  started {_fmt(burst['start_after_last_s'], 3)} s after the last webhook was recorded "
+        f"(goal <= {burst['start_limit_seconds']:g} s)",
+    ]
 
 
 def fairness_lines(fair: dict[str, Any]) -> list[str]:
