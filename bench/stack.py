@@ -81,7 +81,7 @@ class Stack:
         """Empty the queue and the jobs table between runs (the shop stays)."""
         assert self.redis is not None and self.pg is not None
         await self.redis.flushdb()
-        await self.pg.execute("TRUNCATE jobs, webhook_events")
+        await self.pg.execute("TRUNCATE jobs, webhook_events CASCADE")
 
     def cpu_meter(self, **groups: list[Proc]) -> CpuMeter:
         """A CpuMeter over the given processes and, when the harness started them, the servers."""
