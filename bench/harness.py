@@ -33,7 +33,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-from bench import bulk, fairness, report, throughput, web
+from bench import bulk, cost, fairness, peers, report, throughput, web
 from bench.stack import ROOT, Proc, Stack, connect, disconnect, servers, wait_for_http
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -80,6 +80,11 @@ class Plan:
     fair_cost_backlogs: tuple[int, ...] = (1_000, 10_000, 100_000)
     fair_cost_jobs: int = 500
     fair_repeats: int = 2
+    # Issue 27: the Python peers (bench/peers.py) and the cost per job on Postgres and Redis
+    # (bench/cost.py): `cost_jobs` no-op jobs at concurrency 50, `cost_sleep_jobs` 20 ms ones.
+    peers: bool = True
+    cost_jobs: int = 10_000
+    cost_sleep_jobs: int = 2_000
 
 
 PLANS = {
@@ -95,6 +100,7 @@ PLANS = {
         enqueue_connections=50, enqueue_seconds=2, enqueue_warmup=0.5, scaling_jobs=1_000,
         scaling_concurrency=10, scaling_sleep_ms=20, profile=False, profile_seconds=5,
         bulk_products=500, fair_backlog=10_000, fair_seconds=6, fair_repeats=1,
+        cost_jobs=3_000, cost_sleep_jobs=600,
     ),
     "tiny": Plan(
         name="tiny", jobs=40, concurrencies=(10, 50), arq_poll_delays=(0.01,),
@@ -103,6 +109,7 @@ PLANS = {
         scaling_concurrency=10, scaling_sleep_ms=20, profile=True, profile_seconds=0.5,
         bulk_products=20, bulk_max_variants=5, fair_shops=20, fair_backlog=300, fair_rate=20,
         fair_seconds=1, fair_cost_backlogs=(100, 300), fair_cost_jobs=50, fair_repeats=1,
+        cost_jobs=100, cost_sleep_jobs=40,
     ),
 }  # fmt: skip
 
@@ -252,6 +259,15 @@ async def measure(plan: Plan, stack: Stack, bar: Bar, profile_dir: Path | None) 
             )
             systems["bullmq"]["runs"].append(run.as_dict())
             bar.done()
+    if plan.peers:  # issue 27: Celery, Procrastinate, streaq; then the cost per job
+        bar.total += len(peers.PEERS) * len(plan.concurrencies) + 4
+        if bar.tqdm is not None:
+            bar.tqdm.total = bar.total
+        step = lambda label: bar.step(label)  # noqa: E731
+        systems.update(
+            await peers.measure(stack, plan.concurrencies, n, plan.run_timeout, step, bar.done)
+        )
+        results["cost"] = await cost.measure(stack, plan, step, bar.done)
     results["throughput"] = {"jobs": n, "systems": systems}
 
     profiles: dict[str, Any] = {}
