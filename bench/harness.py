@@ -83,6 +83,7 @@ class Plan:
     # Issue 27: the Python peers (bench/peers.py) and the cost per job on Postgres and Redis
     # (bench/cost.py): `cost_jobs` no-op jobs at concurrency 50, `cost_sleep_jobs` 20 ms ones.
     peers: bool = True
+    peer_jobs: int = 0  # N of the peers' runs; 0: `jobs`
     cost_jobs: int = 10_000
     cost_sleep_jobs: int = 2_000
 
@@ -100,7 +101,7 @@ PLANS = {
         enqueue_connections=50, enqueue_seconds=2, enqueue_warmup=0.5, scaling_jobs=1_000,
         scaling_concurrency=10, scaling_sleep_ms=20, profile=False, profile_seconds=5,
         bulk_products=500, fair_backlog=10_000, fair_seconds=6, fair_repeats=1,
-        cost_jobs=3_000, cost_sleep_jobs=600,
+        peer_jobs=2_000, cost_jobs=2_000, cost_sleep_jobs=500,
     ),
     "tiny": Plan(
         name="tiny", jobs=40, concurrencies=(10, 50), arq_poll_delays=(0.01,),
@@ -265,7 +266,9 @@ async def measure(plan: Plan, stack: Stack, bar: Bar, profile_dir: Path | None) 
             bar.tqdm.total = bar.total
         step = lambda label: bar.step(label)  # noqa: E731
         systems.update(
-            await peers.measure(stack, plan.concurrencies, n, plan.run_timeout, step, bar.done)
+            await peers.measure(
+                stack, plan.concurrencies, plan.peer_jobs or n, plan.run_timeout, step, bar.done
+            )
         )
         results["cost"] = await cost.measure(stack, plan, step, bar.done)
     results["throughput"] = {"jobs": n, "systems": systems}
