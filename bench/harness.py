@@ -406,6 +406,7 @@ async def run_all(plan: Plan, args: argparse.Namespace) -> dict[str, Any]:
     started = datetime.now(UTC)
     begun = time.monotonic()
     out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)  # the profiles are written there before the JSON
     profile = plan.profile if args.profile is None else args.profile
     bar = Bar(1, enabled=progress_wanted(args.no_progress, sys.stdout, sys.stderr))
     machine_before = machine()
