@@ -30,11 +30,11 @@ test-unit: install
 screenshot: install
 	UPDATE_SCREENSHOT=1 $(PY) -m pytest tests/browser -q -k screenshot
 
-## Benchmarks against raw arq, SAQ and BullMQ (own Postgres + Redis); results in bench/results/
+## Benchmarks against raw arq, SAQ, Celery, Procrastinate, streaq and BullMQ (own Postgres + Redis); results in bench/results/
 bench: install
 	$(PY) -m bench $(BENCH_ARGS)
 
-## The same, smaller (about 3 minutes)
+## The same, smaller (about 4 minutes)
 bench-quick: install
 	BENCH_QUICK=1 $(PY) -m bench $(BENCH_ARGS)
 

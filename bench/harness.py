@@ -39,7 +39,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-from bench import bulk, burst, fairness, report, throughput, waits, web
+from bench import bulk, burst, cost, fairness, peers, report, throughput, waits, web
 from bench.stack import ROOT, Proc, Stack, connect, disconnect, servers, wait_for_http
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -98,6 +98,12 @@ class Plan:
     waits_sleep_ms: int = 20
     waits_concurrency: int = 10
     waits_traffic_shops: int = 50
+    # Issue 27: the Python peers (bench/peers.py) and the cost per job on Postgres and Redis
+    # (bench/cost.py): `cost_jobs` no-op jobs at concurrency 50, `cost_sleep_jobs` 20 ms ones.
+    peers: bool = True
+    peer_jobs: int = 0  # N of the peers' runs; 0: `jobs`
+    cost_jobs: int = 10_000
+    cost_sleep_jobs: int = 2_000
 
 
 PLANS = {
@@ -114,6 +120,7 @@ PLANS = {
         scaling_concurrency=10, scaling_sleep_ms=20, profile=False, profile_seconds=5,
         bulk_products=500, fair_backlog=10_000, fair_seconds=6, fair_repeats=1,
         waits_run_seconds=12, waits_idle_seconds=6,
+        peer_jobs=2_000, cost_jobs=2_000, cost_sleep_jobs=500,
     ),
     "tiny": Plan(
         name="tiny", jobs=40, concurrencies=(10, 50), arq_poll_delays=(0.01,),
@@ -123,6 +130,7 @@ PLANS = {
         bulk_products=20, bulk_max_variants=5, fair_shops=20, fair_backlog=300, fair_rate=20,
         fair_seconds=1, fair_cost_backlogs=(100, 300), fair_cost_jobs=50, fair_repeats=1,
         waits_run_seconds=3, waits_idle_seconds=1, waits_rate=20, waits_traffic_shops=10,
+        cost_jobs=100, cost_sleep_jobs=40,
     ),
 }  # fmt: skip
 
@@ -306,6 +314,17 @@ async def measure(
             )
             systems["bullmq"]["runs"].append(run.as_dict())
             bar.done()
+    if plan.peers:  # issue 27: Celery, Procrastinate, streaq; then the cost per job
+        bar.total += len(peers.PEERS) * len(plan.concurrencies) + 4
+        if bar.tqdm is not None:
+            bar.tqdm.total = bar.total
+        step = lambda label: bar.step(label)  # noqa: E731
+        systems.update(
+            await peers.measure(
+                stack, plan.concurrencies, plan.peer_jobs or n, plan.run_timeout, step, bar.done
+            )
+        )
+        results["cost"] = await cost.measure(stack, plan, step, bar.done)
     results["throughput"] = {"jobs": n, "systems": systems}
 
     profiles: dict[str, Any] = {}
@@ -432,6 +451,7 @@ async def run_all(plan: Plan, args: argparse.Namespace) -> dict[str, Any]:
     started = datetime.now(UTC)
     begun = time.monotonic()
     out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)  # the profiles are written there before the JSON
     profile = plan.profile if args.profile is None else args.profile
     bar = Bar(1, enabled=progress_wanted(args.no_progress, sys.stdout, sys.stderr))
     machine_before = machine()

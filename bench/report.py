@@ -7,10 +7,20 @@ import json
 from pathlib import Path
 from typing import Any
 
+# Every system of the throughput runs, in the table's and the chart's order.
+SYSTEMS = ["shopjobs", "arq", "saq", "celery", "procrastinate", "streaq", "bullmq"]
+
 # (key, what, how the value compares to the target, target)
 TARGETS = [
-    ("throughput_vs_arq", "throughput c=50 / raw arq (best poll_delay)", ">=", 1.0),
-    ("throughput_vs_saq", "throughput c=50 / SAQ", ">=", 1.2),
+    ("throughput_vs_arq", "throughput c=50 / raw arq (best poll_delay)", ">=", 2.0),
+    ("throughput_vs_saq", "throughput c=50 / SAQ", ">=", 2.0),
+    # Issue 27: the other Python peers, BullMQ, and the Postgres cost against Procrastinate's
+    ("throughput_vs_celery", "throughput c=50 / Celery", ">=", 2.0),
+    ("throughput_vs_procrastinate", "throughput c=50 / Procrastinate", ">=", 2.0),
+    ("throughput_vs_streaq", "throughput c=50 / streaq", ">=", 2.0),
+    ("throughput_vs_bullmq", "throughput c=50 / BullMQ", ">=", 0.35),
+    ("pg_cpu_vs_procrastinate", "Postgres CPU/job / Procrastinate's, no-op", "<=", 0.5),
+    ("wal_vs_procrastinate", "WAL bytes/job / Procrastinate's, no-op", "<=", 0.5),
     ("latency_p50_ms", "end-to-end p50 (ms)", "<=", 30.0),
     ("latency_p99_ms", "end-to-end p99 (ms)", "<=", 100.0),
     ("enqueue_vs_bare", "enqueue endpoint / bare route (req/s)", ">=", 0.5),
@@ -34,7 +44,7 @@ TARGETS = [
 SECTIONS = {
     "throughput": "throughput", "latency": "latency", "enqueue": "enqueue",
     "scaling": "scaling", "bulk": "bulk", "fair": "fairness", "waits": "waits",
-    "burst": "burst",
+    "burst": "burst", "pg": "cost", "wal": "cost",
 }  # fmt: skip
 
 
@@ -60,6 +70,12 @@ def _rate(best: dict[str, dict[str, Any]], system: str) -> float | None:
     return None if run is None else run["jobs_per_second"]
 
 
+def _cost_ratio(results: dict[str, Any], key: str) -> float | None:
+    """shopjobs' cost per no-op job over Procrastinate's (None when it could not run)."""
+    compared = results.get("cost", {}).get("vs_procrastinate", {}).get("noop")
+    return None if compared is None else compared[key]
+
+
 def _values(results: dict[str, Any]) -> dict[str, float | None]:
     """Each target's figure, from the sections of the results the run has."""
     values: dict[str, float | None] = {}
@@ -68,6 +84,11 @@ def _values(results: dict[str, Any]) -> dict[str, float | None]:
         ours = _rate(best, "shopjobs")
         values["throughput_vs_arq"] = _ratio(ours, _rate(best, "arq"))
         values["throughput_vs_saq"] = _ratio(ours, _rate(best, "saq"))
+        for peer in ("celery", "procrastinate", "streaq", "bullmq"):
+            values[f"throughput_vs_{peer}"] = _ratio(ours, _rate(best, peer))
+    if "cost" in results:
+        values["pg_cpu_vs_procrastinate"] = _cost_ratio(results, "pg_cpu")
+        values["wal_vs_procrastinate"] = _cost_ratio(results, "wal_bytes")
     if "latency" in results:
         values["latency_p50_ms"] = results["latency"]["p50_ms"]
         values["latency_p99_ms"] = results["latency"]["p99_ms"]
@@ -146,6 +167,8 @@ def table(results: dict[str, Any]) -> str:
     lines = [f"shopjobs benchmark ({results['mode']}, {results['started_at']})", ""]
     if "throughput" in results:
         lines += throughput_lines(results)
+    if "cost" in results:
+        lines += cost_lines(results.get("cost"))
     if "latency" in results:
         lat = results["latency"]
         lines += [
@@ -212,13 +235,13 @@ def throughput_lines(results: dict[str, Any]) -> list[str]:
     """No-op throughput per system and concurrency, with CPU and busy slots."""
     lines = []
     best = best_runs(results)
-    systems = ["shopjobs", "arq", "saq", "bullmq"]
+    systems = [s for s in SYSTEMS if s in results["throughput"]["systems"]]
     lines.append("Worker throughput, no-op jobs (jobs/s; arq at its best poll_delay)")
-    lines.append(f"  {'concurrency':<12}" + "".join(f"{s:>12}" for s in systems))
+    lines.append(f"  {'concurrency':<12}" + "".join(f"{s:>14}" for s in systems))
     for concurrency in sorted(best, key=int):
         row = best[concurrency]
         lines.append(
-            f"  {concurrency:<12}" + "".join(f"{_fmt(_rate(row, s), 0):>12}" for s in systems)
+            f"  {concurrency:<12}" + "".join(f"{_fmt(_rate(row, s), 0):>14}" for s in systems)
         )
     for concurrency in sorted(best, key=int):
         run = best[concurrency].get("arq")
@@ -303,6 +326,38 @@ def burst_lines(burst: dict[str, Any]) -> list[str]:
     ]
 
 
+def cost_lines(cost: dict[str, Any] | None) -> list[str]:
+    """The cost per job on Postgres and Redis (bench/cost.py) and the ceilings it implies."""
+    if not cost:
+        return []
+    lines = [
+        "",
+        "Cost per job on the shared components (queueing to done; Postgres: all its processes)",
+        f"  {'system, job':<30}{'jobs/s':>8}{'PG CPU us':>11}{'WAL B':>8}{'Redis CPU us':>14}"
+        f"{'Redis cmds':>12}{'1 PG core':>11}{'1 Redis core':>14}",
+    ]
+    for system, kinds in cost["systems"].items():
+        for kind, run in kinds.items():
+            lines.append(
+                f"  {f'{system}, {kind}':<30}{run['jobs_per_second']:>8,.0f}"
+                f"{run['pg_cpu_us_per_job']:>11,.1f}{run['wal_bytes_per_job']:>8,.0f}"
+                f"{run['redis_cpu_us_per_job']:>14,.1f}{run['redis_commands_per_job']:>12,.2f}"
+                f"{_fmt(run['pg_core_jobs_per_second'], 0):>11}"
+                f"{_fmt(run['redis_core_jobs_per_second'], 0):>14}"
+            )
+    if not cost["procrastinate"]["available"]:
+        lines.append(f"  procrastinate: unavailable ({cost['procrastinate']['reason']})")
+    for kind, compared in cost["vs_procrastinate"].items():
+        lines.append(
+            f"  shopjobs / procrastinate, {kind}: Postgres CPU {_fmt(compared['pg_cpu'])}x, "
+            f"WAL {_fmt(compared['wal_bytes'])}x"
+        )
+    lines.append(
+        "  1 PG core / 1 Redis core: the jobs/s that would keep one core of that server busy"
+    )
+    return lines
+
+
 def fairness_lines(fair: dict[str, Any]) -> list[str]:
     """The fairness scenario (bench/fairness.py): waits, jobs/s, and the take's cost."""
     lines = [
@@ -363,8 +418,9 @@ def chart(results: dict[str, Any], path: Path) -> Path:
 
     fig, axes = plt.subplots(2, 2, figsize=(12, 8.5))
     best = best_runs(results)
-    systems = ["shopjobs", "arq", "saq", "bullmq"]
-    colors = {"shopjobs": "#2b7a78", "arq": "#8a8a8a", "saq": "#d08c2e", "bullmq": "#7057a3"}
+    systems = [s for s in SYSTEMS if s in results["throughput"]["systems"]]
+    colors = {"shopjobs": "#2b7a78", "arq": "#8a8a8a", "saq": "#d08c2e", "bullmq": "#7057a3",
+              "celery": "#4f8f3a", "procrastinate": "#336791", "streaq": "#b5485d"}  # fmt: skip
 
     ax = axes[0][0]
     concurrencies = sorted(best, key=int)

@@ -82,7 +82,7 @@ class Stack:
         references jobs, and job_events is the jobs' too (docs/waits.md)."""
         assert self.redis is not None and self.pg is not None
         await self.redis.flushdb()
-        await self.pg.execute("TRUNCATE jobs, job_steps, job_events, webhook_events")
+        await self.pg.execute("TRUNCATE jobs, job_steps, job_events, webhook_events CASCADE")
 
     def cpu_meter(self, **groups: list[Proc]) -> CpuMeter:
         """A CpuMeter over the given processes and, when the harness started them, the servers."""

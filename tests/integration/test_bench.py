@@ -19,7 +19,8 @@ import pytest
 from bench.report import TARGETS, profile_text, summarize_profile
 from tests.support.config import ROOT
 
-SYSTEMS = {"shopjobs", "arq", "saq", "bullmq"}
+SYSTEMS = {"shopjobs", "arq", "saq", "celery", "procrastinate", "streaq", "bullmq"}
+PEERS = ("celery", "procrastinate", "streaq")  # issue 27: installed by the bench extra
 
 
 def _positive_run(run: dict, system: str) -> None:
@@ -39,7 +40,12 @@ def _spread(values: list[float]) -> float:
     return round((max(values) - min(values)) / min(values), 3)
 
 
-def _target_figures(data: dict) -> dict[str, float]:
+def _ratio_or_none(a: float | None, b: float | None, digits: int = 3) -> float | None:
+    """A ratio against a peer that may be unavailable (then the target is n/a)."""
+    return None if a is None or b is None else _ratio(a, b, digits)
+
+
+def _target_figures(data: dict) -> dict[str, float | None]:
     """Each target's figure, read or recomputed from the report's own measurements."""
     best: dict[str, float] = {}
     for name, system in data["throughput"]["systems"].items():
@@ -58,9 +64,21 @@ def _target_figures(data: dict) -> dict[str, float]:
     burst = data["burst"]
     ran = [job for job in burst["jobs"] if job["started_after_last_s"] is not None]
     last_input = burst["last_input"]
+    cost = data["cost"]["systems"]
+    ours_noop, theirs_noop = cost["shopjobs"]["noop"], cost.get("procrastinate", {}).get("noop")
     return {
         "throughput_vs_arq": _ratio(best["shopjobs"], best["arq"]),
         "throughput_vs_saq": _ratio(best["shopjobs"], best["saq"]),
+        **{
+            f"throughput_vs_{peer}": _ratio_or_none(best["shopjobs"], best.get(peer))
+            for peer in ("celery", "procrastinate", "streaq", "bullmq")
+        },
+        "pg_cpu_vs_procrastinate": _ratio_or_none(
+            ours_noop["pg_cpu_us_per_job"], theirs_noop and theirs_noop["pg_cpu_us_per_job"]
+        ),
+        "wal_vs_procrastinate": _ratio_or_none(
+            ours_noop["wal_bytes_per_job"], theirs_noop and theirs_noop["wal_bytes_per_job"]
+        ),
         "latency_p50_ms": data["latency"]["p50_ms"],
         "latency_p99_ms": data["latency"]["p99_ms"],
         "enqueue_vs_bare": enqueue["ratio"],
@@ -118,6 +136,32 @@ def test_the_harness_runs_at_a_tiny_size_and_reports_everything(tmp_path: Path) 
             _positive_run(run, "bullmq")
     else:
         assert bullmq["reason"] and bullmq["runs"] == []
+    for name in PEERS:  # Celery, Procrastinate, streaq: run, or say why not (never fail)
+        peer = systems[name]
+        if peer["available"]:
+            assert {run["concurrency"] for run in peer["runs"]} == {10, 50}
+            for run in peer["runs"]:
+                _positive_run(run, name)
+        else:
+            assert peer["reason"] and peer["runs"] == []
+            assert f"{name}: unavailable" in result.stdout
+
+    # The cost per job on Postgres and Redis (bench/cost.py), and the ceilings from it.
+    cost = data["cost"]
+    assert set(cost["systems"]["shopjobs"]) == {"noop", "sleep_20ms"}
+    assert cost["procrastinate"]["available"] is ("procrastinate" in cost["systems"])
+    for system, kinds in cost["systems"].items():
+        for kind, run in kinds.items():
+            assert run["jobs"] == (100 if kind == "noop" else 40), run
+            assert run["pg_cpu_us_per_job"] > 0 and run["wal_bytes_per_job"] > 0, run
+            assert run["pg_core_jobs_per_second"] == round(1e6 / run["pg_cpu_us_per_job"])
+            if system == "shopjobs":  # it uses Redis: commands and CPU, and so a ceiling
+                assert run["redis_commands_per_job"] > 0 and run["redis_cpu_us_per_job"] > 0
+                assert run["redis_core_jobs_per_second"] == round(1e6 / run["redis_cpu_us_per_job"])
+            else:  # Procrastinate sends Redis nothing
+                assert run["redis_commands_per_job"] == 0
+                assert run["redis_core_jobs_per_second"] is None
+    assert "Cost per job on the shared components" in result.stdout
 
     latency = data["latency"]
     assert latency["jobs"] >= 1
@@ -183,7 +227,12 @@ def test_the_harness_runs_at_a_tiny_size_and_reports_everything(tmp_path: Path) 
     assert "Targets" in result.stdout
     for row in data["targets"]:
         value = row["value"]
-        assert value is not None and value == pytest.approx(measured[row["key"]], abs=1e-3), row
+        if value is None:  # only a peer that was unavailable leaves its target n/a
+            assert measured[row["key"]] is None and row["met"] is None, row
+            printed = rf"^  {re.escape(row['what'])} +n/a +{re.escape(row['op'])} .*   n/a$"
+            assert re.search(printed, result.stdout, re.MULTILINE), (printed, result.stdout)
+            continue
+        assert value == pytest.approx(measured[row["key"]], abs=1e-3), row
         judged = {"==": value == row["target"], ">=": value >= row["target"]}
         assert row["met"] is judged.get(row["op"], value <= row["target"])
         printed = (
