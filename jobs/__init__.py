@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from jobs.types import (
     AdminAPI,
+    App,
     CompletionWrite,
     EnqueuedJob,
     Handler,
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AdminAPI",
+    "App",
     "CompletionWrite",
     "EnqueueError",
     "EnqueuedJob",

@@ -121,7 +121,10 @@ def rate_limit_line(env: dict[str, str]) -> str:
         env.get("RATE_LIMIT_WINDOW_SECONDS") or defaults["rate_limit_window_seconds"].default
     )
     if most == 0:
-        return "job starts are not rate limited (RATE_LIMIT_MAX=0)"
+        return (
+            "job starts are not rate limited (RATE_LIMIT_MAX=0, the default; "
+            "docs/configuration.md shows an example limit)"
+        )
     return (
         f"at most {most} job starts per {window:g} s across all workers (RATE_LIMIT_MAX, "
         "RATE_LIMIT_WINDOW_SECONDS): adding workers adds nothing past it; raise it, or set "

@@ -19,6 +19,7 @@ What a run shares with the others is the process's Runtime (jobs/worker/runtime.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import random
@@ -29,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from pydantic import ValidationError
+from redis.exceptions import RedisError
 
 from jobs.types import JobType
 from jobs.worker import lease, traces
@@ -52,7 +54,7 @@ from service import store
 from service.core import logs
 from service.core.states import ClaimResult, RunOutcome
 from service.core.waits import Suspend
-from service.queue import Finish, done, give_back, later
+from service.queue import Finish, done, give_back, later, pending
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Span
@@ -95,7 +97,11 @@ async def _admit(runtime: Runtime, incoming: Incoming) -> Finish | None:
                 "job %s rate limited, deferred %.2fs", job_id, wait, extra=incoming.log_fields()
             )
         runtime.metrics.deferred(incoming.job_type.name, RATE_LIMIT)
-        return later(job_id, _jitter(wait))
+        wait = _jitter(wait)
+        # Readers show why it waits, and until when (service/job_views.py).
+        with contextlib.suppress(RedisError, OSError):  # only what readers are told
+            await pending.mark_deferred(runtime.redis, job_id, RATE_LIMIT, wait)
+        return later(job_id, wait)
     return None
 
 

@@ -34,7 +34,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from jobs.types import JobType
-from service import store
+from service import job_views, store
 from service.core.states import CANCELLED_MESSAGE, FINAL_STATUSES, JobStatus
 from service.intake import Source
 from service.shopify import oauth, session_tokens, token_exchange
@@ -114,16 +114,19 @@ def _iso(moment: datetime | None) -> str | None:
     return None if moment is None else moment.isoformat()
 
 
-def job_json(job: store.Job, merchants: bool) -> dict[str, Any]:
+def job_json(job: store.Job, merchants: bool, shown: job_views.Shown) -> dict[str, Any]:
     """The job as the merchant API shows it; `merchants`: of a type the merchant may start
-    (JobType.admin=True), so theirs to cancel and retry too (not a compliance redaction, say)."""
+    (JobType.admin=True), so theirs to cancel and retry too (not a compliance redaction, say).
+    `shown`: its progress, batch counts and wait, as every reader shows them."""
     body: dict[str, Any] = {
         "jobId": str(job.id),
         "type": job.type,
         "status": job.status,
-        "progress": job.progress,
+        "progress": shown.progress,
         "progressMessage": job.progress_message,
-        "waiting": job.waiting,
+        "waiting": shown.waiting,
+        "batch": shown.batch,
+        "parentId": None if job.parent_id is None else str(job.parent_id),
         "input": job.input,
         "attempts": job.attempts,
         "retryCount": job.retry_count,
@@ -183,8 +186,10 @@ async def _own_job(request: Request, shop: store.Shop) -> store.Job:
     return job
 
 
-def _shown(request: Request, job: store.Job) -> dict[str, Any]:
-    return job_json(job, job.type in _merchant_types(request))
+async def _shown(request: Request, job: store.Job, shop: store.Shop) -> dict[str, Any]:
+    state = web_state(request)
+    shown = await job_views.show(state.database, state.redis, job, shop.domain)
+    return job_json(job, job.type in _merchant_types(request), shown)
 
 
 def _merchants(request: Request, job: store.Job, action: str) -> None:
@@ -224,7 +229,7 @@ async def create(request: Request) -> Response:
     if submitted.existing is not None:
         if (submitted.existing.type, submitted.existing.input) != (job_type.name, job_input):
             raise ApiError(422, "Idempotency-Key was already used for a different request")
-        return JSONResponse(_shown(request, submitted.existing), headers=NO_STORE)
+        return JSONResponse(await _shown(request, submitted.existing, shop), headers=NO_STORE)
     logger.info(
         "job %s (%s) queued for %s by staff user %s",
         submitted.job_id, job_type.name, shop.domain, session.user,
@@ -232,7 +237,7 @@ async def create(request: Request) -> Response:
     job = await store.get_job_for_shop(state.database, shop.id, submitted.job_id)
     if job is None:  # already finished and pruned: unlikely, but not an error
         return JSONResponse({"jobId": str(submitted.job_id)}, status_code=201, headers=NO_STORE)
-    return JSONResponse(_shown(request, job), status_code=201, headers=NO_STORE)
+    return JSONResponse(await _shown(request, job, shop), status_code=201, headers=NO_STORE)
 
 
 async def list_jobs(request: Request) -> Response:
@@ -263,15 +268,27 @@ async def list_jobs(request: Request) -> Response:
     jobs = [item.job for item in listed[:limit]]
     next_cursor = _encode_cursor(jobs[-1]) if len(listed) > limit else None
     offered = _merchant_types(request)  # once for the page, not per job
+    state = web_state(request)
+    shown = await job_views.show_many(
+        state.database, state.redis, [(job, shop.domain) for job in jobs]
+    )
     return JSONResponse(
-        {"jobs": [job_json(job, job.type in offered) for job in jobs], "nextCursor": next_cursor},
+        {
+            "jobs": [
+                job_json(job, job.type in offered, view)
+                for job, view in zip(jobs, shown, strict=True)
+            ],
+            "nextCursor": next_cursor,
+        },
         headers=NO_STORE,
     )
 
 
 async def read(request: Request) -> Response:
     shop, _ = await authenticate(request)
-    return JSONResponse(_shown(request, await _own_job(request, shop)), headers=NO_STORE)
+    return JSONResponse(
+        await _shown(request, await _own_job(request, shop), shop), headers=NO_STORE
+    )
 
 
 async def cancel(request: Request) -> Response:
@@ -282,7 +299,9 @@ async def cancel(request: Request) -> Response:
     if not await web_state(request).jobs.cancel(job.id):
         raise ApiError(409, "Only a job that is not final can be cancelled")
     logger.info("job %s cancelled by staff user %s of %s", job.id, session.user, shop.domain)
-    return JSONResponse(_shown(request, await _own_job(request, shop)), headers=NO_STORE)
+    return JSONResponse(
+        await _shown(request, await _own_job(request, shop), shop), headers=NO_STORE
+    )
 
 
 async def retry(request: Request) -> Response:
@@ -292,7 +311,9 @@ async def retry(request: Request) -> Response:
     if await web_state(request).jobs.retry(job.id, Source.MERCHANT) is None:
         raise ApiError(409, "Only a failed job can be retried")
     logger.info("job %s retried by staff user %s of %s", job.id, session.user, shop.domain)
-    return JSONResponse(_shown(request, await _own_job(request, shop)), headers=NO_STORE)
+    return JSONResponse(
+        await _shown(request, await _own_job(request, shop), shop), headers=NO_STORE
+    )
 
 
 routes = [

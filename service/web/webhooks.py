@@ -26,10 +26,11 @@ No Shopify work happens here, but for one call:
   moment ago, which bounds what replays cost), the event's record is undone and the answer is
   503: Shopify delivers it again later and the check runs again. Its body is recorded but not
   matched (it may read the same at the next uninstall): the check is the dedupe;
-- a topic in `jobs.registry.webhook_jobs` becomes a job row (source 'webhook', idempotency
-  key `webhook:{event id}`) and a queue entry (arq `_job_id` = the job id), recorded in the
-  same transaction as the event, then queued through service/intake.py; if it cannot be
-  queued, both are undone and the answer is 503 so Shopify delivers it again;
+- a topic in `jobs.registry.webhook_jobs` becomes a job row per job it starts (source 'webhook',
+  idempotency key `webhook:{event id}`, the second and later `webhook:{event id}:{type}`) and
+  a queue entry (arq `_job_id` = the job id), recorded in the same transaction as the event,
+  then queued through service/intake.py; if it cannot be queued, the event is undone and the
+  answer is 503 so Shopify delivers it again;
 - `bulk_operations/finish` wakes the job waiting for that bulk operation: a suspended job
   runs again at once (service/wakes.py), a run waiting in place stops blocking on its Redis
   list (service/shopify/bulk_slots.py); either then reads the operation's final state;
@@ -48,6 +49,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from jobs.types import JobType
 from service import store, wakes
 from service.intake import InvalidJobInput, NotQueued, Source, queue_entry, validate_input
 from service.shopify import bulk, bulk_slots, uninstalls
@@ -183,7 +185,7 @@ async def _handle(
 ) -> str:
     state = web_state(request)
     database = state.database
-    route = state.webhook_jobs.get(topic)
+    routes = state.webhook_jobs.get(topic, ())
     async with database.transaction():
         recorded = await _record(request, topic, shop, event_id, digest)
         if recorded is not store.WebhookRecord.FRESH:
@@ -198,37 +200,49 @@ async def _handle(
             await bulk_slots.mark_subscribed(state.redis, shop)
             await wakes.wake_bulk_operation(database, state.redis, operation_id)
             return "bulk operation finished"
-        if route is None:
+        if not routes:
             return "ignored"
         known = await store.get_shop(database, shop)
         if known is None:
             return "unknown shop"
-        try:
-            job_input = validate_input(route.job_type, route.make_input(payload))
-        except InvalidJobInput:
-            logger.warning(
-                "webhook %s for %s: payload does not fit %s", topic, shop, route.job_type.name
-            )
+        inputs: list[tuple[JobType, dict[str, Any]]] = []
+        for route in routes:
+            try:
+                inputs.append(
+                    (route.job_type, validate_input(route.job_type, route.make_input(payload)))
+                )
+            except InvalidJobInput:
+                logger.warning(
+                    "webhook %s for %s: payload does not fit %s", topic, shop, route.job_type.name
+                )
+        if not inputs:
             return "invalid payload"
-        # The row is written with the event, in its transaction (not through the intake's
-        # group commit), so an event is never recorded without its job.
-        job, _ = await store.create_job(
-            database,
-            shop_id=known.id,
-            job_type=route.job_type.name,
-            job_input=job_input,
-            idempotency_key=f"webhook:{event_id}",
-            source=Source.WEBHOOK,
-        )
-        await store.link_webhook_job(database, event_id, job.id)
+        # The rows are written with the event, in its transaction (not through the intake's
+        # group commit), so an event is never recorded without its jobs. Several jobs for one
+        # topic (docs/your-app.md): the first keeps the event's key, the others add their type.
+        jobs: list[tuple[JobType, store.Job, dict[str, Any]]] = []
+        for index, (job_type, job_input) in enumerate(inputs):
+            key = f"webhook:{event_id}" if index == 0 else f"webhook:{event_id}:{job_type.name}"
+            job, _ = await store.create_job(
+                database,
+                shop_id=known.id,
+                job_type=job_type.name,
+                job_input=job_input,
+                idempotency_key=key,
+                source=Source.WEBHOOK,
+            )
+            jobs.append((job_type, job, job_input))
+        await store.link_webhook_job(database, event_id, jobs[0][1].id)
     try:
-        entry = queue_entry(route.job_type, job.id, shop, job_input, Source.WEBHOOK)
-        await state.intake.queue(entry, Source.WEBHOOK)
+        for job_type, job, job_input in jobs:
+            entry = queue_entry(job_type, job.id, shop, job_input, Source.WEBHOOK)
+            await state.intake.queue(entry, Source.WEBHOOK)
     except NotQueued:
-        # Undone with its job, so that Shopify's next delivery of the event is not a duplicate.
+        # Undone with its jobs, so that Shopify's next delivery of the event is not a duplicate.
         await store.forget_webhook_event(database, event_id)
         raise
-    logger.info("webhook %s for %s queued job %s", topic, shop, job.id)
+    for _, job, _ in jobs:
+        logger.info("webhook %s for %s queued job %s", topic, shop, job.id)
     return "queued"
 
 

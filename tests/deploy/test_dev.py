@@ -79,11 +79,13 @@ def test_one_child_dying_stops_the_other_and_fails(dev) -> None:
 
 
 def test_the_banner_says_the_rate_limit_caps_what_workers_add() -> None:
-    """The seed's RATE_LIMIT_MAX (10 a minute, across all workers) is the ceiling of a default
-    deployment, whatever `fly scale count worker=N` says: `make dev` says so at start."""
+    """The global limiter is off by default; once set (the seed's example: 10 a minute, across
+    all workers) it is the ceiling of a deployment, whatever `fly scale count worker=N` says:
+    `make dev` says so at start."""
     from tools.dev import rate_limit_line
 
-    assert rate_limit_line({}) == (
+    assert rate_limit_line({}).startswith("job starts are not rate limited (RATE_LIMIT_MAX=0")
+    assert rate_limit_line({"RATE_LIMIT_MAX": "10"}) == (
         "at most 10 job starts per 60 s across all workers (RATE_LIMIT_MAX, "
         "RATE_LIMIT_WINDOW_SECONDS): adding workers adds nothing past it; raise it, or set 0 "
         "for none, before scaling (docs/deploy.md#7-scale-the-workers)"
