@@ -47,6 +47,7 @@ from service.store.listing import (
     failed_jobs_by_type,
     get_listed_job,
     job_types_in_use,
+    job_types_of_shop,
     list_jobs,
 )
 from service.store.maintenance import delete_old_jobs, stranded_jobs
@@ -138,6 +139,7 @@ __all__ = [
     "job_from_row",
     "job_is_final",
     "job_types_in_use",
+    "job_types_of_shop",
     "jsonb_safe",
     "keep_bulk_operation",
     "link_webhook_job",

@@ -240,8 +240,46 @@ async def create(request: Request) -> Response:
     return JSONResponse(await _shown(request, job, shop), status_code=201, headers=NO_STORE)
 
 
+# Who started a job, as the merchant's list filters it (`startedBy`): jobs.source values.
+STARTERS: dict[str, tuple[str, ...]] = {
+    "merchant": (Source.MERCHANT,),
+    "schedule": (Source.SCHEDULE,),
+    "webhook": (Source.WEBHOOK,),
+    "app": (Source.APP, Source.JOB, Source.CLI),
+    "storefront": (Source.PROXY,),
+}
+
+
+def _list_scope(request: Request, user: str | None) -> dict[str, Any]:
+    """The merchant list's own filters: `startedBy` (STARTERS), `top=1` (batch children left
+    out: each under its parent), `parent=ID` (that batch's children), `mine=1` / `mine=0`
+    (started by this staff user, or not)."""
+    query = request.query_params
+    scope: dict[str, Any] = {}
+    starter = query.get("startedBy") or None
+    if starter is not None:
+        if starter not in STARTERS:
+            raise ApiError(400, "Invalid startedBy", {"allowed": list(STARTERS)})
+        scope["sources"] = tuple(str(s) for s in STARTERS[starter])
+    if query.get("top") == "1":
+        scope["top_level"] = True
+    parent = query.get("parent") or None
+    if parent is not None:
+        parent_id = parse_job_id(parent)
+        if parent_id is None:
+            raise ApiError(400, "Malformed parent: expected a UUID")
+        scope["parent_id"] = parent_id
+    mine = query.get("mine") or None
+    if mine is not None:
+        if mine not in ("0", "1"):
+            raise ApiError(400, "mine must be 0 or 1")
+        scope["staff_user"] = user
+        scope["by_staff_user"] = mine == "1"
+    return scope
+
+
 async def list_jobs(request: Request) -> Response:
-    shop, _ = await authenticate(request)
+    shop, session = await authenticate(request)
     query = request.query_params
     status = query.get("status") or None
     if status is not None and status not in set(JobStatus):
@@ -257,7 +295,10 @@ async def list_jobs(request: Request) -> Response:
     limit = int(limit_text)
     cursor = query.get("cursor")
     filters = store.JobFilter(
-        status=JobStatus(status) if status else None, job_type=job_type, shop_id=shop.id
+        status=JobStatus(status) if status else None,
+        job_type=job_type,
+        shop_id=shop.id,
+        **_list_scope(request, session.user),
     )
     listed = await store.list_jobs(
         web_state(request).database,
@@ -279,6 +320,8 @@ async def list_jobs(request: Request) -> Response:
                 for job, view in zip(jobs, shown, strict=True)
             ],
             "nextCursor": next_cursor,
+            # Every type the shop's jobs have, for the list's type filter.
+            "types": await store.job_types_of_shop(state.database, shop.id),
         },
         headers=NO_STORE,
     )
