@@ -49,21 +49,30 @@ def _iso(moment: datetime | None) -> str | None:
     return None if moment is None else moment.isoformat()
 
 
-async def why_waiting(
-    redis: Redis, job: store.Job, shop: str | None, now: datetime | None = None
+def _queued(job: store.Job) -> bool:
+    """Whether the queue may be holding the job back (and Redis is asked why)."""
+    return job.waiting is None and job.status in (JobStatus.PENDING, JobStatus.RETRYING)
+
+
+async def _held(
+    redis: Redis, jobs: list[tuple[store.Job, str | None]]
+) -> dict[Any, pending.Held | None]:
+    asked = [(str(job.id), shop) for job, shop in jobs if _queued(job)]
+    try:
+        answers = await pending.why_held_many(redis, asked)
+    except (RedisError, OSError) as exc:  # the row's own reasons still show
+        logger.debug("why_waiting: redis: %r", exc)
+        answers = [None] * len(asked)
+    return {job_id: held for (job_id, _), held in zip(asked, answers, strict=True)}
+
+
+def _waiting(
+    job: store.Job, held: pending.Held | None, now: datetime
 ) -> dict[str, str | None] | None:
-    """Why `job` is not running now, and until when; None when nothing holds it back (or it
-    runs, or is final). Redis unreachable: what the row says (a wait, a due time) only."""
     if job.waiting is not None:
         return job.waiting  # a suspended job's own wait
     if job.status not in (JobStatus.PENDING, JobStatus.RETRYING):
         return None
-    now = now or datetime.now(UTC)
-    try:
-        held = await pending.why_held(redis, str(job.id), shop)
-    except (RedisError, OSError) as exc:
-        logger.debug("why_waiting: redis: %r", exc)
-        held = None
     due_later = job.run_at is not None and job.run_at > now
     if held is not None and not (due_later and held[0] in ("concurrency_cap", "shop_cap")):
         reason, seconds = held
@@ -75,21 +84,42 @@ async def why_waiting(
     return None
 
 
+async def why_waiting(
+    redis: Redis, job: store.Job, shop: str | None, now: datetime | None = None
+) -> dict[str, str | None] | None:
+    """Why `job` is not running now, and until when; None when nothing holds it back (or it
+    runs, or is final). Redis unreachable: what the row says (a wait, a due time) only."""
+    held = await _held(redis, [(job, shop)])
+    return _waiting(job, held.get(str(job.id)), now or datetime.now(UTC))
+
+
 async def show(database: Database, redis: Redis, job: store.Job, shop: str | None) -> Shown:
     """The view of one job (`shop`: its domain)."""
-    counts = None if job.batch is None else await store.batch_counts(database, job.id)
-    return Shown(
-        progress=batch_progress(job, counts),
-        batch=counts,
-        waiting=await why_waiting(redis, job, shop),
-    )
+    [shown] = await show_many(database, redis, [(job, shop)])
+    return shown
 
 
 async def show_many(
     database: Database, redis: Redis, jobs: list[tuple[store.Job, str | None]]
 ) -> list[Shown]:
-    """The views of a page of jobs, in order."""
-    return [await show(database, redis, job, shop) for job, shop in jobs]
+    """The views of a page of jobs, in order: one query for the batch parents' counts, one
+    Redis round trip for the queued jobs."""
+    counts = await store.batch_counts_many(
+        database, [job.id for job, _ in jobs if job.batch is not None]
+    )
+    held = await _held(redis, jobs)
+    now = datetime.now(UTC)
+    views = []
+    for job, _ in jobs:
+        batch = counts.get(job.id)
+        views.append(
+            Shown(
+                progress=batch_progress(job, batch),
+                batch=batch,
+                waiting=_waiting(job, held.get(str(job.id)), now),
+            )
+        )
+    return views
 
 
 def as_json(shown: Shown) -> dict[str, Any]:

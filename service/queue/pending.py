@@ -19,23 +19,42 @@ async def mark_deferred(redis: Redis, job_id: str, reason: str, seconds: float) 
     await redis.set(DEFERRED_PREFIX + job_id, reason, px=max(1, int(seconds * 1000)))
 
 
-async def why_held(redis: Redis, job_id: str, shop: str | None) -> tuple[str, float | None] | None:
+Held = tuple[str, float | None]
+
+
+async def why_held(redis: Redis, job_id: str, shop: str | None) -> Held | None:
     """(reason, seconds until it is looked at again or None) for a job the queue holds back:
     `paused`, `rate_limit`, `concurrency_cap` (a type's or key's cap), `shop_cap`; None if
     nothing does."""
-    bucket = shop or APP_BUCKET
+    [held] = await why_held_many(redis, [(job_id, shop)])
+    return held
+
+
+async def why_held_many(redis: Redis, jobs: list[tuple[str, str | None]]) -> list[Held | None]:
+    """`why_held` for several jobs (job id, shop), in one round trip."""
+    if not jobs:
+        return []
     async with redis.pipeline(transaction=False) as pipe:
-        pipe.sismember(PAUSED, bucket)
-        pipe.get(DEFERRED_PREFIX + job_id)
-        pipe.pttl(DEFERRED_PREFIX + job_id)
-        pipe.hexists(BLOCKED_SHOP, job_id)
-        pipe.sismember(CAPPED, bucket)
-        paused, deferred, ttl, blocked, capped = await pipe.execute()
+        for job_id, shop in jobs:
+            bucket = shop or APP_BUCKET
+            pipe.sismember(PAUSED, bucket)
+            pipe.get(DEFERRED_PREFIX + job_id)
+            pipe.pttl(DEFERRED_PREFIX + job_id)
+            pipe.hexists(BLOCKED_SHOP, job_id)
+            pipe.sismember(CAPPED, bucket)
+        answers = await pipe.execute()
+    return [_reason(*answers[i * 5 : i * 5 + 5]) for i in range(len(jobs))]
+
+
+def _reason(
+    paused: object, deferred: object, ttl: object, blocked: object, capped: object
+) -> Held | None:
     if paused:
         return "paused", None
     if deferred is not None:
         reason = deferred.decode() if isinstance(deferred, bytes) else str(deferred)
-        return reason, max(0, int(ttl)) / 1000 if int(ttl) > 0 else None
+        left = int(str(ttl))
+        return reason, left / 1000 if left > 0 else None
     if blocked:
         return "concurrency_cap", None
     if capped:
