@@ -88,6 +88,7 @@ def _job_json(job: JobView) -> dict[str, Any]:
         "progress": job.progress,
         "progressMessage": job.progress_message,
         "waiting": job.waiting,
+        "batch": job.children,  # a batch parent's children by status, as every reader shows
         "input": job.input,
         "result": job.result,
         "error": job.error,
