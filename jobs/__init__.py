@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from jobs.types import (
     AdminAPI,
+    App,
     BulkAction,
     CompletionWrite,
     Debounce,
@@ -48,6 +49,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AdminAPI",
+    "App",
     "BulkAction",
     "CompletionWrite",
     "Debounce",

@@ -14,6 +14,7 @@ from collections.abc import (
     Awaitable,
     Callable,
     Iterable,
+    Mapping,
     Sequence,
 )
 from dataclasses import dataclass, field
@@ -506,3 +507,21 @@ class WebhookJob:
     def __post_init__(self) -> None:
         if self.debounce is not None and self.unique_key is not None:
             raise ValueError(f"{self.job_type.name}: give debounce or unique_key, not both")
+
+
+@dataclass(frozen=True)
+class App:
+    """An app's own place (docs/your-app.md): what shopjobs loads from the module SHOPJOBS_APP
+    names, so that an app never edits shopjobs' files.
+
+    The module defines `shopjobs_app`: an App, or a function taking the Settings and returning
+    one. `job_types`: the app's types (a type's `schedule` is its schedule). `webhooks`: topic
+    to the jobs it starts, several per topic allowed; every app's jobs for a topic run.
+    `routes`: Starlette routes mounted into the web (they read `web_state(request).jobs`).
+    `loggers`: logger names logged like shopjobs' own, besides the module's top package.
+    """
+
+    job_types: Sequence[JobType] = ()
+    webhooks: Mapping[str, Sequence[WebhookJob]] = field(default_factory=dict)
+    routes: Sequence[Any] = ()  # starlette.routing.BaseRoute
+    loggers: Sequence[str] = ()

@@ -100,6 +100,7 @@ def _job_json(job: JobView) -> dict[str, Any]:
         "progressMessage": job.progress_message,
         "waiting": job.waiting,
         "paused": job.paused,
+        "batch": job.children,  # a batch parent's children by status, as every reader shows
         "input": job.input,
         "result": job.result,
         "error": job.error,

@@ -26,7 +26,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from jobs.registry import job_types, webhook_jobs
+from jobs.registry import app_loggers, app_routes, job_types, webhook_jobs
 from service import queue
 from service.core import tracing
 from service.core.db import DatabaseTlsError, create_database
@@ -117,7 +117,7 @@ class StartupFailureInOneLine:
 
 
 def create_app(settings: Settings) -> Starlette:
-    configure_logging(settings.log_format)
+    configure_logging(settings.log_format, also=app_loggers(settings))
     # Before any metric exists: with several web processes, their series are shared.
     shared_metrics = metrics.multiprocess_directory() if settings.web_metrics_port else None
     tracing.configure("shopjobs-web")  # off unless OTEL_* asks (docs/operations.md)
@@ -182,6 +182,7 @@ def create_app(settings: Settings) -> Starlette:
         *flow.routes,
         *embedded.routes,
         dashboard.mount(settings),
+        *app_routes(settings),  # the app's own (SHOPJOBS_APP, docs/your-app.md)
     ]
     app = Starlette(
         routes=routes,

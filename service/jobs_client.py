@@ -34,7 +34,7 @@ from databases import Database
 from pydantic import BaseModel
 
 from jobs.types import Debounce, EnqueuedJob, JobType, JobView
-from service import queue, store, wakes
+from service import job_views, queue, store, wakes
 from service.core import cancel
 from service.core.states import JobStatus
 from service.intake import (
@@ -305,13 +305,15 @@ class JobsClient:
         if listed is None:
             return None
         job = listed.job
-        children = None if job.batch is None else await store.batch_counts(self.database, job.id)
+        # The view every reader shows (service/job_views.py): a batch parent's progress from
+        # its children, and why a job waits.
+        shown = await job_views.show(self.database, self.redis, job, listed.shop)
         return JobView(
             id=job.id,
             type=job.type,
             shop=listed.shop,
             status=job.status,
-            progress=job.progress,
+            progress=shown.progress,
             progress_message=job.progress_message,
             input=job.input,
             result=job.result,
@@ -326,8 +328,8 @@ class JobsClient:
             started_at=job.started_at,
             finished_at=job.finished_at,
             parent_id=job.parent_id,
-            children=children,
-            waiting=job.waiting,
+            children=shown.batch,
+            waiting=shown.waiting,
             paused=listed.paused,
         )
 

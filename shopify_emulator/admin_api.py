@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from graphql import (
@@ -27,8 +28,9 @@ from graphql import (
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from shopify_emulator import bulk, flow, query_cost
+from shopify_emulator import bulk, flow, query_cost, webhooks
 from shopify_emulator.admin_schema import SCHEMA, root_value
+from shopify_emulator.catalogue import Product
 from shopify_emulator.state import EmulatorState, ShopState
 
 logger = logging.getLogger("shopify_emulator")
@@ -107,7 +109,35 @@ async def graphql(request: Request) -> JSONResponse:
     extra = bulk.resolvers(
         state, domain, request.path_params["version"], str(request.base_url).rstrip("/")
     ) | flow.resolvers(state, domain)
-    return _run(state, shop, document, operation, fragments, variables, operation_name, extra)
+    changed: list[Product] = []
+    answer = _run(
+        state, shop, document, operation, fragments, variables, operation_name, extra,
+        changed.append,
+    )  # fmt: skip
+    _send_product_updates(request, state, domain, changed)
+    return answer
+
+
+PRODUCTS_UPDATE = "products/update"
+
+
+def _send_product_updates(
+    request: Request, state: EmulatorState, domain: str, changed: list[Product]
+) -> None:
+    """What Shopify does after a mutation changed a product: `products/update`, to an app
+    subscribed to it (`--webhook-topic products/update`), the app's own changes included:
+    the webhook loop an app must avoid (docs/your-app.md). One per product and request."""
+    if PRODUCTS_UPDATE not in state.config.webhook_topics:
+        return
+    latest = {product.id: product for product in changed}
+    tasks: set[asyncio.Task[None]] = request.app.state.tasks
+    for product in latest.values():
+        payload = webhooks.product_payload(product)
+        delivery = webhooks.new_delivery(state.config, PRODUCTS_UPDATE, domain, payload)
+        state.deliveries.append(delivery)
+        task = asyncio.create_task(webhooks.deliver(request.app.state.http, state.config, delivery))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
 
 
 def _run(
@@ -119,6 +149,7 @@ def _run(
     variables: dict[str, Any],
     operation_name: str | None,
     extra: dict[str, Any],
+    on_change: Callable[[Product], None] | None = None,
 ) -> JSONResponse:
     now = state.clock()
     requested = query_cost.requested_cost(SCHEMA, operation, fragments, variables)
@@ -153,7 +184,7 @@ def _run(
     result = execute(
         SCHEMA,
         document,
-        root_value={**root_value(shop.domain, state.catalogue), **extra},
+        root_value={**root_value(shop.domain, state.catalogue, on_change), **extra},
         variable_values=variables,
         operation_name=operation_name,
     )

@@ -1,7 +1,9 @@
 """The slice of Shopify's Admin GraphQL schema the emulator serves, and its resolvers.
 
 Enough for the example jobs and for apps copying them: `shop`, `product(id:)` with paged
-`variants`, paged `products`, the `productUpdate` mutation, and the bulk operation fields
+`variants` and `tags`, paged `products`, the `productUpdate`, `tagsAdd` and `tagsRemove`
+mutations (a change is reported to `on_change`: the emulator then sends `products/update`
+as Shopify does, shopify_emulator/admin_api.py), and the bulk operation fields
 (resolved in shopify_emulator/bulk.py). Connections follow Shopify's rules: one of `first` or
 `last` is required, at most 250 items a page, opaque cursors.
 """
@@ -13,7 +15,7 @@ import dataclasses
 import json
 import zlib
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from graphql import GraphQLError, GraphQLSchema, build_schema
@@ -42,6 +44,8 @@ type Query {
 type Mutation {
   productUpdate(product: ProductUpdateInput!): ProductUpdatePayload
   flowTriggerReceive(handle: String, payload: JSON, body: String): FlowTriggerReceivePayload
+  tagsAdd(id: ID!, tags: [String!]!): TagsAddPayload
+  tagsRemove(id: ID!, tags: [String!]!): TagsRemovePayload
   bulkOperationRunQuery(query: String!, groupObjects: Boolean): BulkOperationRunQueryPayload
   bulkOperationRunMutation(
     mutation: String!, stagedUploadPath: String!, groupObjects: Boolean, clientIdentifier: String
@@ -122,6 +126,15 @@ input ProductUpdateInput {
   id: ID!
   title: String
   vendor: String
+  tags: [String!]
+}
+type TagsAddPayload {
+  node: Node
+  userErrors: [UserError!]!
+}
+type TagsRemovePayload {
+  node: Node
+  userErrors: [UserError!]!
 }
 type ProductUpdatePayload {
   product: Product
@@ -155,6 +168,8 @@ type Product implements Node {
   publishedOnCurrentPublication: Boolean!
   totalInventory: Int!
   createdAt: DateTime!
+  updatedAt: DateTime!
+  tags: [String!]!
   variantsCount: Count
   variants(first: Int, after: String, last: Int, before: String): ProductVariantConnection!
 }
@@ -308,6 +323,8 @@ def _product(product: Product, shop: str) -> dict[str, Any]:
         "publishedOnCurrentPublication": product.on_storefront,
         "totalInventory": product.total_inventory,
         "createdAt": _datetime(product.created_at),
+        "updatedAt": _datetime(product.updated_at or product.created_at),
+        "tags": list(product.tags),
         "variantsCount": {"count": len(product.variants), "precision": "EXACT"},
         "variants": variants,
     }
@@ -317,9 +334,51 @@ def _error(field: list[str], message: str) -> dict[str, Any]:
     return {"field": field, "message": message}
 
 
-def root_value(shop: str, catalogue: dict[int, Product]) -> dict[str, Any]:
-    """The query root for one shop: plain data and resolver callables, no global state."""
+MAX_TAGS = 250
+MAX_TAG_LENGTH = 255
+
+
+def split_tags(given: Sequence[str]) -> list[str]:
+    """Tags as Shopify reads them: each string may hold several, comma-separated; trimmed,
+    blanks dropped."""
+    return [t.strip() for item in given for t in item.split(",") if t.strip()]
+
+
+def merge_tags(current: Sequence[str], added: Sequence[str]) -> tuple[str, ...]:
+    """`current` plus `added`, unique case-insensitively (the first spelling kept), sorted."""
+    kept: dict[str, str] = {}
+    for tag in (*current, *added):
+        kept.setdefault(tag.lower(), tag)
+    return tuple(sorted(kept.values(), key=str.lower))
+
+
+def tags_error(tags: Sequence[str]) -> dict[str, Any] | None:
+    if len(tags) > MAX_TAGS:
+        return _error(["tags"], f"Tags cannot be more than {MAX_TAGS}")
+    if any(len(t) > MAX_TAG_LENGTH for t in tags):
+        return _error(["tags"], f"Tags is too long (maximum is {MAX_TAG_LENGTH} characters)")
+    return None
+
+
+def root_value(
+    shop: str,
+    catalogue: dict[int, Product],
+    on_change: Callable[[Product], None] | None = None,
+) -> dict[str, Any]:
+    """The query root for one shop: plain data and resolver callables, no global state.
+    `on_change` hears of every product a mutation changed (what Shopify sends
+    `products/update` for); a mutation that changes nothing is not a change."""
     ordered = [catalogue[key] for key in sorted(catalogue)]
+
+    def save(found: Product, **changes: Any) -> Product:
+        updated = dataclasses.replace(found, **changes)
+        if updated == found:
+            return found
+        updated = dataclasses.replace(updated, updated_at=datetime.now(UTC))
+        catalogue[found.id] = updated
+        if on_change is not None:
+            on_change(updated)
+        return updated
 
     def product(info: Any, id: str) -> dict[str, Any] | None:
         found = catalogue.get(parse_gid(id, "Product"))
@@ -351,12 +410,44 @@ def root_value(shop: str, catalogue: dict[int, Product]) -> dict[str, Any]:
             return {"product": None, "userErrors": [_error(["id"], "Product does not exist")]}
         if product.get("title") is not None and not product["title"].strip():
             return {"product": None, "userErrors": [_error(["title"], "Title can't be blank")]}
-        changes = {k: product[k] for k in ("title", "vendor") if product.get(k) is not None}
-        catalogue[found.id] = updated = dataclasses.replace(found, **changes)
+        changes: dict[str, Any] = {
+            k: product[k] for k in ("title", "vendor") if product.get(k) is not None
+        }
+        if product.get("tags") is not None:  # replaces the product's tags
+            tags = split_tags(product["tags"])
+            error = tags_error(tags)
+            if error is not None:
+                return {"product": None, "userErrors": [error]}
+            changes["tags"] = merge_tags((), tags)
+        updated = save(found, **changes)
         return {"product": _product(updated, shop), "userErrors": []}
+
+    def tags_change(id: str, tags: list[str], *, add: bool) -> dict[str, Any]:
+        """tagsAdd / tagsRemove on a product (the one taggable resource here)."""
+        try:
+            found = catalogue.get(parse_gid(id, "Product"))
+        except GraphQLError:
+            found = None
+        if found is None:
+            return {"node": None, "userErrors": [_error(["id"], "Product does not exist")]}
+        given = split_tags(tags)
+        error = tags_error(given)
+        if error is not None:
+            return {"node": None, "userErrors": [error]}
+        if add:
+            merged = merge_tags(found.tags, given)
+        else:
+            gone = {t.lower() for t in given}
+            merged = tuple(t for t in found.tags if t.lower() not in gone)
+        if len(merged) > MAX_TAGS:
+            return {"node": None, "userErrors": [tags_error(merged)]}
+        updated = save(found, tags=merged)
+        return {"node": _product(updated, shop), "userErrors": []}
 
     return {
         "productUpdate": product_update,
+        "tagsAdd": lambda info, id, tags: tags_change(id, tags, add=True),
+        "tagsRemove": lambda info, id, tags: tags_change(id, tags, add=False),
         "shop": {
             "id": f"gid://shopify/Shop/{zlib.crc32(shop.encode())}",
             "name": shop.split(".")[0].replace("-", " ").title(),

@@ -50,6 +50,9 @@ class Product:
     published: bool  # on the Online Store sales channel
     created_at: datetime
     variants: tuple[Variant, ...]
+    # Shopify keeps a product's tags unique (case-insensitively) and returns them sorted.
+    tags: tuple[str, ...] = ()
+    updated_at: datetime | None = None  # None: never changed since it was created
 
     @property
     def gid(self) -> str:
@@ -100,5 +103,6 @@ def build(products: int, max_variants: int, seed: int) -> dict[int, Product]:
             published=bool(number % 9),
             created_at=CREATED_FROM + timedelta(days=number),
             variants=variants,
+            tags=(title.split()[1].lower(),),  # its kind ("mug"): no draw, the seed unchanged
         )
     return catalogue

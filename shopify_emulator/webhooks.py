@@ -24,6 +24,7 @@ from typing import Any
 
 import httpx
 
+from shopify_emulator.catalogue import Product
 from shopify_emulator.config import EmulatorConfig
 
 logger = logging.getLogger("shopify_emulator")
@@ -63,6 +64,42 @@ def new_delivery(
         "finished": False,
         "_body": body,
         "_headers": headers,
+    }
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.isoformat()
+
+
+def product_payload(product: Product) -> dict[str, Any]:
+    """A product as `products/update` carries it (REST field names, tags one comma-separated
+    string), for the fields the emulator keeps."""
+    return {
+        "admin_graphql_api_id": product.gid,
+        "id": product.id,
+        "title": product.title,
+        "handle": product.handle,
+        "vendor": product.vendor,
+        "product_type": product.product_type,
+        "status": product.status.lower(),
+        "tags": ", ".join(product.tags),
+        "created_at": _iso(product.created_at),
+        "updated_at": _iso(product.updated_at or product.created_at),
+        "published_at": _iso(product.created_at) if product.published else None,
+        "variants": [
+            {
+                "admin_graphql_api_id": v.gid,
+                "id": v.id,
+                "product_id": product.id,
+                "title": v.title,
+                "sku": v.sku,
+                "price": str(v.price),
+                "position": v.position,
+                "inventory_quantity": v.inventory_quantity,
+            }
+            for v in product.variants
+        ],
+        "variant_gids": [{"admin_graphql_api_id": v.gid} for v in product.variants],
     }
 
 

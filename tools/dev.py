@@ -18,6 +18,7 @@ from __future__ import annotations
 import fcntl
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -121,7 +122,10 @@ def rate_limit_line(env: dict[str, str]) -> str:
         env.get("RATE_LIMIT_WINDOW_SECONDS") or defaults["rate_limit_window_seconds"].default
     )
     if most == 0:
-        return "job starts are not rate limited (RATE_LIMIT_MAX=0)"
+        return (
+            "job starts are not rate limited (RATE_LIMIT_MAX=0, the default; "
+            "docs/configuration.md shows an example limit)"
+        )
     return (
         f"at most {most} job starts per {window:g} s across all workers (RATE_LIMIT_MAX, "
         "RATE_LIMIT_WINDOW_SECONDS): adding workers adds nothing past it; raise it, or set "
@@ -153,8 +157,30 @@ def main() -> int:
     bindir = str(Path(sys.executable).parent)
     env["PATH"] = bindir + os.pathsep + env.get("PATH", "")
     honcho = shutil.which("honcho", path=env["PATH"]) or "honcho"
-    os.chdir(ROOT)
-    os.execve(honcho, [honcho, "-f", str(ROOT / "Procfile.dev"), "start"], env)
+    return supervise([honcho, "-f", str(ROOT / "Procfile.dev"), "start"], env)
+
+
+def supervise(command: list[str], env: dict[str, str]) -> int:
+    """Run honcho until it ends. Ctrl-C (SIGINT) or SIGTERM is passed on to it once, and
+    stopping that way is a success: exit 0, not the 130 that made `make dev` end with
+    "make: *** Error 130". honcho runs in a session of its own, so the terminal's Ctrl-C
+    reaches it only through here (twice, honcho would kill instead of stopping). A process
+    that died by itself still makes `make dev` fail with honcho's code."""
+    proc = subprocess.Popen(command, env=env, cwd=ROOT, start_new_session=True)
+    asked: list[int] = []
+
+    def stop(signum: int, frame: object) -> None:
+        if not asked and proc.poll() is None:
+            proc.send_signal(signal.SIGINT if signum == signal.SIGINT else signal.SIGTERM)
+        asked.append(signum)
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    code = proc.wait()
+    if asked:
+        print("dev: stopped", flush=True)
+        return 0
+    return code
 
 
 if __name__ == "__main__":

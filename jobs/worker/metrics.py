@@ -168,3 +168,19 @@ def routes(metrics: WorkerMetrics, redis: Redis) -> list[web.RouteDef]:
         return response
 
     return [web.get("/metrics", scrape)]
+
+
+def run_totals(metrics: WorkerMetrics) -> dict[str, int]:
+    """This process's jobs so far, all types together: completed, failed, retried (what the
+    shutdown line reports; arq's own counts see only its cron runs)."""
+
+    def total(counter: Counter) -> int:
+        return int(
+            sum(s.value for m in counter.collect() for s in m.samples if s.name.endswith("_total"))
+        )
+
+    return {
+        "completed": total(metrics.completed),
+        "failed": total(metrics.failed),
+        "retried": total(metrics.retried),
+    }

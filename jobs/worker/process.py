@@ -42,7 +42,7 @@ from arq.connections import create_pool
 from arq.utils import timestamp_ms
 from arq.version import VERSION as INSTALLED_ARQ_VERSION
 
-from jobs.worker import health, maintenance
+from jobs.worker import health, maintenance, metrics
 from jobs.worker.runner import start_runs
 from jobs.worker.runtime import Incoming, Runtime
 from service import queue
@@ -247,10 +247,17 @@ class ShopjobsWorker(arq.worker.Worker):
         state: health.HealthState | None = self.ctx.get("health_state")
         if state is not None:
             state.shutting_down = True
+        # arq's own summary ("◆ 0 failed") counts only its cron runs: ours replaces it.
+        runtime: Runtime | None = self.ctx.get("runtime")
+        totals = metrics.run_totals(runtime.metrics) if runtime is not None else {}
         logger.info(
-            "%s received: no new jobs; running ones get %ss to finish",
+            "%s received: no new jobs; running ones get %ss to finish; this process ran "
+            "%d completed, %d failed, %d retried",
             Signals(signum).name,
             self._job_completion_wait,
+            totals.get("completed", 0),
+            totals.get("failed", 0),
+            totals.get("retried", 0),
         )
 
     async def close(self) -> None:
@@ -413,6 +420,33 @@ class ArqVersionMismatch(RuntimeError):
     """The installed arq is not the release whose private internals this module overrides."""
 
 
+# arq's start and end lines for a run of arq's own (run_job), and its shutdown summaries.
+_ARQ_RUN_LINES = frozenset({"%6.2fs → %s(%s)%s", "%6.2fs ← %s ● %s"})
+
+
+class ArqNoise(logging.Filter):
+    """arq's lines that say nothing useful of this worker: the start and end of each of its
+    cron runs (the schedules every few seconds, reconcile, retention: shown only when arq's
+    logger is at DEBUG, `arq --verbose`; a failing one still logs its error), and its shutdown
+    summaries, whose counts see only those cron runs (our jobs run outside arq's run_job), so
+    they said "0 failed" after failures: ShopjobsWorker logs this process's counts instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.msg if isinstance(record.msg, str) else ""
+        if message.startswith("shutdown on ") and "jobs complete" in message:
+            return False
+        args = record.args if isinstance(record.args, tuple) else ()
+        if message in _ARQ_RUN_LINES and len(args) > 1 and str(args[1]).startswith(CRON_PREFIX):
+            return logging.getLogger("arq.worker").isEnabledFor(logging.DEBUG)
+        return True
+
+
+def quiet_arq() -> None:
+    arq_logger = logging.getLogger("arq.worker")
+    if not any(isinstance(f, ArqNoise) for f in arq_logger.filters):
+        arq_logger.addFilter(ArqNoise())
+
+
 def install() -> None:
     """Make `arq jobs.WorkerSettings` build a ShopjobsWorker instead of arq's stock Worker.
 
@@ -425,3 +459,4 @@ def install() -> None:
             f"arq {INSTALLED_ARQ_VERSION} is installed: re-check them before changing the pin"
         )
     arq.worker.Worker = ShopjobsWorker  # type: ignore[misc]  # replacing a class is the point
+    quiet_arq()

@@ -19,6 +19,7 @@ What a run shares with the others is the process's Runtime (jobs/worker/runtime.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import random
@@ -29,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from pydantic import ValidationError
+from redis.exceptions import RedisError
 
 from jobs.types import JobType
 from jobs.worker import flow, lease, traces
@@ -53,7 +55,7 @@ from service import store
 from service.core import logs
 from service.core.states import UNINSTALLED_MESSAGE, ClaimResult, RunOutcome
 from service.core.waits import Suspend
-from service.queue import Finish, done, give_back, later
+from service.queue import Finish, done, give_back, later, pending
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Span
@@ -131,6 +133,9 @@ async def _admit(runtime: Runtime, incoming: Incoming) -> Finish | None:
                 await store.note_rate_limited(runtime.database, UUID(job_id), until)
             except Exception as exc:  # advisory: the deferral holds without it
                 logger.warning("job %s: rate limit not noted (%r)", job_id, exc)
+        # Readers show why it waits, and until when (service/job_views.py).
+        with contextlib.suppress(RedisError, OSError):  # only what readers are told
+            await pending.mark_deferred(runtime.redis, job_id, RATE_LIMIT, delay)
         return later(job_id, delay)
     return None
 

@@ -24,7 +24,7 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from jobs.registry import job_types
+from jobs.registry import app_loggers, job_types
 from jobs.types import JobType
 from jobs.worker import health, looplag, maintenance, metrics, schedules
 from jobs.worker.process import STARTUP_RETRY_SECONDS, install
@@ -89,7 +89,7 @@ def build_worker_settings(settings: Settings, types: dict[str, JobType] | None =
     built, registers its closing on one exit stack, which `on_shutdown` unwinds in reverse: what
     a startup cut short (a signal while Postgres is down) had built is closed, nothing more.
     """
-    configure_logging(settings.log_format)
+    configure_logging(settings.log_format, also=app_loggers(settings))
     tracing.configure("shopjobs-worker")  # off unless OTEL_* asks (docs/operations.md)
     types = job_types(settings) if types is None else types
     owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"

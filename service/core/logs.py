@@ -7,6 +7,9 @@ runner, a handler, the Admin API client alike). The binding lives in a contextva
 asyncio keeps per task, so concurrent jobs and requests never see each other's fields.
 Fields given with `extra=` on one call are added too.
 
+The app's own loggers (`logging.getLogger("myapp")`, or `__name__` in the modules SHOPJOBS_APP
+names) go through the same handler, with the same fields: docs/your-app.md#logging.
+
 arq and uvicorn configure loggers of their own; `adopt()` moves them onto our handler, so that
 in json mode every line a process writes is JSON. uvicorn's access log is always off: the
 web's request middleware logs each request instead, without the query string, which holds
@@ -17,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime
@@ -96,14 +99,22 @@ def _handler(log_format: str) -> logging.Handler:
     return handler
 
 
-def configure_logging(log_format: str = "text", level: int = logging.INFO) -> None:
-    """Set up the `shopjobs` loggers once per process (the first call's format wins)."""
+def configure_logging(
+    log_format: str = "text", level: int = logging.INFO, also: Sequence[str] = ()
+) -> None:
+    """Set up the `shopjobs` loggers once per process (the first call's format wins), and the
+    app's loggers `also` names (SHOPJOBS_APP's modules: docs/your-app.md) the same way: the
+    same handler, the job's or request's fields bound, INFO and up."""
     logger = logging.getLogger(LOGGER_NAME)
-    if logger.handlers:
-        return
-    logger.addHandler(_handler(log_format))
-    logger.setLevel(level)
-    logger.propagate = False
+    if not logger.handlers:
+        logger.addHandler(_handler(log_format))
+        logger.setLevel(level)
+        logger.propagate = False
+    for name in also:
+        app_logger = logging.getLogger(name)
+        if app_logger.level == logging.NOTSET:
+            app_logger.setLevel(level)
+        adopt(name)
     logging.getLogger("uvicorn.access").disabled = True
     if log_format == "json":
         adopt(*FOREIGN_LOGGERS)

@@ -112,7 +112,9 @@ class Settings(TokenSettings):
     worker_max_abandoned_runs: NonNegativeInt = 3
     job_result_max_bytes: Annotated[int, Field(ge=2)] = 1_048_576
     job_lease_seconds: PositiveFloat = 10
-    rate_limit_max: NonNegativeInt = 10
+    # The global start rate across all workers: off by default (0). The seed's example limiter
+    # was 10 per 60 s (docs/configuration.md); per type or per shop limits are flow control's.
+    rate_limit_max: NonNegativeInt = 0
     rate_limit_window_seconds: PositiveFloat = 60
     # Retired: workers always take round-robin by shop (service/queue/). `fifo` is still
     # accepted, so a deployment that set it starts, and the worker logs that it is ignored.
@@ -165,6 +167,15 @@ class Settings(TokenSettings):
     product_summary_show_inventory: bool = False
 
     enable_diagnostic_jobs: bool = False
+
+    # The app's own modules (docs/your-app.md), comma-separated: each defines `shopjobs_app`,
+    # its job types, webhook topics, routes and schedules. `jobs.builtin` is the shipped
+    # examples; `SHOPJOBS_APP=jobs.builtin,myapp` keeps them beside yours.
+    shopjobs_app: str = "jobs.builtin"
+
+    @property
+    def app_modules(self) -> list[str]:
+        return [name.strip() for name in self.shopjobs_app.split(",") if name.strip()]
 
     # Where the embedded page (/app) loads App Bridge from: Shopify's CDN, which Shopify
     # requires; `make dev` and the tests point it at the emulator's stand-in.

@@ -13,6 +13,7 @@ from service.store.batches import (
     FollowUp,
     await_children,
     batch_counts,
+    batch_counts_many,
     finish_batches,
     insert_children,
     start_batch,
@@ -58,6 +59,7 @@ from service.store.listing import (
     failed_jobs_by_type,
     get_listed_job,
     job_types_in_use,
+    job_types_of_shop,
     list_jobs,
 )
 from service.store.maintenance import delete_old_jobs, stranded_jobs
@@ -124,6 +126,7 @@ __all__ = [
     "Woken",
     "await_children",
     "batch_counts",
+    "batch_counts_many",
     "bulk_operation_of",
     "cancel_job",
     "cancel_jobs",
@@ -158,6 +161,7 @@ __all__ = [
     "job_from_row",
     "job_is_final",
     "job_types_in_use",
+    "job_types_of_shop",
     "jsonb_safe",
     "keep_bulk_operation",
     "link_webhook_job",

@@ -198,6 +198,26 @@ async def finish_batches(
     return row["finished"], follow_ups
 
 
+async def batch_counts_many(
+    database: Database, parent_ids: list[UUID]
+) -> dict[UUID, dict[str, int]]:
+    """`batch_counts` of several parents, in one query (the lists' batch parents)."""
+    if not parent_ids:
+        return {}
+    async with connection(database) as raw:
+        rows = await raw.fetch(
+            """SELECT parent_id, status, count(*) AS n FROM jobs
+                WHERE parent_id = ANY($1::uuid[]) GROUP BY parent_id, status""",
+            parent_ids,
+        )
+    counts = {parent: {status.value: 0 for status in JobStatus} for parent in parent_ids}
+    for row in rows:
+        counts[row["parent_id"]][row["status"]] = row["n"]
+    for parent in parent_ids:
+        counts[parent]["total"] = sum(n for status, n in counts[parent].items())
+    return counts
+
+
 async def batch_counts(database: Database, parent_id: UUID) -> dict[str, int]:
     """A parent's children by status (every status present, zeros included) and `total`:
     one index scan (jobs_parent_status_idx)."""

@@ -23,6 +23,14 @@ class JobFilter:
     shop: str | None = None  # part of a shop's domain
     job_type: str | None = None
     shop_id: int | None = None  # exactly this shop (the merchant API's scope)
+    # The merchant's list (service/web/merchant_api.py): who started it (jobs.source values),
+    # top-level jobs only (batch children listed under their parent), one parent's children,
+    # and started by this staff user (True) or not (False).
+    sources: tuple[str, ...] | None = None
+    top_level: bool = False
+    parent_id: UUID | None = None
+    staff_user: str | None = None
+    by_staff_user: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -60,6 +68,18 @@ def _job_filter(filters: JobFilter, *, with_status: bool = True) -> tuple[str, l
     if filters.shop_id is not None:
         values.append(filters.shop_id)
         clauses.append(f"j.shop_id = ${len(values)}")
+    if filters.sources is not None:
+        values.append(list(filters.sources))
+        clauses.append(f"j.source = ANY(${len(values)}::text[])")
+    if filters.top_level:
+        clauses.append("j.parent_id IS NULL")
+    if filters.parent_id is not None:
+        values.append(filters.parent_id)
+        clauses.append(f"j.parent_id = ${len(values)}")
+    if filters.by_staff_user is not None:
+        values.append(filters.staff_user)
+        mine = f"j.staff_user_id IS NOT DISTINCT FROM ${len(values)}"
+        clauses.append(mine if filters.by_staff_user else f"NOT ({mine})")
     return " AND ".join(clauses), values
 
 
@@ -100,6 +120,15 @@ async def list_jobs(
             offset,
         )
     return [_listed(row) for row in rows]
+
+
+async def job_types_of_shop(database: Database, shop_id: int) -> list[str]:
+    """The types of a shop's jobs (the merchant's type filter), by name."""
+    async with connection(database) as raw:
+        rows = await raw.fetch(
+            "SELECT DISTINCT type FROM jobs WHERE shop_id = $1 ORDER BY type", shop_id
+        )
+    return [row["type"] for row in rows]
 
 
 async def get_listed_job(database: Database, job_id: UUID) -> ListedJob | None:

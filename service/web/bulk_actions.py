@@ -25,7 +25,7 @@ from starlette.routing import Route
 
 from jobs.builtin import bulk_action
 from jobs.types import BULK_RESOURCES, JobType
-from service import store
+from service import job_views, store
 from service.intake import InvalidJobInput, Source, validate_input
 from service.web.errors import ApiError
 from service.web.merchant_api import (
@@ -142,7 +142,8 @@ async def read(request: Request) -> Response:
     job = await store.get_job_for_shop(state.database, shop.id, job_id)
     if job is None or job.type != bulk_action.TYPE_NAME:
         raise ApiError(404, "Job not found")
-    body = job_json(job, merchants=False)
+    shown = await job_views.show(state.database, state.redis, job, shop.domain)
+    body = job_json(job, False, shown)
     body["children"] = await store.batch_counts(state.database, job.id)
     return JSONResponse(body, headers=NO_STORE)
 

@@ -56,7 +56,7 @@ from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from jobs.types import JobType
-from service import store
+from service import job_views, store
 from service.core.schedule_times import next_tick
 from service.core.settings import Settings
 from service.core.states import JobStatus
@@ -309,6 +309,9 @@ async def index(request: Request) -> Response:
             "filters": filters,
             "page": page,
             "jobs": rows[:PAGE_SIZE],
+            "shown": await job_views.show_many(
+                database, state.redis, [(row.job, row.shop) for row in rows[:PAGE_SIZE]]
+            ),
             "first": (page - 1) * PAGE_SIZE + 1,
             "previous_query": _query(filters, page=page - 1 if page > 2 else None)
             if page > 1
@@ -361,10 +364,13 @@ async def job_page(request: Request) -> Response:
     if listed is None:
         raise ApiError(404, "Job not found")
     job = listed.job
-    batch = None if job.batch is None else await store.batch_counts(database, job.id)
+    # The view every reader shows (service/job_views.py): progress, batch counts, the wait.
+    shown = await job_views.show(database, web_state(request).redis, job, listed.shop)
     back = request.query_params.get("back", "")[:1000]
     return _render(
-        request, "job.html", {"listed": listed, "job": job, "back": back, "batch": batch}
+        request,
+        "job.html",
+        {"listed": listed, "job": job, "back": back, "batch": shown.batch, "shown": shown},
     )
 
 

@@ -34,7 +34,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from jobs.types import JobType
-from service import store
+from service import job_views, store
 from service.core.states import CANCELLED_MESSAGE, FINAL_STATUSES, JobStatus
 from service.intake import Source
 from service.shopify import oauth, session_tokens, token_exchange
@@ -114,17 +114,22 @@ def _iso(moment: datetime | None) -> str | None:
     return None if moment is None else moment.isoformat()
 
 
-def job_json(job: store.Job, merchants: bool, paused: bool = False) -> dict[str, Any]:
+def job_json(
+    job: store.Job, merchants: bool, shown: job_views.Shown, paused: bool = False
+) -> dict[str, Any]:
     """The job as the merchant API shows it; `merchants`: of a type the merchant may start
-    (JobType.admin=True), so theirs to cancel and retry too (not a compliance redaction, say)."""
+    (JobType.admin=True), so theirs to cancel and retry too (not a compliance redaction, say).
+    `shown`: its progress, batch counts and wait, as every reader shows them."""
     body: dict[str, Any] = {
         "jobId": str(job.id),
         "type": job.type,
         "status": job.status,
-        "progress": job.progress,
+        "progress": shown.progress,
         "progressMessage": job.progress_message,
-        "waiting": job.waiting,
+        "waiting": shown.waiting,
         "paused": paused,  # not final, its shop's work paused (JobsClient.pause_shop)
+        "batch": shown.batch,
+        "parentId": None if job.parent_id is None else str(job.parent_id),
         "input": job.input,
         "attempts": job.attempts,
         "retryCount": job.retry_count,
@@ -188,8 +193,10 @@ async def _own_job(request: Request, shop: store.Shop) -> store.Job:
     return job
 
 
-def _shown(request: Request, job: store.Job) -> dict[str, Any]:
-    return job_json(job, job.type in _merchant_types(request))
+async def _shown(request: Request, job: store.Job, shop: store.Shop) -> dict[str, Any]:
+    state = web_state(request)
+    shown = await job_views.show(state.database, state.redis, job, shop.domain)
+    return job_json(job, job.type in _merchant_types(request), shown)
 
 
 def _merchants(request: Request, job: store.Job, action: str) -> None:
@@ -229,7 +236,7 @@ async def create(request: Request) -> Response:
     if submitted.existing is not None:
         if (submitted.existing.type, submitted.existing.input) != (job_type.name, job_input):
             raise ApiError(422, "Idempotency-Key was already used for a different request")
-        return JSONResponse(_shown(request, submitted.existing), headers=NO_STORE)
+        return JSONResponse(await _shown(request, submitted.existing, shop), headers=NO_STORE)
     logger.info(
         "job %s (%s) queued for %s by staff user %s",
         submitted.job_id, job_type.name, shop.domain, session.user,
@@ -237,11 +244,49 @@ async def create(request: Request) -> Response:
     job = await store.get_job_for_shop(state.database, shop.id, submitted.job_id)
     if job is None:  # already finished and pruned: unlikely, but not an error
         return JSONResponse({"jobId": str(submitted.job_id)}, status_code=201, headers=NO_STORE)
-    return JSONResponse(_shown(request, job), status_code=201, headers=NO_STORE)
+    return JSONResponse(await _shown(request, job, shop), status_code=201, headers=NO_STORE)
+
+
+# Who started a job, as the merchant's list filters it (`startedBy`): jobs.source values.
+STARTERS: dict[str, tuple[str, ...]] = {
+    "merchant": (Source.MERCHANT,),
+    "schedule": (Source.SCHEDULE,),
+    "webhook": (Source.WEBHOOK,),
+    "app": (Source.APP, Source.JOB, Source.CLI),
+    "storefront": (Source.PROXY,),
+}
+
+
+def _list_scope(request: Request, user: str | None) -> dict[str, Any]:
+    """The merchant list's own filters: `startedBy` (STARTERS), `top=1` (batch children left
+    out: each under its parent), `parent=ID` (that batch's children), `mine=1` / `mine=0`
+    (started by this staff user, or not)."""
+    query = request.query_params
+    scope: dict[str, Any] = {}
+    starter = query.get("startedBy") or None
+    if starter is not None:
+        if starter not in STARTERS:
+            raise ApiError(400, "Invalid startedBy", {"allowed": list(STARTERS)})
+        scope["sources"] = tuple(str(s) for s in STARTERS[starter])
+    if query.get("top") == "1":
+        scope["top_level"] = True
+    parent = query.get("parent") or None
+    if parent is not None:
+        parent_id = parse_job_id(parent)
+        if parent_id is None:
+            raise ApiError(400, "Malformed parent: expected a UUID")
+        scope["parent_id"] = parent_id
+    mine = query.get("mine") or None
+    if mine is not None:
+        if mine not in ("0", "1"):
+            raise ApiError(400, "mine must be 0 or 1")
+        scope["staff_user"] = user
+        scope["by_staff_user"] = mine == "1"
+    return scope
 
 
 async def list_jobs(request: Request) -> Response:
-    shop, _ = await authenticate(request)
+    shop, session = await authenticate(request)
     query = request.query_params
     status = query.get("status") or None
     if status is not None and status not in set(JobStatus):
@@ -257,7 +302,10 @@ async def list_jobs(request: Request) -> Response:
     limit = int(limit_text)
     cursor = query.get("cursor")
     filters = store.JobFilter(
-        status=JobStatus(status) if status else None, job_type=job_type, shop_id=shop.id
+        status=JobStatus(status) if status else None,
+        job_type=job_type,
+        shop_id=shop.id,
+        **_list_scope(request, session.user),
     )
     listed = await store.list_jobs(
         web_state(request).database,
@@ -269,16 +317,29 @@ async def list_jobs(request: Request) -> Response:
     jobs = [item.job for item in page]
     next_cursor = _encode_cursor(jobs[-1]) if len(listed) > limit else None
     offered = _merchant_types(request)  # once for the page, not per job
-    shown = [job_json(item.job, item.job.type in offered, item.paused) for item in page]
+    state = web_state(request)
+    shown = await job_views.show_many(
+        state.database, state.redis, [(job, shop.domain) for job in jobs]
+    )
     return JSONResponse(
-        {"jobs": shown, "nextCursor": next_cursor},
+        {
+            "jobs": [
+                job_json(item.job, item.job.type in offered, view, item.paused)
+                for item, view in zip(page, shown, strict=True)
+            ],
+            "nextCursor": next_cursor,
+            # Every type the shop's jobs have, for the list's type filter.
+            "types": await store.job_types_of_shop(state.database, shop.id),
+        },
         headers=NO_STORE,
     )
 
 
 async def read(request: Request) -> Response:
     shop, _ = await authenticate(request)
-    return JSONResponse(_shown(request, await _own_job(request, shop)), headers=NO_STORE)
+    return JSONResponse(
+        await _shown(request, await _own_job(request, shop), shop), headers=NO_STORE
+    )
 
 
 async def cancel(request: Request) -> Response:
@@ -289,7 +350,9 @@ async def cancel(request: Request) -> Response:
     if not await web_state(request).jobs.cancel(job.id):
         raise ApiError(409, "Only a job that is not final can be cancelled")
     logger.info("job %s cancelled by staff user %s of %s", job.id, session.user, shop.domain)
-    return JSONResponse(_shown(request, await _own_job(request, shop)), headers=NO_STORE)
+    return JSONResponse(
+        await _shown(request, await _own_job(request, shop), shop), headers=NO_STORE
+    )
 
 
 async def retry(request: Request) -> Response:
@@ -299,7 +362,9 @@ async def retry(request: Request) -> Response:
     if await web_state(request).jobs.retry(job.id, Source.MERCHANT) is None:
         raise ApiError(409, "Only a failed job can be retried")
     logger.info("job %s retried by staff user %s of %s", job.id, session.user, shop.domain)
-    return JSONResponse(_shown(request, await _own_job(request, shop)), headers=NO_STORE)
+    return JSONResponse(
+        await _shown(request, await _own_job(request, shop), shop), headers=NO_STORE
+    )
 
 
 routes = [

@@ -25,8 +25,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from jobs.types import JobType
-from service import store
-from service.core.states import FINAL_STATUSES, JobStatus
+from service import job_views, store
+from service.core.states import JobStatus
 from service.intake import Source
 from service.shopify.shop_domain import is_shop_domain
 from service.shopify.signatures import ProxySignatureError, verify_app_proxy
@@ -163,21 +163,20 @@ async def status(request: Request) -> Response:
     job = await store.get_storefront_job(web_state(request).database, shop.id, job_id, customer)
     if job is None:
         raise ApiError(404, "Job not found")
-    body: dict[str, Any] = {"jobId": str(job.id), "status": job.status, "progress": job.progress}
+    # The same view as the merchant API's and the dashboard's (service/job_views.py).
+    state = web_state(request)
+    shown = await job_views.show(state.database, state.redis, job, shop.domain)
+    body: dict[str, Any] = {"jobId": str(job.id), "status": job.status, "progress": shown.progress}
     if job.progress_message:
         body["progressMessage"] = job.progress_message
-    if job.waiting is not None:  # processing, suspended: what for and until when
-        body["waiting"] = job.waiting
+    if shown.waiting is not None:  # what holds it back, and until when
+        body["waiting"] = shown.waiting
     if shop.paused and job.status not in FINAL_STATUSES:  # held until the shop is resumed
         body["paused"] = True
     if job.run_at is not None and job.status == JobStatus.PENDING:
         body["runAt"] = job.run_at.isoformat()  # a delayed job, waiting until then
-    if job.batch is not None:  # a batch parent: its children by status, counted in SQL
-        counts = await store.batch_counts(web_state(request).database, job.id)
-        body["batch"] = counts
-        if job.status not in FINAL_STATUSES and counts["total"]:
-            done = counts[JobStatus.COMPLETED] + counts[JobStatus.FAILED]
-            body["progress"] = done * 100 // counts["total"]
+    if shown.batch is not None:  # a batch parent: its children by status, counted in SQL
+        body["batch"] = shown.batch
     if job.status == JobStatus.COMPLETED:
         body["result"] = job.result
     elif job.status == JobStatus.FAILED:

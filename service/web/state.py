@@ -32,7 +32,7 @@ class WebState:
     shops: ShopCache
     metrics: WebMetrics
     job_types: dict[str, JobType]
-    webhook_jobs: dict[str, WebhookJob]
+    webhook_jobs: dict[str, tuple[WebhookJob, ...]]  # several jobs per topic (docs/your-app.md)
     # For the OAuth code exchange, and the one Admin API call the web makes: confirming an
     # app/uninstalled (service/shopify/uninstalls.py).
     http: httpx.AsyncClient

@@ -26,13 +26,14 @@ No Shopify work happens here, but for one call:
   moment ago, which bounds what replays cost), the event's record is undone and the answer is
   503: Shopify delivers it again later and the check runs again. Its body is recorded but not
   matched (it may read the same at the next uninstall): the check is the dedupe;
-- a topic in `jobs.registry.webhook_jobs` becomes a job row (source 'webhook', idempotency
-  key `webhook:{event id}`) and a queue entry (arq `_job_id` = the job id), recorded in the
-  same transaction as the event, then queued through service/intake.py; if it cannot be
-  queued, both are undone and the answer is 503 so Shopify delivers it again. A route with a
-  `debounce` or a `unique_key` whose key a pending job of the shop holds adds no job: a
-  debounced event gives that job its input and pushes its due time (`debounced`), a unique
-  one leaves it as it is (`already pending`); the event is recorded and linked to that job;
+- a topic in `jobs.registry.webhook_jobs` becomes a job row per job it starts (source 'webhook',
+  idempotency key `webhook:{event id}`, the second and later `webhook:{event id}:{type}`) and
+  a queue entry (arq `_job_id` = the job id), recorded in the same transaction as the event,
+  then queued through service/intake.py; if it cannot be queued, the event is undone and the
+  answer is 503 so Shopify delivers it again. A job with a `debounce` or a `unique_key` whose
+  key a pending job of the shop holds adds no job: a debounced event gives that job its input
+  and pushes its due time (`debounced`), a unique one leaves it as it is (`already pending`);
+  the event is recorded and linked to that job;
 - `bulk_operations/finish` wakes the job waiting for that bulk operation: a suspended job
   runs again at once (service/wakes.py), a run waiting in place stops blocking on its Redis
   list (service/shopify/bulk_slots.py); either then reads the operation's final state;
@@ -52,7 +53,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from jobs.types import WebhookJob
+from jobs.types import JobType, WebhookJob
 from service import store, wakes
 from service.intake import InvalidJobInput, NotQueued, Source, queue_entry, validate_input
 from service.shopify import bulk, bulk_slots, uninstalls
@@ -188,7 +189,7 @@ async def _handle(
 ) -> str:
     state = web_state(request)
     database = state.database
-    route = state.webhook_jobs.get(topic)
+    routes = state.webhook_jobs.get(topic, ())
     async with database.transaction():
         recorded = await _record(request, topic, shop, event_id, digest)
         if recorded is not store.WebhookRecord.FRESH:
@@ -203,64 +204,69 @@ async def _handle(
             await bulk_slots.mark_subscribed(state.redis, shop)
             await wakes.wake_bulk_operation(database, state.redis, operation_id)
             return "bulk operation finished"
-        if route is None:
+        if not routes:
             return "ignored"
         known = await store.get_shop(database, shop)
         if known is None:
             return "unknown shop"
-        try:
-            job_input = validate_input(route.job_type, route.make_input(payload))
-        except InvalidJobInput:
-            logger.warning(
-                "webhook %s for %s: payload does not fit %s", topic, shop, route.job_type.name
-            )
+        started: list[tuple[WebhookJob, dict[str, Any], str | None, store.DebounceSpec | None]] = []
+        for route in routes:
+            try:
+                job_input = validate_input(route.job_type, route.make_input(payload))
+                unique_key, debounce = _flow_keys(route, payload)
+            except InvalidJobInput:
+                logger.warning(
+                    "webhook %s for %s: payload does not fit %s", topic, shop, route.job_type.name
+                )
+                continue
+            except ValueError as exc:
+                logger.warning("webhook %s for %s: %s: %s", topic, shop, route.job_type.name, exc)
+                continue
+            started.append((route, job_input, unique_key, debounce))
+        if not started:
             return "invalid payload"
-        try:
-            unique_key, debounce = _flow_keys(route, payload)
-        except ValueError as exc:
-            logger.warning("webhook %s for %s: %s", topic, shop, exc)
-            return "invalid payload"
-        # The row is written with the event, in its transaction (not through the intake's
-        # group commit), so an event is never recorded without its job.
-        if unique_key is None and debounce is None:
-            job, created = await store.create_job(
-                database,
-                shop_id=known.id,
-                job_type=route.job_type.name,
-                job_input=job_input,
-                idempotency_key=f"webhook:{event_id}",
-                source=Source.WEBHOOK,
-            )
-        else:
-            # A burst's events meet on the pending job that holds the key (store/flow.py);
-            # concurrent deliveries, on any web process, wait on each other's insert there.
-            job, created = await store.create_keyed_job(
-                database,
-                shop_id=known.id,
-                job_type=route.job_type.name,
-                job_input=job_input,
-                idempotency_key=f"webhook:{event_id}",
-                source=Source.WEBHOOK,
-                unique_key=unique_key,
-                debounce=debounce,
-            )
-        await store.link_webhook_job(database, event_id, job.id)
-    entry = queue_entry(route.job_type, job.id, shop, job_input, Source.WEBHOOK)
-    if not created:
-        if debounce is not None:
-            await state.intake.push(entry, job.run_at)
-            logger.info("webhook %s for %s debounced into job %s", topic, shop, job.id)
-            return "debounced"
-        logger.info("webhook %s for %s: job %s already pending", topic, shop, job.id)
-        return "already pending"
+        # The rows are written with the event, in its transaction (not through the intake's
+        # group commit), so an event is never recorded without its jobs. Several jobs for one
+        # topic (docs/your-app.md): the first keeps the event's key, the others add their type.
+        jobs: list[tuple[JobType, store.Job, bool, dict[str, Any], bool]] = []
+        for index, (route, job_input, unique_key, debounce) in enumerate(started):
+            name = route.job_type.name
+            key = f"webhook:{event_id}" if index == 0 else f"webhook:{event_id}:{name}"
+            if unique_key is None and debounce is None:
+                job, created = await store.create_job(
+                    database, shop_id=known.id, job_type=name, job_input=job_input,
+                    idempotency_key=key, source=Source.WEBHOOK,
+                )  # fmt: skip
+            else:
+                # A burst's events meet on the pending job that holds the key (store/flow.py);
+                # concurrent deliveries, on any web process, wait on each other's insert there.
+                job, created = await store.create_keyed_job(
+                    database, shop_id=known.id, job_type=name, job_input=job_input,
+                    idempotency_key=key, source=Source.WEBHOOK, unique_key=unique_key,
+                    debounce=debounce,
+                )  # fmt: skip
+            jobs.append((route.job_type, job, created, job_input, debounce is not None))
+        await store.link_webhook_job(database, event_id, jobs[0][1].id)
+    answers: list[str] = []
     try:
-        await state.intake.queue(entry, Source.WEBHOOK, run_at=job.run_at)
+        for job_type, job, created, job_input, debounced in jobs:
+            entry = queue_entry(job_type, job.id, shop, job_input, Source.WEBHOOK)
+            if created:
+                await state.intake.queue(entry, Source.WEBHOOK, run_at=job.run_at)
+                logger.info("webhook %s for %s queued job %s", topic, shop, job.id)
+                answers.append("queued")
+            elif debounced:
+                await state.intake.push(entry, job.run_at)
+                logger.info("webhook %s for %s debounced into job %s", topic, shop, job.id)
+                answers.append("debounced")
+            else:
+                logger.info("webhook %s for %s: job %s already pending", topic, shop, job.id)
+                answers.append("already pending")
     except NotQueued:
-        # Undone with its job, so that Shopify's next delivery of the event is not a duplicate.
+        # Undone with its jobs, so that Shopify's next delivery of the event is not a duplicate.
         await store.forget_webhook_event(database, event_id)
         raise
-    logger.info("webhook %s for %s queued job %s", topic, shop, job.id)
-    return "queued"
+    return "queued" if "queued" in answers else answers[0]
 
 
 def _flow_keys(

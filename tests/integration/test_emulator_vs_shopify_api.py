@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import parse_qs, parse_qsl, urlsplit
 
 import httpx
+import orjson
 import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -353,3 +354,91 @@ def test_library_signed_2048_variant_webhook_is_accepted_by_the_service(
     _, base = start_web(spawn, env)
     answer = httpx.post(f"{base}/webhooks", content=body.encode(), headers=headers, timeout=30)
     assert answer.status_code == 200, answer.text
+
+
+# -- tags and the webhooks the app's own mutations cause ----------------------------------------
+
+TAGS_ADD = """mutation TagsAdd($id: ID!, $tags: [String!]!) {
+  tagsAdd(id: $id, tags: $tags) { node { id ... on Product { tags } } userErrors { field message } }
+}"""
+TAGS_REMOVE = """mutation TagsRemove($id: ID!, $tags: [String!]!) {
+  tagsRemove(id: $id, tags: $tags) { node { id } userErrors { field message } }
+}"""
+PRODUCT_UPDATE = """mutation Rename($product: ProductUpdateInput!) {
+  productUpdate(product: $product) { product { id title tags } userErrors { field message } }
+}"""
+PRODUCT_TAGS = "query Tags($id: ID!) { product(id: $id) { tags updatedAt } }"
+FIRST = "gid://shopify/Product/8000000001"
+
+
+def _updates(seen: list[dict[str, Any]], count: int, timeout: float = 5.0) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + timeout
+    while len(seen) < count and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return list(seen)
+
+
+def test_tags_and_the_products_update_they_send_judged_by_the_library(
+    node: Path, serve, emulator
+) -> None:
+    target, seen = recorder()
+    app = serve(target)
+    shopify = emulator(app_url=app.url, shops={SHOP: TOKEN}, webhook_topics={"products/update"})
+    client = judge(node, shopify)
+
+    def graphql(query: str, **variables: Any) -> dict[str, Any]:
+        answer = client.run(
+            "graphql", shop=SHOP, accessToken=TOKEN, query=query, variables=variables
+        )
+        return answer["data"]
+
+    before = graphql(PRODUCT_TAGS, id=FIRST)["product"]["tags"]
+    added = graphql(TAGS_ADD, id=FIRST, tags=["reviewed", "Sale, summer"])["tagsAdd"]
+    assert added["userErrors"] == []
+    tags = added["node"]["tags"]
+    assert {"reviewed", "Sale", "summer", *before} == set(tags)
+    assert tags == sorted(tags, key=str.lower)  # Shopify returns them sorted
+    assert graphql(PRODUCT_TAGS, id=FIRST)["product"]["tags"] == tags
+
+    [update] = _updates(seen, 1)  # the app's own change, sent back to it
+    valid = judge(node).run(
+        "validateWebhook", body=update["body"].decode(), headers=update["headers"]
+    )
+    assert valid["valid"] is True and valid["topic"] == "PRODUCTS_UPDATE"
+    assert valid["domain"] == SHOP
+    body = orjson.loads(update["body"])
+    assert body["admin_graphql_api_id"] == FIRST and "reviewed" in body["tags"].split(", ")
+
+    # Adding a tag it has (any case) changes nothing: no webhook. Shopify's loop breaker.
+    again = graphql(TAGS_ADD, id=FIRST, tags=["REVIEWED"])["tagsAdd"]
+    assert again["userErrors"] == [] and again["node"]["tags"] == tags
+    time.sleep(0.5)
+    assert len(seen) == 1
+
+    removed = graphql(TAGS_REMOVE, id=FIRST, tags=["sale"])["tagsRemove"]
+    assert removed["userErrors"] == []
+    renamed = graphql(PRODUCT_UPDATE, product={"id": FIRST, "title": "Renamed"})["productUpdate"]
+    assert renamed["product"]["title"] == "Renamed" and "Sale" not in renamed["product"]["tags"]
+    updates = _updates(seen, 3)
+    assert len(updates) == 3
+    for delivery in updates[1:]:
+        assert judge(node).run(
+            "validateWebhook", body=delivery["body"].decode(), headers=delivery["headers"]
+        )["valid"]
+    assert orjson.loads(updates[2]["body"])["title"] == "Renamed"
+
+    missing = graphql(TAGS_ADD, id="gid://shopify/Product/1", tags=["x"])["tagsAdd"]
+    assert missing["node"] is None and missing["userErrors"][0]["field"] == ["id"]
+
+
+def test_no_products_update_unless_the_app_subscribed(node: Path, serve, emulator) -> None:
+    target, seen = recorder()
+    app = serve(target)
+    shopify = emulator(app_url=app.url, shops={SHOP: TOKEN})
+    client = judge(node, shopify)
+    client.run(
+        "graphql", shop=SHOP, accessToken=TOKEN, query=TAGS_ADD,
+        variables={"id": FIRST, "tags": ["quiet"]},
+    )  # fmt: skip
+    time.sleep(0.5)
+    assert seen == []

@@ -27,7 +27,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
 def test_defaults_match_the_contract(clean_env: pytest.MonkeyPatch) -> None:
     s = Settings()
     assert (s.worker_health_port, s.worker_concurrency, s.job_max_attempts) == (3001, 2, 3)
-    assert (s.job_backoff_seconds, s.rate_limit_max, s.rate_limit_window_seconds) == (5, 10, 60)
+    assert (s.job_backoff_seconds, s.rate_limit_max, s.rate_limit_window_seconds) == (5, 0, 60)
     assert s.worker_shutdown_grace_seconds == 25
     assert s.enable_diagnostic_jobs is False
     assert (s.completed_retention_seconds, s.completed_retention_count) == (86_400, 0)

@@ -8,8 +8,13 @@ const MAX_POLL_MS = 15000;
 const MAX_PAGE = 100; // the API's largest page
 // `more`: older pages were loaded ("Load more"), and the poll keeps them; `version` changes
 // with what the list shows (a tab, a page loaded), so an answer to an older request is dropped.
+// The list: the merchant's own jobs first (`mine`, the latest MINE_SHOWN), then the others
+// (`jobs`); batch children under their parent, collapsed (`expanded`: the parents opened, their
+// children in `children`); filtered by status, type and who started the job.
+const MINE_SHOWN = 10;
 const state = { types: [], status: "", jobs: [], cursor: null, more: false, version: 0,
-                delay: MIN_POLL_MS, timer: null };
+                delay: MIN_POLL_MS, timer: null, type: "", starter: "", mine: [],
+                expanded: new Set(), children: {}, jobTypes: [] };
 const $ = (selector) => document.querySelector(selector);
 
 async function api(path, options = {}, retried = false) {
@@ -168,11 +173,23 @@ async function submitJob(event) {
 
 // -- the list ----------------------------------------------------------------------------------
 
-function row(job) {
+const STARTERS = { admin: "merchant", schedule: "schedule", webhook: "webhook", app: "app",
+                   job: "app", cli: "app", proxy: "storefront" };
+
+function row(job, kind = "") {
   const details = el("td");
   if (job.status === "processing" || job.progress > 0) {
     details.append(el("div", { text: `${job.progress}%` + (job.progressMessage ? ` · ${job.progressMessage}` : "") }),
                    el("div", { class: "bar" }, el("i", { style: `width: ${job.progress}%` })));
+  }
+  if (job.batch) {
+    const b = job.batch;
+    details.append(el("div", { class: "batch", text: `${b.total} children: ${b.completed} completed, ${b.failed} failed, ${b.processing} running, ${b.pending + b.retrying} waiting` }));
+    if (b.total) {
+      const open = state.expanded.has(job.jobId);
+      details.append(el("button", { type: "button", class: "small", "data-action": "children",
+                                    "aria-expanded": String(open), text: open ? "Hide children" : `Show children (${b.total})` }));
+    }
   }
   if (job.waiting) {
     const until = job.waiting.until ? ` until ${new Date(job.waiting.until).toLocaleString()}` : "";
@@ -186,34 +203,74 @@ function row(job) {
   if (job.cancellable) actions.append(el("button", { type: "button", class: "small", "data-action": "cancel", text: "Cancel" }));
   if (job.retryable) actions.append(el("button", { type: "button", class: "small", "data-action": "retry", text: "Retry" }));
   const created = new Date(job.createdAt).toLocaleString();
-  return el("tr", { "data-job-id": job.jobId, "data-status": job.status },
-    el("td", {}, el("div", { text: job.type }), el("div", { class: "muted", text: created })),
+  const starter = STARTERS[job.source] || job.source;
+  return el("tr", { "data-job-id": job.jobId, "data-status": job.status, "data-kind": kind || null,
+                    "data-starter": starter, class: kind === "child" ? "child" : null },
+    el("td", {}, el("div", { text: job.type }),
+       el("div", { class: "muted", text: `${created} · ${kind === "mine" ? "you" : starter}` })),
     el("td", {}, el("span", { class: `badge ${job.status}`, text: job.cancelled ? "cancelled" : job.status })),
     details, actions);
 }
 
+function rowsOf(job, kind) {
+  const rows = [row(job, kind)];
+  if (state.expanded.has(job.jobId)) {
+    for (const child of state.children[job.jobId] || []) rows.push(row(child, "child"));
+  }
+  return rows;
+}
+
 function renderJobs() {
-  $("#jobs tbody").replaceChildren(...state.jobs.map(row));
-  $("#empty").hidden = state.jobs.length > 0;
+  const mine = new Set(state.mine.map((j) => j.jobId));
+  const others = state.jobs.filter((j) => !mine.has(j.jobId));
+  $("#jobs tbody").replaceChildren(...state.mine.flatMap((j) => rowsOf(j, "mine")),
+                                   ...others.flatMap((j) => rowsOf(j, "")));
+  $("#empty").hidden = state.mine.length + others.length > 0;
   $("#more").hidden = !state.cursor;
 }
 
-function query(cursor, limit) {
-  const params = new URLSearchParams();
+function renderTypeFilter() {
+  const select = $("#type-filter");
+  const names = [...new Set([...state.jobTypes, ...(state.type ? [state.type] : [])])].sort();
+  if (JSON.stringify(names) === select.dataset.names) return;
+  select.dataset.names = JSON.stringify(names);
+  select.replaceChildren(el("option", { value: "", text: "All types" }),
+    ...names.map((name) => el("option", { value: name, text: name, selected: name === state.type })));
+}
+
+// `mine`: "1" the staff user's own jobs, "0" the others'; top-level jobs only (children are
+// read per parent).
+function query(cursor, limit, mine = "0") {
+  const params = new URLSearchParams({ top: "1", mine });
   if (state.status) params.set("status", state.status);
+  if (state.type) params.set("type", state.type);
+  if (state.starter) params.set("startedBy", state.starter);
   if (cursor) params.set("cursor", cursor);
   if (limit) params.set("limit", String(limit));
   return `/api/jobs?${params}`;
+}
+
+async function loadChildren() {
+  const opened = [...state.expanded];
+  const pages = await Promise.all(opened.map((id) => api(`/api/jobs?parent=${id}&limit=${MAX_PAGE}`)));
+  state.children = Object.fromEntries(opened.map((id, i) => [id, pages[i].jobs]));
 }
 
 // Reload the first page (as many jobs as are shown, up to the API's largest page, once older
 // pages were loaded: those stay); a change (or an action: `urgent`) resets the poll to its quickest.
 async function refresh(urgent = false) {
   const { more, version } = state;
-  const page = await api(query(null, more ? Math.min(MAX_PAGE, state.jobs.length) : null));
+  const [page, mine] = await Promise.all([
+    api(query(null, more ? Math.min(MAX_PAGE, state.jobs.length) : null)),
+    state.starter && state.starter !== "merchant" ? { jobs: [] } : api(query(null, MINE_SHOWN, "1")),
+    loadChildren(),
+  ]);
   if (version !== state.version) return schedule();
-  const before = JSON.stringify(state.jobs.slice(0, page.jobs.length));
-  const changed = before !== JSON.stringify(page.jobs);
+  const before = JSON.stringify([state.mine, state.jobs.slice(0, page.jobs.length)]);
+  const changed = before !== JSON.stringify([mine.jobs, page.jobs]);
+  state.mine = mine.jobs;
+  state.jobTypes = page.types || [];
+  renderTypeFilter();
   let older = [];
   if (more && page.nextCursor) {
     const seen = new Set(page.jobs.map((j) => j.jobId));
@@ -223,7 +280,7 @@ async function refresh(urgent = false) {
   state.jobs = page.jobs.concat(older);
   if (!older.length) state.cursor = page.nextCursor;
   renderJobs();
-  const active = state.jobs.some((j) => ["pending", "processing", "retrying"].includes(j.status));
+  const active = state.jobs.concat(state.mine).some((j) => ["pending", "processing", "retrying"].includes(j.status));
   state.delay = urgent || (changed && active) ? MIN_POLL_MS : Math.min(state.delay * 2, MAX_POLL_MS);
   schedule();
 }
@@ -238,6 +295,12 @@ async function act(event) {
   const button = event.target.closest("button[data-action]");
   if (!button) return;
   const id = button.closest("tr").dataset.jobId;
+  if (button.dataset.action === "children") {
+    if (state.expanded.has(id)) state.expanded.delete(id);
+    else state.expanded.add(id);
+    await refresh(true).catch((e) => banner(e.message));
+    return;
+  }
   button.disabled = true;
   try {
     await api(`/api/jobs/${id}/${button.dataset.action}`, { method: "POST" });
@@ -320,6 +383,14 @@ async function start() {
     state.version += 1;
     refresh(true).catch((e) => banner(e.message));
   });
+  for (const [selector, key] of [["#type-filter", "type"], ["#starter-filter", "starter"]]) {
+    $(selector).addEventListener("change", (event) => {
+      state[key] = event.target.value;
+      state.more = false;
+      state.version += 1;
+      refresh(true).catch((e) => banner(e.message));
+    });
+  }
   $("#more").addEventListener("click", async () => {
     try {
       const version = state.version;
