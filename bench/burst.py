@@ -77,16 +77,19 @@ def job_types(settings: Settings) -> dict[str, JobType]:
     return {**_product_job_types(settings), JOB_TYPE: BURST_ECHO}
 
 
-def webhook_jobs(settings: Settings) -> dict[str, WebhookJob]:
+def webhook_jobs(settings: Settings) -> dict[str, tuple[WebhookJob, ...]]:
+    """The deployment's webhook jobs, with `products/update` starting only the burst's job."""
     return {
         **_product_webhook_jobs(settings),
-        TOPIC: WebhookJob(
-            BURST_ECHO,
-            burst_input,
-            debounce=Debounce(
-                key=lambda p: str(p["id"]),
-                seconds=DEBOUNCE_SECONDS,
-                max_seconds=DEBOUNCE_MAX_SECONDS,
+        TOPIC: (
+            WebhookJob(
+                BURST_ECHO,
+                burst_input,
+                debounce=Debounce(
+                    key=lambda p: str(p["id"]),
+                    seconds=DEBOUNCE_SECONDS,
+                    max_seconds=DEBOUNCE_MAX_SECONDS,
+                ),
             ),
         ),
     }

@@ -26,7 +26,7 @@ from starlette.routing import Route
 
 from jobs.types import JobType
 from service import job_views, store
-from service.core.states import JobStatus
+from service.core.states import FINAL_STATUSES, JobStatus
 from service.intake import Source
 from service.shopify.shop_domain import is_shop_domain
 from service.shopify.signatures import ProxySignatureError, verify_app_proxy

@@ -61,9 +61,8 @@ async def test_real_processes_write_json_lines_with_job_and_request_fields(
     assert any("retry in" in m for m in messages) and any("completed in" in m for m in messages)
     for entry in job_lines:
         assert (entry["type"], entry["shop"]) == ("echo", shop.domain)
-    assert any(
-        entry["logger"].startswith("arq") for entry in map(orjson.loads, worker.output.splitlines())
-    )
+    # arq's own lines (its per-run cron lines are DEBUG now) are JSON like the rest: every line
+    # was parsed above.
 
     requests = [entry for entry in map(orjson.loads, web.output.splitlines()) if entry.get("route")]
     created = next(entry for entry in requests if entry["request_id"] == "req-logs-1")

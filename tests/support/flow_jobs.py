@@ -61,17 +61,19 @@ def job_types(settings: Settings) -> dict[str, JobType]:
     return {**_product_job_types(settings), "flow_echo": FLOW_ECHO, "limited": LIMITED}
 
 
-def webhook_jobs(settings: Settings) -> dict[str, WebhookJob]:
+def webhook_jobs(settings: Settings) -> dict[str, tuple[WebhookJob, ...]]:
     seconds = float(os.environ.get("FLOW_DEBOUNCE_SECONDS", "2"))
     most = float(os.environ.get("FLOW_DEBOUNCE_MAX_SECONDS", "30"))
     return {
         **_product_webhook_jobs(settings),
-        "products/update": WebhookJob(
-            FLOW_ECHO,
-            _input,
-            debounce=Debounce(key=lambda p: str(p["id"]), seconds=seconds, max_seconds=most),
+        "products/update": (
+            WebhookJob(
+                FLOW_ECHO,
+                _input,
+                debounce=Debounce(key=lambda p: str(p["id"]), seconds=seconds, max_seconds=most),
+            ),
         ),
-        "products/create": WebhookJob(FLOW_ECHO, _input, unique_key=lambda p: str(p["id"])),
+        "products/create": (WebhookJob(FLOW_ECHO, _input, unique_key=lambda p: str(p["id"])),),
     }
 
 
