@@ -45,7 +45,7 @@ def _call(entry: Entry, defer_seconds: float) -> tuple[list[str], list[str | int
     keys = [JOB + job_id, RESULT + job_id]
     argv: list[str | int | bytes] = [
         job_id, payload, now_ms + defer_ms, defer_ms + EXPIRES_EXTRA_MS, shop or APP_BUCKET,
-        now_ms, MAX_PRIORITY - check_priority(entry.priority), entry.key or "",
+        now_ms, -check_priority(entry.priority), entry.key or "",
     ]  # fmt: skip
     return keys, argv
 

@@ -62,8 +62,10 @@ def later_queue(shop: str | None) -> str:
 
 
 # Priorities run from 0 (the default of background work) to MAX_PRIORITY; a job's rank in its
-# shop's set is its band (MAX_PRIORITY - priority) times RANK_BAND plus when it came due (ms),
-# so higher priority first, then due order. Epoch milliseconds stay below RANK_BAND until the
-# year 2248, and every rank below 2**53 (exact in Redis and Lua doubles).
+# shop's set is when it came due (ms) less its priority times RANK_BAND, so higher priority
+# first, then due order. A priority-0 job's rank is its due time: the score every earlier
+# release wrote and reads, so a previous release's worker still takes what this one queues
+# (during a rolling deploy; it takes higher priorities as due at once). Epoch milliseconds stay
+# below RANK_BAND until the year 2248, and every rank within 2**53 (exact in Lua doubles).
 MAX_PRIORITY = 9
 RANK_BAND = 2**43

@@ -34,7 +34,6 @@ from service.queue.keys import (
     JOB,
     JOB_KEY,
     LATER_PREFIX,
-    MAX_PRIORITY,
     PAUSED,
     RANK_BAND,
     READY,
@@ -60,7 +59,7 @@ local COUNTS, RUNNING, TAKEN, SEQ = '{COUNTS}', '{RUNNING}', '{TAKEN}', '{SEQ}'
 local BAND, CAPCOUNTS, BLOCKED = '{BAND}', '{CAP_COUNTS}', '{BLOCKED_PREFIX}'
 local BLOCKEDSHOP, BLOCKING, JOBKEY = '{BLOCKED_SHOP}', '{BLOCKING}', '{JOB_KEY}'
 local HELD, JOB, RETRY, REWAKE = '{HELD}', '{JOB}', '{RETRY}', '{REWAKE}'
-local UNIT, DEFAULT_BAND = {RANK_BAND}, {MAX_PRIORITY}
+local UNIT, DEFAULT_BAND = {RANK_BAND}, 0
 local function rank(band, due) return band * UNIT + due end
 local function band_of(r) return math.floor(r / UNIT) end
 local function due_of(r) return r - math.floor(r / UNIT) * UNIT end
@@ -427,7 +426,7 @@ return {total, due}
 # with arq's payload, plus a wake-up for idle workers. Returns 0 when a job with this id is
 # already queued, running, or has a kept result (arq's `_job_id` dedup).
 # KEYS: job key, result key. ARGV: job id, payload, due (ms), expiry (ms), the shop (or
-# APP_BUCKET), now (ms), the priority band, the concurrency key ('' for none).
+# APP_BUCKET), now (ms), its band (minus its priority), its concurrency key ('' for none).
 ENQUEUE_LUA = (
     PRELUDE
     + f"""

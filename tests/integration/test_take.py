@@ -58,7 +58,7 @@ async def put(
         return ids
     entries = [queue.Entry(job_type, job_id, shop, priority, key) for job_id in ids]
     assert all(await queue.enqueue_many(redis, entries))
-    base = now_ms(-100) + (keys.MAX_PRIORITY - priority) * keys.RANK_BAND
+    base = now_ms(-100) - priority * keys.RANK_BAND
     await redis.zadd(
         keys.shop_queue(shop), {job_id: base + next(_order) for job_id in ids}, xx=True
     )

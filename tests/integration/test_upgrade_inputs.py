@@ -40,7 +40,9 @@ def previous_rows() -> list[dict[str, Any]]:
 
 def test_the_fixture_has_a_row_of_every_shipped_type(settings: Settings) -> None:
     """A type shipped later than the fixture needs no old row; one that both ship does."""
-    assert {row["type"] for row in previous_rows()} == set(job_types(settings))
+    # Types added since (Shopify Flow's own) have no rows of the previous release to run.
+    added_since = {"flow_trigger", "echo_notify", "bulk_action"}
+    assert {row["type"] for row in previous_rows()} == set(job_types(settings)) - added_since
 
 
 async def _insert(
