@@ -31,7 +31,9 @@ CAPPED = "arq:fair:capped"  # shops at SHOP_CONCURRENCY_LIMIT, out of the rotati
 PAUSED = "arq:fair:paused"  # shops paused by an operator: out of the rotation until resumed
 COUNTS = "arq:fair:counts"  # shop -> its jobs running, across every worker
 RUNNING = "arq:fair:running"  # job id -> lease deadline (ms) of a taken job
-TAKEN = "arq:fair:taken"  # job id -> "rank shop type": where a taken job goes back to
+# job id -> "rank shop type caps[ !]": where a taken job goes back to, the caps it counts
+# toward, and " !" when a wake came while it ran (scripts.py `parse_taken`)
+TAKEN = "arq:fair:taken"
 # Per-type and per-key concurrency (JobType.concurrency, JobType.concurrency_key): running
 # counts by cap name ("t:TYPE", "k:SHOP|TYPE|KEY"), the jobs each cap holds back, and the
 # caps that hold some back.
@@ -40,9 +42,7 @@ BLOCKED_PREFIX = "arq:fair:blocked:"  # + cap name: the jobs it holds back, scor
 BLOCKED_SHOP = "arq:fair:blockedshop"  # job id -> its shop, for a held-back job
 BLOCKING = "arq:fair:blocking"  # the cap names holding some job back
 JOB_KEY = "arq:fair:jobkey"  # job id -> its concurrency key (types that have one)
-# Taken jobs woken while they ran (what their run was about to wait for happened): their
-# finish puts them back due now instead of later, so the wake-up is not lost.
-REWAKE = "arq:fair:rewake"
+
 SEQ = "arq:fair:seq"  # the turn counter of READY
 PAUSED = "arq:fair:paused"  # shops whose work is paused (JobsClient.pause_shop)
 # The bucket of jobs that belong to no shop (the app's own): one more turn in the rotation.

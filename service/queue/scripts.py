@@ -38,7 +38,6 @@ from service.queue.keys import (
     RANK_BAND,
     READY,
     RETRY,
-    REWAKE,
     RUNNING,
     SEQ,
     SHOP_QUEUE_PREFIX,
@@ -58,7 +57,7 @@ local READY, DELAYED, CAPPED, PAUSED = '{READY}', '{DELAYED}', '{CAPPED}', '{PAU
 local COUNTS, RUNNING, TAKEN, SEQ = '{COUNTS}', '{RUNNING}', '{TAKEN}', '{SEQ}'
 local BAND, CAPCOUNTS, BLOCKED = '{BAND}', '{CAP_COUNTS}', '{BLOCKED_PREFIX}'
 local BLOCKEDSHOP, BLOCKING, JOBKEY = '{BLOCKED_SHOP}', '{BLOCKING}', '{JOB_KEY}'
-local HELD, JOB, RETRY, REWAKE = '{HELD}', '{JOB}', '{RETRY}', '{REWAKE}'
+local HELD, JOB, RETRY = '{HELD}', '{JOB}', '{RETRY}'
 local UNIT, DEFAULT_BAND = {RANK_BAND}, 0
 local function rank(band, due) return band * UNIT + due end
 local function band_of(r) return math.floor(r / UNIT) end
@@ -117,15 +116,37 @@ local function parse_caps(text)
   for name, limit in string.gmatch(text or '', '([^=,]+)=(%d+)') do caps[name] = tonumber(limit) end
   return caps
 end
--- The caps a job counts toward: {{name, limit}} for its type's cap and its key's.
+-- The caps a job counts toward: {{name, limit, flag}} for its type's cap ('t') and its key's
+-- ('k'); only types with a cap cost a lookup.
 local function caps_of(id, shop, jtype, tcaps, kcaps)
   local found = {{}}
-  if jtype and tcaps[jtype] then found[#found + 1] = {{'t:' .. jtype, tcaps[jtype]}} end
-  local key = redis.call('HGET', JOBKEY, id)
-  if key and jtype then
-    found[#found + 1] = {{'k:' .. shop .. '|' .. jtype .. '|' .. key, kcaps[jtype] or 1}}
+  if jtype and tcaps[jtype] then found[#found + 1] = {{'t:' .. jtype, tcaps[jtype], 't'}} end
+  if jtype and kcaps[jtype] then
+    local key = redis.call('HGET', JOBKEY, id)
+    if key then
+      found[#found + 1] = {{'k:' .. shop .. '|' .. jtype .. '|' .. key, kcaps[jtype], 'k'}}
+    end
   end
   return found
+end
+-- A taken job's record: "rank shop type flags", flags the caps it counts toward ('t', 'k',
+-- '-' for none), and " !" once a wake came while it ran (its finish makes it due now). A
+-- record of the previous release is "score shop".
+local function parse_taken(info)
+  local woken = string.sub(info, -2) == ' !'
+  if woken then info = string.sub(info, 1, -3) end
+  local r, shop, jtype, flags = string.match(info, '^(%S+) (%S+) ?(%S*) ?(%S*)$')
+  return tonumber(r), shop, jtype or '', flags or '', woken
+end
+-- The cap names a taken job counts toward, from its record's flags.
+local function taken_caps(id, shop, jtype, flags)
+  local names = {{}}
+  if string.find(flags, 't', 1, true) then names[#names + 1] = 't:' .. jtype end
+  if string.find(flags, 'k', 1, true) then
+    local key = redis.call('HGET', JOBKEY, id)
+    if key then names[#names + 1] = 'k:' .. shop .. '|' .. jtype .. '|' .. key end
+  end
+  return names
 end
 local function cap_running(name) return tonumber(redis.call('HGET', CAPCOUNTS, name) or '0') end
 -- One job the cap held back goes back to its shop, due now (its rank kept).
@@ -157,14 +178,9 @@ local function release(id, how, run_at, now, cap)
   if not info then return false end
   redis.call('HDEL', TAKEN, id)
   redis.call('ZREM', RUNNING, id)
-  local r, shop, jtype = string.match(info, '^(%S+) (%S+) ?(%S*)$')
-  r = tonumber(r)
+  local r, shop, jtype, flags, woken = parse_taken(info)
   if redis.call('HINCRBY', COUNTS, shop, -1) <= 0 then redis.call('HDEL', COUNTS, shop) end
-  local names = {}
-  if jtype ~= '' then names[#names + 1] = 't:' .. jtype end
-  local key = redis.call('HGET', JOBKEY, id)
-  if key and jtype ~= '' then names[#names + 1] = 'k:' .. shop .. '|' .. jtype .. '|' .. key end
-  for _, name in ipairs(names) do
+  for _, name in ipairs(taken_caps(id, shop, jtype, flags)) do
     if redis.call('HEXISTS', CAPCOUNTS, name) == 1
        and redis.call('HINCRBY', CAPCOUNTS, name, -1) <= 0 then
       redis.call('HDEL', CAPCOUNTS, name)
@@ -172,10 +188,9 @@ local function release(id, how, run_at, now, cap)
     unblock(name, now)
   end
   local due = nil
-  local woken = redis.call('SREM', REWAKE, id) == 1
   if how == 'done' then
     redis.call('DEL', JOB .. id, RETRY .. id, HELD .. id)
-    redis.call('HDEL', JOBKEY, id)
+    if string.find(flags, 'k', 1, true) then redis.call('HDEL', JOBKEY, id) end
   else
     if how == 'later' then due = tonumber(run_at) else due = math.min(due_of(r), now) end
     if woken then due = math.min(due, now) end
@@ -270,10 +285,15 @@ while wanted > 0 and visits > 0 do
           redis.call('HSET', BLOCKEDSHOP, id, shop)
           redis.call('SADD', BLOCKING, blocked)
         else
-          for _, c in ipairs(caps) do redis.call('HINCRBY', CAPCOUNTS, c[1], 1) end
+          local flags = ''
+          for _, c in ipairs(caps) do
+            redis.call('HINCRBY', CAPCOUNTS, c[1], 1)
+            flags = flags .. c[3]
+          end
+          if flags == '' then flags = '-' end
           redis.call('SET', HELD .. id, '1', 'PX', lease)
           redis.call('ZADD', RUNNING, now + lease, id)
-          redis.call('HSET', TAKEN, id, r .. ' ' .. shop .. ' ' .. (jtype or ''))
+          redis.call('HSET', TAKEN, id, r .. ' ' .. shop .. ' ' .. (jtype or '') .. ' ' .. flags)
           taken[#taken + 1] = id
           taken[#taken + 1] = payload
           taken[#taken + 1] = jdue
@@ -327,12 +347,10 @@ local tcaps, kcaps = parse_caps(ARGV[3]), parse_caps(ARGV[4])
 local counts, capcounts = {}, {}
 local taken = redis.call('HGETALL', TAKEN)
 for i = 1, #taken, 2 do
-  local _, shop, jtype = string.match(taken[i + 1], '^(%S+) (%S+) ?(%S*)$')
+  local _, shop, jtype, flags = parse_taken(taken[i + 1])
   counts[shop] = (counts[shop] or 0) + 1
-  if jtype ~= '' then
-    for _, c in ipairs(caps_of(taken[i], shop, jtype, tcaps, kcaps)) do
-      capcounts[c[1]] = (capcounts[c[1]] or 0) + 1
-    end
+  for _, name in ipairs(taken_caps(taken[i], shop, jtype, flags)) do
+    capcounts[name] = (capcounts[name] or 0) + 1
   end
 end
 local wrong = 0
@@ -478,9 +496,10 @@ WAKE_LUA = (
     PRELUDE
     + f"""
 local id, now, shop = ARGV[1], tonumber(ARGV[2]), ARGV[3]
-if redis.call('HEXISTS', TAKEN, id) == 1 then
-  -- Its run is ending (deciding to wait, say): the finish puts it back due now.
-  redis.call('SADD', REWAKE, id)
+local info = redis.call('HGET', TAKEN, id)
+if info then
+  -- Its run is ending (deciding to wait, say): its finish puts it back due now.
+  if string.sub(info, -2) ~= ' !' then redis.call('HSET', TAKEN, id, info .. ' !') end
   return 1
 end
 if redis.call('ZREM', L .. shop, id) == 1 then
