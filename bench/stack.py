@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -190,6 +191,10 @@ def servers() -> Iterator[Stack]:
             stack.stop_all()
             # remove_data: as root, Postgres' data may live outside the temp dir.
             services.stop(base, remove_data=True)
+            if keep := os.environ.get("BENCH_KEEP_LOGS"):  # the processes' logs, to read after
+                Path(keep).mkdir(parents=True, exist_ok=True)
+                for log in Path(tmp).glob("*.log"):
+                    shutil.copy(log, Path(keep) / log.name)
 
 
 async def connect(stack: Stack) -> None:

@@ -27,6 +27,7 @@ DEPTH_TIMEOUT_SECONDS = 1.0
 # Why a run was put back in the queue without running (`deferred`):
 RATE_LIMIT = "rate_limit"  # the global start rate was used up
 LEASE_HELD = "lease_held"  # another live worker holds the job
+ROW_LOCKED = "row_locked"  # its row was locked by a writer about to commit (a wake, a cancel)
 DATABASE_DOWN = "database_unavailable"  # the claim could not reach Postgres
 
 

@@ -36,7 +36,7 @@ from jobs.types import JobType
 from jobs.worker import flow, lease, traces
 from jobs.worker.abandon import call
 from jobs.worker.context import RunContext
-from jobs.worker.metrics import DATABASE_DOWN, LEASE_HELD, RATE_LIMIT
+from jobs.worker.metrics import DATABASE_DOWN, LEASE_HELD, RATE_LIMIT, ROW_LOCKED
 from jobs.worker.mirror import persist_shielded
 from jobs.worker.outcomes import (
     HandlerNotAsync,
@@ -63,6 +63,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("shopjobs.worker")
 
 DB_UNAVAILABLE_DEFER_SECONDS = 1.0
+ROW_LOCKED_DEFER_SECONDS = 0.1  # a wake's or a cancel's transaction: committed in moments
 # A job whose worker keeps dying under it (it crashes the process, say) is failed after this
 # many starts beyond its attempts, instead of taking workers down forever.
 EXTRA_STARTS_ALLOWED = 3
@@ -161,6 +162,10 @@ async def _claim(
             )
             runtime.metrics.skipped_final(job_type)
             finishes.append(done(key))
+        elif state == ClaimResult.BUSY:
+            # Its row was locked for a moment (a wake, a cancel): claim it again shortly.
+            runtime.metrics.deferred(job_type, ROW_LOCKED)
+            finishes.append(later(key, ROW_LOCKED_DEFER_SECONDS))
         else:
             # Held: keep the queue entry; if its holder dies, this entry runs it after the lease.
             runtime.metrics.deferred(job_type, LEASE_HELD)

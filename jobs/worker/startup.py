@@ -26,7 +26,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from jobs.registry import app_loggers, job_types
 from jobs.types import JobType
-from jobs.worker import health, looplag, maintenance, metrics, schedules
+from jobs.worker import bulk_poller, health, looplag, maintenance, metrics, schedules
 from jobs.worker.process import STARTUP_RETRY_SECONDS, install
 from jobs.worker.ratelimit import RateLimiter
 from jobs.worker.resources import close_resources, open_resources
@@ -177,6 +177,8 @@ def build_worker_settings(settings: Settings, types: dict[str, JobType] | None =
             )
         lag_watch = asyncio.create_task(looplag.watch(worker_metrics, settings.job_lease_seconds))
         closing.callback(lag_watch.cancel)
+        polls = asyncio.create_task(bulk_poller.watch(resources.admin))
+        closing.callback(polls.cancel)
         logger.info(
             "worker %s ready: types=%s concurrency=%d",
             owner,

@@ -25,6 +25,7 @@ class ClaimResult(StrEnum):
     CLAIMED = "claimed"  # this worker holds the lease: run it
     SKIP = "skip"  # final or gone: nothing to do
     HELD = "held"  # a live worker runs it: look again when that worker's lease would expire
+    BUSY = "busy"  # runnable, but its row was locked by a writer (a wake committing): soon
 
 
 class QueueFinish(StrEnum):

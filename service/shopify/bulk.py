@@ -12,9 +12,10 @@ writes JSONL to a URL. Here:
   result has not expired is read again rather than run again;
 - a job run by a worker does not wait in place: while it waits for a slot or for Shopify it
   suspends (service/core/waits.py), freeing its worker slot, and runs again when the
-  `bulk_operations/finish` webhook wakes it (service/wakes.py), when a slot frees, or at its
-  next poll (backoff from 1 s to 30 s); each call's operation is recorded as a step of the
-  job, so the run after a wait (or a crash) picks up the same operation;
+  `bulk_operations/finish` webhook wakes it (service/wakes.py), when a slot frees, or when
+  the workers' poller (backoff from 1 s to 30 s, no slot held) finds the operation ended; each
+  call's operation is recorded as a step of the job, so the run after a wait (or a crash)
+  picks up the same operation;
 - a caller without a job (tools, tests) waits in place: it polls with backoff, and wakes
   early when the webhook pushes the operation's id to a Redis list;
 - `objectCount` is reported as the job's progress, then the rows read while streaming;
@@ -88,14 +89,16 @@ logger = logging.getLogger("shopjobs.shopify")
 POLL_FIRST_SECONDS = 0.2
 POLL_MAX_SECONDS = 5.0
 POLL_GROWTH = 1.5
-# A suspended job looks again at its running operation after a quarter of the time it has
-# waited, between these bounds (the webhook wakes it at once when the shop is subscribed).
+# A running operation of a shop that does not deliver `bulk_operations/finish` is polled by the
+# workers' poller (jobs/worker/bulk_poller.py, no slot held) after a quarter of the time its
+# job has waited, between these bounds; the poller wakes the job when the operation ends.
 SUSPENDED_POLL_MIN_SECONDS = 1.0
 SUSPENDED_POLL_MAX_SECONDS = 30.0
 SLOT_POLL_SECONDS = 5.0  # a job waiting for a slot looks again (a freed slot wakes it sooner)
-# A shop that delivers `bulk_operations/finish` wakes its waiting jobs itself: they look again
-# only this rarely, in case a webhook is lost.
-SUBSCRIBED_POLL_SECONDS = 60.0
+# A job waiting on a running operation runs again this often whatever wakes it (the webhook,
+# the poller): to report the operation's progress, check its wait limit and its cancel, and in
+# case a webhook or a poll is lost.
+LOOK_AGAIN_SECONDS = 60.0
 RUNNING = ("CREATED", "RUNNING", "CANCELING")
 
 OPERATION_FIELDS = "id type status errorCode objectCount rootObjectCount url partialDataUrl query"
@@ -144,6 +147,11 @@ mutation ShopjobsStagedUpload($input: [StagedUploadInput!]!) {
 MUTATION_COST = 10.0
 NODE_COST = 1.0
 BUSY_CODES = ("OPERATION_IN_PROGRESS", "LIMIT_REACHED")
+
+
+def poll_delay(waited: float) -> float:
+    """When to poll a running operation again, its job having waited `waited` seconds."""
+    return min(SUSPENDED_POLL_MAX_SECONDS, max(SUSPENDED_POLL_MIN_SECONDS, waited / 4))
 
 
 class BulkRunner:
@@ -359,9 +367,10 @@ class BulkRunner:
         count = int(operation.get("objectCount") or 0)
         percent = min(49, count * 50 // self.expected) if self.expected else 0
         await self._progress(percent, f"bulk operation running: {count} objects")
-        delay = min(SUSPENDED_POLL_MAX_SECONDS, max(SUSPENDED_POLL_MIN_SECONDS, waited / 4))
-        if await bulk_slots.is_subscribed(self.redis, self.admin.shop):
-            delay = SUBSCRIBED_POLL_SECONDS
+        if not await bulk_slots.is_subscribed(self.redis, self.admin.shop):
+            await bulk_slots.schedule_poll(
+                self.redis, self.admin.shop, operation_id, poll_delay(waited)
+            )
         # The slot stays this job's while it waits: Shopify counts the operation either way.
         await bulk_slots.acquire(
             self.redis,
@@ -369,9 +378,9 @@ class BulkRunner:
             self.kind,
             self.limit,
             self.holder,
-            lease_seconds=max(bulk_slots.SLOT_LEASE_SECONDS, 2 * delay + 30),
+            lease_seconds=max(bulk_slots.SLOT_LEASE_SECONDS, 2 * LOOK_AGAIN_SECONDS + 30),
         )
-        raise self._suspend(WaitFor.BULK_OPERATION, operation_id, delay)
+        raise self._suspend(WaitFor.BULK_OPERATION, operation_id, LOOK_AGAIN_SECONDS)
 
     def _suspend(self, wait_for: WaitFor, name: str, seconds: float) -> Suspend:
         """The job waits until Shopify says (no known end), looking again in `seconds`."""

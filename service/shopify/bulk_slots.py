@@ -133,3 +133,48 @@ async def wake_or_sleep(redis: Redis, operation_id: str, seconds: float) -> None
         )
         if await popped:
             return
+
+
+# Polls of running operations, for shops whose finish webhook is not known to arrive: checked by
+# each worker's poller (jobs/worker/bulk_poller.py) without running the job, so a job waiting on
+# Shopify holds no worker slot between its polls. A sorted set: "shop operation-id" -> next poll
+# (ms). A worker claims due polls by moving them CLAIM_POLL_SECONDS ahead: if it dies while
+# polling, another worker polls them then.
+POLLS_KEY = "shopjobs:bulk:polls"
+CLAIM_POLL_SECONDS = 30.0
+
+# KEYS[1] the polls; ARGV: now ms, how many at most, claim ms. The due polls, each moved ahead.
+CLAIM_POLLS = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+for _, member in ipairs(due) do
+  redis.call('ZADD', KEYS[1], tonumber(ARGV[1]) + tonumber(ARGV[3]), member)
+end
+return due
+"""
+
+
+async def schedule_poll(redis: Redis, shop: str, operation_id: str, seconds: float) -> None:
+    """Have a worker's poller look at `operation_id` in `seconds` (replacing an earlier time)."""
+    due = int((time.time() + seconds) * 1000)
+    await redis.zadd(POLLS_KEY, {f"{shop} {operation_id}": due})
+
+
+async def claim_polls(redis: Redis, limit: int) -> list[tuple[str, str]]:
+    """Up to `limit` due polls as (shop, operation id), claimed for CLAIM_POLL_SECONDS."""
+    now = int(time.time() * 1000)
+    due = await cast(
+        "Awaitable[list[bytes]]",
+        redis.eval(
+            CLAIM_POLLS, 1, POLLS_KEY, str(now), str(limit), str(int(CLAIM_POLL_SECONDS * 1000))
+        ),
+    )
+    polls: list[tuple[str, str]] = []
+    for member in due:
+        text = member.decode() if isinstance(member, bytes) else str(member)
+        shop, _, operation_id = text.partition(" ")
+        polls.append((shop, operation_id))
+    return polls
+
+
+async def drop_poll(redis: Redis, shop: str, operation_id: str) -> None:
+    await redis.zrem(POLLS_KEY, f"{shop} {operation_id}")

@@ -86,6 +86,7 @@ from service.store.sql import JOB_COLUMNS
 from service.store.traces import set_trace_context, trace_context_of
 from service.store.waits import (
     Woken,
+    bulk_operation_awaited,
     event_for,
     prune_events,
     record_step,
@@ -127,6 +128,7 @@ __all__ = [
     "await_children",
     "batch_counts",
     "batch_counts_many",
+    "bulk_operation_awaited",
     "bulk_operation_of",
     "cancel_job",
     "cancel_jobs",

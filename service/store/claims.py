@@ -79,7 +79,8 @@ async def claim_jobs(
     database: Database, job_ids: list[UUID], owner: str, lease_seconds: float
 ) -> tuple[list[Claim], dict[UUID, ClaimResult]]:
     """Take jobs for one run each, in one round trip: the claims, and for every job not
-    claimed, why (SKIP: final or gone; HELD: a live worker holds it).
+    claimed, why (SKIP: final or gone; HELD: a live worker holds it; BUSY: its row was locked
+    by another writer, a wake or a cancel committing, say).
 
     Only a pending or retrying job, or a processing one whose lease has expired (its worker
     died), can be claimed; completed and failed are final. A job another claim has locked is
@@ -93,12 +94,20 @@ async def claim_jobs(
         missing = set(job_ids) - {c.id for c in claims}
         if missing:
             found = await raw.fetch(
-                "SELECT id, status FROM jobs WHERE id = ANY($1::uuid[])", list(missing)
+                """SELECT id, status, lease_owner IS NOT NULL AND lease_expires_at >= now()
+                          AS leased
+                     FROM jobs WHERE id = ANY($1::uuid[])""",
+                list(missing),
             )
-            status = {row["id"]: row["status"] for row in found}
+            rows = {row["id"]: row for row in found}
             for job_id in missing:
-                final = job_id not in status or status[job_id] in FINAL_STATUSES
-                unclaimed[job_id] = ClaimResult.SKIP if final else ClaimResult.HELD
+                row = rows.get(job_id)
+                if row is None or row["status"] in FINAL_STATUSES:
+                    unclaimed[job_id] = ClaimResult.SKIP
+                elif row["leased"]:
+                    unclaimed[job_id] = ClaimResult.HELD
+                else:  # claimable, but locked (SKIP LOCKED) by a writer that has not committed
+                    unclaimed[job_id] = ClaimResult.BUSY
     return claims, unclaimed
 
 

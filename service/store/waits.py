@@ -83,6 +83,17 @@ async def wake_bulk_waiters(database: Database, operation_id: str) -> list[Woken
     return await _wake(database, "j.wait_for = 'bulk_operation' AND j.wait_name = $1", operation_id)
 
 
+async def bulk_operation_awaited(database: Database, operation_id: str) -> bool:
+    """Whether a job still waits for this bulk operation (a poll of it is still wanted)."""
+    return bool(
+        await database.fetch_val(
+            """SELECT EXISTS (SELECT 1 FROM jobs WHERE status = 'processing'
+                 AND wait_for = 'bulk_operation' AND wait_name = :operation)""",
+            {"operation": operation_id},
+        )
+    )
+
+
 async def wake_slot_waiters(database: Database, shop: str, kind: str, limit: int) -> list[Woken]:
     """The shop's oldest jobs waiting for a bulk slot of `kind`, at most `limit`, due now."""
     return await _wake(

@@ -179,6 +179,29 @@ async def _uninstall(
     return "uninstalled"
 
 
+async def _bulk_finished(
+    request: Request, shop: str, event_id: str, digest: bytes, payload: dict[str, Any]
+) -> str:
+    """`bulk_operations/finish`: wake the job waiting for the operation.
+
+    Not in a transaction: the wake's row update must be committed before its queue entry is
+    due, or a worker taking the entry at once finds the row locked, takes it for a run held by
+    another worker, and looks again only a lease later. A wake is idempotent, so a redelivery
+    (recorded already) wakes again: a web process that died between the record and the wake
+    loses no wake-up."""
+    state = web_state(request)
+    recorded = await _record(request, BULK_FINISHED, shop, event_id, digest)
+    operation_id = payload.get("admin_graphql_api_id")
+    if not isinstance(operation_id, str):
+        return "invalid payload" if recorded is store.WebhookRecord.FRESH else recorded.value
+    # The marker first: a job deciding to wait right now finds it once its wait is recorded
+    # (jobs/worker/suspend.py); then the job already waiting, if any, is woken.
+    await bulk.signal_finished(state.redis, operation_id, str(payload.get("status")))
+    await bulk_slots.mark_subscribed(state.redis, shop)
+    await wakes.wake_bulk_operation(state.database, state.redis, operation_id)
+    return "bulk operation finished" if recorded is store.WebhookRecord.FRESH else recorded.value
+
+
 async def _handle(
     request: Request,
     topic: str,
@@ -190,20 +213,12 @@ async def _handle(
     state = web_state(request)
     database = state.database
     routes = state.webhook_jobs.get(topic, ())
+    if topic == BULK_FINISHED:
+        return await _bulk_finished(request, shop, event_id, digest, payload)
     async with database.transaction():
         recorded = await _record(request, topic, shop, event_id, digest)
         if recorded is not store.WebhookRecord.FRESH:
             return recorded.value
-        if topic == BULK_FINISHED:
-            operation_id = payload.get("admin_graphql_api_id")
-            if not isinstance(operation_id, str):
-                return "invalid payload"
-            # The marker first: a job deciding to wait right now finds it once its wait is
-            # recorded (jobs/worker/suspend.py); then the job already waiting, if any, is woken.
-            await bulk.signal_finished(state.redis, operation_id, str(payload.get("status")))
-            await bulk_slots.mark_subscribed(state.redis, shop)
-            await wakes.wake_bulk_operation(database, state.redis, operation_id)
-            return "bulk operation finished"
         if not routes:
             return "ignored"
         known = await store.get_shop(database, shop)

@@ -8,6 +8,7 @@ its worker is SIGKILLed while it waits, and the next worker resumes the same ope
 from __future__ import annotations
 
 import asyncio
+import re
 import signal
 import sys
 import time
@@ -34,6 +35,16 @@ RUN_SECONDS = 8
 
 @pytest.fixture
 async def stack(env: dict[str, str], spawn, database: Database, redis):
+    return _start(env, spawn, finish_webhook=True)
+
+
+@pytest.fixture
+async def unsubscribed_stack(env: dict[str, str], spawn, database: Database, redis):
+    """A shop whose app did not subscribe to `bulk_operations/finish`: Shopify sends none."""
+    return _start(env, spawn, finish_webhook=False)
+
+
+def _start(env: dict[str, str], spawn, *, finish_webhook: bool) -> tuple[str, dict[str, str]]:
     web_port, shopify_port = free_port(), free_port()
     web_url, shopify_url = f"http://127.0.0.1:{web_port}", f"http://127.0.0.1:{shopify_port}"
     stack_env = {**env, "SHOPIFY_APP_URL": web_url, "SHOPIFY_ADMIN_URL": shopify_url}
@@ -49,7 +60,7 @@ async def stack(env: dict[str, str], spawn, database: Database, redis):
             "--max-variants", str(CATALOGUE["max_variants"]),
             "--seed", str(CATALOGUE["seed"]),
             "--bulk-run-seconds", str(RUN_SECONDS),
-            "--webhook-topic", "bulk_operations/finish",
+            *(["--webhook-topic", "bulk_operations/finish"] if finish_webhook else []),
         ],
         stack_env,
         "shopify",
@@ -139,6 +150,32 @@ async def test_a_report_waiting_on_shopify_frees_the_worker_and_wakes_on_the_web
     # It read the finished operation's result. How soon after the operation's end it resumes
     # (within 1 s of the webhook) is measured by `make bench`'s waits scenario, not timed here.
     assert finished.finished_at >= ended
+
+
+async def test_without_the_finish_webhook_the_poller_wakes_the_report_without_running_it(
+    unsubscribed_stack, spawn, database: Database, redis
+) -> None:
+    """No webhook will say the operation ended, so it is polled (backoff from 1 s) while the
+    report waits: by the workers' poller, not by running the report again. The report runs
+    twice however many polls the operation took: once to start it and suspend, once to read
+    the result after the poller woke it."""
+    shopify_url, stack_env = unsubscribed_stack
+    shop = await store.upsert_shop(database, SHOP, TOKEN, "read_products")
+    worker = start_worker(spawn, stack_env, worker_concurrency=1)
+    report = await add_job(database, redis, shop, {}, "inventory_report")
+    finished = await wait_for_status(database, report, {"completed", "failed"}, timeout=90)
+    assert finished.status == "completed", finished.error_message
+    [operation] = await _operations(shopify_url)
+    assert operation["status"] == "COMPLETED"
+    assert finished.finished_at is not None
+    assert finished.finished_at >= datetime.fromisoformat(operation["completedAt"])
+    async with httpx.AsyncClient(base_url=shopify_url) as emulator:
+        requests = (await emulator.get("/_emulator/stats")).json()["shops"][SHOP]["requests"]
+    runs = re.findall(rf"job {report} type=inventory_report \S+ started attempt=", worker.output)
+    # The operation ran RUN_SECONDS: polled several times (each a request to the Admin API,
+    # beside the report's own few), while the report started twice only.
+    assert requests >= 6, requests
+    assert len(runs) == 2, worker.output[-3000:]
 
 
 async def test_cancelling_a_waiting_report_cancels_its_bulk_operation(

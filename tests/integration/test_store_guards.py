@@ -15,11 +15,13 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import asyncpg
 import orjson
 import pytest
 from databases import Database
 
 from service import store
+from service.core.settings import Settings
 from service.core.states import ClaimResult
 from tests.support.faults import wait_until
 
@@ -77,6 +79,33 @@ async def expire_lease(database: Database, job_id: uuid.UUID) -> None:
 @pytest.fixture
 async def shop(database: Database) -> store.Shop:
     return await store.upsert_shop(database, "guards.myshopify.com", "shpat_test", "read_products")
+
+
+# -- a2: a job whose row a writer has locked, not a worker ----------------------------------
+
+
+async def test_a_job_locked_by_an_uncommitted_wake_is_busy_not_held(
+    database: Database, settings: Settings, shop: store.Shop
+) -> None:
+    """A wake (or a cancel) updates a waiting job's row in a transaction: a worker that takes
+    the job's entry before it commits finds the row locked. That is BUSY (claim again in a
+    moment), not HELD (a live worker runs it: look again a whole lease later), which made a
+    bulk report woken by its webhook start a lease late."""
+    job_id = await add_job(database, shop, status="processing")
+    await database.execute(
+        "UPDATE jobs SET wait_for = 'event', wait_name = 'go' WHERE id = :id", {"id": job_id}
+    )
+    writer = await asyncpg.connect(settings.database_url)
+    try:
+        locking = writer.transaction()
+        await locking.start()
+        await writer.execute("UPDATE jobs SET run_at = now() WHERE id = $1", job_id)
+        claims, unclaimed = await store.claim_jobs(database, [job_id], "worker-a", LEASE_SECONDS)
+        assert claims == [] and unclaimed == {job_id: ClaimResult.BUSY}
+        await locking.commit()
+    finally:
+        await writer.close()
+    await claim_one(database, job_id, "worker-a")  # committed: the same claim takes it
 
 
 # -- a: a job under a live lease -------------------------------------------------------------
@@ -161,10 +190,14 @@ async def test_two_claims_of_one_job_at_the_same_moment_make_one_winner(
         await asyncio.gather(*tasks, return_exceptions=True)
     assert pids["a"] != pids["b"]
     assert [c.id for c in a_claims] == [job_id]
-    assert b_claims == [] and b_unclaimed == {job_id: ClaimResult.HELD}
+    # B saw the row locked by a claim not yet committed: BUSY, claim again in a moment; by
+    # then A has committed and B is told a live worker holds it.
+    assert b_claims == [] and b_unclaimed == {job_id: ClaimResult.BUSY}
     won = await row(database, job_id)
     assert (won["lease_owner"], won["attempts"]) == ("worker-a", 1)
     assert not b_waited_for_a, "B waited for A's row lock instead of skipping the row"
+    again = await store.claim_jobs(database, [job_id], "worker-b", LEASE_SECONDS)
+    assert again == ([], {job_id: ClaimResult.HELD})
 
 
 # -- c: a batch whose child is still to run --------------------------------------------------
