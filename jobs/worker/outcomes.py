@@ -16,7 +16,7 @@ from typing import TypeVar
 from uuid import UUID
 
 from jobs.types import JobType, NonRetryableError
-from jobs.worker import lease, retry
+from jobs.worker import retry
 from jobs.worker.abandon import RunAbandoned
 from jobs.worker.context import FollowUpRefused, RunContext
 from jobs.worker.mirror import persist
@@ -86,7 +86,7 @@ def describe(error: BaseException, timeout: float) -> str:
 async def record(runtime: Runtime, job_id: str, what: str, write: Callable[[], Awaitable[T]]) -> T:
     """`persist` a run's outcome, keeping the job's in-progress key alive until it is written:
     until then the job is this run's, and no worker may take it off the queue again."""
-    async with lease.in_progress(runtime.redis, job_id, runtime.settings.job_lease_seconds):
+    with runtime.leases.in_progress(job_id):
         return await persist(what, write)
 
 

@@ -33,7 +33,7 @@ from pydantic import ValidationError
 from redis.exceptions import RedisError
 
 from jobs.types import JobType
-from jobs.worker import flow, lease, traces
+from jobs.worker import flow, traces
 from jobs.worker.abandon import call
 from jobs.worker.context import RunContext
 from jobs.worker.metrics import DATABASE_DOWN, LEASE_HELD, RATE_LIMIT, ROW_LOCKED
@@ -280,7 +280,7 @@ async def _run(
     )
     started = time.monotonic()
     try:
-        async with lease.held(database, runtime.redis, job_id, owner, settings.job_lease_seconds):
+        with runtime.leases.held(job_id):
             try:
                 data = job_type.parse_stored_input(claim.input)
             except ValidationError as exc:

@@ -17,6 +17,7 @@ from arq.connections import ArqRedis
 from databases import Database
 
 from jobs.types import JobType
+from jobs.worker.lease import Leases
 from jobs.worker.metrics import WorkerMetrics
 from jobs.worker.ratelimit import RateLimiter
 from jobs.worker.resources import Resources
@@ -42,6 +43,7 @@ class Runtime:
     completions: GroupCommit[tuple[UUID, str, str], bool]
     resources: Resources
     metrics: WorkerMetrics
+    leases: Leases  # renews the running jobs' leases, all together (jobs/worker/lease.py)
     # Handlers that did not stop when cancelled at their timeout, still going: their jobs have
     # been given up on and their slots freed (jobs/worker/abandon.py); too many end the process.
     abandoned: set[asyncio.Task[Any]] = field(default_factory=set)

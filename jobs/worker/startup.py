@@ -27,6 +27,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from jobs.registry import app_loggers, job_types
 from jobs.types import JobType
 from jobs.worker import bulk_poller, health, looplag, maintenance, metrics, schedules
+from jobs.worker.lease import Leases
 from jobs.worker.process import STARTUP_RETRY_SECONDS, install
 from jobs.worker.ratelimit import RateLimiter
 from jobs.worker.resources import close_resources, open_resources
@@ -151,6 +152,8 @@ def build_worker_settings(settings: Settings, types: dict[str, JobType] | None =
             logger.info("encrypted the stored tokens of %d shops", encrypted)
         resources = await open_resources(settings, database, redis)
         closing.push_async_callback(close_resources, resources)
+        leases = Leases(database, redis, owner, settings.job_lease_seconds)
+        closing.push_async_callback(leases.close)
         ctx["runtime"] = Runtime(
             settings=settings,
             types=types,
@@ -167,6 +170,7 @@ def build_worker_settings(settings: Settings, types: dict[str, JobType] | None =
             completions=GroupCommit(lambda done: store.complete_jobs(database, done)),
             resources=resources,
             metrics=worker_metrics,
+            leases=leases,
             abandoned=abandoned,
             jobs=JobsClient(database, redis, types),
         )

@@ -25,7 +25,7 @@ from service.store.claims import (
     claim_jobs,
     fail_unclaimed_job,
     release_job,
-    renew_lease,
+    renew_leases,
 )
 from service.store.compliance import customer_jobs, delete_customer_jobs, redact_shop
 from service.store.control import (
@@ -180,7 +180,7 @@ __all__ = [
     "record_webhook_event",
     "redact_shop",
     "release_job",
-    "renew_lease",
+    "renew_leases",
     "retry_failed_jobs",
     "retry_job",
     "retry_matching",

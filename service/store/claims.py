@@ -111,17 +111,21 @@ async def claim_jobs(
     return claims, unclaimed
 
 
-async def renew_lease(database: Database, job_id: UUID, owner: str, lease_seconds: float) -> bool:
-    """Extend a running job's lease; False when this worker no longer holds it."""
+async def renew_leases(
+    database: Database, job_ids: list[UUID], owner: str, lease_seconds: float
+) -> set[UUID]:
+    """Extend the leases of a worker's running jobs in one statement; the ids still its own
+    (one missing: another worker holds that job now, or it ended)."""
     async with connection(database) as raw:
-        held = await raw.fetchval(
-            f"""UPDATE jobs SET lease_expires_at = now() + make_interval(secs => $3)
-                 WHERE {HELD_BY_OWNER} RETURNING true""",
-            job_id,
+        rows = await raw.fetch(
+            """UPDATE jobs SET lease_expires_at = now() + make_interval(secs => $3)
+                WHERE id = ANY($1::uuid[]) AND lease_owner = $2 AND status = 'processing'
+            RETURNING id""",
+            job_ids,
             owner,
             lease_seconds,
         )
-    return bool(held)
+    return {row["id"] for row in rows}
 
 
 async def release_job(database: Database, job_id: UUID, owner: str) -> bool:

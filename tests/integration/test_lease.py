@@ -1,5 +1,6 @@
 """Lease renewal (jobs/worker/lease.py) against the real Postgres and Redis: a held lease is
-stretched in both while the job runs; a lease another worker took over stops the run."""
+stretched in both while the job runs; a lease another worker took over stops the run; one
+renewal statement serves every job of the process."""
 
 from __future__ import annotations
 
@@ -26,6 +27,10 @@ from tests.support.jobs import add_job, make_shop
 LEASE_SECONDS = 3.0
 RENEWAL_SECONDS = LEASE_SECONDS / 3
 RenewedValue = Callable[[], Awaitable[Any]]
+
+
+def leases(database: Database, redis: ArqRedis, owner: str) -> lease.Leases:
+    return lease.Leases(database, redis, owner, LEASE_SECONDS)
 
 
 async def claimed_job(database: Database, redis: ArqRedis, owner: str) -> uuid.UUID:
@@ -78,7 +83,7 @@ async def test_a_held_lease_outlives_itself_in_postgres_and_redis(
     job_id = await claimed_job(database, redis, "worker-a")
     claimed_until = await lease_expiry(database, job_id)
     key = in_progress_key_prefix + str(job_id)
-    async with lease.held(database, redis, str(job_id), "worker-a", LEASE_SECONDS):
+    with leases(database, redis, "worker-a").held(str(job_id)):
         await asyncio.gather(
             renewals(partial(lease_expiry, database, job_id), 3, "the Postgres lease"),
             renewals(partial(redis.pttl, key), 3, "the in-progress key"),
@@ -94,7 +99,7 @@ async def test_a_held_lease_outlives_itself_in_postgres_and_redis(
 
 async def test_renewal_stops_when_the_run_ends(database: Database, redis: ArqRedis) -> None:
     job_id = await claimed_job(database, redis, "worker-a")
-    async with lease.held(database, redis, str(job_id), "worker-a", LEASE_SECONDS):
+    with leases(database, redis, "worker-a").held(str(job_id)):
         await renewals(partial(lease_expiry, database, job_id), 1, "the Postgres lease")
     ended_at = await lease_expiry(database, job_id)
     # Wait out the lease and one renewal more, by Postgres' clock: renewals still running would
@@ -115,7 +120,7 @@ async def test_a_lease_taken_over_by_another_worker_cancels_the_run(
     job_id = await claimed_job(database, redis, "worker-a")
 
     async def run() -> None:
-        async with lease.held(database, redis, str(job_id), "worker-a", LEASE_SECONDS):
+        with leases(database, redis, "worker-a").held(str(job_id)):
             await asyncio.sleep(30)
 
     caplog.set_level(logging.WARNING, "shopjobs.worker")
@@ -141,7 +146,43 @@ async def test_in_progress_keeps_the_redis_key_while_an_outcome_is_written(
 ) -> None:
     job_id = await claimed_job(database, redis, "worker-a")
     key = in_progress_key_prefix + str(job_id)
-    async with lease.in_progress(redis, str(job_id), LEASE_SECONDS):
+    with leases(database, redis, "worker-a").in_progress(str(job_id)):
         # Three renewals, a third of a lease apart: unrenewed, the key would be gone by now.
         await renewals(partial(redis.pttl, key), 3, "the in-progress key")
         assert 0 < await redis.pttl(key) <= LEASE_SECONDS * 1000
+
+
+async def test_one_renewer_keeps_every_job_and_a_lost_lease_stops_only_its_run(
+    database: Database, redis: ArqRedis
+) -> None:
+    """Two runs of one process share its renewer: both leases are stretched; when another
+    worker takes one job over, that run is cancelled and the other goes on, still renewed."""
+    kept = await claimed_job(database, redis, "worker-a")
+    lost = await claimed_job(database, redis, "worker-a")
+    shared = leases(database, redis, "worker-a")
+
+    async def run(job_id: uuid.UUID) -> None:
+        with shared.held(str(job_id)):
+            await asyncio.sleep(60)
+
+    runs = {job_id: asyncio.create_task(run(job_id)) for job_id in (kept, lost)}
+    try:
+        await asyncio.gather(
+            renewals(partial(lease_expiry, database, kept), 1, "the first lease"),
+            renewals(partial(lease_expiry, database, lost), 1, "the second lease"),
+        )
+        await database.execute(
+            "UPDATE jobs SET lease_expires_at = now() - interval '1 second' WHERE id = :id",
+            {"id": lost},
+        )
+        claims, _ = await store.claim_jobs(database, [lost], "worker-b", 30)
+        assert [c.id for c in claims] == [lost]
+        done, _ = await asyncio.wait({runs[lost]}, timeout=60)
+        assert runs[lost] in done and runs[lost].cancelled()
+        await renewals(partial(lease_expiry, database, kept), 1, "the first lease, after")
+        assert not runs[kept].done()
+    finally:
+        for task in runs.values():
+            task.cancel()
+        await asyncio.gather(*runs.values(), return_exceptions=True)
+        await shared.close()

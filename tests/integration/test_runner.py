@@ -19,6 +19,7 @@ from pydantic import BaseModel
 
 from jobs.builtin.echo import JOB_TYPE as ECHO
 from jobs.types import JobContext, JobType
+from jobs.worker.lease import Leases
 from jobs.worker.metrics import WorkerMetrics
 from jobs.worker.ratelimit import RateLimiter
 from jobs.worker.resources import Resources
@@ -52,6 +53,7 @@ async def runtime(
         completions=GroupCommit(lambda done: store.complete_jobs(database, done)),
         resources=Resources(admin=AdminClient(settings, database, redis)),
         metrics=WorkerMetrics(),
+        leases=Leases(database, redis, OWNER, settings.job_lease_seconds),
     )
 
 
