@@ -8,6 +8,7 @@ The bottom layer: this module imports nothing of the project, so anything may im
 
 from __future__ import annotations
 
+import functools
 from collections.abc import (
     AsyncIterable,
     AsyncIterator,
@@ -475,8 +476,10 @@ class JobType:
         return model.model_validate(data)
 
 
-def _declared_keys(model: type[BaseModel]) -> set[str]:
-    """Every top-level key `model` reads: its field names and their string aliases."""
+@functools.cache
+def _declared_keys(model: type[BaseModel]) -> frozenset[str]:
+    """Every top-level key `model` reads: its field names and their string aliases (once per
+    model: every run of its type reads them)."""
     keys: set[str] = set()
     for name, info in model.model_fields.items():
         keys.add(name)
@@ -487,7 +490,7 @@ def _declared_keys(model: type[BaseModel]) -> set[str]:
                     keys.add(choice)
                 elif isinstance(choice, AliasPath) and isinstance(choice.path[0], str):
                     keys.add(choice.path[0])
-    return keys
+    return frozenset(keys)
 
 
 @dataclass(frozen=True)

@@ -52,7 +52,7 @@ from jobs.worker.results import encode_result
 from jobs.worker.runtime import Incoming, Runtime
 from jobs.worker.suspend import suspended
 from service import store
-from service.core import logs
+from service.core import logs, tracing
 from service.core.states import UNINSTALLED_MESSAGE, ClaimResult, RunOutcome
 from service.core.waits import Suspend
 from service.queue import Finish, done, give_back, later, pending
@@ -207,6 +207,9 @@ async def start_runs(
 
 
 async def execute(runtime: Runtime, job_type: JobType, claim: store.Claim) -> None:
+    if not tracing.enabled():  # no span to open: not even an empty context manager per run
+        await _execute(runtime, job_type, claim, None)
+        return
     async with traces.run_span(runtime, job_type, claim) as traced:
         await _execute(runtime, job_type, claim, traced)
 
