@@ -388,7 +388,8 @@ class Intake:
                     defer_seconds=max(0.0, run_at.timestamp() - time.time() + 0.002),
                     priority=entry.priority, key=entry.key,
                 )  # fmt: skip
-            queued = await asyncio.wait_for(queued_at, ENQUEUE_TIMEOUT_SECONDS)
+            async with asyncio.timeout(ENQUEUE_TIMEOUT_SECONDS):  # no task of its own
+                queued = await queued_at
             outcome = QueueOutcome.QUEUED if queued else QueueOutcome.DUPLICATE
         except Exception as exc:  # Redis down, slow or refusing: the caller decides what it means
             logger.warning("job %s could not be queued: %r", entry.job_id, exc)
