@@ -234,6 +234,13 @@ class Intake:
         is unreachable (after deleting the row, which may have committed all the same).
         """
         wanted = uuid4()
+        if not tracing.enabled():  # off: not even a context manager per job
+            return await self._submit(
+                wanted, job_type, shop=shop, job_input=job_input, source=source,
+                idempotency_key=idempotency_key, customer_id=customer_id,
+                staff_user_id=staff_user_id, run_at=run_at, parent_id=parent_id,
+                priority=priority, unique_key=unique_key, debounce=debounce,
+            )  # fmt: skip
         attributes = {"shopjobs.job.type": job_type.name, "shopjobs.shop": shop.domain,
                       "shopjobs.source": str(source)}  # fmt: skip
         with tracing.span(f"enqueue {job_type.name}", attributes, kind="PRODUCER") as traced:
