@@ -206,7 +206,8 @@ class Intake:
         self.redis = redis
         self._observe = observe
         self._rows: GroupCommit[NewRow, bool] = GroupCommit(self._insert)
-        self._queue: GroupCommit[Entry, bool] = GroupCommit(self._enqueue)
+        # Each entry with the loop time its caller stops waiting at.
+        self._queue: GroupCommit[tuple[Entry, float], bool] = GroupCommit(self._enqueue)
 
     async def submit(
         self,
@@ -234,6 +235,13 @@ class Intake:
         is unreachable (after deleting the row, which may have committed all the same).
         """
         wanted = uuid4()
+        if not tracing.enabled():  # off: not even a context manager per job
+            return await self._submit(
+                wanted, job_type, shop=shop, job_input=job_input, source=source,
+                idempotency_key=idempotency_key, customer_id=customer_id,
+                staff_user_id=staff_user_id, run_at=run_at, parent_id=parent_id,
+                priority=priority, unique_key=unique_key, debounce=debounce,
+            )  # fmt: skip
         attributes = {"shopjobs.job.type": job_type.name, "shopjobs.shop": shop.domain,
                       "shopjobs.source": str(source)}  # fmt: skip
         with tracing.span(f"enqueue {job_type.name}", attributes, kind="PRODUCER") as traced:
@@ -378,17 +386,18 @@ class Intake:
         started = time.perf_counter()
         outcome = QueueOutcome.ERROR
         try:
-            if run_at is None:
-                queued_at = self._queue.submit(entry)
+            if run_at is None:  # the group's write keeps the deadline (`_enqueue`)
+                deadline = asyncio.get_running_loop().time() + ENQUEUE_TIMEOUT_SECONDS
+                queued = await self._queue.submit((entry, deadline))
             else:
                 # The score is whole milliseconds from a clock read again: 2 ms more, so the
                 # entry is never due before `run_at`.
-                queued_at = queue.enqueue(
-                    self.redis, entry.job_type, entry.job_id, shop=entry.shop,
-                    defer_seconds=max(0.0, run_at.timestamp() - time.time() + 0.002),
-                    priority=entry.priority, key=entry.key,
-                )  # fmt: skip
-            queued = await asyncio.wait_for(queued_at, ENQUEUE_TIMEOUT_SECONDS)
+                async with asyncio.timeout(ENQUEUE_TIMEOUT_SECONDS):
+                    queued = await queue.enqueue(
+                        self.redis, entry.job_type, entry.job_id, shop=entry.shop,
+                        defer_seconds=max(0.0, run_at.timestamp() - time.time() + 0.002),
+                        priority=entry.priority, key=entry.key,
+                    )  # fmt: skip
             outcome = QueueOutcome.QUEUED if queued else QueueOutcome.DUPLICATE
         except Exception as exc:  # Redis down, slow or refusing: the caller decides what it means
             logger.warning("job %s could not be queued: %r", entry.job_id, exc)
@@ -444,5 +453,10 @@ class Intake:
         inserted = await store.insert_jobs(self.database, rows)
         return [row[0] in inserted for row in rows]
 
-    async def _enqueue(self, jobs: list[Entry]) -> list[bool]:
-        return await queue.enqueue_many(self.redis, jobs)
+    async def _enqueue(self, jobs: list[tuple[Entry, float]]) -> list[bool]:
+        """Queue a group's entries, within the earliest of their callers' deadlines: one timer
+        per group, not one per job, and no caller waits longer than ENQUEUE_TIMEOUT_SECONDS
+        (the group before this one ended by an earlier deadline still). A timeout is an
+        OSError: the whole group fails at once, never retried job by job."""
+        async with asyncio.timeout_at(min(deadline for _, deadline in jobs)):
+            return await queue.enqueue_many(self.redis, [entry for entry, _ in jobs])

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 from redis.asyncio import Redis
+from redis.exceptions import NoScriptError
 
 from service.queue.keys import APP_BUCKET, JOB, MAX_PRIORITY, RESULT
 from service.queue.scripts import scripts
@@ -109,11 +110,24 @@ async def enqueue_many(
     redis: Redis, jobs: Sequence[Entry | tuple[str, str, str | None]]
 ) -> list[bool]:
     """`enqueue` for many (job type, job id, shop[, priority, key]), due now, in one round trip
-    (a pipeline)."""
+    (a pipeline of EVALSHA).
+
+    The script's text is sent only when Redis does not have it (restarted, or SCRIPT FLUSH):
+    then nothing in the pipeline ran, and it is sent again once the script is loaded. (A
+    pipeline that registers the script itself asks SCRIPT EXISTS first, on every call: a
+    second round trip for each group of the web's enqueues.)"""
     script = scripts(redis).enqueue
-    async with redis.pipeline(transaction=False) as pipe:
-        for job in jobs:
-            keys, args = _call(Entry(*job), 0)
-            await script(keys=keys, args=args, client=pipe)
-        answers = await pipe.execute()
-    return [bool(answer) for answer in answers]
+    calls = [_call(Entry(*job), 0) for job in jobs]
+    for attempt in range(2):
+        async with redis.pipeline(transaction=False) as pipe:
+            for keys, args in calls:
+                pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+            try:
+                answers = await pipe.execute()
+            except NoScriptError:
+                if attempt:
+                    raise
+                await redis.script_load(script.script)
+                continue
+        return [bool(answer) for answer in answers]
+    raise AssertionError("unreachable")

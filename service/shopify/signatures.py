@@ -26,7 +26,7 @@ UNIQUE_PROXY_PARAMS = ("shop", "timestamp", "signature", "logged_in_customer_id"
 
 
 def _hmac_hex(secret: str, message: str) -> str:
-    return hmac.new(secret.encode(), message.encode(), hashlib.sha256).hexdigest()
+    return hmac.digest(secret.encode(), message.encode(), "sha256").hex()  # one C call
 
 
 def _grouped(pairs: Iterable[tuple[str, str]], skip: str) -> dict[str, list[str]]:

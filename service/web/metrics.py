@@ -73,6 +73,7 @@ class WebMetrics:
             registry=self.registry,
         )
         self._request_series: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+        self._enqueue_series: dict[tuple[Source, QueueOutcome], Histogram] = {}
         self.signature_rejections = Counter(
             "shopjobs_signature_rejections",
             "Requests refused for a bad or stale Shopify signature, by kind "
@@ -99,7 +100,13 @@ class WebMetrics:
         self.signature_rejections.labels(kind).inc()
 
     def observe_enqueue(self, source: Source, outcome: QueueOutcome, seconds: float) -> None:
-        self.enqueue_seconds.labels(source, outcome).observe(seconds)
+        # Every job the web queues comes here: the child is looked up once per series.
+        child = self._enqueue_series.get((source, outcome))
+        if child is None:
+            child = self._enqueue_series[source, outcome] = self.enqueue_seconds.labels(
+                source, outcome
+            )
+        child.observe(seconds)
 
 
 class MetricsPortError(RuntimeError):

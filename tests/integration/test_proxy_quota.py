@@ -158,3 +158,27 @@ async def test_client_idempotency_keys_never_match_the_apps_own(
     assert keys == {("proxy", f"proxy:webhook:{event}"), ("webhook", f"webhook:{event}")}
     proxy_job = next(r for r in rows if r._mapping["source"] == "proxy")
     assert str(proxy_job._mapping["id"]) == theirs.json()["jobId"]
+
+
+async def test_concurrent_requests_share_a_round_trip_and_are_counted_one_by_one(redis) -> None:
+    """Requests in flight together are counted in one pipeline (one INCRBY per key), yet each
+    gets the count its own INCR would have: a limit lets exactly that many through, in order."""
+    from service.web.proxy_quota import ProxyQuota
+
+    left = WINDOW_SECONDS - time.time() % WINDOW_SECONDS
+    if left < 5:  # all in one window
+        await asyncio.sleep(left + 0.1)
+    quota = ProxyQuota(redis, per_shop=5, per_customer=3)
+    await redis.config_resetstat()
+    anonymous = await asyncio.gather(*(quota.refusal(BUSY, None) for _ in range(12)))
+    stats = await redis.info("commandstats")
+    increments = sum(stats.get(f"cmdstat_{c}", {}).get("calls", 0) for c in ("incr", "incrby"))
+    assert increments < 12  # the first alone, then the eleven that came meanwhile together
+    assert anonymous[:5] == [None] * 5
+    assert all(r is not None and 1 <= r <= WINDOW_SECONDS for r in anonymous[5:])
+    assert await redis.get(f"shopjobs:proxy-quota:{window()}:shop:{BUSY}") == b"12"
+
+    # Customer 42 asks 4 times among other visitors of the shop: the customer's limit of 3
+    # refuses the 4th; the shop's own limit refuses everyone after its 5th request.
+    mixed = await asyncio.gather(*(quota.refusal(QUIET, "42" if n < 4 else None) for n in range(7)))
+    assert [r is None for r in mixed] == [True, True, True, False, True, False, False]

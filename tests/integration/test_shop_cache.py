@@ -88,3 +88,32 @@ async def test_uninstall_webhook_reaches_the_proxy_at_once_with_the_cache_on(
                 "/proxy/process", params=query, json={"type": "echo", "input": {"message": "x"}}
             )
             assert gone.status_code == 404 and gone.json() == {"error": "Shop not found"}
+
+
+async def test_concurrent_misses_share_one_read(database: Database, monkeypatch) -> None:
+    """An expired entry under load: the requests in flight read the row once, not each."""
+    await store.upsert_shop(database, "herd.myshopify.com", "t", "")
+    reads = 0
+    get_shop = store.get_shop
+
+    async def counted(*args, **kwargs):  # type: ignore[no-untyped-def]
+        nonlocal reads
+        reads += 1
+        return await get_shop(*args, **kwargs)
+
+    monkeypatch.setattr(store, "get_shop", counted)
+    cache = ShopCache(database, ttl=60)
+    shops = await asyncio.gather(*(cache.get("herd.myshopify.com") for _ in range(20)))
+    assert reads == 1 and all(s is not None and s.domain == "herd.myshopify.com" for s in shops)
+
+
+async def test_a_cancelled_reader_leaves_the_others_to_read(database: Database) -> None:
+    await store.upsert_shop(database, "cancel.myshopify.com", "t", "")
+    cache = ShopCache(database, ttl=60)
+    first = asyncio.create_task(cache.get("cancel.myshopify.com"))
+    await asyncio.sleep(0)  # the first caller is reading now
+    others = [asyncio.create_task(cache.get("cancel.myshopify.com")) for _ in range(3)]
+    await asyncio.sleep(0)
+    first.cancel()
+    shops = await asyncio.gather(*others)
+    assert all(s is not None and s.installed for s in shops)

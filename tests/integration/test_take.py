@@ -357,3 +357,18 @@ async def test_a_wake_during_the_run_that_suspends_is_not_lost(
     assert await queue.wake(redis, "echo", job_id, shop=BIG)  # while the run still ends
     await taker.finish(queue.later(job_id, 600))  # it decided to wait ten minutes
     assert await take(taker, 1) == [job_id]  # due now: the wake held
+
+
+async def test_enqueue_many_loads_the_script_again_when_redis_lost_it(redis: ArqRedis) -> None:
+    """One round trip per group: no SCRIPT EXISTS first; a Redis that lost its scripts (a
+    restart, SCRIPT FLUSH) gets the text once and every job of the group is queued."""
+    await queue.enqueue_many(redis, [("echo", str(uuid.uuid4()), SMALL)])
+    await redis.config_resetstat()
+    assert await queue.enqueue_many(redis, [("echo", str(uuid.uuid4()), SMALL)]) == [True]
+    stats = await redis.info("commandstats")
+    assert "cmdstat_script|exists" not in stats and "cmdstat_script" not in stats
+    await redis.script_flush()
+    ids = [str(uuid.uuid4()) for _ in range(3)]
+    assert await queue.enqueue_many(redis, [("echo", i, BIG) for i in ids]) == [True] * 3
+    assert await queue.enqueue_many(redis, [("echo", ids[0], BIG)]) == [False]  # deduplicated
+    assert await redis.zcard(keys.SHOP_QUEUE_PREFIX + BIG) == 3
