@@ -172,9 +172,11 @@ async def test_without_the_finish_webhook_the_poller_wakes_the_report_without_ru
     async with httpx.AsyncClient(base_url=shopify_url) as emulator:
         requests = (await emulator.get("/_emulator/stats")).json()["shops"][SHOP]["requests"]
     runs = re.findall(rf"job {report} type=inventory_report \S+ started attempt=", worker.output)
-    # The operation ran RUN_SECONDS: polled several times (each a request to the Admin API,
-    # beside the report's own few), while the report started twice only.
-    assert requests >= 6, requests
+    # The operation ran RUN_SECONDS: polled (each poll a request to the Admin API, beside the
+    # report's own three at most: look for a running one, start, read it back), while the
+    # report started twice only. No count of polls beyond one is asked: a slow machine polls
+    # less often within the operation's RUN_SECONDS.
+    assert requests >= 4, requests
     assert len(runs) == 2, worker.output[-3000:]
 
 
